@@ -1,0 +1,223 @@
+"""The Muesli loss as one pure function of (online net, target net, batch, params).
+
+Shape legend: T sequence length, B batch, K unroll steps, A actions, N sampled
+actions, S support bins, O observation shape.
+
+Batch (time-major tensors, see `common/batch.py`):
+  obs          [T+1, B, *O]  s_0 .. s_T; s_L is the final observation where an episode ends at step L-1
+  action       [T, B]        a_t (int64)
+  reward       [T, B]        r_t
+  behaviour    [T, B, A]     mu(. | s_t), the acting policy's probabilities
+  mask         [T, B]        1 where step t is real, 0 for padding after an episode end
+  terminal     [T, B]        1 where step t reached a true terminal state (not a time limit)
+  start_mask   [T, B]        (optional) which start states contribute; defaults to mask
+
+Per start state s_t (Muesli, Hessel et al. 2021; MUESLI.md "Losses"):
+  L_pg    = -clip(pi(a_t|s_t) / mu(a_t|s_t), 0, 1) * A_hat_t,  A_hat_t = (G_t - v(s_t)) / running std
+  L_reg   = lambda_reg * KL(pi_cmpo(.|s_t) || pi(.|s_t))        (exact, or sampled with N draws)
+  L_model = 1/K sum_k KL(pi_cmpo(.|s_{t+k}) || pi_hat_k(.|s_t, a_t..a_{t+k-1}))
+  L_value = CE(two_hot(h(G_{t+k})), v_hat_k)  k = 0..K   (squared error for scalar heads)
+  L_reward= CE(two_hot(h(r_{t+k-1})), r_hat_k) k = 1..K
+  total   = L_pg + L_reg + w_v L_value + w_r L_reward + w_m L_model
+G is the Retrace (or, for the seed, trace-1 discounted) return computed with the target network.
+"""
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from common import cmpo
+from common import value_transforms as vt
+from common.retrace import retrace
+
+
+@dataclass(frozen=True)
+class LossParams:
+    discount: float = 0.99
+    unroll_steps: int = 5             # K
+    retrace_lambda: float = 0.95
+    value_target: str = "retrace"     # 'retrace' or 'mc' (all traces 1: the seed's returns)
+    cmpo_clip: float = 1.0            # c
+    reg_weight: float = 1.0           # lambda_reg
+    reg_samples: int = 0              # N; 0 = exact KL over all actions
+    value_weight: float = 0.25
+    reward_weight: float = 1.0
+    model_weight: float = 1.0
+    pg_weight: float = 1.0
+    adv_beta: float = 0.99
+    adv_eps: float = 1e-12
+    prior_behaviour_weight: float = 0.0
+    prior_uniform_weight: float = 0.0
+    hidden_grad_scale: float = 0.5    # 1.0 when the learner scales dynamics parameter gradients instead
+
+
+class LossState(NamedTuple):
+    """Running advantage scales carried between learner steps (checkpointed)."""
+    adv: cmpo.NormalizerState   # one-step model advantages q - v (CMPO)
+    pg: cmpo.NormalizerState    # return advantages G - v (policy gradient)
+
+
+def init_loss_state(device=None) -> LossState:
+    return LossState(cmpo.init_normalizer(device), cmpo.init_normalizer(device))
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def _shift_windows(x: torch.Tensor, steps: int, fill=0) -> torch.Tensor:
+    """x [L, B, ...] -> [steps, L, B, ...] with out[k, t] = x[t + k] (fill past the end)."""
+    pad = torch.full((steps,) + tuple(x.shape[1:]), fill, dtype=x.dtype, device=x.device)
+    ext = torch.cat([x, pad])
+    return torch.stack([ext[k:k + x.shape[0]] for k in range(steps)])
+
+
+def _head_loss(logits: torch.Tensor, target: torch.Tensor, support_size: int) -> torch.Tensor:
+    """Cross-entropy against two_hot(h(target)) for categorical heads, 0.5 squared error for scalar."""
+    if support_size > 0:
+        return -(vt.scalar_to_categorical(target, support_size) * F.log_softmax(logits, -1)).sum(-1)
+    return 0.5 * (logits[..., 0] - target) ** 2
+
+
+def check_batch(batch: dict, num_actions: int) -> None:
+    """Raise ValueError naming the field when a batch has the wrong rank or shape."""
+    T, B = batch["action"].shape if batch["action"].dim() == 2 else (None, None)
+    if T is None:
+        raise ValueError(f"batch['action'] must be [T, B], got {tuple(batch['action'].shape)}")
+    expected = {"reward": (T, B), "mask": (T, B), "terminal": (T, B), "behaviour": (T, B, num_actions)}
+    for key, shape in expected.items():
+        if tuple(batch[key].shape) != shape:
+            raise ValueError(f"batch[{key!r}] must have shape {shape}, got {tuple(batch[key].shape)}")
+    if tuple(batch["obs"].shape[:2]) != (T + 1, B):
+        raise ValueError(f"batch['obs'] must be [T+1={T + 1}, B={B}, ...], got {tuple(batch['obs'].shape)}")
+
+
+@torch.no_grad()
+def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
+    """Everything computed with the target network (no gradient).
+
+    Returns (dict of tensors, new LossState):
+      value [T+1, B], prior_log_probs [T+1, B, A], adv_norm [T+1, B, A],
+      cmpo_log_probs [T+1, B, A], returns G [T, B], pg_adv [T, B], state_valid [T+1, B]."""
+    obs, action, mask = batch["obs"], batch["action"], batch["mask"]
+    T, B = action.shape
+    A = batch["behaviour"].shape[-1]
+    flat_obs = obs.reshape((T + 1) * B, *obs.shape[2:])
+    hidden = target.represent(flat_obs)                                      # [(T+1)B, H]
+    prior_logits, value_logits = target.predict(hidden)
+    value = target.to_scalar(value_logits).reshape(T + 1, B)
+    # One-step lookahead for every action in one batched call: q = r_hat + gamma v(g(h, a)).
+    hidden_a = hidden.repeat_interleave(A, 0)                                 # [(T+1)B A, H]
+    actions_a = torch.arange(A, device=obs.device).repeat((T + 1) * B)
+    next_hidden, reward_logits = target.dynamics(hidden_a, actions_a)
+    next_value = target.to_scalar(target.predict(next_hidden)[1])
+    q = (target.to_scalar(reward_logits) + p.discount * next_value).reshape(T + 1, B, A)
+
+    behaviour_ext = torch.cat([batch["behaviour"], torch.softmax(prior_logits, -1).reshape(T + 1, B, A)[-1:]])
+    prior_probs = cmpo.mix_prior(torch.softmax(prior_logits, -1).reshape(T + 1, B, A), behaviour_ext,
+                                 p.prior_behaviour_weight, p.prior_uniform_weight)
+    prior_log_probs = torch.log(prior_probs.clamp(min=1e-12))
+
+    # s_j is a real, non-terminal state for j < T where step j exists, and s_T when the
+    # sequence did not end at T-1.
+    last_open = mask[-1] * (1.0 - batch["terminal"][-1])
+    state_valid = torch.cat([mask, last_open[None]])                          # [T+1, B]
+
+    adv = q - value[..., None]
+    adv_state = cmpo.update_normalizer(state.adv, adv, p.adv_beta, state_valid)
+    adv_norm = cmpo.normalize(adv, adv_state, p.adv_beta, p.adv_eps)
+    cmpo_log_probs = cmpo.cmpo_log_probs(prior_log_probs, adv_norm, p.cmpo_clip)
+
+    discount_t = p.discount * (1.0 - batch["terminal"])
+    if p.value_target == "retrace":
+        pi_a = prior_probs[:-1].gather(-1, action[..., None])[..., 0]
+        mu_a = batch["behaviour"].gather(-1, action[..., None])[..., 0].clamp(min=1e-8)
+        traces = p.retrace_lambda * torch.clamp(pi_a / mu_a, max=1.0) * mask
+    elif p.value_target == "mc":
+        traces = mask
+    else:
+        raise ValueError(f"unknown value_target {p.value_target!r}; allowed: 'retrace', 'mc'")
+    returns = retrace(batch["reward"], discount_t, value, traces)
+    # The return advantage has its own running scale: early in training the model's
+    # one-step advantages are tiny while G - v is not, and a shared scale would blow the
+    # policy-gradient term up by that ratio.
+    pg_adv = returns - value[:-1]
+    pg_state = cmpo.update_normalizer(state.pg, pg_adv, p.adv_beta, mask)
+    pg_adv = cmpo.normalize(pg_adv, pg_state, p.adv_beta, p.adv_eps)
+    out = dict(value=value, prior_log_probs=prior_log_probs, adv_norm=adv_norm, cmpo_log_probs=cmpo_log_probs,
+               returns=returns, pg_adv=pg_adv, state_valid=state_valid, q=q)
+    return out, LossState(adv_state, pg_state)
+
+
+def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
+    """Total Muesli loss. Returns (loss scalar, metrics dict of floats, new LossState).
+
+    Gradient reaches only `online`; targets are computed under no_grad with `target`."""
+    check_batch(batch, online.spec.num_actions)
+    tq, state = target_quantities(target, batch, state, p)
+    obs, action, mask = batch["obs"], batch["action"], batch["mask"]
+    T, B = action.shape
+    K = p.unroll_steps
+    start = batch.get("start_mask", mask) * mask                              # [T, B]
+    support = online.spec.support_size
+
+    # Unroll the online model from every start state s_t along a_t .. a_{t+K-1}.
+    action_windows = _shift_windows(action, K)                               # [K, T, B]
+    out = online.unroll(obs[:T].reshape(T * B, *obs.shape[2:]), action_windows.reshape(K, T * B),
+                        p.hidden_grad_scale)
+    logits = out.policy_logits.reshape(K + 1, T, B, -1)
+    log_pi = F.log_softmax(logits, -1)                                        # [K+1, T, B, A]
+
+    # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
+    log_pi0_a = log_pi[0].gather(-1, action[..., None])[..., 0]
+    mu_a = batch["behaviour"].gather(-1, action[..., None])[..., 0].clamp(min=1e-8)
+    ratio = torch.clamp(log_pi0_a.exp() / mu_a, 0.0, 1.0)
+    loss_pg = _masked_mean(-ratio * tq["pg_adv"], start)
+
+    # 2. CMPO regulariser at k = 0.
+    if p.reg_samples > 0:
+        prior = tq["prior_log_probs"][:T].exp().reshape(T * B, -1)
+        samples = torch.multinomial(prior, p.reg_samples, replacement=True).reshape(T, B, p.reg_samples)
+        adv_s = torch.clamp(tq["adv_norm"][:T].gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
+        reg = cmpo.sampled_cmpo_regularizer(log_pi[0].gather(-1, samples), adv_s)
+    else:
+        reg = cmpo.exact_kl(tq["cmpo_log_probs"][:T], log_pi[0])
+    loss_reg = _masked_mean(reg, start)
+
+    # 3-5. Model losses for k = 1..K, masked past episode ends.
+    step_valid = _shift_windows(mask, K + 1)                                 # [K+1, T, B]: mask[t+k]
+    state_valid = _shift_windows(tq["state_valid"], K + 1)[:, :T]            # state s_{t+k} real
+    cmpo_targets = _shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T]        # [K+1, T, B, A]
+    returns = _shift_windows(tq["returns"], K + 1)                           # G_{t+k}
+    rewards = _shift_windows(batch["reward"], K)                             # r_{t+k-1}, k = 1..K
+    # A model step k >= 1 is valid when action a_{t+k-1} was really taken.
+    acted = torch.cat([torch.ones_like(mask)[None], step_valid[:K]])         # [K+1, T, B]
+    if K > 0:
+        model_mask = acted[1:] * state_valid[1:] * start
+        loss_model = _masked_mean(cmpo.exact_kl(cmpo_targets[1:], log_pi[1:]), model_mask)
+        reward_mask = step_valid[:K] * start
+        loss_reward = _masked_mean(_head_loss(out.reward_logits.reshape(K, T, B, -1), rewards, support), reward_mask)
+    else:
+        loss_model = loss_reward = torch.zeros((), device=obs.device)
+    value_mask = step_valid * start                                          # G_{t+k} exists
+    loss_value = _masked_mean(_head_loss(out.value_logits.reshape(K + 1, T, B, -1), returns, support), value_mask)
+
+    loss = (p.pg_weight * loss_pg + p.reg_weight * loss_reg + p.value_weight * loss_value
+            + p.reward_weight * loss_reward + p.model_weight * loss_model)
+
+    with torch.no_grad():
+        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), start)
+        metrics = {
+            "loss/total": loss.item(), "loss/pg": loss_pg.item(), "loss/reg": loss_reg.item(),
+            "loss/model": loss_model.item(), "loss/value": loss_value.item(), "loss/reward": loss_reward.item(),
+            "stats/entropy": entropy.item(),
+            "stats/is_ratio_mean": _masked_mean(ratio, start).item(),
+            "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)).item(),
+            "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)).item(),
+            "stats/value_mean": _masked_mean(tq["value"][:T], mask).item(),
+            "stats/return_mean": _masked_mean(tq["returns"], mask).item(),
+            "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
+                                                              tq["prior_log_probs"][:T]), mask).item(),
+        }
+    return loss, metrics, state

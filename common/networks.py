@@ -1,0 +1,164 @@
+"""Muesli networks: representation h, dynamics g, prediction f.
+
+Shape legend: B batch, K unroll steps, A actions, H hidden size, S support bins
+(S = 2 s_max + 1 for categorical heads, 1 for scalar heads), O observation shape.
+
+  hidden_0         = h(obs)
+  hidden_k, r_k    = g(scale_gradient(hidden_{k-1}, s), one_hot(a_{k-1}))   k = 1..K
+  logits_k, v_k    = f(hidden_k)                                          k = 0..K
+
+Observations may be uint8 images (scaled to [0, 1] inside the torso) or float vectors.
+The hidden state is squashed with tanh so unrolled states stay in a fixed range.
+"""
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+from torch import nn
+
+from common import value_transforms as vt
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; backward multiplies the gradient by `scale` (MuZero)."""
+    if scale == 1.0:
+        return x
+    return x * scale + x.detach() * (1.0 - scale)
+
+
+def mlp(sizes: Sequence[int], activate_last: bool = False) -> nn.Sequential:
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or activate_last:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ConvTorso(nn.Module):
+    """Conv torso for image observations [B, C, H, W] (uint8 or float) -> features [B, F].
+
+    'atari': Nature-DQN stack for 84x84 frames; 'minatar': one 3x3 conv for 10x10xC grids.
+    Channel-last inputs [B, H, W, C] (MinAtar) are detected by the smaller last dim.
+    """
+
+    def __init__(self, obs_shape: Sequence[int], kind: str):
+        super().__init__()
+        self.channels_last = obs_shape[-1] < obs_shape[0]
+        c = obs_shape[-1] if self.channels_last else obs_shape[0]
+        if kind == "atari":
+            self.net = nn.Sequential(
+                nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+        elif kind == "minatar":
+            self.net = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        else:
+            raise ValueError(f"unknown conv torso {kind!r}; allowed: 'atari', 'minatar'")
+        with torch.no_grad():
+            self.out_features = self.net(self._prepare(torch.zeros(1, *obs_shape))).shape[-1]
+
+    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self._prepare(obs))
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture of a MuesliNet (plain values, no config object)."""
+    obs_shape: tuple
+    num_actions: int
+    torso: str = "mlp"              # 'mlp', 'atari', 'minatar'
+    width: int = 128                # MLP width of every sub-network
+    depth: int = 2                  # hidden layers per MLP
+    hidden_size: int = 64           # model state size H
+    support_size: int = 0           # s_max of categorical value/reward heads; 0 = scalar heads
+
+
+class UnrollOutput(NamedTuple):
+    policy_logits: torch.Tensor      # [K+1, B, A]
+    value_logits: torch.Tensor       # [K+1, B, S]
+    reward_logits: torch.Tensor      # [K, B, S]
+
+
+class MuesliNet(nn.Module):
+    def __init__(self, spec: NetworkSpec):
+        super().__init__()
+        self.spec = spec
+        A, H, W, D = spec.num_actions, spec.hidden_size, spec.width, spec.depth
+        self.num_bins = 2 * spec.support_size + 1 if spec.support_size > 0 else 1
+        if spec.torso == "mlp":
+            obs_dim = int(torch.tensor(spec.obs_shape).prod())
+            self.torso = nn.Sequential(nn.Flatten(), mlp([obs_dim] + [W] * D, activate_last=True))
+            torso_out = W
+        else:
+            self.torso = ConvTorso(spec.obs_shape, spec.torso)
+            torso_out = self.torso.out_features
+        self.represent_head = nn.Linear(torso_out, H)
+        self.dynamics_net = mlp([H + A] + [W] * D, activate_last=True)
+        self.dynamics_state = nn.Linear(W, H)
+        self.dynamics_reward = nn.Linear(W, self.num_bins)
+        self.prediction_net = mlp([H] + [W] * D, activate_last=True)
+        self.policy_head = nn.Linear(W, A)
+        self.value_head = nn.Linear(W, self.num_bins)
+
+    # -- the three functions -------------------------------------------------------------
+    def represent(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, *O] -> hidden [B, H]."""
+        if obs.dtype != torch.uint8:
+            obs = obs.float()
+        return torch.tanh(self.represent_head(self.torso(obs)))
+
+    def dynamics(self, hidden: torch.Tensor, action: torch.Tensor):
+        """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S]."""
+        one_hot = nn.functional.one_hot(action.long(), self.spec.num_actions).to(hidden.dtype)
+        x = self.dynamics_net(torch.cat([hidden, one_hot], -1))
+        return torch.tanh(self.dynamics_state(x)), self.dynamics_reward(x)
+
+    def predict(self, hidden: torch.Tensor):
+        """hidden [B, H] -> policy logits [B, A], value logits [B, S]."""
+        x = self.prediction_net(hidden)
+        return self.policy_head(x), self.value_head(x)
+
+    # -- helpers ------------------------------------------------------------------------
+    def to_scalar(self, logits: torch.Tensor) -> torch.Tensor:
+        """Value or reward head output [..., S] -> raw scalar [...]."""
+        if self.spec.support_size > 0:
+            return vt.categorical_to_scalar(logits, self.spec.support_size)
+        return logits[..., 0]
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """What actors and the exported policy use: obs [B, *O] -> logits [B, A]."""
+        return self.predict(self.represent(obs))[0]
+
+    def unroll(self, obs: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5) -> UnrollOutput:
+        """Unroll the model K steps from obs [B, *O] along actions [K, B].
+
+        The hidden state entering each dynamics step has its gradient scaled by
+        `hidden_grad_scale` (0.5 in Muesli / MuZero; 1.0 disables it)."""
+        if actions.dim() != 2 or actions.shape[1] != obs.shape[0]:
+            raise ValueError(f"actions must be [K, B] with B={obs.shape[0]}, got {tuple(actions.shape)}")
+        hidden = self.represent(obs)
+        logits, values = self.predict(hidden)
+        all_logits, all_values, all_rewards = [logits], [values], []
+        for k in range(actions.shape[0]):
+            hidden, reward = self.dynamics(scale_gradient(hidden, hidden_grad_scale), actions[k])
+            logits, values = self.predict(hidden)
+            all_logits.append(logits)
+            all_values.append(values)
+            all_rewards.append(reward)
+        reward_logits = (torch.stack(all_rewards) if all_rewards
+                         else torch.zeros(0, obs.shape[0], self.num_bins, device=obs.device))
+        return UnrollOutput(torch.stack(all_logits), torch.stack(all_values), reward_logits)
+
+    def dynamics_parameters(self):
+        """Parameters of g (for the seed's 'scale dynamics parameter gradients' option)."""
+        for module in (self.dynamics_net, self.dynamics_state, self.dynamics_reward):
+            yield from module.parameters()
+
+
+def build_network(spec: NetworkSpec, device: Optional[torch.device] = None) -> MuesliNet:
+    return MuesliNet(spec).to(device or "cpu")
