@@ -68,6 +68,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _shift_windows(x: torch.Tensor, steps: int, fill=0) -> torch.Tensor:
     """x [L, B, ...] -> [steps, L, B, ...] with out[k, t] = x[t + k] (fill past the end)."""
+    if steps == 0:  # torch.stack([]) raises; K = 0 is allowed by the config
+        return x.new_zeros((0,) + tuple(x.shape))
     pad = torch.full((steps,) + tuple(x.shape[1:]), fill, dtype=x.dtype, device=x.device)
     ext = torch.cat([x, pad])
     return torch.stack([ext[k:k + x.shape[0]] for k in range(steps)])
@@ -155,6 +157,8 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
 
     Gradient reaches only `online`; targets are computed under no_grad with `target`."""
     check_batch(batch, online.spec.num_actions)
+    # Batch entries are data: never let the gradient flow into them (reward/behaviour/mask enter the graph).
+    batch = {k: v.detach() if torch.is_tensor(v) else v for k, v in batch.items()}
     tq, state = target_quantities(target, batch, state, p)
     obs, action, mask = batch["obs"], batch["action"], batch["mask"]
     T, B = action.shape

@@ -1,0 +1,175 @@
+"""Self-play actor: steps E envs together with one batched forward pass per step and cuts
+fixed-length, overlapping sequences (common/sequence.py) that it pushes to replay.
+
+Shape legend: E envs of this actor, T sequence length, A actions, O observation shape.
+
+Sequences never cross an episode boundary: an episode's last sequence is padded
+(mask False) and holds the final observation at index L, so a time-limit truncation
+can bootstrap from it. Consecutive sequences of one env start `stride` steps apart.
+"""
+import time
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from actors.params import WeightClient, load_numpy_state
+from common import envs as envs_lib
+from common.config import Config
+from common.networks import build_network
+from common.sequence import SequenceSpec, encode_sequence
+
+
+class SequenceCutter:
+    """Per-env rolling buffers [E, T(+1), ...]; emits sequences at episode ends and every T steps."""
+
+    def __init__(self, spec: SequenceSpec, num_envs: int, stride: int, first_obs: np.ndarray):
+        self.spec, self.stride, self.E = spec, stride, num_envs
+        self.buf = spec.empty(leading=(num_envs,))
+        self.fill = np.zeros(num_envs, dtype=np.int64)   # steps stored per env
+        self.buf["obs"][:, 0] = first_obs
+        self._rows = np.arange(num_envs)
+
+    def add(self, action, reward, behaviour, terminal, truncated, version, next_obs, final_obs) -> List[Dict]:
+        """Record one vector step; `final_obs` [E, *O] replaces next_obs where an episode ended.
+        Returns the sequences completed by this step."""
+        rows, n, b = self._rows, self.fill, self.buf
+        b["action"][rows, n] = action
+        b["reward"][rows, n] = reward
+        b["behaviour"][rows, n] = behaviour
+        b["mask"][rows, n] = True
+        b["terminal"][rows, n] = terminal
+        b["truncated"][rows, n] = truncated
+        b["version"][rows, n] = version
+        done = terminal | truncated
+        b["obs"][rows, n + 1] = np.where(done.reshape((-1,) + (1,) * (next_obs.ndim - 1)), final_obs, next_obs)
+        n += 1
+        out = []
+        for j in np.flatnonzero(done | (n == self.spec.length)):
+            out.append({k: v[j].copy() for k, v in b.items()})
+            if done[j]:
+                for v in b.values():
+                    v[j] = 0
+                b["obs"][j, 0] = next_obs[j]
+                n[j] = 0
+            else:
+                self._shift(j)
+        return out
+
+    def _shift(self, j: int) -> None:
+        """Keep the last T - stride steps of env j (the overlap) at the front."""
+        s, T = self.stride, self.spec.length
+        for name, v in self.buf.items():
+            keep = T + 1 - s if name == "obs" else T - s
+            v[j, :keep] = v[j, s:s + keep]
+            v[j, keep:] = 0
+        self.fill[j] = T - s
+
+
+class SelfPlayActor:
+    """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
+
+    def __init__(self, cfg: Config, index: int, replay, weights: WeightClient):
+        torch.set_num_threads(cfg.torch_threads)
+        self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
+        info = envs_lib.describe(cfg.env)
+        self.net = build_network(cfg.network_spec(info)).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+        self.envs = envs_lib.make_vector_env(cfg.env, cfg.envs_per_actor)
+        seed = envs_lib.derive_seed(cfg.seed, "actor", index)
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cutter = SequenceCutter(self.spec, cfg.envs_per_actor, cfg.sequence_stride, self.obs)
+        self.episode_return = np.zeros(cfg.envs_per_actor)
+        self.episode_length = np.zeros(cfg.envs_per_actor, dtype=np.int64)
+        self.env_steps = 0
+        self.steps_since_pull = 0
+        self.version = -1
+        self._load(*weights.wait())
+
+    def __repr__(self) -> str:
+        return f"SelfPlayActor({self.index})"
+
+    def _load(self, version: int, arrays) -> None:
+        load_numpy_state(self.net, arrays)
+        self.version = version
+
+    def _maybe_pull(self) -> None:
+        if self.steps_since_pull >= self.cfg.weight_pull_every:
+            self.weights.request()
+            self.steps_since_pull = 0
+        got = self.weights.poll()
+        if got is not None:
+            self._load(*got)
+
+    def allowed_env_steps(self) -> float:
+        """Two-sided rate limit: stay within a slack of the learner's pace (None = no limit)."""
+        ratio = self.cfg.learner_steps_per_1k_env_steps
+        if ratio <= 0:
+            return float("inf")
+        # Enough for the learner to start (a full batch of sequences) plus two chunks.
+        cfg = self.cfg
+        slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
+        return (slack + max(self.version, 0) * 1000.0 / ratio) / self.cfg.num_actors
+
+    @torch.no_grad()
+    def collect(self, num_steps: int) -> dict:
+        """Step all envs until `num_steps` env steps (summed over envs) are done, pushing
+        finished sequences to replay. Returns statistics for logging."""
+        start, infer_s = time.perf_counter(), 0.0
+        returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
+        E = self.cfg.envs_per_actor
+        while steps < num_steps:
+            if self.env_steps >= self.allowed_env_steps():
+                if not self.weights.remote:
+                    break  # in-process: nothing moves while we wait; hand control back
+                t = time.perf_counter()
+                self.weights.request()
+                time.sleep(0.002)
+                got = self.weights.poll()
+                if got is not None:
+                    self._load(*got)
+                waits += time.perf_counter() - t
+                if time.perf_counter() - start > 1.0:
+                    break
+                continue
+            t = time.perf_counter()
+            logits = self.net.policy_logits(torch.as_tensor(self.obs))
+            probs = torch.softmax(logits, -1)
+            action = torch.multinomial(probs, 1, generator=self.generator)[:, 0].numpy()
+            infer_s += time.perf_counter() - t
+            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+            final_obs = _fill_final(next_obs, info)
+            for seq in self.cutter.add(action, reward, probs.numpy(), terminated, truncated, self.version,
+                                       next_obs, final_obs):
+                self.replay.insert(encode_sequence(seq))
+                sent += 1
+            self.episode_return += reward
+            self.episode_length += 1
+            for j in np.flatnonzero(terminated | truncated):
+                returns.append(float(self.episode_return[j]))
+                lengths.append(int(self.episode_length[j]))
+                self.episode_return[j] = 0.0
+                self.episode_length[j] = 0
+            self.obs = next_obs
+            steps += E
+            self.env_steps += E
+            self.steps_since_pull += E
+            self._maybe_pull()
+        self.replay.flush(steps, len(returns))
+        elapsed = time.perf_counter() - start
+        return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),
+                "returns": returns, "lengths": lengths, "sequences": sent, "seconds": elapsed,
+                "inference_s": infer_s, "wait_s": waits, "version": self.version, "pulls": self.weights.pulls}
+
+
+def _fill_final(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """final_obs [E, *O]: info['final_obs'] where an env finished, next_obs elsewhere."""
+    if "final_obs" not in info:
+        return next_obs
+    out = next_obs.copy()
+    for j in np.flatnonzero(info["_final_obs"]):
+        out[j] = info["final_obs"][j]
+    return out

@@ -1,0 +1,42 @@
+"""Evaluation on separate env seeds: greedy (argmax) or sampled, a fixed number of episodes.
+
+Every env of the evaluation vector runs a fixed quota of episodes, so short episodes
+are not over-counted; returns are those of the first `quota` episodes of each env.
+"""
+import numpy as np
+import torch
+
+from common import envs as envs_lib
+from replay.client import split
+
+MAX_EVAL_ENVS = 50
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy: bool = True) -> np.ndarray:
+    """Returns the undiscounted returns of `episodes` episodes [episodes]."""
+    num_envs = min(episodes, MAX_EVAL_ENVS)
+    quota = np.array(split(episodes, num_envs))
+    envs = envs_lib.make_vector_env(env_id, num_envs)
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        running = np.zeros(num_envs)
+        finished = [[] for _ in range(num_envs)]
+        done_count = np.zeros(num_envs, dtype=np.int64)
+        while (done_count < quota).any():
+            logits = net.policy_logits(torch.as_tensor(obs))
+            if greedy:
+                action = logits.argmax(-1)
+            else:
+                action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+            running += reward
+            for j in np.flatnonzero(terminated | truncated):
+                if done_count[j] < quota[j]:
+                    finished[j].append(running[j])
+                    done_count[j] += 1
+                running[j] = 0.0
+    finally:
+        envs.close()
+    return np.array([r for per_env in finished for r in per_env])

@@ -1,0 +1,101 @@
+"""msgpack codec for everything that crosses a process boundary: sequences, batches, weights.
+
+A payload is a msgpack map
+  {"schema": SCHEMA_VERSION, "kind": str, "arrays": {name: [dtype, shape, raw bytes]}}
+Arrays travel as raw little-endian bytes with their dtype and shape; no pickle.
+`decode` validates everything and raises CodecError with a one-line reason; callers
+count and drop such payloads, never store them.
+"""
+from typing import Dict, Optional
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 1 << 30
+ALLOWED_DTYPES = ("uint8", "bool", "int32", "int64", "float32")
+
+
+class CodecError(ValueError):
+    """A payload that is malformed, truncated, of a wrong schema/dtype/shape, or non-finite."""
+
+
+def encode(kind: str, arrays: Dict[str, np.ndarray]) -> bytes:
+    packed = {}
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype.name not in ALLOWED_DTYPES:
+            raise CodecError(f"array {name!r} has dtype {array.dtype.name}; allowed: {', '.join(ALLOWED_DTYPES)}")
+        packed[name] = [array.dtype.name, list(array.shape), array.astype(array.dtype.newbyteorder("<")).tobytes()]
+    return msgpack.packb({"schema": SCHEMA_VERSION, "kind": kind, "arrays": packed}, use_bin_type=True)
+
+
+def decode(payload: bytes, kind: str, max_bytes: int = MAX_PAYLOAD_BYTES, check_finite: bool = True,
+           ) -> Dict[str, np.ndarray]:
+    """Inverse of `encode`; checks size, structure, schema, kind, dtypes, byte counts and finiteness."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise CodecError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > max_bytes:
+        raise CodecError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    try:
+        message = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=max_bytes)
+    except Exception as exc:  # msgpack raises several types for truncated / garbage input
+        raise CodecError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(message, dict) or set(message) != {"schema", "kind", "arrays"}:
+        raise CodecError("payload must be a map with keys 'schema', 'kind', 'arrays'")
+    if message["schema"] != SCHEMA_VERSION:
+        raise CodecError(f"schema version {message['schema']!r} is not supported; expected {SCHEMA_VERSION}")
+    if message["kind"] != kind:
+        raise CodecError(f"payload kind {message['kind']!r} where {kind!r} was expected")
+    if not isinstance(message["arrays"], dict):
+        raise CodecError("'arrays' must be a map")
+    arrays = {}
+    for name, entry in message["arrays"].items():
+        arrays[name] = _decode_array(name, entry, check_finite)
+    return arrays
+
+
+def _decode_array(name, entry, check_finite: bool) -> np.ndarray:
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+            and isinstance(entry[1], list) and isinstance(entry[2], bytes)):
+        raise CodecError(f"array {name!r} must be [dtype, shape, bytes]")
+    dtype_name, shape, raw = entry
+    if dtype_name not in ALLOWED_DTYPES:
+        raise CodecError(f"array {name!r} has dtype {dtype_name!r}; allowed: {', '.join(ALLOWED_DTYPES)}")
+    if not all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape):
+        raise CodecError(f"array {name!r} has an invalid shape {shape!r}")
+    dtype = np.dtype(dtype_name).newbyteorder("<")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise CodecError(f"array {name!r} holds {len(raw)} bytes; dtype {dtype_name} and shape {shape} need {expected}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype_name, copy=False)
+    if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CodecError(f"array {name!r} contains NaN or inf")
+    return array
+
+
+def check_fields(arrays: Dict[str, np.ndarray], expected: Dict[str, tuple], what: str) -> None:
+    """expected: name -> (dtype name, shape with None for free dims). Raises CodecError."""
+    if set(arrays) != set(expected):
+        raise CodecError(f"{what} has fields {sorted(arrays)}; expected {sorted(expected)}")
+    for name, (dtype_name, shape) in expected.items():
+        array = arrays[name]
+        if array.dtype.name != dtype_name:
+            raise CodecError(f"{what} field {name!r} has dtype {array.dtype.name}; expected {dtype_name}")
+        if len(array.shape) != len(shape) or any(s is not None and s != d for s, d in zip(shape, array.shape)):
+            raise CodecError(f"{what} field {name!r} has shape {tuple(array.shape)}; expected {_fmt(shape)}")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def encode_weights(state: Dict[str, "np.ndarray"]) -> bytes:
+    return encode("weights", state)
+
+
+def decode_weights(payload: bytes, names: Optional[set] = None) -> Dict[str, np.ndarray]:
+    arrays = decode(payload, "weights")
+    if names is not None and set(arrays) != set(names):
+        raise CodecError(f"weights have tensors {sorted(set(arrays) ^ set(names))} that do not match the network")
+    return arrays

@@ -1,0 +1,116 @@
+"""Run logging: TensorBoard scalars, a metrics.jsonl file, terminal progress and the
+learning-curve PNG. Metric names are flat and namespaced (`actor/...`, `learner/...`,
+`loss/...`, `eval/...`)."""
+import json
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Dict, Optional
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, config_text: str, print_every_s: float = 2.0, stream=None):
+        from torch.utils.tensorboard import SummaryWriter
+        self.run_dir = Path(run_dir)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.writer.add_text("config", "```\n" + config_text + "\n```", 0)
+        self.jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # line-buffered
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.print_every_s = print_every_s
+        self.start = time.monotonic()
+        self._last_print = 0.0
+        self.env_steps = 0
+        self.episodes = 0
+        self.recent_returns = deque(maxlen=100)
+        self.curve = []          # (env_steps, seconds, training return)
+        self.evals = []          # (env_steps, seconds, eval mean)
+        self.latest: Dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def scalars(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        step = self.env_steps if step is None else step
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for key, value in clean.items():
+            self.writer.add_scalar(key, value, step)
+        self.latest.update(clean)
+        self.jsonl.write(json.dumps({"env_steps": step, "time_s": round(self.elapsed(), 3), **clean}) + "\n")
+
+    def actor(self, stats: dict) -> None:
+        self.env_steps += stats["env_steps"]
+        self.episodes += stats["episodes"]
+        for ret in stats["returns"]:
+            self.recent_returns.append(ret)
+            self.curve.append((self.env_steps, self.elapsed(), ret))
+        sps = stats["env_steps"] / max(stats["seconds"], 1e-9)
+        metrics = {"actor/env_steps_per_s": sps, "actor/episodes": self.episodes,
+                   "actor/inference_s": stats["inference_s"], "actor/rate_limit_wait_s": stats["wait_s"],
+                   "actor/policy_version": stats["version"], "actor/weight_pulls": stats["pulls"]}
+        if stats["returns"]:
+            metrics["actor/episode_return"] = sum(stats["returns"]) / len(stats["returns"])
+            metrics["actor/episode_length"] = sum(stats["lengths"]) / len(stats["lengths"])
+        self.scalars(metrics)
+
+    def evaluation(self, returns, greedy: bool = True) -> None:
+        tag = "eval/greedy_return" if greedy else "eval/sampled_return"
+        mean = float(sum(returns) / len(returns))
+        self.scalars({tag: mean, tag + "_min": float(min(returns))})
+        if greedy:
+            self.evals.append((self.env_steps, self.elapsed(), mean))
+
+    def recent_return(self) -> float:
+        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")
+
+    def progress(self, force: bool = False) -> None:
+        now = self.elapsed()
+        if not force and now - self._last_print < self.print_every_s:
+            return
+        self._last_print = now
+        m = self.latest
+        eval_text = f"{self.evals[-1][2]:7.1f}" if self.evals else "      -"
+        line = (f"[{now:7.1f}s] env {self.env_steps:>9,} ({self.env_steps / max(now, 1e-9):6.0f}/s) "
+                f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
+                f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
+                f"| loss {m.get('loss/total', float('nan')):7.3f}")
+        if self.tty and not force:
+            self.stream.write("\r" + line)
+        else:
+            self.stream.write(("\n" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+    def plot(self, path: Path, title: str) -> Optional[Path]:
+        """Learning curve: training returns (and a moving average) and eval points, against env
+        steps and against wall time. Returns the PNG path."""
+        if not self.curve:
+            return None
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+        steps, secs, rets = map(np.array, zip(*self.curve))
+        window = max(1, min(50, len(rets) // 10))
+        smooth = np.convolve(rets, np.ones(window) / window, mode="valid")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, x, label in ((axes[0], steps, "env steps"), (axes[1], secs, "wall time (s)")):
+            ax.plot(x, rets, ".", alpha=0.25, ms=3, label="training episode")
+            ax.plot(x[window - 1:], smooth, lw=2, label=f"training mean ({window})")
+            if self.evals:
+                e_steps, e_secs, e_means = map(np.array, zip(*self.evals))
+                ax.plot(e_steps if x is steps else e_secs, e_means, "o-", color="C3", label="greedy eval (mean)")
+            ax.set_xlabel(label)
+            ax.set_ylabel("return")
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="lower right", fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return Path(path)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+        self.jsonl.close()

@@ -1,0 +1,109 @@
+"""The trajectory sequence: what actors produce, replay stores and the learner consumes.
+
+Shape legend: T steps, B sequences, A actions, O observation shape.
+
+One sequence (batch-major when stacked into a batch [B, ...]):
+  obs        [T+1, *O]  obs dtype (float32 vectors, uint8 images); obs[L] is the final
+                        observation when the episode ended at step L-1 (L <= T)
+  action     [T]        int32
+  reward     [T]        float32
+  behaviour  [T, A]     float32, mu(. | s_t) of the acting policy
+  mask       [T]        bool, True for real steps (a prefix), False for padding
+  terminal   [T]        bool, step t reached a true terminal state
+  truncated  [T]        bool, step t hit a time limit (bootstraps)
+  version    [T]        int64, policy version that chose a_t
+"""
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+import torch
+
+from common import codec
+
+SEQUENCE_KIND = "sequence"
+BATCH_KIND = "batch"
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    length: int            # T
+    obs_shape: tuple
+    obs_dtype: str         # 'float32' or 'uint8'
+    num_actions: int
+
+    def fields(self, leading=()) -> Dict[str, tuple]:
+        T, A = self.length, self.num_actions
+        lead = tuple(leading)
+        return {
+            "obs": (self.obs_dtype, lead + (T + 1,) + tuple(self.obs_shape)),
+            "action": ("int32", lead + (T,)),
+            "reward": ("float32", lead + (T,)),
+            "behaviour": ("float32", lead + (T, A)),
+            "mask": ("bool", lead + (T,)),
+            "terminal": ("bool", lead + (T,)),
+            "truncated": ("bool", lead + (T,)),
+            "version": ("int64", lead + (T,)),
+        }
+
+    def empty(self, leading=()) -> Dict[str, np.ndarray]:
+        return {name: np.zeros(shape, dtype) for name, (dtype, shape) in self.fields(leading).items()}
+
+
+def check_sequence_values(arrays: Dict[str, np.ndarray], spec: SequenceSpec, what: str) -> None:
+    """Semantic checks beyond dtype and shape: action range, probabilities, mask prefix."""
+    action, mask = arrays["action"], arrays["mask"]
+    if ((action < 0) | (action >= spec.num_actions)).any():
+        raise codec.CodecError(f"{what} has actions outside [0, {spec.num_actions})")
+    behaviour = arrays["behaviour"]
+    if ((behaviour < 0) | (behaviour > 1.0 + 1e-5)).any():
+        raise codec.CodecError(f"{what} has behaviour probabilities outside [0, 1]")
+    # mask must be a prefix: never False followed by True
+    if (np.diff(mask.astype(np.int8), axis=-1) > 0).any():
+        raise codec.CodecError(f"{what} mask is not a prefix of real steps")
+    if not mask[..., 0].all():
+        raise codec.CodecError(f"{what} has no real step")
+
+
+def encode_sequence(arrays: Dict[str, np.ndarray]) -> bytes:
+    return codec.encode(SEQUENCE_KIND, arrays)
+
+
+def decode_sequence(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+    """Decode and fully validate one sequence payload (CodecError on any problem)."""
+    arrays = codec.decode(payload, SEQUENCE_KIND)
+    codec.check_fields(arrays, spec.fields(), "sequence")
+    check_sequence_values(arrays, spec, "sequence")
+    return arrays
+
+
+def encode_batch(arrays: Dict[str, np.ndarray]) -> bytes:
+    return codec.encode(BATCH_KIND, arrays)
+
+
+def decode_batch(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+    arrays = codec.decode(payload, BATCH_KIND)
+    codec.check_fields(arrays, spec.fields(leading=(None,)), "batch")
+    return arrays
+
+
+def to_time_major(arrays: Dict[str, np.ndarray], device="cpu") -> Dict[str, torch.Tensor]:
+    """Batch-major numpy batch [B, T, ...] -> time-major torch tensors [T, B, ...] for the loss."""
+    non_blocking = torch.device(device).type == "cuda"
+
+    def move(x, dtype=None):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if non_blocking:
+            t = t.pin_memory()
+        t = t.to(device, non_blocking=non_blocking)
+        t = t.transpose(0, 1)
+        return t.to(dtype) if dtype is not None else t
+
+    return {
+        "obs": move(arrays["obs"]),
+        "action": move(arrays["action"], torch.int64),
+        "reward": move(arrays["reward"]),
+        "behaviour": move(arrays["behaviour"]),
+        "mask": move(arrays["mask"], torch.float32),
+        "terminal": move(arrays["terminal"], torch.float32),
+    }

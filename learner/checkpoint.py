@@ -1,0 +1,75 @@
+"""Checkpoint files: atomic writes, the newest N kept, fallback past corrupt files.
+
+A checkpoint is the bytes of `Learner.checkpoint_bytes()` (torch.save format) written as
+run_dir/checkpoints/ckpt-<step>.pt. Writes go to a temporary file in the same folder,
+are fsynced, then renamed, so a crash never leaves a half-written checkpoint under the
+final name.
+"""
+import io
+import os
+import re
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+
+PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def list_checkpoints(folder: Path) -> List[Path]:
+    """Checkpoint files in folder, newest (highest step) first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save(folder: Path, step: int, data: bytes, keep: int) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt-{step}.pt"
+    write_atomic(path, data)
+    for old in list_checkpoints(folder)[keep:]:
+        old.unlink()
+    return path
+
+
+def read_checked(path: Path) -> bytes:
+    """The file's bytes, after checking that torch can load them with weights_only=True."""
+    data = Path(path).read_bytes()
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
+    return data
+
+
+def load_newest(folder: Path) -> Tuple[Optional[Path], Optional[bytes], List[str]]:
+    """(path, bytes) of the newest readable checkpoint and the errors met on newer ones."""
+    errors = []
+    for path in list_checkpoints(folder):
+        try:
+            return path, read_checked(path), errors
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    return None, None, errors

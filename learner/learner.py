@@ -1,0 +1,216 @@
+"""The learner: samples batches from replay, applies the Muesli loss, keeps the EMA target
+network and publishes the weights actors act with.
+
+Plain class: build it directly (tests, --in-process) or wrap it with ray.remote. All
+maths is in common/losses.py; this file is optimisation and bookkeeping.
+"""
+import copy
+import io
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from actors.params import WeightPublisher
+from common import envs as envs_lib
+from common.config import Config
+from common.losses import LossState, init_loss_state, muesli_loss
+from common.cmpo import NormalizerState
+from common.networks import build_network
+from common.sequence import to_time_major
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device='cuda' was asked for but torch sees no CUDA device; allowed here: 'auto', 'cpu'")
+    return torch.device(name)
+
+
+def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Generator) -> torch.Tensor:
+    """Pick `per_sequence` valid start states per column of mask [T, B] (all if fewer)."""
+    scores = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
+    scores = torch.where(mask > 0, scores, torch.full_like(scores, -1.0))
+    k = min(per_sequence, mask.shape[0])
+    top = scores.topk(k, dim=0).indices
+    chosen = torch.zeros_like(mask).scatter_(0, top, 1.0)
+    return chosen * mask
+
+
+class Learner:
+    def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
+        self.cfg, self.replay, self.publisher = cfg, replay, publisher
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.torch_threads)
+        seed = envs_lib.derive_seed(cfg.seed, "learner")
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        info = envs_lib.describe(cfg.env)
+        self.online = build_network(cfg.network_spec(info), self.device)
+        self.target = copy.deepcopy(self.online)
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.params = cfg.loss_params()
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.loss_state = init_loss_state(self.device)
+        self.steps = 0
+        self.skipped = 0
+        self.blends = 0
+        self.totals = {"env_steps": 0, "episodes": 0, "size": 0}
+        self._pending = None
+        self.publish()
+
+    def __repr__(self) -> str:
+        return f"Learner(step={self.steps})"
+
+    # -- weights ------------------------------------------------------------------------
+    def acting_network(self) -> torch.nn.Module:
+        return self.online if self.cfg.actors_use_online else self.target
+
+    def publish(self) -> None:
+        self.publisher.publish(self.steps, self.acting_network())
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        """target <- (1 - alpha) target + alpha online; plus the seed's periodic 50/50 blend."""
+        online, target = list(self.online.parameters()), list(self.target.parameters())
+        torch._foreach_lerp_(target, online, self.cfg.target_ema)
+        every = self.cfg.target_blend_every_episodes
+        if every and self.totals["episodes"] // every > self.blends:
+            self.blends = self.totals["episodes"] // every
+            torch._foreach_lerp_(target, online, 0.5)
+
+    # -- one update ---------------------------------------------------------------------
+    def update(self, batch: dict) -> dict:
+        """One optimiser step on a time-major batch (common/losses.py). A non-finite loss or
+        gradient skips the step and leaves weights, optimiser and normaliser untouched."""
+        cfg = self.cfg
+        if cfg.starts_per_sequence:
+            batch = dict(batch, start_mask=random_start_mask(batch["mask"], cfg.starts_per_sequence, self.generator))
+        loss, metrics, new_state = muesli_loss(self.online, self.target, batch, self.loss_state, self.params)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip(metrics, "loss")
+        loss.backward()
+        if cfg.dynamics_grad == "params":
+            for p in self.online.dynamics_parameters():
+                if p.grad is not None:
+                    p.grad.mul_(0.5)
+        if cfg.grad_clip_value:
+            torch.nn.utils.clip_grad_value_(self.online.parameters(), cfg.grad_clip_value)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm or float("inf"))
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(metrics, "gradient")
+        if cfg.lr_decay_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.learning_rate * max(0.0, 1.0 - self.steps / cfg.lr_decay_steps)
+        self.optimizer.step()
+        self.loss_state = new_state
+        self.steps += 1
+        self._update_target()
+        if self.steps % cfg.publish_every == 0:
+            self.publish()
+        metrics["learner/grad_norm"] = float(grad_norm)
+        return metrics
+
+    def _skip(self, metrics: dict, what: str) -> dict:
+        self.skipped += 1
+        if self.skipped == 1 or self.skipped % 100 == 0:
+            print(f"learner: non-finite {what} at step {self.steps}; update skipped ({self.skipped} so far)")
+        metrics["learner/skipped_updates"] = self.skipped
+        return metrics
+
+    # -- the training loop --------------------------------------------------------------
+    def allowed_steps(self) -> float:
+        """Learner steps the throttles allow for the env steps / episodes collected so far."""
+        allowed = float("inf")
+        if self.cfg.learner_steps_per_1k_env_steps:
+            allowed = min(allowed, self.totals["env_steps"] * self.cfg.learner_steps_per_1k_env_steps / 1000.0)
+        if self.cfg.learner_steps_per_episode:
+            allowed = min(allowed, self.totals["episodes"] * self.cfg.learner_steps_per_episode)
+        return allowed
+
+    def _refresh_totals(self) -> None:
+        self.totals = self.replay.totals()
+
+    def _next_batch(self) -> Optional[dict]:
+        if self._pending is None:
+            self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
+        batch = self.replay.result(self._pending)
+        # Prefetch: the next batch is sampled while this one trains.
+        self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
+        return batch
+
+    def ready(self) -> bool:
+        return self.totals.get("size", 0) >= max(self.cfg.min_replay, self.cfg.batch_size)
+
+    def train(self, max_steps: int, wait_s: float = 0.0) -> dict:
+        """Run up to max_steps updates; when data or the throttle holds it back, wait up to
+        wait_s seconds in total, then return. Returns averaged metrics and counters."""
+        start = time.perf_counter()
+        deadline = start + wait_s
+        sums, count, batch_wait, lags = {}, 0, 0.0, []
+        self._refresh_totals()
+        while count < max_steps:
+            if not self.ready() or self.steps >= self.allowed_steps():
+                if time.perf_counter() >= deadline:
+                    break
+                time.sleep(0.005)
+                self._refresh_totals()
+                continue
+            t = time.perf_counter()
+            arrays = self._next_batch()
+            batch_wait += time.perf_counter() - t
+            if arrays is None:
+                self._pending = None
+                self._refresh_totals()
+                continue
+            valid = arrays["mask"]
+            lags.append(self.steps - float(arrays["version"][valid].mean()))
+            metrics = self.update(to_time_major(arrays, self.device))
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            if count % 20 == 0:
+                self._refresh_totals()
+        out = {key: value / count for key, value in sums.items()} if count else {}
+        out.update({"learner/steps": self.steps, "learner/updates_in_call": count,
+                    "learner/seconds": time.perf_counter() - start, "learner/batch_wait_s": batch_wait,
+                    "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
+                    "learner/skipped_updates": self.skipped})
+        return out
+
+    # -- checkpoints --------------------------------------------------------------------
+    def checkpoint_bytes(self) -> bytes:
+        """Everything needed to resume, serialised with torch.save (loadable with weights_only=True)."""
+        state = {
+            "online": self.online.state_dict(), "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss_state": {"adv": list(self.loss_state.adv), "pg": list(self.loss_state.pg)},
+            "steps": self.steps, "skipped": self.skipped, "blends": self.blends,
+            "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
+
+    def load_checkpoint_bytes(self, data: bytes) -> None:
+        state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loss_state = LossState(NormalizerState(*state["loss_state"]["adv"]),
+                                    NormalizerState(*state["loss_state"]["pg"]))
+        self.steps, self.skipped, self.blends = state["steps"], state["skipped"], state["blends"]
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        self.publish()
+
+    def acting_weights(self) -> dict:
+        """CPU state dict of the acting network (for evaluation and export on the driver)."""
+        return {k: v.detach().cpu().clone() for k, v in self.acting_network().state_dict().items()}

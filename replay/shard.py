@@ -1,0 +1,85 @@
+"""One replay shard: a FIFO ring of sequences plus a queue of fresh ones.
+
+Shape legend: C capacity (sequences), B sampled sequences, T steps, O observation shape.
+
+Inserts arrive as msgpack payloads (common/sequence.py) and are validated before
+anything is written; a bad payload is counted in `rejected` and dropped, so stored
+data is never touched by it. `sample(num_online, num_replay)` returns a batch made of
+the oldest not-yet-served fresh sequences plus uniformly drawn stored ones.
+"""
+import collections
+from typing import List, Optional
+
+import numpy as np
+
+from common.codec import CodecError
+from common.sequence import SequenceSpec, decode_sequence, encode_batch
+
+
+class ReplayShard:
+    """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
+
+    def __init__(self, spec: SequenceSpec, capacity: int, seed: int = 0, index: int = 0):
+        self.spec, self.capacity, self.index = spec, capacity, index
+        self.storage = spec.empty(leading=(capacity,))
+        self.insert_id = np.full(capacity, -1, dtype=np.int64)   # which insert lives in each slot
+        self.fresh = collections.deque()                         # (slot, insert_id), oldest first
+        self.rng = np.random.default_rng(seed)
+        self.size = 0
+        self.inserts = 0
+        self.counters = collections.Counter()
+        self.last_error = ""
+
+    def __repr__(self) -> str:
+        return f"ReplayShard({self.index})"
+
+    def insert(self, payloads: List[bytes], env_steps: int = 0, episodes: int = 0) -> dict:
+        """Validate and store each payload; returns {'accepted': n, 'rejected': m}.
+        `env_steps` and `episodes` are the actor's new counts since its last insert
+        (sequences overlap, so they cannot be read off the payloads)."""
+        self.counters["env_steps"] += int(env_steps)
+        self.counters["episodes"] += int(episodes)
+        accepted = rejected = 0
+        for payload in payloads:
+            try:
+                seq = decode_sequence(payload, self.spec)
+            except CodecError as exc:
+                rejected += 1
+                self.last_error = str(exc)
+                continue
+            self._store(seq)
+            accepted += 1
+        self.counters["rejected"] += rejected
+        return {"accepted": accepted, "rejected": rejected}
+
+    def _store(self, seq) -> None:
+        slot = self.inserts % self.capacity
+        if self.size == self.capacity:
+            self.counters["evictions"] += 1
+        for name, array in seq.items():
+            self.storage[name][slot] = array
+        self.insert_id[slot] = self.inserts
+        self.fresh.append((slot, self.inserts))
+        self.inserts += 1
+        self.size = min(self.size + 1, self.capacity)
+        self.counters["sequences"] += 1
+
+    def sample(self, num_online: int, num_replay: int) -> Optional[bytes]:
+        """Batch payload of num_online fresh + num_replay uniform sequences, or None when
+        fewer than num_online + num_replay sequences are stored. Fresh sequences missing
+        from the queue are replaced by uniform draws."""
+        total = num_online + num_replay
+        if self.size < total or total == 0:
+            return None
+        slots = []
+        while self.fresh and len(slots) < num_online:
+            slot, insert_id = self.fresh.popleft()
+            if self.insert_id[slot] == insert_id:      # not overwritten since
+                slots.append(slot)
+        self.counters["online_sampled"] += len(slots)
+        slots.extend(self.rng.integers(0, self.size, size=total - len(slots)))
+        self.counters["samples"] += total
+        return encode_batch({name: array[slots] for name, array in self.storage.items()})
+
+    def stats(self) -> dict:
+        return {"shard": self.index, "size": self.size, "fresh": len(self.fresh), **self.counters}
