@@ -1,0 +1,308 @@
+"""The Muesli loss (common/losses.py) on a small fake batch: T=6, B=4, A=3, obs dim 5."""
+import copy
+
+import pytest
+import torch
+
+from common import cmpo
+from common import value_transforms as vt
+from common.losses import LossParams, check_batch, init_loss_state, muesli_loss, target_quantities
+from common.networks import NetworkSpec, build_network
+
+T, B, A, D = 6, 4, 3, 5
+# Episode layout per batch column:
+#   b=0: no end inside the sequence (obs[T] bootstraps)
+#   b=1: true terminal at step 2 -> steps 3.. are padding; obs[3..] unused
+#   b=2: time-limit truncation at step 3 -> steps 4.. padding; obs[4] (final obs) bootstraps, obs[5..] unused
+#   b=3: true terminal at the last step T-1 -> obs[T] unused
+TERM_COL, TRUNC_COL, LAST_TERM_COL = 1, 2, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a thread pool only costs time (badly so on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(T, B)
+    terminal = torch.zeros(T, B)
+    terminal[2, TERM_COL] = 1.0
+    mask[3:, TERM_COL] = 0.0
+    mask[4:, TRUNC_COL] = 0.0
+    terminal[T - 1, LAST_TERM_COL] = 1.0
+    return dict(
+        obs=torch.randn(T + 1, B, D, generator=g),
+        action=torch.randint(0, A, (T, B), generator=g),
+        reward=torch.randn(T, B, generator=g),
+        behaviour=torch.softmax(torch.randn(T, B, A, generator=g), -1),
+        mask=mask,
+        terminal=terminal,
+    )
+
+
+def make_nets(support_size=5, seed=0):
+    torch.manual_seed(seed)
+    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=support_size)
+    online = build_network(spec)
+    target = copy.deepcopy(online)
+    # a target that differs from the online net, as after some learning
+    with torch.no_grad():
+        for p in target.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return online, target
+
+
+def loss_and_grads(online, target, batch, p, seed=0):
+    online.zero_grad()
+    torch.manual_seed(seed)
+    loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
+    loss.backward()
+    grads = {n: q.grad.clone() for n, q in online.named_parameters()}
+    return loss.detach(), grads, metrics, state
+
+
+@pytest.mark.parametrize("support_size", [5, 0])
+@pytest.mark.parametrize("reg_samples", [0, 4])
+def test_loss_finite_and_gradient_reaches_every_online_parameter(support_size, reg_samples):
+    online, target = make_nets(support_size)
+    batch = make_batch()
+    p = LossParams(unroll_steps=3, reg_samples=reg_samples, prior_behaviour_weight=0.03, prior_uniform_weight=0.003)
+    loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert all(isinstance(v, float) and v == v for v in metrics.values())
+    assert metrics["loss/total"] == pytest.approx(loss.item())
+    loss.backward()
+    for name, q in online.named_parameters():
+        assert q.grad is not None, name
+        assert torch.isfinite(q.grad).all(), name
+        assert q.grad.abs().max() > 0, name
+    for name, q in target.named_parameters():
+        assert q.requires_grad  # it could receive one, but must not
+        assert q.grad is None, name
+    for key, value in batch.items():
+        assert value.grad is None, key
+    assert int(state.adv.count) == 1 and int(state.pg.count) == 1
+
+
+def test_no_gradient_flows_into_batch_tensors_even_if_they_require_grad():
+    batch = make_batch()
+    for key in ("obs", "reward", "behaviour", "mask", "terminal"):
+        batch[key].requires_grad_(True)
+    for support_size in (5, 0):
+        online, target = make_nets(support_size)
+        loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3))
+        loss.backward()
+        for key, value in batch.items():
+            assert value.grad is None, key
+        assert online.value_head.weight.grad is not None
+
+
+def test_loss_weights_combine_components():
+    online, target = make_nets(5)
+    batch = make_batch()
+    p = LossParams(unroll_steps=3, pg_weight=1.3, reg_weight=0.7, value_weight=0.25, reward_weight=2.0,
+                   model_weight=0.5)
+    loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    want = (1.3 * m["loss/pg"] + 0.7 * m["loss/reg"] + 0.25 * m["loss/value"] + 2.0 * m["loss/reward"]
+            + 0.5 * m["loss/model"])
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    for key in ("loss/reg", "loss/model", "loss/value", "loss/reward"):
+        assert m[key] > 0
+
+
+def test_hidden_grad_scale_changes_gradient_not_loss():
+    online, target = make_nets(5)
+    batch = make_batch()
+    l_half, g_half, _, _ = loss_and_grads(online, target, batch, LossParams(unroll_steps=3, hidden_grad_scale=0.5))
+    l_full, g_full, _, _ = loss_and_grads(online, target, batch, LossParams(unroll_steps=3, hidden_grad_scale=1.0))
+    assert l_half.item() == pytest.approx(l_full.item(), abs=1e-6)
+    assert not torch.allclose(g_half["represent_head.weight"], g_full["represent_head.weight"])
+    # the heads only see gradients from their own outputs: unchanged
+    torch.testing.assert_close(g_half["value_head.weight"], g_full["value_head.weight"])
+
+
+def _edit_padding(batch, seed):
+    """Randomise everything the mask says is padding (and obs nobody should read)."""
+    g = torch.Generator().manual_seed(seed)
+    b = {k: v.clone() for k, v in batch.items()}
+    for col, first_pad in ((TERM_COL, 3), (TRUNC_COL, 4)):
+        n = T - first_pad
+        b["reward"][first_pad:, col] = torch.randn(n, generator=g) * 50
+        b["action"][first_pad:, col] = torch.randint(0, A, (n,), generator=g)
+        b["behaviour"][first_pad:, col] = torch.softmax(torch.randn(n, A, generator=g) * 3, -1)
+        b["terminal"][first_pad:, col] = (torch.rand(n, generator=g) < 0.5).float()
+    b["obs"][3:, TERM_COL] = torch.randn(T + 1 - 3, D, generator=g) * 10    # from the final obs on
+    b["obs"][5:, TRUNC_COL] = torch.randn(T + 1 - 5, D, generator=g) * 10   # after the final obs
+    b["obs"][T, LAST_TERM_COL] = torch.randn(D, generator=g) * 10           # final obs after a terminal
+    return b
+
+
+@pytest.mark.parametrize("support_size", [5, 0])
+@pytest.mark.parametrize("p", [LossParams(unroll_steps=3), LossParams(unroll_steps=2, value_target="mc"),
+                               LossParams(unroll_steps=3, reg_samples=4, prior_behaviour_weight=0.1,
+                                          prior_uniform_weight=0.01)])
+def test_padding_does_not_change_loss_or_gradients(support_size, p):
+    online, target = make_nets(support_size)
+    batch = make_batch()
+    base_loss, base_grads, _, base_state = loss_and_grads(online, target, batch, p)
+    for seed in (1, 2):
+        edited = _edit_padding(batch, seed)
+        assert not torch.equal(edited["obs"], batch["obs"])
+        loss, grads, _, state = loss_and_grads(online, target, edited, p)
+        torch.testing.assert_close(loss, base_loss, rtol=1e-6, atol=1e-6)
+        for name in base_grads:
+            torch.testing.assert_close(grads[name], base_grads[name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(state.adv.second_moment, base_state.adv.second_moment)
+        torch.testing.assert_close(state.pg.second_moment, base_state.pg.second_moment)
+
+
+@pytest.mark.parametrize("col,index", [(TRUNC_COL, 4), (0, T), (TERM_COL, 2), (LAST_TERM_COL, T - 1)])
+def test_real_observations_are_used(col, index):
+    """Control for the padding test: the final observation of a truncation (and of a sequence that did
+    not end), and real observations, do change the loss."""
+    online, target = make_nets(5)
+    batch = make_batch()
+    p = LossParams(unroll_steps=3)
+    base_loss, _, _, _ = loss_and_grads(online, target, batch, p)
+    edited = {k: v.clone() for k, v in batch.items()}
+    edited["obs"][index, col] = torch.randn(D, generator=torch.Generator().manual_seed(3)) * 10
+    loss, _, _, _ = loss_and_grads(online, target, edited, p)
+    assert abs(loss.item() - base_loss.item()) > 1e-5
+
+
+def test_target_quantities_bootstrap_and_cut():
+    online, target = make_nets(5)
+    batch = make_batch()
+    p = LossParams(unroll_steps=3, discount=0.9)
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    G, v, r = tq["returns"], tq["value"], batch["reward"]
+    # true terminal: the last real step's return is just its reward
+    assert G[2, TERM_COL].item() == pytest.approx(r[2, TERM_COL].item(), abs=1e-6)
+    assert G[T - 1, LAST_TERM_COL].item() == pytest.approx(r[T - 1, LAST_TERM_COL].item(), abs=1e-6)
+    # truncation: bootstraps from the final observation's value
+    assert G[3, TRUNC_COL].item() == pytest.approx(r[3, TRUNC_COL].item() + 0.9 * v[4, TRUNC_COL].item(), abs=1e-5)
+    assert G[T - 1, 0].item() == pytest.approx(r[T - 1, 0].item() + 0.9 * v[T, 0].item(), abs=1e-5)
+    # state validity: real non-terminal states only
+    sv = tq["state_valid"]
+    assert sv[:, 0].tolist() == [1.0] * (T + 1)
+    assert sv[:, TERM_COL].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert sv[:, TRUNC_COL].tolist() == [1, 1, 1, 1, 0, 0, 0]
+    assert sv[:, LAST_TERM_COL].tolist() == [1] * T + [0]
+    # CMPO targets are distributions; the prior is the target network's policy (no mixing here)
+    torch.testing.assert_close(tq["cmpo_log_probs"].exp().sum(-1), torch.ones(T + 1, B))
+    prior = torch.softmax(target.policy_logits(batch["obs"].reshape(-1, D)), -1).reshape(T + 1, B, A)
+    torch.testing.assert_close(tq["prior_log_probs"].exp(), prior, rtol=1e-5, atol=1e-6)
+    # one-step q from the target model, by hand for one state/action
+    h0 = target.represent(batch["obs"][1, 0][None])
+    h1, r_logits = target.dynamics(h0, torch.tensor([2]))
+    q = target.to_scalar(r_logits) + 0.9 * target.to_scalar(target.predict(h1)[1])
+    assert tq["q"][1, 0, 2].item() == pytest.approx(q.item(), abs=1e-5)
+
+
+def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
+    online, target = make_nets(5)
+    batch = make_batch()
+    tq_r, _ = target_quantities(target, batch, init_loss_state(), LossParams(unroll_steps=3))
+    tq_m, _ = target_quantities(target, batch, init_loss_state(), LossParams(unroll_steps=3, value_target="mc"))
+    assert not torch.allclose(tq_r["returns"][:, 0], tq_m["returns"][:, 0])
+    # 'mc' = discounted rewards + bootstrap at the end, with terminals cut
+    G = tq_m["returns"][:, 0]
+    want = tq_m["value"][T, 0]
+    for t in reversed(range(T)):
+        want = batch["reward"][t, 0] + 0.99 * want
+        assert G[t].item() == pytest.approx(want.item(), abs=1e-4)
+    loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3, value_target="mc"))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="value_target"):
+        muesli_loss(online, target, batch, init_loss_state(), LossParams(value_target="td"))
+
+
+def test_exact_and_sampled_regulariser_both_run_and_agree_roughly():
+    online, target = make_nets(5)
+    batch = make_batch()
+    _, m_exact = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3))[:2]
+    torch.manual_seed(0)
+    _, m_sampled = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3,
+                                                                                    reg_samples=64))[:2]
+    assert m_exact["loss/reg"] >= 0
+    # exact is KL (the entropy of pi_cmpo subtracted), sampled is a cross-entropy estimate: CE >= KL
+    assert m_sampled["loss/reg"] > m_exact["loss/reg"]
+    for key in ("loss/pg", "loss/model", "loss/value", "loss/reward"):
+        assert m_sampled[key] == pytest.approx(m_exact[key], rel=1e-5, abs=1e-6)
+
+
+def test_unroll_steps_zero_and_longer_than_sequence():
+    online, target = make_nets(5)
+    batch = make_batch()
+    for K in (0, 1, T + 2):
+        loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=K))
+        assert torch.isfinite(loss)
+        if K == 0:
+            assert m["loss/model"] == 0.0 and m["loss/reward"] == 0.0
+
+
+def test_start_mask_selects_start_states():
+    online, target = make_nets(5)
+    batch = make_batch()
+    p = LossParams(unroll_steps=2)
+    base, _, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    same, _, _ = muesli_loss(online, target, dict(batch, start_mask=torch.ones(T, B)), init_loss_state(), p)
+    torch.testing.assert_close(same, base)   # start_mask is combined with mask
+    only = torch.zeros(T, B)
+    only[0, 0] = 1.0
+    one, m, _ = muesli_loss(online, target, dict(batch, start_mask=only), init_loss_state(), p)
+    assert not torch.allclose(one, base)
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    log_pi = torch.log_softmax(online.policy_logits(batch["obs"][0, :1]), -1)[0]
+    want_reg = cmpo.exact_kl(tq["cmpo_log_probs"][0, 0], log_pi)
+    assert m["loss/reg"] == pytest.approx(want_reg.item(), rel=1e-5)
+    want_v = 0.0
+    out = online.unroll(batch["obs"][0, :1], batch["action"][:2, :1])
+    for k in range(3):
+        target_dist = vt.scalar_to_categorical(tq["returns"][k, 0], 5)
+        want_v += -(target_dist * torch.log_softmax(out.value_logits[k, 0], -1)).sum().item() / 3
+    assert m["loss/value"] == pytest.approx(want_v, rel=1e-5)
+
+
+@pytest.mark.parametrize("support_size", [5, 0])
+def test_adam_steps_lower_the_loss(support_size):
+    online, target = make_nets(support_size, seed=1)
+    target.requires_grad_(False)
+    batch = make_batch(seed=4)
+    p = LossParams(unroll_steps=3)
+    state = init_loss_state()
+    opt = torch.optim.Adam(online.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss, _, _ = muesli_loss(online, target, batch, state, p)   # same state: fixed targets
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    final, _, _ = muesli_loss(online, target, batch, state, p)
+    assert final.item() < losses[0] - 0.25 * abs(losses[0]), (losses[0], final.item())
+
+
+def test_check_batch_names_the_bad_field():
+    good = make_batch()
+    check_batch(good, A)
+    cases = {
+        "action": torch.zeros(T, dtype=torch.long),
+        "reward": torch.zeros(T, B + 1),
+        "mask": torch.zeros(T + 1, B),
+        "terminal": torch.zeros(B, T),
+        "behaviour": torch.zeros(T, B, A + 1),
+        "obs": torch.zeros(T, B, D),
+    }
+    for key, bad in cases.items():
+        batch = dict(good, **{key: bad})
+        with pytest.raises(ValueError, match=key):
+            check_batch(batch, A)
+        online, target = make_nets(5)
+        with pytest.raises(ValueError, match=key):
+            muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=2))
