@@ -118,6 +118,13 @@ class Trainer:
             return
         self.last_eval = now
         version = self._refresh_eval_net()
+        screen = min(self.cfg.eval_screen_episodes, self.cfg.eval_episodes)
+        if not force and self.solve_return is not None and screen < self.cfg.eval_episodes:
+            # A cheap look first (its own seeds): the full evaluation only when it could pass.
+            returns = evaluate(self.eval_net, self.cfg.env, screen, self.eval_seed + 7919, greedy=True)
+            self.log.scalars({"eval/screen_return": float(returns.mean())})
+            if returns.mean() < self.solve_return:
+                return
         returns = evaluate(self.eval_net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
         self.log.evaluation(returns)
         mean = float(returns.mean())

@@ -68,7 +68,8 @@ def _decode_array(name, entry, check_finite: bool) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         raise CodecError(f"array {name!r} holds {len(raw)} bytes; dtype {dtype_name} and shape {shape} need {expected}")
-    array = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype_name, copy=False)
+    # bytearray: the decoded arrays own writable memory (torch.from_numpy needs that).
+    array = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape).astype(dtype_name, copy=False)
     if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise CodecError(f"array {name!r} contains NaN or inf")
     return array

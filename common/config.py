@@ -38,8 +38,8 @@ class Config:
     weight_pull_every: int = 128        # env steps (all envs of an actor) between weight pulls
     torch_threads: int = 1              # intra-op threads in each actor and the CPU learner
     # --- data --------------------------------------------------------------------------
-    sequence_length: int = 20           # T: steps per stored sequence (+1 bootstrap observation)
-    sequence_stride: int = 10           # steps between starts of consecutive sequences of one env
+    sequence_length: int = 10           # T: steps per stored sequence (+1 bootstrap observation)
+    sequence_stride: int = 5            # steps between starts of consecutive sequences of one env
     replay_capacity: int = 5000         # sequences, over all shards (FIFO eviction)
     replay_fraction: float = 0.5        # share of each batch sampled uniformly from replay (rest fresh)
     min_replay: int = 32                # sequences stored before learning starts
@@ -62,7 +62,7 @@ class Config:
     device: str = "auto"                # learner device: 'auto' (CUDA when present), 'cpu', 'cuda'
     # --- network -----------------------------------------------------------------------
     torso: str = "auto"                 # 'auto', 'mlp', 'atari', 'minatar'
-    width: int = 128
+    width: int = 64
     depth: int = 2
     hidden_size: int = 64               # model state size (0 = obs_dim // 2, the seed's choice)
     support_size: int = 30              # categorical heads over [-S, S] after h (0 = scalar heads)
@@ -83,7 +83,8 @@ class Config:
     prior_uniform_weight: float = 0.003
     # --- stopping and evaluation -------------------------------------------------------
     eval_episodes: int = 100            # greedy evaluation episodes (own env seeds)
-    eval_every_s: float = 10.0          # seconds between evaluations
+    eval_every_s: float = 5.0           # seconds between evaluations
+    eval_screen_episodes: int = 10      # a cheap first look; the full evaluation runs only if it reaches the bar
     eval_min_train_return: float = 0.0  # skip evaluation while the recent training return is below this
     solve_return: Optional[float] = None  # stop at this greedy eval mean (None = the env's reward_threshold)
     max_env_steps: int = 2_000_000
@@ -138,7 +139,7 @@ def validate(cfg: Config) -> Config:
             bad(name, "allowed: " + ", ".join(allowed))
     for name in ("num_actors", "num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
                  "sequence_length", "sequence_stride", "replay_capacity", "batch_size", "min_replay", "width",
-                 "depth", "publish_every", "eval_episodes", "keep_checkpoints", "torch_threads"):
+                 "depth", "publish_every", "eval_episodes", "eval_screen_episodes", "keep_checkpoints", "torch_threads"):
         if getattr(cfg, name) < 1:
             bad(name, "must be a whole number >= 1")
     for name in ("num_cpus", "hidden_size", "support_size", "unroll_steps", "reg_samples", "starts_per_sequence",
