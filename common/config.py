@@ -175,12 +175,13 @@ def validate(cfg: Config) -> Config:
 
 
 def _parse_value(kind):
+    """argparse type for a field annotation: int, float, str, Optional[float], Optional[str]."""
+    optional = kind in (Optional[float], Optional[str])
+    base = float if kind == Optional[float] else str if kind == Optional[str] else kind
+
     def parse(text):
-        if kind is Optional[float]:
-            return None if text.lower() == "none" else float(text)
-        if kind is Optional[str]:
-            return None if text.lower() == "none" else text
-        return kind(text)
+        return None if optional and text.lower() == "none" else base(text)
+    parse.__name__ = base.__name__  # argparse names it in "invalid int value: 'abc'"
     return parse
 
 
