@@ -7,6 +7,7 @@ evaluation reaches the solve threshold or a budget runs out, and writes a run
 directory: config.json, metrics.jsonl, tensorboard/, checkpoints/, learning_curve.png
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
 """
+import dataclasses
 import json
 import math
 import sys
@@ -20,6 +21,7 @@ from actors.actor import SelfPlayActor
 from actors.evaluate import evaluate
 from actors.params import WeightClient, WeightPublisher, WeightStore, load_numpy_state
 from common import envs as envs_lib
+from common import placement
 from common.config import Config, ConfigError, parse_config, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
@@ -30,6 +32,17 @@ from replay.client import ReplayClient, split
 from replay.shard import ReplayShard
 
 LEARNER_CALL_STEPS = 50      # updates per learner call before it reports back
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+def cluster_runtime_env(cfg: Config) -> dict:
+    """Ray runtime_env for a cluster run: this project's code as the working directory of every
+    component process on every node (Ray uploads it once, honouring .gitignore), so a node needs
+    only the installed requirements. Run output stays with the driver and is never uploaded."""
+    if not cfg.ship_code:
+        return {}
+    return {"working_dir": str(PROJECT_ROOT),
+            "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"]}
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -44,24 +57,26 @@ class Components:
     """The system's parts, either plain objects or Ray actor handles (`remote`)."""
 
     def __init__(self, cfg: Config, info: envs_lib.EnvInfo, remote: bool):
-        self.cfg, self.remote = cfg, remote
+        self.remote = remote
         spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
         if remote:
             import ray
-            cpus = ray.cluster_resources().get("CPU", 1.0)
-            gpus = ray.cluster_resources().get("GPU", 0.0)
-            use_gpu = gpus >= 1 and cfg.device in ("auto", "cuda")
-            learner_cpus = 0.0 if use_gpu else min(1.0, cpus / 2)
-            actor_cpus = max(0.1, min(1.0, (cpus - learner_cpus) / cfg.num_actors))
+            total, free = ray.cluster_resources(), ray.available_resources()
+            self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
             make = {
-                WeightStore: ray.remote(num_cpus=0)(WeightStore),
-                ReplayShard: ray.remote(num_cpus=0)(ReplayShard),
-                Learner: ray.remote(num_cpus=learner_cpus, num_gpus=1 if use_gpu else 0)(Learner),
-                SelfPlayActor: ray.remote(num_cpus=actor_cpus)(SelfPlayActor),
+                WeightStore: ray.remote(**self.plan.store)(WeightStore),
+                ReplayShard: ray.remote(**self.plan.shard)(ReplayShard),
+                Learner: ray.remote(**self.plan.learner)(Learner),
+                SelfPlayActor: ray.remote(**self.plan.actor)(SelfPlayActor),
             }
             new = lambda cls, *args: make[cls].remote(*args)  # noqa: E731
+            num_actors = self.plan.num_actors
         else:
+            self.plan = None
             new = lambda cls, *args: cls(*args)  # noqa: E731
+            num_actors = placement.in_process_actors(cfg)
+        # The actors' rate limit divides by num_actors, so they get the resolved count.
+        self.cfg = cfg = dataclasses.replace(cfg, num_actors=num_actors)
         self.store = new(WeightStore)
         capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
         self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "actor", 1000 + i), i)
@@ -78,6 +93,22 @@ class Components:
             return ray.get(getattr(handle, method).remote(*args))
         return getattr(handle, method)(*args)
 
+    def node_map(self) -> dict:
+        """Where the components run: {node_id: {"ip", "learner", "actors", "shards"}} with Ray (counts per
+        node), {} in-process. Asks each Ray actor for its node id, so it needs no dashboard."""
+        if not self.remote:
+            return {}
+        import ray
+        where = lambda _self: ray.get_runtime_context().get_node_id()  # noqa: E731
+        roles = [("learner", self.learner)] + [("actors", a) for a in self.actors] + [("shards", s) for s in self.shards]
+        node_ids = ray.get([handle.__ray_call__.remote(where) for _, handle in roles])
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        out = {}
+        for (role, _), node_id in zip(roles, node_ids):
+            node = out.setdefault(node_id, {"ip": ips.get(node_id, "?"), "learner": 0, "actors": 0, "shards": 0})
+            node[role] += 1
+        return out
+
 
 class Trainer:
     """Drives the components and decides when to evaluate, checkpoint and stop."""
@@ -93,6 +124,7 @@ class Trainer:
         self.best_eval = -math.inf
         self.solved_at = None
         self.components = None
+        self.nodes = {}                 # node_map() of a Ray run, for summary.json
 
     # -- shared bookkeeping -------------------------------------------------------------
     def on_actor(self, stats: dict) -> None:
@@ -169,6 +201,8 @@ class Trainer:
     def run_on_ray(self) -> str:
         import ray
         self.components = c = Components(self.cfg, self.info, remote=True)
+        self.nodes = c.node_map()
+        print(format_placement(c.plan, self.nodes), flush=True)
         pending = {a.collect.remote(self.cfg.actor_chunk_steps): a for a in c.actors}
         learner_call = c.learner.train.remote(LEARNER_CALL_STEPS, 0.5)
         reason = ""
@@ -210,6 +244,7 @@ class Trainer:
             "episodes": self.log.episodes, "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
             "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at, "run_dir": str(self.run_dir),
+            "num_actors": self.components.cfg.num_actors, "nodes": self.nodes,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.log.close()
@@ -231,6 +266,15 @@ def export_policy(net: torch.nn.Module, info: envs_lib.EnvInfo, path: Path) -> N
     batch = torch.export.Dim("B", min=1, max=4096)
     program = torch.export.export(Policy(net).eval(), (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
+
+
+def format_placement(plan: placement.Placement, nodes: dict) -> str:
+    """One line: what each component asked for and which nodes it landed on."""
+    where = "; ".join(f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
+                      for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"]))
+    learner = "GPU + " if plan.learner_uses_gpu else ""
+    return (f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
+            f"{plan.actor['num_cpus']:g} CPU (SPREAD), shards SPREAD | {len(nodes)} node(s): {where}")
 
 
 def format_summary(s: dict) -> str:
@@ -258,9 +302,10 @@ def main(argv=None) -> int:
         else:
             import ray
             if cfg.address:
-                ray.init(address=cfg.address, log_to_driver=True)
+                ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
             else:
-                ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True)
+                port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
+                ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
                 started_ray = True
             reason = trainer.run_on_ray()
         summary = trainer.finish(reason)

@@ -17,6 +17,7 @@ from actors.params import WeightClient, load_numpy_state
 from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
+from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec, encode_sequence
 
 
@@ -85,8 +86,11 @@ class SelfPlayActor:
         self.episode_return = np.zeros(cfg.envs_per_actor)
         self.episode_length = np.zeros(cfg.envs_per_actor, dtype=np.int64)
         self.env_steps = 0
+        self.episodes = 0
         self.steps_since_pull = 0
         self.version = -1
+        self.metrics = Recorder("actor", index)
+        self._reported_pulls = 0
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -104,15 +108,20 @@ class SelfPlayActor:
         if got is not None:
             self._load(*got)
 
-    def allowed_env_steps(self) -> float:
-        """Two-sided rate limit: stay within a slack of the learner's pace (None = no limit)."""
-        ratio = self.cfg.learner_steps_per_1k_env_steps
-        if ratio <= 0:
-            return float("inf")
-        # Enough for the learner to start (a full batch of sequences) plus two chunks.
-        cfg = self.cfg
-        slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
-        return (slack + max(self.version, 0) * 1000.0 / ratio) / self.cfg.num_actors
+    def ahead_of_learner(self) -> bool:
+        """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and
+        per episode) read backwards, plus a slack that lets the learner start. This actor
+        takes its 1/num_actors share."""
+        cfg, learned = self.cfg, max(self.version, 0)
+        if cfg.learner_steps_per_1k_env_steps > 0:
+            slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
+            if self.env_steps * cfg.num_actors >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:
+                return True
+        if cfg.learner_steps_per_episode > 0:
+            slack = max(cfg.min_replay, cfg.batch_size) + 1
+            if self.episodes * cfg.num_actors >= slack + learned / cfg.learner_steps_per_episode:
+                return True
+        return False
 
     @torch.no_grad()
     def collect(self, num_steps: int) -> dict:
@@ -122,15 +131,16 @@ class SelfPlayActor:
         returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
         while steps < num_steps:
-            if self.env_steps >= self.allowed_env_steps():
-                if not self.weights.remote:
-                    break  # in-process: nothing moves while we wait; hand control back
+            if self.ahead_of_learner():
                 t = time.perf_counter()
                 self.weights.request()
-                time.sleep(0.002)
-                got = self.weights.poll()
+                got = self.weights.poll()   # the learner's version moves the limit
                 if got is not None:
                     self._load(*got)
+                    continue
+                if not self.weights.remote:
+                    break  # in-process: nothing moves while we wait; hand control back
+                time.sleep(0.002)
                 waits += time.perf_counter() - t
                 if time.perf_counter() - start > 1.0:
                     break
@@ -153,6 +163,7 @@ class SelfPlayActor:
                 lengths.append(int(self.episode_length[j]))
                 self.episode_return[j] = 0.0
                 self.episode_length[j] = 0
+                self.episodes += 1
             self.obs = next_obs
             steps += E
             self.env_steps += E
@@ -160,9 +171,23 @@ class SelfPlayActor:
             self._maybe_pull()
         self.replay.flush(steps, len(returns))
         elapsed = time.perf_counter() - start
+        self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits)
         return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),
                 "returns": returns, "lengths": lengths, "sequences": sent, "seconds": elapsed,
                 "inference_s": infer_s, "wait_s": waits, "version": self.version, "pulls": self.weights.pulls}
+
+    def _record_metrics(self, steps: int, returns: List[float], elapsed: float, forward_s: float, wait_s: float):
+        m = self.metrics
+        m.inc("env_steps", steps)
+        m.inc("episodes", len(returns))
+        if returns:
+            m.set("episode_return", sum(returns) / len(returns))
+        m.set("env_steps_per_s", steps / max(elapsed, 1e-9))
+        m.set("inference_ms", 1000.0 * forward_s)
+        m.inc("rate_limit_wait_s", wait_s)
+        m.inc("weight_pulls", self.weights.pulls - self._reported_pulls)
+        self._reported_pulls = self.weights.pulls
+        m.set("policy_version", self.version)
 
 
 def _fill_final(next_obs: np.ndarray, info: dict) -> np.ndarray:

@@ -28,10 +28,12 @@ class Config:
     run_name: str = ""                  # default: <env>-<preset>-s<seed>-<time>
     # --- system ------------------------------------------------------------------------
     address: Optional[str] = None       # Ray cluster to join ('auto' or HOST:PORT); None = start local Ray
+    ship_code: bool = True              # with --address: upload this project's code to the cluster (runtime_env)
     in_process: bool = False            # run every component in this process, without Ray
     num_cpus: int = 0                   # CPUs for a local Ray (0 = all of this machine's)
     dashboard: bool = True              # start the Ray dashboard with a local Ray
-    num_actors: int = 1                 # self-play actor processes
+    metrics_export_port: int = 0        # Prometheus endpoint port of a local Ray node (0 = Ray's default)
+    num_actors: int = 1                 # self-play actor processes (0 or 'auto' = one per free cluster CPU)
     num_replay_shards: int = 1          # replay shard processes
     envs_per_actor: int = 16            # vectorised envs stepped together by one actor
     actor_chunk_steps: int = 256        # env steps (all envs) per actor call between bookkeeping
@@ -113,11 +115,12 @@ PRESETS = {
     "cartpole": {},
     # The blog post in shared/seed (MUESLI.md "The seed preset"), its defects fixed.
     "seed": dict(
-        width=128, depth=1, hidden_size=0, support_size=0, unroll_steps=2, value_target="mc", discount=0.99,
+        width=128, depth=2, hidden_size=0, support_size=0, unroll_steps=2, value_target="mc", discount=0.99,
         reg_samples=2, reg_weight=5.0, pg_weight=1.0, value_weight=1 / 12, reward_weight=0.5, model_weight=0.25,
-        sequence_length=500, sequence_stride=500, batch_size=6, starts_per_sequence=5, replay_fraction=1.0,
-        min_replay=6, replay_capacity=5000, learner_steps_per_episode=20.0, optimizer="adamw",
-        learning_rate=3e-4, weight_decay=0.01, max_grad_norm=0.0, grad_clip_value=1.0, dynamics_grad="params",
+        sequence_length=500, sequence_stride=500, batch_size=6, starts_per_sequence=5, replay_fraction=5 / 6,
+        min_replay=6, replay_capacity=5000, learner_steps_per_episode=20.0, learner_steps_per_1k_env_steps=0.0,
+        optimizer="adamw",
+        learning_rate=3e-4, weight_decay=0.0, max_grad_norm=0.0, grad_clip_value=1.0, dynamics_grad="params",
         target_ema=0.01, target_blend_every_episodes=30, actors_use_online=True, envs_per_actor=1,
         prior_behaviour_weight=0.0, prior_uniform_weight=0.0, actor_chunk_steps=64, weight_pull_every=1,
         publish_every=1, max_seconds=1800.0),
@@ -137,13 +140,15 @@ def validate(cfg: Config) -> Config:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             bad(name, "allowed: " + ", ".join(allowed))
-    for name in ("num_actors", "num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
+    if cfg.num_actors < 0:
+        bad("num_actors", "must be a whole number >= 1, or 'auto' (0) to fill the cluster's free CPUs")
+    for name in ("num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
                  "sequence_length", "sequence_stride", "replay_capacity", "batch_size", "min_replay", "width",
                  "depth", "publish_every", "eval_episodes", "eval_screen_episodes", "keep_checkpoints", "torch_threads"):
         if getattr(cfg, name) < 1:
             bad(name, "must be a whole number >= 1")
     for name in ("num_cpus", "hidden_size", "support_size", "unroll_steps", "reg_samples", "starts_per_sequence",
-                 "lr_decay_steps", "target_blend_every_episodes", "max_env_steps"):
+                 "lr_decay_steps", "target_blend_every_episodes", "max_env_steps", "metrics_export_port"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")
     for name in ("replay_fraction", "retrace_lambda", "adv_beta", "target_ema", "prior_behaviour_weight",
@@ -169,17 +174,25 @@ def validate(cfg: Config) -> Config:
         bad("min_replay", f"must be <= --replay-capacity={cfg.replay_capacity}")
     if cfg.num_replay_shards > cfg.batch_size:
         bad("num_replay_shards", f"must be <= --batch-size={cfg.batch_size} (every shard serves part of a batch)")
+    if cfg.metrics_export_port > 65535:
+        bad("metrics_export_port", "must be a TCP port in [0, 65535] (0 = Ray's default)")
     if cfg.in_process and cfg.address:
         bad("address", "cannot be combined with --in-process")
     return cfg
 
 
-def _parse_value(kind):
-    """argparse type for a field annotation: int, float, str, Optional[float], Optional[str]."""
+AUTO_FIELDS = ("num_actors",)         # int fields where 'auto' on the command line means 0
+
+
+def _parse_value(kind, auto: bool = False):
+    """argparse type for a field annotation: int, float, str, Optional[float], Optional[str];
+    with `auto`, the word 'auto' parses to 0."""
     optional = kind in (Optional[float], Optional[str])
     base = float if kind == Optional[float] else str if kind == Optional[str] else kind
 
     def parse(text):
+        if auto and text.lower() == "auto":
+            return 0
         return None if optional and text.lower() == "none" else base(text)
     parse.__name__ = base.__name__  # argparse names it in "invalid int value: 'abc'"
     return parse
@@ -192,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            parser.add_argument(flag, type=_parse_value(f.type), default=None, metavar=f.name.upper())
+            parser.add_argument(flag, type=_parse_value(f.type, f.name in AUTO_FIELDS), default=None,
+                                metavar=f.name.upper())
     return parser
 
 

@@ -163,60 +163,63 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
     obs, action, mask = batch["obs"], batch["action"], batch["mask"]
     T, B = action.shape
     K = p.unroll_steps
-    start = batch.get("start_mask", mask) * mask                              # [T, B]
+    # Only the chosen start states are unrolled: N of the T*B (flattened index t*B + b).
+    start = (batch.get("start_mask", mask) * mask).reshape(T * B)
+    idx = start.nonzero()[:, 0]                                               # [N]
+    ones = torch.ones(idx.shape[0], device=obs.device)
     support = online.spec.support_size
 
-    # Unroll the online model from every start state s_t along a_t .. a_{t+K-1}.
-    action_windows = _shift_windows(action, K)                               # [K, T, B]
-    out = online.unroll(obs[:T].reshape(T * B, *obs.shape[2:]), action_windows.reshape(K, T * B),
+    def pick(x):
+        """[L, T, B, ...] -> [L, N, ...] at the chosen start states."""
+        return x.reshape(x.shape[0], T * B, *x.shape[3:])[:, idx]
+
+    # Unroll the online model from each start state s_t along a_t .. a_{t+K-1}.
+    out = online.unroll(obs[:T].reshape(T * B, *obs.shape[2:])[idx], pick(_shift_windows(action, K)),
                         p.hidden_grad_scale)
-    logits = out.policy_logits.reshape(K + 1, T, B, -1)
-    log_pi = F.log_softmax(logits, -1)                                        # [K+1, T, B, A]
+    log_pi = F.log_softmax(out.policy_logits, -1)                             # [K+1, N, A]
 
     # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
-    log_pi0_a = log_pi[0].gather(-1, action[..., None])[..., 0]
-    mu_a = batch["behaviour"].gather(-1, action[..., None])[..., 0].clamp(min=1e-8)
+    a_t = pick(action[None])[0]                                               # [N]
+    log_pi0_a = log_pi[0].gather(-1, a_t[:, None])[:, 0]
+    mu_a = pick(batch["behaviour"][None])[0].gather(-1, a_t[:, None])[:, 0].clamp(min=1e-8)
     ratio = torch.clamp(log_pi0_a.exp() / mu_a, 0.0, 1.0)
-    loss_pg = _masked_mean(-ratio * tq["pg_adv"], start)
+    loss_pg = _masked_mean(-ratio * pick(tq["pg_adv"][None])[0], ones)
 
     # 2. CMPO regulariser at k = 0.
     if p.reg_samples > 0:
-        prior = tq["prior_log_probs"][:T].exp().reshape(T * B, -1)
-        samples = torch.multinomial(prior, p.reg_samples, replacement=True).reshape(T, B, p.reg_samples)
-        adv_s = torch.clamp(tq["adv_norm"][:T].gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
+        prior = pick(tq["prior_log_probs"][None, :T])[0].exp()               # [N, A]
+        samples = torch.multinomial(prior, p.reg_samples, replacement=True)   # [N, N_samples]
+        adv_s = torch.clamp(pick(tq["adv_norm"][None, :T])[0].gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
         reg = cmpo.sampled_cmpo_regularizer(log_pi[0].gather(-1, samples), adv_s)
     else:
-        reg = cmpo.exact_kl(tq["cmpo_log_probs"][:T], log_pi[0])
-    loss_reg = _masked_mean(reg, start)
+        reg = cmpo.exact_kl(pick(tq["cmpo_log_probs"][None, :T])[0], log_pi[0])
+    loss_reg = _masked_mean(reg, ones)
 
     # 3-5. Model losses for k = 1..K, masked past episode ends.
-    step_valid = _shift_windows(mask, K + 1)                                 # [K+1, T, B]: mask[t+k]
-    state_valid = _shift_windows(tq["state_valid"], K + 1)[:, :T]            # state s_{t+k} real
-    cmpo_targets = _shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T]        # [K+1, T, B, A]
-    returns = _shift_windows(tq["returns"], K + 1)                           # G_{t+k}
-    rewards = _shift_windows(batch["reward"], K)                             # r_{t+k-1}, k = 1..K
-    # A model step k >= 1 is valid when action a_{t+k-1} was really taken.
-    acted = torch.cat([torch.ones_like(mask)[None], step_valid[:K]])         # [K+1, T, B]
+    step_valid = pick(_shift_windows(mask, K + 1))                            # [K+1, N]: step t+k is real
+    state_valid = pick(_shift_windows(tq["state_valid"], K + 1)[:, :T])       # state s_{t+k} is real
+    cmpo_targets = pick(_shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T])   # [K+1, N, A]
+    returns = pick(_shift_windows(tq["returns"], K + 1))                      # G_{t+k}
     if K > 0:
-        model_mask = acted[1:] * state_valid[1:] * start
-        loss_model = _masked_mean(cmpo.exact_kl(cmpo_targets[1:], log_pi[1:]), model_mask)
-        reward_mask = step_valid[:K] * start
-        loss_reward = _masked_mean(_head_loss(out.reward_logits.reshape(K, T, B, -1), rewards, support), reward_mask)
+        rewards = pick(_shift_windows(batch["reward"], K))                    # r_{t+k-1}, k = 1..K
+        # A model step k >= 1 is valid when action a_{t+k-1} was really taken.
+        acted = step_valid[:K]
+        loss_model = _masked_mean(cmpo.exact_kl(cmpo_targets[1:], log_pi[1:]), acted * state_valid[1:])
+        loss_reward = _masked_mean(_head_loss(out.reward_logits, rewards, support), acted)
     else:
         loss_model = loss_reward = torch.zeros((), device=obs.device)
-    value_mask = step_valid * start                                          # G_{t+k} exists
-    loss_value = _masked_mean(_head_loss(out.value_logits.reshape(K + 1, T, B, -1), returns, support), value_mask)
+    loss_value = _masked_mean(_head_loss(out.value_logits, returns, support), step_valid)
 
     loss = (p.pg_weight * loss_pg + p.reg_weight * loss_reg + p.value_weight * loss_value
             + p.reward_weight * loss_reward + p.model_weight * loss_model)
 
     with torch.no_grad():
-        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), start)
+        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), ones)
         metrics = {
             "loss/total": loss.item(), "loss/pg": loss_pg.item(), "loss/reg": loss_reg.item(),
             "loss/model": loss_model.item(), "loss/value": loss_value.item(), "loss/reward": loss_reward.item(),
             "stats/entropy": entropy.item(),
-            "stats/is_ratio_mean": _masked_mean(ratio, start).item(),
+            "stats/is_ratio_mean": _masked_mean(ratio, ones).item(),
             "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)).item(),
             "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)).item(),
             "stats/value_mean": _masked_mean(tq["value"][:T], mask).item(),

@@ -18,6 +18,7 @@ from common.config import Config
 from common.losses import LossState, init_loss_state, muesli_loss
 from common.cmpo import NormalizerState
 from common.networks import build_network
+from common.ray_metrics import Recorder
 from common.sequence import to_time_major
 
 
@@ -62,6 +63,7 @@ class Learner:
         self.blends = 0
         self.totals = {"env_steps": 0, "episodes": 0, "size": 0}
         self._pending = None
+        self.metrics = Recorder("learner")
         self.publish()
 
     def __repr__(self) -> str:
@@ -73,6 +75,7 @@ class Learner:
 
     def publish(self) -> None:
         self.publisher.publish(self.steps, self.acting_network())
+        self.metrics.inc("publishes")
 
     @torch.no_grad()
     def _update_target(self) -> None:
@@ -166,6 +169,7 @@ class Learner:
             t = time.perf_counter()
             arrays = self._next_batch()
             batch_wait += time.perf_counter() - t
+            self.metrics.observe("batch_wait_s", time.perf_counter() - t)
             if arrays is None:
                 self._pending = None
                 self._refresh_totals()
@@ -183,7 +187,20 @@ class Learner:
                     "learner/seconds": time.perf_counter() - start, "learner/batch_wait_s": batch_wait,
                     "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
                     "learner/skipped_updates": self.skipped})
+        self._record_metrics(out, count)
         return out
+
+    def _record_metrics(self, out: dict, count: int) -> None:
+        m = self.metrics
+        m.inc("steps", count)
+        if not count:
+            return
+        transitions = count * self.cfg.batch_size * self.cfg.sequence_length
+        m.set("transitions_per_s", transitions / max(out["learner/seconds"], 1e-9))
+        m.set("policy_lag", out["learner/policy_lag"])
+        for key, value in out.items():
+            if key.startswith("loss/"):
+                m.set("loss", value, term=key[len("loss/"):])
 
     # -- checkpoints --------------------------------------------------------------------
     def checkpoint_bytes(self) -> bytes:

@@ -13,6 +13,7 @@ from typing import List, Optional
 import numpy as np
 
 from common.codec import CodecError
+from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec, decode_sequence, encode_batch
 
 
@@ -29,6 +30,7 @@ class ReplayShard:
         self.inserts = 0
         self.counters = collections.Counter()
         self.last_error = ""
+        self.metrics = Recorder("replay", index)
 
     def __repr__(self) -> str:
         return f"ReplayShard({self.index})"
@@ -40,6 +42,7 @@ class ReplayShard:
         self.counters["env_steps"] += int(env_steps)
         self.counters["episodes"] += int(episodes)
         accepted = rejected = 0
+        evictions = self.counters["evictions"]
         for payload in payloads:
             try:
                 seq = decode_sequence(payload, self.spec)
@@ -50,6 +53,10 @@ class ReplayShard:
             self._store(seq)
             accepted += 1
         self.counters["rejected"] += rejected
+        self.metrics.inc("inserts", accepted)
+        self.metrics.inc("rejected", rejected)
+        self.metrics.inc("evictions", self.counters["evictions"] - evictions)
+        self.metrics.set("size", self.size)
         return {"accepted": accepted, "rejected": rejected}
 
     def _store(self, seq) -> None:
@@ -79,6 +86,7 @@ class ReplayShard:
         self.counters["online_sampled"] += len(slots)
         slots.extend(self.rng.integers(0, self.size, size=total - len(slots)))
         self.counters["samples"] += total
+        self.metrics.inc("samples", total)
         return encode_batch({name: array[slots] for name, array in self.storage.items()})
 
     def stats(self) -> dict:
