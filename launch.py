@@ -7,6 +7,7 @@ evaluation reaches the solve threshold or a budget runs out, and writes a run
 directory: config.json, metrics.jsonl, tensorboard/, checkpoints/, learning_curve.png
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
 """
+import collections
 import dataclasses
 import json
 import math
@@ -46,8 +47,12 @@ def cluster_runtime_env(cfg: Config) -> dict:
 
 
 def make_run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or f"{cfg.env.replace('/', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(cfg.run_root) / name
+    """A new run directory, or the one being resumed; config.json holds the config in use."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+    else:
+        name = cfg.run_name or f"{cfg.env.replace('/', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = Path(cfg.run_root) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     return run_dir
@@ -56,20 +61,28 @@ def make_run_dir(cfg: Config) -> Path:
 class Components:
     """The system's parts, either plain objects or Ray actor handles (`remote`)."""
 
-    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, remote: bool):
+    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, remote: bool, checkpoint_data: bytes = None):
+        """checkpoint_data: learner checkpoint to resume from, loaded before the actors start
+        (so they pace themselves from the restored version); its run_state is kept in
+        `self.run_state`."""
         self.remote = remote
-        spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+        self.spec = spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
         if remote:
             import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             total, free = ray.cluster_resources(), ray.available_resources()
             self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
-            make = {
-                WeightStore: ray.remote(**self.plan.store)(WeightStore),
-                ReplayShard: ray.remote(**self.plan.shard)(ReplayShard),
+            # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
+            # restarts empty, an actor resumes with the newest weights); the store stays with the driver.
+            restart = dict(max_restarts=cfg.max_restarts)
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            self.make = {
+                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here})(WeightStore),
+                ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
                 Learner: ray.remote(**self.plan.learner)(Learner),
-                SelfPlayActor: ray.remote(**self.plan.actor)(SelfPlayActor),
+                SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
             }
-            new = lambda cls, *args: make[cls].remote(*args)  # noqa: E731
+            new = lambda cls, *args: self.make[cls].remote(*args)  # noqa: E731
             num_actors = self.plan.num_actors
         else:
             self.plan = None
@@ -82,9 +95,21 @@ class Components:
         self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "actor", 1000 + i), i)
                        for i in range(cfg.num_replay_shards)]
         self.learner = new(Learner, cfg, ReplayClient(self.shards, spec, remote), WeightPublisher(self.store, remote))
-        self.actors = [new(SelfPlayActor, cfg, i, ReplayClient(self.shards, spec, remote),
-                           WeightClient(self.store, remote)) for i in range(cfg.num_actors)]
+        self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data) if checkpoint_data else {}
+        self.new = new
+        self.actors = [self.new_actor(i) for i in range(cfg.num_actors)]
         self.weights = WeightClient(self.store, remote)
+
+    def new_actor(self, index: int):
+        return self.new(SelfPlayActor, self.cfg, index, ReplayClient(self.shards, self.spec, self.remote),
+                        WeightClient(self.store, self.remote))
+
+    def replace_actor(self, index: int):
+        """A fresh actor in place of one that keeps failing (restarts used up or stuck)."""
+        import ray
+        ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self.new_actor(index)
+        return self.actors[index]
 
     def call(self, handle, method: str, *args):
         """Blocking call on a component, plain or remote."""
@@ -125,13 +150,79 @@ class Trainer:
         self.solved_at = None
         self.components = None
         self.nodes = {}                 # node_map() of a Ray run, for summary.json
+        self.learner_steps = 0
+        self.resumed_from = None        # checkpoint path when --resume
+        self.faults = collections.Counter()     # actor_failures, actors_replaced, ... (summary.json)
+        self._failing = collections.Counter()   # consecutive failed calls per actor index
+        self._died = collections.Counter()      # consecutive ActorDiedErrors per actor index
+        self._resume_data = None
+
+    # -- building and resuming -------------------------------------------------------------
+    def build(self, remote: bool) -> "Components":
+        data = self.resume_checkpoint() if self.cfg.resume else None
+        self.components = Components(self.cfg, self.info, remote, data)
+        if data is not None:
+            self.restore(self.components.run_state)
+        return self.components
+
+    def resume_checkpoint(self) -> bytes:
+        """Bytes of the newest readable checkpoint; a corrupt newer one is reported and skipped."""
+        if self._resume_data is not None:
+            return self._resume_data
+        path, data, errors = checkpoint.load_newest(self.run_dir / "checkpoints")
+        for error in errors:
+            print(f"resume: skipped {error}", flush=True)
+        if data is None:
+            raise checkpoint.CheckpointError(f"--resume={self.cfg.resume!r}: no readable checkpoint in "
+                                             f"{self.run_dir / 'checkpoints'}")
+        self.resumed_from = str(path)
+        print(f"resume: continuing from {path}", flush=True)
+        self._resume_data = data
+        return data
+
+    def restore(self, run_state: dict) -> None:
+        self.log.restore(int(run_state.get("env_steps", 0)), int(run_state.get("episodes", 0)),
+                         float(run_state.get("seconds", 0.0)))
+        self.best_eval = float(run_state.get("best_eval", -math.inf))
+        self.learner_steps = int(run_state.get("learner_steps", 0))
+
+    def run_state(self) -> dict:
+        """The driver's bookkeeping stored in each checkpoint (plain numbers)."""
+        return {"env_steps": self.log.env_steps, "episodes": self.log.episodes, "seconds": self.log.elapsed(),
+                "best_eval": self.best_eval, "learner_steps": self.learner_steps}
 
     # -- shared bookkeeping -------------------------------------------------------------
     def on_actor(self, stats: dict) -> None:
         self.log.actor(stats)
 
     def on_learner(self, metrics: dict) -> None:
+        self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
         self.log.scalars(metrics)
+
+    def on_actor_failure(self, index: int, exc: Exception) -> float:
+        """Account for a failed actor call; returns seconds to wait before calling it again.
+
+        The first failure after a success is one fault: the chunk in flight (at most
+        actor_chunk_steps env steps) is lost, and the line is printed once. While Ray restarts
+        the actor its calls fail fast as unavailable (retried every second); an actor that is
+        dead for good (ActorDiedError twice in a row: restarts used up) is replaced."""
+        import ray
+        if not self._failing[index]:
+            self.faults["actor_failures"] += 1
+            self.faults["chunks_lost"] += 1
+            print(f"actor {index} failed ({type(exc).__name__}); its chunk of <= {self.cfg.actor_chunk_steps} "
+                  "env steps is lost; retrying while Ray restarts it", flush=True)
+            self.log.scalars({f"faults/{key}": value for key, value in self.faults.items()})
+        self._failing[index] += 1
+        if isinstance(exc, ray.exceptions.ActorDiedError):
+            self._died[index] += 1
+            if self._died[index] >= 2:
+                print(f"actor {index} is dead for good; starting a new one", flush=True)
+                self.components.replace_actor(index)
+                self.faults["actors_replaced"] += 1
+                self._died[index] = 0
+                return 0.0
+        return 1.0
 
     def _refresh_eval_net(self) -> int:
         self.components.weights.request()
@@ -178,13 +269,12 @@ class Trainer:
         if not force and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
             return
         self.last_checkpoint = time.monotonic()
-        data = self.components.call(self.components.learner, "checkpoint_bytes")
-        steps = int(self.log.latest.get("learner/steps", 0))
-        checkpoint.save(self.run_dir / "checkpoints", steps, data, self.cfg.keep_checkpoints)
+        data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
+        checkpoint.save(self.run_dir / "checkpoints", self.learner_steps, data, self.cfg.keep_checkpoints)
 
     # -- the two drivers ----------------------------------------------------------------
     def run_in_process(self) -> str:
-        self.components = c = Components(self.cfg, self.info, remote=False)
+        c = self.build(remote=False)
         while True:
             for actor in c.actors:
                 self.on_actor(actor.collect(self.cfg.actor_chunk_steps))
@@ -200,13 +290,19 @@ class Trainer:
 
     def run_on_ray(self) -> str:
         import ray
-        self.components = c = Components(self.cfg, self.info, remote=True)
+        c = self.build(remote=True)
         self.nodes = c.node_map()
         print(format_placement(c.plan, self.nodes), flush=True)
-        pending = {a.collect.remote(self.cfg.actor_chunk_steps): a for a in c.actors}
+        chunk = self.cfg.actor_chunk_steps
+        pending = {a.collect.remote(chunk): i for i, a in enumerate(c.actors)}   # ref -> actor index
+        retry_at = {}                                                               # actor index -> time
         learner_call = c.learner.train.remote(LEARNER_CALL_STEPS, 0.5)
         reason = ""
         while not reason:
+            for index, when in list(retry_at.items()):
+                if time.monotonic() >= when:
+                    del retry_at[index]
+                    pending[c.actors[index].collect.remote(chunk)] = index
             ready, _ = ray.wait(list(pending) + [learner_call], num_returns=1, timeout=0.5)
             for ref in ready:
                 if ref == learner_call:
@@ -214,10 +310,16 @@ class Trainer:
                     if metrics.get("learner/updates_in_call"):
                         self.on_learner(metrics)
                     learner_call = c.learner.train.remote(LEARNER_CALL_STEPS, 0.5)
-                else:
-                    actor = pending.pop(ref)
-                    self.on_actor(ray.get(ref))
-                    pending[actor.collect.remote(self.cfg.actor_chunk_steps)] = actor
+                    continue
+                index = pending.pop(ref)
+                try:
+                    stats = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:     # died, restarting, or its node left
+                    retry_at[index] = time.monotonic() + self.on_actor_failure(index, exc)
+                    continue
+                self._failing[index] = self._died[index] = 0
+                self.on_actor(stats)
+                pending[c.actors[index].collect.remote(chunk)] = index
             self.log.progress()
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -245,6 +347,9 @@ class Trainer:
             "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
             "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at, "run_dir": str(self.run_dir),
             "num_actors": self.components.cfg.num_actors, "nodes": self.nodes,
+            "faults": dict(self.faults, replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+                           replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
+            "resumed_from": self.resumed_from,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.log.close()
@@ -297,6 +402,8 @@ def main(argv=None) -> int:
     trainer = Trainer(cfg, info, run_dir)
     started_ray = False
     try:
+        if cfg.resume:          # fail fast, before Ray starts, when nothing can be resumed
+            trainer.resume_checkpoint()
         if cfg.in_process:
             reason = trainer.run_in_process()
         else:
@@ -309,6 +416,9 @@ def main(argv=None) -> int:
                 started_ray = True
             reason = trainer.run_on_ray()
         summary = trainer.finish(reason)
+    except checkpoint.CheckpointError as exc:
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if started_ray:
             import ray

@@ -92,6 +92,7 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._load(*weights.wait())
+        self.first_version = self.version   # the rate limit counts learner steps from here (restarts, resume)
 
     def __repr__(self) -> str:
         return f"SelfPlayActor({self.index})"
@@ -111,8 +112,9 @@ class SelfPlayActor:
     def ahead_of_learner(self) -> bool:
         """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and
         per episode) read backwards, plus a slack that lets the learner start. This actor
-        takes its 1/num_actors share."""
-        cfg, learned = self.cfg, max(self.version, 0)
+        takes its 1/num_actors share. Counted from this actor's start, so a restarted actor or a
+        resumed run is paced like a new one."""
+        cfg, learned = self.cfg, max(self.version - self.first_version, 0)
         if cfg.learner_steps_per_1k_env_steps > 0:
             slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
             if self.env_steps * cfg.num_actors >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:

@@ -6,6 +6,7 @@ Arrays travel as raw little-endian bytes with their dtype and shape; no pickle.
 `decode` validates everything and raises CodecError with a one-line reason; callers
 count and drop such payloads, never store them.
 """
+import math
 from typing import Dict, Optional
 
 import msgpack
@@ -23,7 +24,7 @@ class CodecError(ValueError):
 def encode(kind: str, arrays: Dict[str, np.ndarray]) -> bytes:
     packed = {}
     for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)  # not ascontiguousarray: it turns 0-d arrays into shape (1,)
         if array.dtype.name not in ALLOWED_DTYPES:
             raise CodecError(f"array {name!r} has dtype {array.dtype.name}; allowed: {', '.join(ALLOWED_DTYPES)}")
         packed[name] = [array.dtype.name, list(array.shape), array.astype(array.dtype.newbyteorder("<")).tobytes()]
@@ -65,11 +66,14 @@ def _decode_array(name, entry, check_finite: bool) -> np.ndarray:
     if not all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape):
         raise CodecError(f"array {name!r} has an invalid shape {shape!r}")
     dtype = np.dtype(dtype_name).newbyteorder("<")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod could wrap around to 0
     if len(raw) != expected:
         raise CodecError(f"array {name!r} holds {len(raw)} bytes; dtype {dtype_name} and shape {shape} need {expected}")
     # bytearray: the decoded arrays own writable memory (torch.from_numpy needs that).
-    array = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape).astype(dtype_name, copy=False)
+    try:  # numpy refuses > 64 dims, and zero-size shapes whose other dims overflow
+        array = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape).astype(dtype_name, copy=False)
+    except ValueError as exc:
+        raise CodecError(f"array {name!r} cannot have shape {shape!r} ({exc})") from None
     if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise CodecError(f"array {name!r} contains NaN or inf")
     return array
@@ -78,7 +82,9 @@ def _decode_array(name, entry, check_finite: bool) -> np.ndarray:
 def check_fields(arrays: Dict[str, np.ndarray], expected: Dict[str, tuple], what: str) -> None:
     """expected: name -> (dtype name, shape with None for free dims). Raises CodecError."""
     if set(arrays) != set(expected):
-        raise CodecError(f"{what} has fields {sorted(arrays)}; expected {sorted(expected)}")
+        missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+        raise CodecError(f"{what} is missing fields {missing} and has unexpected fields {extra}; "
+                         f"expected {sorted(expected)}")
     for name, (dtype_name, shape) in expected.items():
         array = arrays[name]
         if array.dtype.name != dtype_name:

@@ -6,6 +6,7 @@ raises ConfigError with a one-line message naming the field and what is allowed.
 """
 import argparse
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -26,6 +27,7 @@ class Config:
     seed: int = 0                       # run seed; actor, eval and torch seeds derive from it
     run_root: str = "runs"              # run directories are created below this folder
     run_name: str = ""                  # default: <env>-<preset>-s<seed>-<time>
+    resume: Optional[str] = None        # run directory to continue: its config.json, newest readable checkpoint
     # --- system ------------------------------------------------------------------------
     address: Optional[str] = None       # Ray cluster to join ('auto' or HOST:PORT); None = start local Ray
     ship_code: bool = True              # with --address: upload this project's code to the cluster (runtime_env)
@@ -35,6 +37,7 @@ class Config:
     metrics_export_port: int = 0        # Prometheus endpoint port of a local Ray node (0 = Ray's default)
     num_actors: int = 1                 # self-play actor processes (0 or 'auto' = one per free cluster CPU)
     num_replay_shards: int = 1          # replay shard processes
+    max_restarts: int = 20              # Ray restarts of each actor / shard after a crash or lost node (-1 = no limit)
     envs_per_actor: int = 16            # vectorised envs stepped together by one actor
     actor_chunk_steps: int = 256        # env steps (all envs) per actor call between bookkeeping
     weight_pull_every: int = 128        # env steps (all envs of an actor) between weight pulls
@@ -140,6 +143,9 @@ def validate(cfg: Config) -> Config:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             bad(name, "allowed: " + ", ".join(allowed))
+    for f in fields(cfg):  # NaN slips through every `x < 0` check below
+        if isinstance(getattr(cfg, f.name), float) and math.isnan(getattr(cfg, f.name)):
+            bad(f.name, "must be a number, not NaN")
     if cfg.num_actors < 0:
         bad("num_actors", "must be a whole number >= 1, or 'auto' (0) to fill the cluster's free CPUs")
     for name in ("num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
@@ -157,8 +163,8 @@ def validate(cfg: Config) -> Config:
             bad(name, "must lie in [0, 1]")
     if not 0.0 < cfg.discount <= 1.0:
         bad("discount", "must lie in (0, 1]")
-    if cfg.learning_rate <= 0:
-        bad("learning_rate", "must be > 0")
+    if not 0 < cfg.learning_rate < math.inf:
+        bad("learning_rate", "must be > 0 and finite")
     for name in ("max_grad_norm", "grad_clip_value", "weight_decay", "cmpo_clip", "reg_weight", "value_weight",
                  "reward_weight", "model_weight", "pg_weight", "learner_steps_per_1k_env_steps",
                  "learner_steps_per_episode", "eval_every_s", "max_seconds", "checkpoint_every_s"):
@@ -174,6 +180,8 @@ def validate(cfg: Config) -> Config:
         bad("min_replay", f"must be <= --replay-capacity={cfg.replay_capacity}")
     if cfg.num_replay_shards > cfg.batch_size:
         bad("num_replay_shards", f"must be <= --batch-size={cfg.batch_size} (every shard serves part of a batch)")
+    if cfg.max_restarts < -1:
+        bad("max_restarts", "must be >= 0, or -1 for no limit")
     if cfg.metrics_export_port > 65535:
         bad("metrics_export_port", "must be a TCP port in [0, 65535] (0 = Ray's default)")
     if cfg.in_process and cfg.address:
@@ -224,13 +232,35 @@ def parse_config(argv=None) -> Config:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     given = {k: v for k, v in vars(args).items() if v is not None}
-    preset = given.get("preset", "cartpole")
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset={preset!r} is invalid: allowed: " + ", ".join(PRESETS))
-    cfg = Config(**{**PRESETS[preset], **given})
+    if given.get("resume"):
+        base = saved_config(given["resume"])
+    else:
+        preset = given.get("preset", "cartpole")
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset={preset!r} is invalid: allowed: " + ", ".join(PRESETS))
+        base = PRESETS[preset]
+    cfg = Config(**{**base, **given})
     if cfg.num_cpus == 0 and cfg.address is None:
         cfg.num_cpus = os.cpu_count() or 1
     return validate(cfg)
+
+
+def saved_config(run_dir: str) -> dict:
+    """The config.json of a run directory (for --resume); flags given with --resume override it."""
+    import json
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume={run_dir!r} is invalid: cannot read {path} ({type(exc).__name__}); "
+                          "allowed: a run directory written by launch.py") from None
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(saved) - known) if isinstance(saved, dict) else ["<not a JSON object>"]
+    if unknown:
+        raise ConfigError(f"--resume={run_dir!r} is invalid: {path} has unknown fields {unknown}; "
+                          "allowed: the fields of common/config.Config")
+    return saved
 
 
 def to_dict(cfg: Config) -> dict:

@@ -28,6 +28,11 @@ class RunLogger:
         self.evals = []          # (env_steps, seconds, eval mean)
         self.latest: Dict[str, float] = {}
 
+    def restore(self, env_steps: int, episodes: int, seconds: float) -> None:
+        """Resume: counters and the clock continue from a checkpoint's figures."""
+        self.env_steps, self.episodes = env_steps, episodes
+        self.start = time.monotonic() - seconds
+
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 

@@ -38,7 +38,8 @@ def two_hot(y: torch.Tensor, s_max: int) -> torch.Tensor:
     """
     num_bins = 2 * s_max + 1
     y = torch.clamp(y, -s_max, s_max)
-    lo = torch.floor(y)
+    # NaN must stay in the probabilities (a non-finite loss the learner skips), not become an index
+    lo = torch.floor(torch.nan_to_num(y, nan=0.0))
     frac = y - lo
     lo_idx = (lo + s_max).long()
     hi_idx = torch.clamp(lo_idx + 1, max=num_bins - 1)

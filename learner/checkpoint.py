@@ -8,6 +8,7 @@ final name.
 import io
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -55,9 +56,13 @@ def save(folder: Path, step: int, data: bytes, keep: int) -> Path:
 
 
 def read_checked(path: Path) -> bytes:
-    """The file's bytes, after checking that torch can load them with weights_only=True."""
+    """The file's bytes, after checking its zip CRCs and that torch can load them with weights_only=True."""
     data = Path(path).read_bytes()
     try:
+        # torch.load does not check the zip CRCs: a flipped bit in a tensor would load silently
+        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None

@@ -170,8 +170,11 @@ class Learner:
             arrays = self._next_batch()
             batch_wait += time.perf_counter() - t
             self.metrics.observe("batch_wait_s", time.perf_counter() - t)
-            if arrays is None:
+            if arrays is None:          # a shard is short of data (e.g. restarted empty)
                 self._pending = None
+                if time.perf_counter() >= deadline:
+                    break
+                time.sleep(0.005)
                 self._refresh_totals()
                 continue
             valid = arrays["mask"]
@@ -186,7 +189,9 @@ class Learner:
         out.update({"learner/steps": self.steps, "learner/updates_in_call": count,
                     "learner/seconds": time.perf_counter() - start, "learner/batch_wait_s": batch_wait,
                     "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
-                    "learner/skipped_updates": self.skipped})
+                    "learner/skipped_updates": self.skipped,
+                    "replay/failed_calls": self.totals.get("failed_calls", 0),
+                    "replay/lost_sequences": self.totals.get("lost_stored", 0)})
         self._record_metrics(out, count)
         return out
 
@@ -203,9 +208,13 @@ class Learner:
                 m.set("loss", value, term=key[len("loss/"):])
 
     # -- checkpoints --------------------------------------------------------------------
-    def checkpoint_bytes(self) -> bytes:
-        """Everything needed to resume, serialised with torch.save (loadable with weights_only=True)."""
+    def checkpoint_bytes(self, run_state: Optional[dict] = None) -> bytes:
+        """Everything needed to resume, serialised with torch.save (loadable with weights_only=True).
+        `run_state` is the driver's own bookkeeping (plain numbers), stored alongside."""
+        self._refresh_totals()
         state = {
+            "run": dict(run_state or {}),
+            "replay_totals": {k: int(v) for k, v in self.totals.items()},
             "online": self.online.state_dict(), "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss_state": {"adv": list(self.loss_state.adv), "pg": list(self.loss_state.pg)},
@@ -216,7 +225,8 @@ class Learner:
         torch.save(state, buffer)
         return buffer.getvalue()
 
-    def load_checkpoint_bytes(self, data: bytes) -> None:
+    def load_checkpoint_bytes(self, data: bytes) -> dict:
+        """Restore from checkpoint_bytes(); returns the stored run_state."""
         state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
@@ -226,7 +236,10 @@ class Learner:
         self.steps, self.skipped, self.blends = state["steps"], state["skipped"], state["blends"]
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
+        self.replay.restore_totals(state.get("replay_totals", {}))
+        self._refresh_totals()
         self.publish()
+        return state.get("run", {})
 
     def acting_weights(self) -> dict:
         """CPU state dict of the acting network (for evaluation and export on the driver)."""

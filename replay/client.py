@@ -3,12 +3,21 @@
 Inserts are buffered and sent one list per shard per flush (round-robin over
 shards), with a bound on calls in flight so a slow shard pushes back on the actor.
 A batch of B sequences asks every shard for its share and concatenates the answers.
+
+Shards may die (Ray restarts them empty): a failed call is counted, never raised, so
+the actor keeps playing and the learner waits for the restarted shard to refill.
+Counters (`totals`) stay monotonic across a shard restart: when a shard's counter
+drops, what it had counted is carried in an offset, so the learner's throttle does not
+fall back. `restore_totals` seeds the offsets on resume.
 """
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from common.sequence import SequenceSpec, decode_batch
+
+
+GAUGES = ("shard", "size", "fresh")     # stats() keys that are levels, not counters
 
 
 def split(total: int, parts: int) -> List[int]:
@@ -25,6 +34,26 @@ class ReplayClient:
         self._buffer: List[bytes] = []
         self._next_shard = 0
         self._inflight = []
+        self.failures = 0                       # shard calls that raised (dead or restarting shard)
+        self.lost_payloads = 0                  # sequences in inserts that failed
+        self.lost_stored = 0                    # sequences a restarted shard no longer holds
+        self._last: List[dict] = [{} for _ in self.shards]
+        self._offset: Dict[str, int] = {}
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 100 == 0:
+            print(f"replay client: {what} failed ({type(exc).__name__}); "
+                  f"{self.failures} shard call(s) failed so far", flush=True)
+
+    def _get(self, refs, what: str, default=None):
+        """ray.get of refs; on a dead or restarting shard, `default` (and the failure counted)."""
+        import ray
+        try:
+            return ray.get(refs)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+            self._failed(exc, what)
+            return default
 
     # -- actor side ---------------------------------------------------------------------
     def insert(self, payload: bytes) -> None:
@@ -43,26 +72,44 @@ class ReplayClient:
             shard.insert(payloads, env_steps, episodes)
             return
         import ray
-        self._inflight.append(shard.insert.remote(payloads, env_steps, episodes))
+        self._inflight.append((shard.insert.remote(payloads, env_steps, episodes), len(payloads)))
         if len(self._inflight) > self.max_inflight:
-            _, self._inflight = ray.wait(self._inflight, num_returns=len(self._inflight) - self.max_inflight)
+            refs = [ref for ref, _ in self._inflight]
+            done, _ = ray.wait(refs, num_returns=len(refs) - self.max_inflight)
+            done = set(done)
+            for ref, count in self._inflight:
+                if ref in done and self._get(ref, "insert") is None:
+                    self.lost_payloads += count
+            self._inflight = [(ref, n) for ref, n in self._inflight if ref not in done]
 
     # -- learner side -------------------------------------------------------------------
-    def request(self, batch_size: int, replay_fraction: float):
-        """Start fetching a batch; pass the result to `result`. Shard i serves its share."""
+    def shares(self, batch_size: int) -> List[int]:
+        """Sequences asked of each shard: an even split, except that shards last seen holding
+        less than their share (one restarted empty, say) are passed over while others can
+        serve the whole batch, so one lost shard never stalls the learner."""
         sizes = split(batch_size, len(self.shards))
+        short = [last.get("size", n) < n for last, n in zip(self._last, sizes)]
+        if any(short) and not all(short):
+            healthy = [i for i, is_short in enumerate(short) if not is_short]
+            sizes = [0] * len(self.shards)
+            for i, n in zip(healthy, split(batch_size, len(healthy))):
+                sizes[i] = n
+        return sizes
+
+    def request(self, batch_size: int, replay_fraction: float):
+        """Start fetching a batch; pass the result to `result`. Each shard serves its share."""
         calls = []
-        for shard, n in zip(self.shards, sizes):
-            online = int(round(n * (1.0 - replay_fraction)))
-            calls.append(shard.sample.remote(online, n - online) if self.remote else shard.sample(online, n - online))
+        for shard, n in zip(self.shards, self.shares(batch_size)):
+            if n:
+                online = int(round(n * (1.0 - replay_fraction)))
+                calls.append(shard.sample.remote(online, n - online) if self.remote else shard.sample(online, n - online))
         return calls
 
     def result(self, handle) -> Optional[Dict[str, np.ndarray]]:
         """Batch-major arrays [B, ...], or None when some shard is not yet full enough."""
         if self.remote:
-            import ray
-            handle = ray.get(handle)
-        if any(payload is None for payload in handle):
+            handle = self._get(handle, "sample")
+        if handle is None or any(payload is None for payload in handle):
             return None
         parts = [decode_batch(payload, self.spec) for payload in handle]
         if len(parts) == 1:
@@ -72,17 +119,37 @@ class ReplayClient:
     def sample(self, batch_size: int, replay_fraction: float) -> Optional[Dict[str, np.ndarray]]:
         return self.result(self.request(batch_size, replay_fraction))
 
-    def stats(self) -> List[dict]:
-        if self.remote:
-            import ray
-            return ray.get([shard.stats.remote() for shard in self.shards])
-        return [shard.stats() for shard in self.shards]
+    def stats(self) -> List[Optional[dict]]:
+        """Each shard's stats(); None for a shard that did not answer."""
+        if not self.remote:
+            return [shard.stats() for shard in self.shards]
+        refs = [shard.stats.remote() for shard in self.shards]
+        return [self._get(ref, "stats") for ref in refs]
 
     def totals(self) -> dict:
-        """Summed counters over shards (env_steps, episodes, sequences, size, rejected, ...)."""
-        out: Dict[str, int] = {}
-        for s in self.stats():
+        """Counters summed over shards (env_steps, episodes, inserts, ...; monotonic across shard
+        restarts and resumes) and the current `size`. A shard that does not answer counts with
+        its last known figures."""
+        out: Dict[str, int] = dict(self._offset)
+        for i, s in enumerate(self.stats()):
+            last = self._last[i]
+            if s is None:
+                s = last
+            elif any(s.get(key, 0) < last.get(key, 0) for key in ("sequences", "env_steps", "samples")):
+                # The shard restarted empty: keep what it had counted, note what it held.
+                for key, value in last.items():
+                    if key not in GAUGES:
+                        self._offset[key] = self._offset.get(key, 0) + value
+                        out[key] = out.get(key, 0) + value
+                self.lost_stored += last.get("size", 0)
+            self._last[i] = s
             for key, value in s.items():
                 if key != "shard":
                     out[key] = out.get(key, 0) + value
+        out["lost_stored"] = self.lost_stored
+        out["failed_calls"] = self.failures
         return out
+
+    def restore_totals(self, counts: Dict[str, int]) -> None:
+        """Resume: counters continue from a checkpoint's totals (size is not restored)."""
+        self._offset = {k: int(v) for k, v in counts.items() if k not in GAUGES + ("lost_stored", "failed_calls")}

@@ -24,7 +24,9 @@ class ReplayShard:
         self.spec, self.capacity, self.index = spec, capacity, index
         self.storage = spec.empty(leading=(capacity,))
         self.insert_id = np.full(capacity, -1, dtype=np.int64)   # which insert lives in each slot
-        self.fresh = collections.deque()                         # (slot, insert_id), oldest first
+        # (slot, insert_id), oldest first; an entry older than `capacity` inserts has been
+        # overwritten, so maxlen bounds the queue when nothing is served online
+        self.fresh = collections.deque(maxlen=capacity)
         self.rng = np.random.default_rng(seed)
         self.size = 0
         self.inserts = 0

@@ -1,0 +1,194 @@
+"""Configuration (common/config.py): validation errors, presets, the command line, and the
+exit code / one-line error of `python launch.py` with a bad flag."""
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import envs as envs_lib
+from common.config import CHOICES, PRESETS, Config, ConfigError, build_parser, parse_config, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def one_line(excinfo) -> str:
+    text = str(excinfo.value)
+    assert text and "\n" not in text, text
+    return text
+
+
+# -- validation ----------------------------------------------------------------------------
+
+def test_defaults_and_every_preset_are_valid():
+    validate(Config())
+    for name, values in PRESETS.items():
+        validate(Config(**{**values, "preset": name}))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # negative / zero sizes
+    (["--batch-size", "-3"], "--batch-size=-3 is invalid: must be a whole number >= 1"),
+    (["--replay-capacity", "0"], "--replay-capacity=0 is invalid: must be a whole number >= 1"),
+    (["--sequence-length", "-1"], "--sequence-length=-1 is invalid"),
+    (["--width", "0"], "--width=0 is invalid: must be a whole number >= 1"),
+    (["--num-actors", "-2"], "--num-actors=-2 is invalid: must be a whole number >= 1, or 'auto'"),
+    (["--unroll-steps", "-1"], "--unroll-steps=-1 is invalid: must be >= 0"),
+    (["--max-grad-norm", "-0.5"], "--max-grad-norm=-0.5 is invalid: must be >= 0"),
+    # cross-field sizes
+    (["--batch-size", "100", "--replay-capacity", "50"],
+     "--batch-size=100 is invalid: must be <= --replay-capacity=50"),
+    (["--min-replay", "60", "--replay-capacity", "50", "--batch-size", "8"],
+     "--min-replay=60 is invalid: must be <= --replay-capacity=50"),
+    (["--sequence-stride", "11", "--sequence-length", "10"],
+     "--sequence-stride=11 is invalid: must be <= --sequence-length=10"),
+    (["--num-replay-shards", "9", "--batch-size", "8"], "--num-replay-shards=9 is invalid: must be <= --batch-size=8"),
+    # proportions
+    (["--replay-fraction", "2"], "--replay-fraction=2.0 is invalid: must lie in [0, 1]"),
+    (["--replay-fraction", "-0.1"], "--replay-fraction=-0.1 is invalid: must lie in [0, 1]"),
+    (["--target-ema", "1.5"], "--target-ema=1.5 is invalid: must lie in [0, 1]"),
+    (["--retrace-lambda", "-1"], "--retrace-lambda=-1.0 is invalid: must lie in [0, 1]"),
+    (["--discount", "0"], "--discount=0.0 is invalid: must lie in (0, 1]"),
+    (["--prior-behaviour-weight", "0.7", "--prior-uniform-weight", "0.5"], "prior_uniform_weight must be <= 1"),
+    (["--learning-rate", "0"], "--learning-rate=0.0 is invalid: must be > 0"),
+    # NaN passes every `x < 0` test unless it is caught first
+    (["--learning-rate", "nan"], "--learning-rate=nan is invalid"),
+    (["--learning-rate", "inf"], "--learning-rate=inf is invalid"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm=nan is invalid: must be a number, not NaN"),
+    (["--solve-return", "nan"], "--solve-return=nan is invalid"),
+    # choices
+    (["--optimizer", "sgd"], "--optimizer='sgd' is invalid: allowed: adam, adamw"),
+    (["--device", "tpu"], "--device='tpu' is invalid: allowed: auto, cpu, cuda"),
+    (["--torso", "resnet"], "--torso='resnet' is invalid: allowed: auto, mlp, atari, minatar"),
+    (["--value-target", "td"], "--value-target='td' is invalid: allowed: retrace, mc"),
+    (["--dynamics-grad", "both"], "--dynamics-grad='both' is invalid: allowed: hidden, params"),
+    (["--preset", "atari"], "--preset='atari' is invalid: allowed: cartpole, seed"),
+    # combinations and syntax
+    (["--in-process", "--address", "auto"], "--address='auto' is invalid: cannot be combined with --in-process"),
+    (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
+    (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+    (["--replay-fraction", "half"], "argument --replay-fraction: invalid float value: 'half'"),
+    (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag 1"),
+])
+def test_bad_values_raise_one_line_config_errors(argv, expected):
+    with pytest.raises(ConfigError) as excinfo:
+        parse_config(argv)
+    assert expected in one_line(excinfo)
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("batch_size", -3, "must be a whole number >= 1"),
+    ("replay_fraction", 1.01, "must lie in [0, 1]"),
+    ("optimizer", "sgd", "allowed: adam, adamw"),
+    ("preset", "nope", "allowed: cartpole, seed"),
+    ("replay_capacity", 10, "must be <= --replay-capacity=10"),     # batch 64 > capacity 10
+])
+def test_validate_names_the_field_and_what_is_allowed(field, value, allowed):
+    cfg = dataclasses.replace(Config(), **{field: value})
+    with pytest.raises(ConfigError) as excinfo:
+        validate(cfg)
+    text = one_line(excinfo)
+    assert allowed in text
+    named = "--batch-size" if field == "replay_capacity" else "--" + field.replace("_", "-")
+    assert text.startswith(named + "="), text
+
+
+def test_every_choice_value_is_accepted():
+    for name, allowed in CHOICES.items():
+        for value in allowed:
+            validate(dataclasses.replace(Config(), **{name: value}))
+
+
+def test_boundary_values_are_accepted():
+    validate(Config(replay_fraction=0.0, target_ema=1.0, discount=1.0, batch_size=5000, replay_capacity=5000,
+                    sequence_stride=10, sequence_length=10, max_seconds=float("inf"), solve_return=None))
+
+
+def test_unknown_env_id_is_a_one_line_env_error_naming_the_flag():
+    with pytest.raises(envs_lib.EnvError) as excinfo:
+        envs_lib.describe("NoSuchEnv-v0")
+    assert one_line(excinfo).startswith("--env='NoSuchEnv-v0' cannot be made")
+    with pytest.raises(envs_lib.EnvError) as excinfo:
+        envs_lib.describe("CartPole-v99")
+    assert "--env='CartPole-v99'" in one_line(excinfo)
+
+
+def test_env_with_continuous_actions_is_rejected():
+    with pytest.raises(envs_lib.EnvError) as excinfo:
+        envs_lib.describe("Pendulum-v1")
+    assert "only Discrete action spaces" in one_line(excinfo)
+
+
+# -- presets and the command line ----------------------------------------------------------
+
+def test_default_preset_is_the_config_defaults():
+    cfg = parse_config(["--num-cpus", "3"])
+    assert cfg == Config(num_cpus=3)
+
+
+def test_a_preset_applies_and_explicit_flags_override_it():
+    cfg = parse_config(["--preset", "seed", "--num-cpus", "1"])
+    for key, value in PRESETS["seed"].items():
+        assert getattr(cfg, key) == value, key
+    assert (cfg.width, cfg.batch_size, cfg.optimizer, cfg.actors_use_online) == (128, 6, "adamw", True)
+    cfg = parse_config(["--preset", "seed", "--width", "32", "--no-actors-use-online", "--num-cpus", "1"])
+    assert cfg.width == 32 and cfg.actors_use_online is False and cfg.batch_size == 6
+    # a preset never leaks into a later parse
+    assert parse_config(["--num-cpus", "1"]).width == Config().width
+
+
+@pytest.mark.parametrize("text, expected", [("auto", 0), ("AUTO", 0), ("0", 0), ("3", 3)])
+def test_num_actors_accepts_auto(text, expected):
+    assert parse_config(["--num-actors", text, "--num-cpus", "1"]).num_actors == expected
+
+
+def test_auto_is_only_a_word_for_num_actors():
+    with pytest.raises(ConfigError) as excinfo:
+        parse_config(["--batch-size", "auto"])
+    assert "invalid int value: 'auto'" in one_line(excinfo)
+
+
+def test_flags_of_every_kind_parse():
+    cfg = parse_config(["--env", "Acrobot-v1", "--seed", "5", "--replay-fraction", "0.25", "--no-dashboard",
+                        "--in-process", "--solve-return", "300", "--learning-rate", "3e-4", "--num-cpus", "1"])
+    assert (cfg.env, cfg.seed, cfg.replay_fraction, cfg.dashboard, cfg.in_process, cfg.solve_return,
+            cfg.learning_rate) == ("Acrobot-v1", 5, 0.25, False, True, 300.0, 3e-4)
+    assert parse_config(["--solve-return", "none", "--num-cpus", "1"]).solve_return is None
+    assert parse_config(["--dashboard", "--num-cpus", "1"]).dashboard is True
+    assert parse_config(["--address", "10.0.0.1:6379"]).address == "10.0.0.1:6379"
+
+
+def test_num_cpus_zero_means_this_machine_unless_joining_a_cluster():
+    assert parse_config([]).num_cpus == (os.cpu_count() or 1)
+    assert parse_config(["--address", "auto"]).num_cpus == 0
+
+
+def test_every_config_field_has_a_flag():
+    parser = build_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for f in dataclasses.fields(Config):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+        if f.type is bool:
+            assert "--no-" + f.name.replace("_", "-") in flags, f.name
+
+
+# -- launch.py exits cleanly on a bad value ------------------------------------------------
+
+def test_launch_exits_2_with_one_line_on_bad_values(tmp_path):
+    cases = {
+        "batch": (["--batch-size", "-3"], "launch.py: error: --batch-size=-3 is invalid: must be a whole number >= 1"),
+        "env": (["--env", "NoSuchEnv-v0"], "launch.py: error: --env='NoSuchEnv-v0' cannot be made"),
+    }
+    procs = {name: subprocess.Popen([sys.executable, "launch.py", *argv, "--run-root", str(tmp_path / name)],
+                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (argv, _) in cases.items()}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (name, out, err)
+        assert "Traceback" not in err and "Traceback" not in out, err
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(cases[name][1]), err
+        assert out == ""
+        assert not (tmp_path / name).exists()        # nothing was started or written

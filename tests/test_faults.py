@@ -1,0 +1,134 @@
+"""Faults injected into real runs: resume after a corrupt checkpoint, and a three-node
+Ray cluster (ray.cluster_utils.Cluster on this machine) that loses an actor process,
+a replay shard and a whole worker node mid-run and still learns.
+
+The end-to-end Ray test (tests/test_end_to_end.py) reaches a greedy eval of 150 within
+120 s with two actors and two shards; the cluster run here must reach the same bar.
+"""
+import json
+import threading
+import time
+
+import pytest
+
+import launch
+from common.config import parse_config
+from learner import checkpoint
+
+
+def summary_of(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_resume_skips_a_corrupt_checkpoint_and_continues_the_counters(tmp_path, capsys):
+    base = ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3",
+            "--checkpoint-every-s", "2", "--eval-episodes", "5", "--solve-return", "1e9"]
+    assert launch.main(base + ["--max-seconds", "12"]) == 0
+    run_dir = tmp_path / "run"
+    first = summary_of(run_dir)
+    paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    assert len(paths) >= 2
+    newest, previous = paths[0], paths[1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])    # a crash mid-copy, say
+    capsys.readouterr()
+
+    assert launch.main(["--resume", str(run_dir), "--max-seconds", "20"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume: skipped checkpoint {newest} is corrupt or truncated" in out
+    assert f"resume: continuing from {previous}" in out
+    second = summary_of(run_dir)
+    assert second["resumed_from"] == str(previous)
+    assert second["env_steps"] > first["env_steps"] * 0.5           # counters continued, not restarted
+    assert second["seconds"] >= 12
+    # The resumed learner went on from the restored step, not from 0.
+    restored_step = int(previous.name[len("ckpt-"):-len(".pt")])
+    assert second["learner_steps"] > restored_step
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 3
+
+
+def test_resume_without_a_readable_checkpoint_exits_2_with_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    cfg = parse_config(["--in-process"])
+    (run_dir / "config.json").write_text(json.dumps(launch.to_dict(cfg)))
+    (run_dir / "checkpoints" / "ckpt-5.pt").write_bytes(b"not a checkpoint")
+    assert launch.main(["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no readable checkpoint" in err[0] and "Traceback" not in err[0]
+
+
+def test_resume_of_a_directory_without_config_exits_2(tmp_path, capsys):
+    assert launch.main(["--resume", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume=" in err and "config.json" in err and "\n" not in err
+
+
+class Injector(threading.Thread):
+    """Kills an actor, then a replay shard, then removes a worker node that hosts an actor
+    but not the learner, each once training has moved on."""
+
+    def __init__(self, trainer, cluster):
+        super().__init__(daemon=True)
+        self.trainer, self.cluster, self.done, self.error = trainer, cluster, [], None
+
+    def wait_for_steps(self, steps, timeout=90):
+        deadline = time.monotonic() + timeout
+        while self.trainer.learner_steps < steps:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"learner stuck at {self.trainer.learner_steps} steps (waiting for {steps})")
+            time.sleep(0.2)
+
+    def run(self):
+        import ray
+        try:
+            self.wait_for_steps(150)
+            c = self.trainer.components
+            ray.kill(c.actors[0], no_restart=False)
+            self.done.append(("actor", self.trainer.learner_steps))
+            self.wait_for_steps(self.trainer.learner_steps + 100)
+            ray.kill(c.shards[0], no_restart=False)
+            self.done.append(("shard", self.trainer.learner_steps))
+            self.wait_for_steps(self.trainer.learner_steps + 100)
+            victim = next(node for node in self.cluster.list_all_nodes()[1:]
+                          if self.trainer.nodes.get(node.node_id, {}).get("actors")
+                          and not self.trainer.nodes[node.node_id]["learner"])
+            self.cluster.remove_node(victim)
+            self.done.append(("node", self.trainer.learner_steps))
+        except Exception as exc:    # reported by the test
+            self.error = exc
+
+
+@pytest.fixture
+def cluster():
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, cluster):
+    import ray
+    cfg = parse_config(["--address", cluster.address, "--no-ship-code", "--num-actors", "2",
+                        "--num-replay-shards", "2", "--seed", "1", "--max-seconds", "180",
+                        "--solve-return", "150", "--eval-episodes", "20", "--eval-every-s", "5",
+                        "--run-root", str(tmp_path), "--run-name", "run"])
+    ray.init(address=cluster.address)
+    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    injector = Injector(trainer, cluster)
+    injector.start()
+    reason = trainer.run_on_ray()
+    summary = trainer.finish(reason)
+    injector.join(timeout=5)
+    assert injector.error is None, injector.error
+    assert [what for what, _ in injector.done] == ["actor", "shard", "node"], injector.done
+    assert summary["solved"], summary                     # the same bar as the fault-free run
+    assert summary["solved_at"]["seconds"] > 0
+    faults = summary["faults"]
+    assert faults["actor_failures"] >= 2                  # the killed actor and the one on the lost node
+    assert faults["replay_failed_calls"] >= 0
+    print("faults:", injector.done, faults, "solved at", summary["solved_at"])

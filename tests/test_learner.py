@@ -1,0 +1,357 @@
+"""Learner (learner/learner.py) in-process, and checkpoint files (learner/checkpoint.py):
+skipped non-finite updates leave every piece of state bit-identical, the EMA target follows
+its formula, checkpoints round-trip exactly into a fresh learner, and damaged files are
+refused (or skipped for the previous one)."""
+import copy
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from actors.params import WeightPublisher, WeightStore
+from common.config import Config, validate
+from common.sequence import SequenceSpec, to_time_major
+from learner import checkpoint
+from learner.checkpoint import CheckpointError
+from learner.learner import Learner
+from replay.client import ReplayClient
+from replay.shard import ReplayShard
+
+T, B, A, OBS = 6, 4, 2, (4,)          # CartPole: 4 observations, 2 actions
+SPEC = SequenceSpec(T, OBS, "float32", A)
+
+
+def small_config(**overrides) -> Config:
+    base = dict(env="CartPole-v1", sequence_length=T, sequence_stride=3, batch_size=B, min_replay=B,
+                replay_capacity=32, width=16, depth=1, hidden_size=8, support_size=5, unroll_steps=2,
+                device="cpu", torch_threads=1, publish_every=1, target_ema=0.1, learning_rate=1e-2, num_cpus=1)
+    return validate(Config(**{**base, **overrides}))
+
+
+def make_learner(cfg=None, seed=0):
+    cfg = cfg or small_config(seed=seed)
+    store = WeightStore()
+    client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity)], SPEC)
+    return Learner(cfg, client, WeightPublisher(store)), store
+
+
+def make_batch(seed=0, terminal_at=3):
+    """Time-major batch of B random but valid sequences; sequence 1 ends at step terminal_at."""
+    rng = np.random.default_rng(seed)
+    arrays = SPEC.empty(leading=(B,))
+    arrays["obs"][:] = rng.normal(scale=0.1, size=arrays["obs"].shape)
+    arrays["action"][:] = rng.integers(0, A, size=(B, T))
+    arrays["reward"][:] = 1.0
+    p = rng.uniform(0.2, 0.8, size=(B, T))
+    arrays["behaviour"][:] = np.stack([p, 1 - p], -1)
+    arrays["mask"][:] = True
+    arrays["mask"][1, terminal_at + 1:] = False
+    arrays["reward"][1, terminal_at + 1:] = 0.0
+    arrays["terminal"][1, terminal_at] = True
+    return to_time_major(arrays)
+
+
+def snapshot(learner):
+    """Deep, detached copies of every piece of learner state an update may touch."""
+    return {
+        "online": {k: v.clone() for k, v in learner.online.state_dict().items()},
+        "target": {k: v.clone() for k, v in learner.target.state_dict().items()},
+        "optimizer": copy.deepcopy(learner.optimizer.state_dict()),
+        "loss_state": copy.deepcopy(learner.loss_state),
+        "steps": learner.steps,
+    }
+
+
+def assert_tensors_identical(a, b, what=""):
+    """Bit-identical nested dicts / lists / tensors / numbers."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, what
+        assert torch.equal(a.view(torch.uint8) if a.dim() else a.reshape(1).view(torch.uint8),
+                           b.view(torch.uint8) if b.dim() else b.reshape(1).view(torch.uint8)), what
+    elif isinstance(a, dict):
+        assert set(a) == set(b), what
+        for key in a:
+            assert_tensors_identical(a[key], b[key], f"{what}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tensors_identical(x, y, f"{what}[{i}]")
+    else:
+        assert a == b, (what, a, b)
+
+
+def assert_state_identical(a, b):
+    for key in a:
+        assert_tensors_identical(a[key], b[key], key)
+
+
+def states_differ(a, b) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A learner after three real updates (so Adam has moments and the target lags)."""
+    learner, store = make_learner()
+    for seed in range(3):
+        metrics = learner.update(make_batch(seed))
+        assert np.isfinite(metrics["loss/total"]) and np.isfinite(metrics["learner/grad_norm"])
+    assert learner.steps == 3 and learner.skipped == 0
+    return learner, store
+
+
+# -- non-finite updates --------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, index", [("reward", (2, 0)), ("obs", (1, 3, 0)), ("behaviour", (0, 2, 1))])
+def test_non_finite_batch_skips_the_update_and_leaves_state_bit_identical(field, index):
+    learner, store = make_learner()
+    learner.update(make_batch(0))
+    learner.update(make_batch(1))
+    before = snapshot(learner)
+    version = store.version()
+    batch = make_batch(2)
+    batch[field] = batch[field].clone()
+    batch[field][index] = float("nan")              # injected after decode, which would refuse it
+    metrics = learner.update(batch)
+    assert learner.skipped == 1 and metrics["learner/skipped_updates"] == 1
+    assert learner.steps == before["steps"] == 2 and store.version() == version
+    assert_state_identical(before, snapshot(learner))
+    assert all(p.grad is None for p in learner.online.parameters())
+    # The next finite batch trains normally.
+    learner.update(make_batch(3))
+    assert learner.steps == 3 and learner.skipped == 1
+    assert states_differ(before["online"], learner.online.state_dict())
+
+
+def test_two_hot_of_nan_is_nan_not_an_index_error():
+    """A NaN target (a diverged target network, a bad reward) must give a non-finite loss the
+    learner can skip; it used to become an out-of-range scatter index and raise."""
+    from common.value_transforms import two_hot
+    probs = two_hot(torch.tensor([0.5, float("nan"), float("inf")]), 2)
+    assert probs.shape == (3, 5) and torch.isnan(probs[1]).any()
+    torch.testing.assert_close(probs[0], torch.tensor([0, 0, 0.5, 0.5, 0]))
+    torch.testing.assert_close(probs[2], torch.tensor([0, 0, 0, 0, 1.0]))
+
+
+def test_non_finite_gradient_skips_the_update(monkeypatch):
+    learner, _ = make_learner()
+    learner.update(make_batch(0))
+    before = snapshot(learner)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: torch.tensor(float("inf")))
+    learner.update(make_batch(1))
+    assert learner.skipped == 1 and learner.steps == 1
+    assert_state_identical(before, snapshot(learner))
+
+
+# -- EMA target ----------------------------------------------------------------------------
+
+def test_ema_target_follows_the_formula_for_one_step():
+    learner, _ = make_learner()
+    for seed in range(2):
+        learner.update(make_batch(seed))
+    a = learner.cfg.target_ema
+    target_before = {k: v.double() for k, v in learner.target.state_dict().items()}
+    assert states_differ(learner.target.state_dict(), learner.online.state_dict())   # the target lags
+    learner.update(make_batch(5))
+    online_after = {k: v.double() for k, v in learner.online.state_dict().items()}
+    for name, target in learner.target.state_dict().items():
+        expected = (1 - a) * target_before[name] + a * online_after[name]
+        torch.testing.assert_close(target.double(), expected, rtol=0, atol=1e-6, msg=name)
+        # and it is not simply a copy of either network
+        if not torch.equal(target_before[name], online_after[name]):
+            assert not torch.equal(target.double(), online_after[name]), name
+    assert all(not p.requires_grad for p in learner.target.parameters())
+
+
+def test_periodic_blend_halves_the_gap_once_per_n_episodes():
+    learner, _ = make_learner(small_config(target_blend_every_episodes=3, target_ema=0.1))
+    learner.update(make_batch(0))
+    learner.totals["episodes"] = 7                     # 7 // 3 = 2 blends due, applied once
+    target_before = {k: v.double() for k, v in learner.target.state_dict().items()}
+    learner.update(make_batch(1))
+    online = {k: v.double() for k, v in learner.online.state_dict().items()}
+    for name, target in learner.target.state_dict().items():
+        ema = 0.9 * target_before[name] + 0.1 * online[name]
+        torch.testing.assert_close(target.double(), 0.5 * ema + 0.5 * online[name], rtol=0, atol=1e-6, msg=name)
+    assert learner.blends == 2
+    target_before = {k: v.double() for k, v in learner.target.state_dict().items()}
+    learner.update(make_batch(2))                      # no new episodes: EMA only
+    online = {k: v.double() for k, v in learner.online.state_dict().items()}
+    for name, target in learner.target.state_dict().items():
+        torch.testing.assert_close(target.double(), 0.9 * target_before[name] + 0.1 * online[name],
+                                   rtol=0, atol=1e-6, msg=name)
+
+
+def test_publish_sends_the_acting_network_with_the_step_as_version():
+    from common.codec import decode_weights
+    learner, store = make_learner(small_config(publish_every=2))
+    assert store.version() == 0
+    learner.update(make_batch(0))
+    assert store.version() == 0
+    learner.update(make_batch(1))
+    version, payload = store.latest()
+    assert version == 2
+    weights = decode_weights(payload)
+    for name, tensor in learner.target.state_dict().items():     # actors act with the target by default
+        assert np.array_equal(weights[name], tensor.numpy()), name
+
+
+# -- checkpoint bytes ----------------------------------------------------------------------
+
+def test_checkpoint_round_trip_restores_everything_into_a_fresh_learner(trained):
+    source, _ = trained
+    fresh, store = make_learner(seed=5)
+    assert states_differ(source.online.state_dict(), fresh.online.state_dict())
+    data = source.checkpoint_bytes()
+    fresh.load_checkpoint_bytes(data)
+    assert_state_identical(snapshot(source), snapshot(fresh))
+    assert (fresh.steps, fresh.skipped, fresh.blends) == (source.steps, source.skipped, source.blends)
+    assert store.version() == source.steps                       # the restored weights are published
+    # Same state, same batch, same RNG: the next update is identical too (Adam moments and step count).
+    rng = torch.get_rng_state()
+    twin = copy.deepcopy(source)
+    twin.update(make_batch(9))
+    torch.set_rng_state(rng)
+    fresh.update(make_batch(9))
+    assert_state_identical(snapshot(twin), snapshot(fresh))
+
+
+def test_checkpoint_is_loadable_with_weights_only(trained):
+    state = torch.load(io.BytesIO(trained[0].checkpoint_bytes()), weights_only=True)
+    assert {"online", "target", "optimizer", "steps"} <= set(state)
+
+
+def damaged(data: bytes, damage: str) -> bytes:
+    """Checkpoint bytes with one kind of damage."""
+    if damage == "truncate":
+        return data[: len(data) // 2]
+    if damage == "garbage":
+        return b"not a checkpoint" * 10
+    if damage == "empty":
+        return b""
+    if damage == "flip-header":                      # inside the first member's name
+        return data[:30] + bytes([data[30] ^ 0xFF]) + data[31:]
+    if damage == "flip-tensor":                      # one bit of the largest stored tensor (torch.load takes it)
+        import re
+        import struct
+        import zipfile
+        tensors = [m for m in zipfile.ZipFile(io.BytesIO(data)).infolist() if re.search(r"/data/\d+$", m.filename)]
+        member = max(tensors, key=lambda m: m.file_size)
+        name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26: member.header_offset + 30])
+        at = member.header_offset + 30 + name_len + extra_len + member.file_size // 2
+        return data[:at] + bytes([data[at] ^ 0x04]) + data[at + 1:]
+    raise ValueError(damage)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_loading_a_damaged_checkpoint_raises_and_changes_nothing(trained, damage):
+    learner, store = make_learner(seed=5)
+    before, version = snapshot(learner), store.version()
+    with pytest.raises(Exception):
+        learner.load_checkpoint_bytes(damaged(trained[0].checkpoint_bytes(), damage))
+    assert_state_identical(before, snapshot(learner))
+    assert store.version() == version
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained):
+    other, _ = make_learner(small_config(width=32))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_checkpoint_bytes(trained[0].checkpoint_bytes())
+
+
+# -- checkpoint files ----------------------------------------------------------------------
+
+class NotAllowed:
+    """torch.load(weights_only=True) must refuse to build this."""
+
+
+def test_save_keeps_the_newest_n_by_step_number(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step in (2, 9, 10, 100, 30):
+        checkpoint.save(folder, step, f"step {step}".encode(), keep=3)
+    names = [p.name for p in checkpoint.list_checkpoints(folder)]
+    assert names == ["ckpt-100.pt", "ckpt-30.pt", "ckpt-10.pt"]       # numeric, not lexicographic
+    assert (folder / "ckpt-30.pt").read_bytes() == b"step 30"
+    assert sorted(p.name for p in folder.iterdir()) == ["ckpt-10.pt", "ckpt-100.pt", "ckpt-30.pt"]
+
+
+def test_save_leaves_other_files_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "ckpt-77.pt.tmp").write_bytes(b"half")       # a crashed write
+    (tmp_path / "ckpt-x.pt").write_bytes(b"?")
+    for step in range(5):
+        checkpoint.save(tmp_path, step, b"x", keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-4.pt", "ckpt-77.pt.tmp", "ckpt-x.pt", "notes.txt"]
+    assert checkpoint.list_checkpoints(tmp_path / "missing") == []
+
+
+def test_write_atomic_never_leaves_a_partial_file_under_the_final_name(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt-1.pt"
+    checkpoint.write_atomic(path, b"old complete checkpoint")
+    assert path.read_bytes() == b"old complete checkpoint" and not list(tmp_path.glob("*.tmp"))
+
+    def crash(src, dst):
+        raise OSError("power cut before the rename")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        checkpoint.write_atomic(path, b"new")
+    assert path.read_bytes() == b"old complete checkpoint"
+    monkeypatch.undo()
+    checkpoint.write_atomic(path, b"new")
+    assert path.read_bytes() == b"new"
+
+
+def test_load_newest_falls_back_past_corrupt_files(tmp_path, trained):
+    learner = trained[0]
+    good = learner.checkpoint_bytes()
+    checkpoint.save(tmp_path, 1, good, keep=5)
+    checkpoint.save(tmp_path, 2, good, keep=5)
+    checkpoint.save(tmp_path, 3, good[: len(good) - 100], keep=5)      # a truncated newest file
+    path, data, errors = checkpoint.load_newest(tmp_path)
+    assert path.name == "ckpt-2.pt" and data == good
+    assert len(errors) == 1 and "ckpt-3.pt" in errors[0] and "\n" not in errors[0]
+    checkpoint.write_atomic(tmp_path / "ckpt-2.pt", b"\x00" * 64)       # the next one is garbage too
+    path, data, errors = checkpoint.load_newest(tmp_path)
+    assert path.name == "ckpt-1.pt" and len(errors) == 2
+    fresh, _ = make_learner(seed=3)
+    fresh.load_checkpoint_bytes(data)
+    assert_state_identical(snapshot(learner), snapshot(fresh))
+
+
+def test_load_newest_with_nothing_readable(tmp_path):
+    assert checkpoint.load_newest(tmp_path / "none") == (None, None, [])
+    (tmp_path / "ckpt-7.pt").write_bytes(b"")
+    path, data, errors = checkpoint.load_newest(tmp_path)
+    assert (path, data) == (None, None) and len(errors) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip-header", "flip-tensor"])
+def test_read_checked_refuses_damaged_files_with_one_line_naming_the_file(tmp_path, trained, damage):
+    path = tmp_path / "ckpt-5.pt"
+    path.write_bytes(damaged(trained[0].checkpoint_bytes(), damage))
+    with pytest.raises(CheckpointError) as excinfo:
+        checkpoint.read_checked(path)
+    text = str(excinfo.value)
+    assert str(path) in text and "corrupt or truncated" in text and "\n" not in text
+
+
+def test_load_newest_skips_a_newest_file_with_a_flipped_weight_bit(tmp_path, trained):
+    good = trained[0].checkpoint_bytes()
+    checkpoint.save(tmp_path, 1, good, keep=3)
+    checkpoint.save(tmp_path, 2, damaged(good, "flip-tensor"), keep=3)
+    torch.load(io.BytesIO(damaged(good, "flip-tensor")), weights_only=True)   # torch alone does not notice
+    path, data, errors = checkpoint.load_newest(tmp_path)
+    assert path.name == "ckpt-1.pt" and data == good and "ckpt-2.pt" in errors[0]
+
+
+def test_read_checked_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "ckpt-1.pt"
+    torch.save({"online": {"w": torch.zeros(2)}, "evil": NotAllowed()}, path)
+    with pytest.raises(CheckpointError) as excinfo:
+        checkpoint.read_checked(path)
+    text = str(excinfo.value)
+    assert str(path) in text and "\n" not in text
+    torch.save({"online": {"w": torch.zeros(2)}}, path)
+    assert checkpoint.read_checked(path) == path.read_bytes()

@@ -1,0 +1,275 @@
+"""Replay shard (replay/shard.py) and client (replay/client.py), in-process, no Ray.
+
+Every stored sequence carries its insert number in reward[0] and version[:], so a
+test can read off exactly which sequences a shard holds and serves."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.sequence import SequenceSpec, decode_batch, encode_sequence
+from replay.client import ReplayClient, split
+from replay.shard import ReplayShard
+
+T, A = 4, 2
+SPEC = SequenceSpec(length=T, obs_shape=(3,), obs_dtype="float32", num_actions=A)
+
+
+def make_sequence(ident: int, length: int = T) -> dict:
+    seq = SPEC.empty()
+    seq["obs"][:] = ident + np.arange(T + 1, dtype=np.float32)[:, None] / 10
+    seq["action"][:] = ident % A
+    seq["reward"][:] = [ident, 1, 2, 3]
+    seq["behaviour"][:] = 1.0 / A
+    seq["mask"][:length] = True
+    seq["terminal"][length - 1] = length < T
+    seq["version"][:] = ident
+    return seq
+
+
+def payload(ident: int) -> bytes:
+    return encode_sequence(make_sequence(ident))
+
+
+def bad_payloads():
+    nan = make_sequence(900)
+    nan["reward"][1] = np.nan
+    out_of_range = make_sequence(901)
+    out_of_range["action"][0] = A
+    good = payload(902)
+    return [good[:-7], encode_sequence(nan), encode_sequence(out_of_range), b"junk", good + b"\x00"]
+
+
+def ids(arrays) -> list:
+    return [int(r) for r in arrays["reward"][:, 0]]
+
+
+def stored_ids(shard) -> list:
+    """Insert numbers per slot, -1 for empty slots."""
+    return [int(r) if m else -1 for r, m in zip(shard.storage["reward"][:, 0], shard.storage["mask"][:, 0])]
+
+
+# -- shard: storage ------------------------------------------------------------------------
+
+def test_insert_stores_exact_sequences_in_slot_order():
+    shard = ReplayShard(SPEC, capacity=5)
+    assert shard.insert([payload(i) for i in range(3)]) == {"accepted": 3, "rejected": 0}
+    assert shard.size == 3 and stored_ids(shard) == [0, 1, 2, -1, -1]
+    for slot in range(3):
+        for name, array in make_sequence(slot).items():
+            assert np.array_equal(shard.storage[name][slot], array), (slot, name)
+
+
+def test_fifo_eviction_overwrites_the_oldest_and_counts():
+    shard = ReplayShard(SPEC, capacity=3)
+    for i in range(3):
+        shard.insert([payload(i)])
+    stats = shard.stats()
+    assert stats["size"] == 3 and stats.get("evictions", 0) == 0 and stats["sequences"] == 3
+    shard.insert([payload(3), payload(4)])
+    assert stored_ids(shard) == [3, 4, 2]        # 0 then 1 overwritten, 2 is now the oldest
+    shard.insert([payload(5), payload(6), payload(7)])
+    assert stored_ids(shard) == [6, 7, 5]
+    stats = shard.stats()
+    assert stats["size"] == 3 and stats["sequences"] == 8 and stats["evictions"] == 5
+    assert list(shard.insert_id) == [6, 7, 5]
+
+
+def test_insert_counts_actor_steps_and_episodes_even_without_payloads():
+    shard = ReplayShard(SPEC, capacity=4)
+    shard.insert([payload(0)], env_steps=30, episodes=2)
+    shard.insert([], env_steps=12, episodes=0)
+    shard.insert(bad_payloads()[:1], env_steps=5, episodes=1)
+    stats = shard.stats()
+    assert (stats["env_steps"], stats["episodes"], stats["sequences"], stats["size"]) == (47, 3, 1, 1)
+
+
+# -- shard: rejection ----------------------------------------------------------------------
+
+def test_rejected_payloads_are_counted_and_never_stored():
+    shard = ReplayShard(SPEC, capacity=4)
+    bad = bad_payloads()
+    result = shard.insert([payload(0), bad[0], bad[1], payload(1), *bad[2:]])
+    assert result == {"accepted": 2, "rejected": len(bad)}
+    assert shard.size == 2 and stored_ids(shard) == [0, 1, -1, -1]
+    assert shard.stats()["rejected"] == len(bad) and shard.stats()["sequences"] == 2
+    assert shard.last_error and "\n" not in shard.last_error
+    assert len(shard.fresh) == 2
+
+
+def test_rejected_payloads_leave_a_full_shard_bit_identical():
+    shard = ReplayShard(SPEC, capacity=3)
+    shard.insert([payload(i) for i in range(5)])
+    before = {name: array.copy() for name, array in shard.storage.items()}
+    counters = (shard.size, shard.inserts, list(shard.fresh), shard.insert_id.copy(), shard.stats()["evictions"])
+    shard.insert(bad_payloads())
+    for name, array in before.items():
+        assert array.tobytes() == shard.storage[name].tobytes(), name
+    assert (shard.size, shard.inserts, list(shard.fresh), shard.stats()["evictions"]) == \
+        (counters[0], counters[1], counters[2], counters[4])
+    assert np.array_equal(shard.insert_id, counters[3])
+    assert shard.stats()["rejected"] == len(bad_payloads())
+
+
+def test_last_error_names_the_reason():
+    shard = ReplayShard(SPEC, capacity=2)
+    bad = make_sequence(0)
+    bad["behaviour"][0, 0] = np.inf
+    shard.insert([encode_sequence(bad)])
+    assert "'behaviour'" in shard.last_error and "NaN or inf" in shard.last_error
+
+
+# -- shard: sampling -----------------------------------------------------------------------
+
+def test_sample_serves_the_oldest_fresh_sequences_first_then_uniform_replay():
+    shard = ReplayShard(SPEC, capacity=10, seed=1)
+    shard.insert([payload(i) for i in range(6)])
+    batch = decode_batch(shard.sample(2, 3), SPEC)
+    got = ids(batch)
+    assert len(got) == 5 and got[:2] == [0, 1]
+    assert all(0 <= i < 6 for i in got[2:])
+    assert ids(decode_batch(shard.sample(3, 0), SPEC)) == [2, 3, 4]
+    stats = shard.stats()
+    assert stats["online_sampled"] == 5 and stats["samples"] == 8 and stats["fresh"] == 1
+    # A batch holds the stored arrays exactly.
+    for name, array in make_sequence(0).items():
+        assert np.array_equal(batch[name][0], array), name
+
+
+def test_fresh_sequences_that_were_overwritten_are_skipped_and_topped_up_uniformly():
+    shard = ReplayShard(SPEC, capacity=4, seed=0)
+    shard.insert([payload(i) for i in range(6)])       # 0 and 1 evicted before being served
+    assert ids(decode_batch(shard.sample(2, 0), SPEC)) == [2, 3]
+    got = ids(decode_batch(shard.sample(3, 0), SPEC))  # only 4 and 5 are fresh
+    assert got[:2] == [4, 5] and got[2] in (2, 3, 4, 5)
+    assert shard.stats()["online_sampled"] == 4 and shard.stats()["fresh"] == 0
+
+
+def test_fresh_queue_stays_bounded_when_nothing_is_served_online():
+    """replay_fraction = 1 never pops the fresh queue; it must not grow past the capacity
+    (every entry older than `capacity` inserts has been overwritten)."""
+    shard = ReplayShard(SPEC, capacity=3)
+    one = payload(0)
+    for _ in range(20):
+        shard.insert([one] * 5)
+        shard.sample(0, 2)
+    assert len(shard.fresh) <= 3 and shard.stats()["fresh"] == 3
+    shard.insert([payload(i) for i in (100, 101, 102)])
+    assert ids(decode_batch(shard.sample(3, 0), SPEC)) == [100, 101, 102]
+
+
+def test_online_and_replay_proportions_of_a_batch():
+    shard = ReplayShard(SPEC, capacity=50, seed=3)
+    shard.insert([payload(i) for i in range(50)])
+    batch = ids(decode_batch(shard.sample(4, 12), SPEC))
+    assert len(batch) == 16 and batch[:4] == [0, 1, 2, 3]
+    assert shard.stats()["online_sampled"] == 4 and shard.stats()["fresh"] == 46
+    shard.sample(0, 16)
+    assert shard.stats()["online_sampled"] == 4 and shard.stats()["samples"] == 32
+
+
+def test_uniform_replay_draws_only_filled_slots_and_covers_them_evenly():
+    shard = ReplayShard(SPEC, capacity=10, seed=0)
+    shard.insert([payload(i) for i in range(4)])       # slots 4..9 are empty padding
+    draws = ids(decode_batch(shard.sample(0, 4), SPEC))
+    for _ in range(99):
+        draws += ids(decode_batch(shard.sample(0, 4), SPEC))
+    counts = np.bincount(draws, minlength=4)
+    assert counts.sum() == 400 and len(counts) == 4    # never an empty slot (its reward[0] is 0, mask False)
+    assert counts.min() >= 70 and counts.max() <= 130, counts   # 100 expected; ~3 sigma is 26
+
+
+def test_sample_returns_none_until_enough_sequences_are_stored():
+    shard = ReplayShard(SPEC, capacity=8)
+    shard.insert([payload(0), payload(1)])
+    assert shard.sample(2, 1) is None
+    assert shard.sample(0, 0) is None
+    assert shard.stats().get("samples", 0) == 0 and len(shard.fresh) == 2   # a refused sample consumes nothing
+    assert shard.sample(1, 1) is not None
+
+
+def test_stats_report_every_counter():
+    shard = ReplayShard(SPEC, capacity=2, index=7)
+    shard.insert([payload(0), payload(1), payload(2), b"x"], env_steps=9, episodes=1)
+    shard.sample(1, 1)
+    stats = shard.stats()
+    expected = {"shard": 7, "size": 2, "fresh": 1, "sequences": 3, "evictions": 1, "rejected": 1,
+                "env_steps": 9, "episodes": 1, "samples": 2, "online_sampled": 1}
+    assert {k: stats.get(k, 0) for k in expected} == expected
+    assert repr(shard) == "ReplayShard(7)"
+
+
+# -- client --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("total, parts, expected", [
+    (10, 3, [4, 3, 3]), (9, 3, [3, 3, 3]), (2, 3, [1, 1, 0]), (0, 2, [0, 0]), (5000, 1, [5000]), (7, 7, [1] * 7),
+])
+def test_split_by_hand(total, parts, expected):
+    assert split(total, parts) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 64))
+def test_split_sums_to_total_and_is_even(total, parts):
+    sizes = split(total, parts)
+    assert len(sizes) == parts and sum(sizes) == total
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def make_client(capacities, flush_every=2, seed=0):
+    shards = [ReplayShard(SPEC, c, seed=seed + i, index=i) for i, c in enumerate(capacities)]
+    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every), shards
+
+
+def test_client_flushes_round_robin_over_shards():
+    client, shards = make_client([10, 10, 10], flush_every=2)
+    for i in range(7):
+        client.insert(payload(i))
+    assert [s.size for s in shards] == [2, 2, 2] and client._buffer
+    client.flush(env_steps=70, episodes=3)               # the 7th payload and the counts go to shard 0
+    assert [stored_ids(s)[:3] for s in shards] == [[0, 1, 6], [2, 3, -1], [4, 5, -1]]
+    assert shards[0].stats()["env_steps"] == 70 and shards[1].stats()["env_steps"] == 0
+    client.flush(env_steps=5)                            # counts alone still go somewhere (shard 1)
+    assert shards[1].stats()["env_steps"] == 5
+    client.flush()                                       # nothing to send: no shard is touched
+    client.flush(episodes=1)
+    assert shards[2].stats()["episodes"] == 1
+
+
+def test_client_totals_sum_counters_over_shards():
+    client, shards = make_client([3, 3], flush_every=1)
+    for i in range(8):
+        client.insert(payload(i))
+    client.insert(b"garbage")
+    client.flush(env_steps=40, episodes=2)
+    totals = client.totals()
+    assert totals["sequences"] == 8 and totals["size"] == 6 and totals["rejected"] == 1
+    assert totals["evictions"] == 2 and totals["env_steps"] == 40 and totals["episodes"] == 2
+    assert "shard" not in totals
+    assert [s["shard"] for s in client.stats()] == [0, 1]
+
+
+def test_client_batch_takes_each_shards_share_with_the_online_mix():
+    client, shards = make_client([10, 10, 10])
+    for i, shard in enumerate(shards):
+        shard.insert([payload(10 * i + k) for k in range(4)])
+    # B = 5 over 3 shards -> [2, 2, 1]; replay_fraction 0.4 -> online round(1.2)=1, 1, round(0.6)=1
+    batch = client.sample(5, 0.4)
+    got = ids(batch)
+    assert len(got) == 5 and batch["obs"].shape == (5, T + 1, 3)
+    assert got[0] == 0 and 0 <= got[1] < 4 and got[2] == 10 and 10 <= got[3] < 14 and got[4] == 20
+    assert [s.stats()["online_sampled"] for s in shards] == [1, 1, 1]
+    # replay_fraction 0: every sequence is the next fresh one of its shard
+    assert ids(client.sample(6, 0.0)) == [1, 2, 11, 12, 21, 22]
+    # replay_fraction 1: the fresh queues are not touched
+    client.sample(6, 1.0)
+    assert [len(s.fresh) for s in shards] == [1, 1, 1]
+
+
+def test_client_batch_is_none_while_any_shard_is_short():
+    client, shards = make_client([10, 10])
+    shards[0].insert([payload(i) for i in range(5)])
+    shards[1].insert([payload(9)])
+    assert client.sample(4, 0.5) is None
+    shards[1].insert([payload(10)])
+    assert client.sample(4, 0.5) is not None
