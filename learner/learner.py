@@ -40,6 +40,18 @@ def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Ge
     return chosen * mask
 
 
+def check_same_shapes(mine: dict, stored: dict, what: str) -> None:
+    """Raise a one-line ValueError when a stored state dict does not fit this network."""
+    if mine.keys() != stored.keys():
+        diff = sorted(set(mine) ^ set(stored))[:3]
+        raise ValueError(f"checkpoint {what} network has other parameters than this config builds ({diff} ...); "
+                         "allowed: a checkpoint of the same network config")
+    for key, value in mine.items():
+        if tuple(stored[key].shape) != tuple(value.shape):
+            raise ValueError(f"checkpoint {what} parameter {key} has shape {tuple(stored[key].shape)}, this config "
+                             f"builds {tuple(value.shape)}; allowed: a checkpoint of the same network config")
+
+
 class Learner:
     def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
         self.cfg, self.replay, self.publisher = cfg, replay, publisher
@@ -228,6 +240,8 @@ class Learner:
     def load_checkpoint_bytes(self, data: bytes) -> dict:
         """Restore from checkpoint_bytes(); returns the stored run_state."""
         state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+        for name, net in (("online", self.online), ("target", self.target)):
+            check_same_shapes(net.state_dict(), state[name], name)     # before anything is overwritten
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])

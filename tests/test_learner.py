@@ -255,10 +255,13 @@ def test_loading_a_damaged_checkpoint_raises_and_changes_nothing(trained, damage
     assert store.version() == version
 
 
-def test_checkpoint_of_another_architecture_is_refused(trained):
+def test_checkpoint_of_another_architecture_is_refused_before_anything_is_overwritten(trained):
     other, _ = make_learner(small_config(width=32))
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    before = {k: v.clone() for k, v in other.online.state_dict().items()}
+    with pytest.raises(ValueError, match=r"checkpoint online parameter \S+ has shape .* this config builds") as err:
         other.load_checkpoint_bytes(trained[0].checkpoint_bytes())
+    assert "\n" not in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in other.online.state_dict().items())
 
 
 # -- checkpoint files ----------------------------------------------------------------------
