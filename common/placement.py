@@ -9,7 +9,10 @@ options to `ray.remote`.
   fewer than two) for its Python loop, batch decoding and the weight encoding.
 - Self-play actors: SPREAD over the nodes. `--num-actors auto` (stored as 0) starts one
   actor per free CPU left after the learner's, each asking for one CPU; an explicit
-  count shares the free CPUs (at most one each, at least 0.1).
+  count shares the free CPUs (at most one each, at least 0.1). Where at least one whole
+  CPU is free, an actor asks for 1/k of a CPU (k actors per CPU), so the actors fill the
+  whole CPUs of any mix of nodes exactly: an even split such as 0.75 could leave a 0.5
+  remainder on every node and one actor pending forever.
 - Replay shards: SPREAD, no CPU reserved (they mostly wait on the network), so a shard
   never keeps an actor from starting.
 - Weight store: no CPU reserved; Ray places it (it holds one object reference).
@@ -59,7 +62,12 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
         actor_cpus = 1.0 if left >= 1 else max(MIN_ACTOR_CPUS, _floor(left))
     else:
         num_actors = cfg.num_actors
-        actor_cpus = max(MIN_ACTOR_CPUS, min(1.0, _floor(left / num_actors)))
+        whole = int(math.floor(left + 1e-9))
+        if whole >= 1:
+            per_cpu = math.ceil(num_actors / whole)
+            actor_cpus = max(MIN_ACTOR_CPUS, _floor(1.0 / per_cpu, 4))
+        else:       # less than a CPU in all: one node's share, split evenly
+            actor_cpus = max(MIN_ACTOR_CPUS, _floor(left / num_actors))
     return Placement(
         num_actors=num_actors,
         learner=dict(num_cpus=learner_cpus, num_gpus=1 if use_gpu else 0),
