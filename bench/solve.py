@@ -1,19 +1,30 @@
 """Time-to-solve on CartPole-v1 over seeds: runs `python launch.py` once per seed and
 configuration, as a user would (wall time includes Python and Ray start-up), and
-prints a table plus JSON.
+prints a table plus JSON. The peers run the same way, in the same invocation, as
+their own processes (bench/peers/; `pip install -r requirements-bench.txt`):
+
+  sb3-ppo    Stable-Baselines3 PPO, rl-baselines3-zoo CartPole-v1 hyperparameters
+  rllib-ppo  RLlib PPO of the installed Ray, Ray's tuned CartPole example settings
 
   python bench/solve.py                       # default run, seeds 0-4
-  python bench/solve.py --configs default seed --seeds 0 1 2 3 4 --out docs/solve.json
+  python bench/solve.py --configs default seed sb3-ppo rllib-ppo --seeds 0 1 2 3 4 --out docs/solve.json
+  python bench/solve.py --configs default sb3-ppo --seeds 0 --json    # last line: the summary as JSON
 
-Solved = the run's greedy 100-episode evaluation (separate env seeds) reached 475.
+Solved = the run's greedy 100-episode evaluation (separate env seeds) reached 475: the
+peers are judged by the project's own evaluation (bench/peers/harness.py). The ratios
+at the end are ours / peer on the medians over solved seeds: below 1 means we are faster
+or need fewer env steps.
 """
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,17 +33,28 @@ CONFIGS = {
     "seed": ["--preset", "seed"],
     "in-process": ["--in-process"],
 }
+PEERS = {   # name -> (runner script, a module it needs, what to install)
+    "sb3-ppo": ("bench/peers/sb3_ppo.py", "stable_baselines3", "stable-baselines3"),
+    "rllib-ppo": ("bench/peers/rllib_ppo.py", "tree", "RLlib's dependencies (dm_tree, ...)"),
+}
+
+
+def command(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> list:
+    common = ["--seed", str(seed), "--max-seconds", str(max_seconds), "--run-root", str(run_root),
+              "--run-name", f"{name}-s{seed}"]
+    if name in PEERS:
+        return [sys.executable, "-W", "ignore", str(ROOT / PEERS[name][0]), *common]
+    return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *CONFIGS[name], *common, *extra]
 
 
 def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> dict:
-    args = [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *CONFIGS[name], "--seed", str(seed),
-            "--max-seconds", str(max_seconds), "--run-root", str(run_root), "--run-name", f"{name}-s{seed}", *extra]
     start = time.monotonic()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(command(name, seed, extra, max_seconds, run_root), cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - start
     summary_path = run_root / f"{name}-s{seed}" / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
-        return {"config": name, "seed": seed, "solved": False, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"config": name, "seed": seed, "solved": False, "process_wall_s": round(wall, 1),
+                "error": (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]}
     s = json.loads(summary_path.read_text())
     at = s["solved_at"] or {}
     return {"config": name, "seed": seed, "solved": s["solved"], "process_wall_s": round(wall, 1),
@@ -40,14 +62,66 @@ def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> 
             "learner_steps": s["learner_steps"], "greedy_eval": s["greedy_eval_mean"]}
 
 
+def missing_peers(names) -> list:
+    """Lines naming the peers whose packages are not installed."""
+    import importlib.util
+    out = []
+    for name in names:
+        if name in PEERS:
+            module = PEERS[name][1]
+            if importlib.util.find_spec(module) is None:
+                out.append(f"{name} needs {PEERS[name][2]}: pip install -r requirements-bench.txt")
+    return out
+
+
+def medians(rows, name: str) -> dict:
+    mine = [r for r in rows if r["config"] == name]
+    solved = [r for r in mine if r["solved"]]
+    out = {"config": name, "runs": len(mine), "solved": len(solved)}
+    if solved:
+        out["median_wall_s"] = round(statistics.median(r["process_wall_s"] for r in solved), 1)
+        out["median_solve_s"] = round(statistics.median(r["solve_s"] for r in solved), 1)
+        out["median_env_steps"] = statistics.median(r["env_steps"] for r in solved)
+        out["median_learner_steps"] = statistics.median(r["learner_steps"] for r in solved)
+    return out
+
+
+def ratios(summary: dict) -> list:
+    """ours / peer on the medians, for every (our config, peer) pair where both solved some seed."""
+    out = []
+    for ours, a in summary.items():
+        for peer, b in summary.items():
+            if ours in PEERS or peer not in PEERS or not a["solved"] or not b["solved"]:
+                continue
+            out.append({"ours": ours, "peer": peer, "solved": f"{a['solved']}/{a['runs']} vs {b['solved']}/{b['runs']}",
+                        "wall": round(a["median_wall_s"] / b["median_wall_s"], 3),
+                        "env_steps": round(a["median_env_steps"] / b["median_env_steps"], 3)})
+    return out
+
+
+def machine() -> dict:
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "packages": {d: version(d) for d in ("torch", "ray", "gymnasium", "stable-baselines3")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS]))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--max-seconds", type=float, default=300.0)
-    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
-    parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --)")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows and the summary as JSON here")
+    parser.add_argument("--json", action="store_true", help="print the summary (medians, ratios) as one JSON line at the end")
+    parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
     args = parser.parse_args()
+    missing = missing_peers(args.configs)
+    if missing:
+        parser.error("; ".join(missing))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
@@ -59,17 +133,26 @@ def main() -> None:
     for r in rows:
         print(f"{r['config']:<12}{r['seed']:>5}{str(r['solved']):>8}{r.get('process_wall_s') or 0:>9.1f}"
               f"{r.get('solve_s') or 0:>9.1f}{r.get('env_steps') or 0:>11,}{r.get('learner_steps') or 0:>9,}")
-    for name in args.configs:
-        mine = [r for r in rows if r["config"] == name]
-        solved = [r for r in mine if r["solved"]]
-        if solved:
-            print(f"{name}: {len(solved)}/{len(mine)} solved; median wall {statistics.median(r['process_wall_s'] for r in solved):.1f} s, "
-                  f"median env steps {statistics.median(r['env_steps'] for r in solved):,.0f}")
+    summary = {name: medians(rows, name) for name in args.configs}
+    for name, m in summary.items():
+        if m["solved"]:
+            print(f"{name}: {m['solved']}/{m['runs']} solved; median wall {m['median_wall_s']:.1f} s, "
+                  f"median env steps {m['median_env_steps']:,.0f}")
         else:
-            print(f"{name}: 0/{len(mine)} solved")
+            print(f"{name}: 0/{m['runs']} solved")
+    pairs = ratios(summary)
+    if pairs:
+        print("\nours / peer on the medians (below 1: ours is faster / needs fewer env steps)")
+        for p in pairs:
+            print(f"{p['ours']} / {p['peer']}: wall {p['wall']:.2f}x, env steps {p['env_steps']:.2f}x "
+                  f"(seeds solved {p['solved']})")
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds,
+              "max_seconds": args.max_seconds, "summary": summary, "ratios": pairs}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+        args.out.write_text(json.dumps({**result, "rows": rows}, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,396 @@
+"""Throughput of the system's parts on this machine, as one table plus JSON.
+
+  python bench/throughput.py                          # ~2-3 minutes
+  python bench/throughput.py --quick                  # ~1 minute, short windows
+  python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
+
+Rows (the real components, built as launch.py builds them, CartPole-v1 and the
+default config unless flags say otherwise):
+
+- bare env: gymnasium's synchronous vector env (same env count as one actor, SAME_STEP
+  autoreset as common/envs.make_vector_env), random actions, one process: the ceiling
+  for one core.
+- actor: SelfPlayActor.collect env steps/s with its batched inference, sequence cutting
+  and encoding; the rate limit is off (learner_steps_per_1k_env_steps = 0,
+  learner_steps_per_episode = 0), the weights are a WeightStore with published initial
+  weights, no learner. In-process with an in-process replay shard (as --in-process),
+  in-process with the sequences discarded (the actor alone), and on a local Ray with
+  1, 2, 4 actors and Ray replay shards. `/ bare per core` divides the rate by the cores
+  the actors can use (min(actors, CPUs)) and by the bare env rate.
+- replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
+  made by encode_sequence from a real actor's sequences), and sample + decode through
+  ReplayClient as the learner sees it.
+- learner: Learner.train sampled transitions/s (B x T per second) from a prefilled
+  in-process shard, on CPU, and on CUDA where it exists (--device).
+- weights: publish (encode) + fetch (request, get, decode) latency by a WeightClient,
+  in-process and on Ray (the client in another Ray actor; the row includes one actor
+  call round trip, reported on its own too).
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from actors.actor import SelfPlayActor  # noqa: E402
+from actors.params import WeightClient, WeightPublisher, WeightStore  # noqa: E402
+from common import envs as envs_lib  # noqa: E402
+from common.config import Config, validate  # noqa: E402
+from common.networks import build_network  # noqa: E402
+from common.sequence import SequenceSpec  # noqa: E402
+from learner.learner import Learner  # noqa: E402
+from replay.client import ReplayClient, split  # noqa: E402
+from replay.shard import ReplayShard  # noqa: E402
+
+
+class Table:
+    """Rows of (section, what, value, unit, ratio, note), printed as one table at the end."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section: str, what: str, value: float, unit: str, ratio=None, note: str = "", **extra) -> dict:
+        row = {"section": section, "what": what, "value": value, "unit": unit, "ratio": ratio, "note": note, **extra}
+        self.rows.append(row)
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
+        print(f"  {section:<8} {what:<46} {shown:>12} {unit}" + (f"  ({note})" if note else ""), flush=True)
+        return row
+
+    def print(self) -> None:
+        print(f"\n{'section':<9}{'measurement':<47}{'value':>12}  {'unit':<16}{'ratio':>8}  note")
+        for r in self.rows:
+            value = f"{r['value']:,.0f}" if r["value"] >= 100 else f"{r['value']:,.3g}"
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            print(f"{r['section']:<9}{r['what']:<47}{value:>12}  {r['unit']:<16}{ratio:>8}  {r['note']}")
+
+
+def timed(seconds: float, step) -> tuple:
+    """Call step() (returns units done) until `seconds` have passed; (units, elapsed)."""
+    done, start = 0, time.perf_counter()
+    while True:
+        done += step()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done, elapsed
+
+
+class Sink:
+    """A replay client stand-in that keeps (up to `keep`) payloads and stores nothing."""
+
+    def __init__(self, keep: int):
+        self.keep, self.payloads, self.count = keep, [], 0
+
+    def insert(self, payload: bytes) -> None:
+        self.count += 1
+        if len(self.payloads) < self.keep:
+            self.payloads.append(payload)
+
+    def flush(self, env_steps: int = 0, episodes: int = 0) -> None:
+        pass
+
+
+def published_store(cfg: Config, info, store=None, remote: bool = False):
+    """A WeightStore holding version 0 of a fresh network (what the learner's start publishes)."""
+    store = store if store is not None else WeightStore()
+    WeightPublisher(store, remote).publish(0, build_network(cfg.network_spec(info)))
+    return store
+
+
+# -- measurements --------------------------------------------------------------------------
+def bare_env(cfg: Config, info, seconds: float, table: Table) -> float:
+    envs = envs_lib.make_vector_env(cfg.env, cfg.envs_per_actor)
+    envs.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, cfg.envs_per_actor))
+    i = 0
+
+    def step():
+        nonlocal i
+        for _ in range(64):
+            envs.step(actions[i % len(actions)])
+            i += 1
+        return 64 * cfg.envs_per_actor
+
+    steps, elapsed = timed(seconds, step)
+    envs.close()
+    rate = steps / elapsed
+    table.add("env", f"bare vector env, {cfg.envs_per_actor} envs, random actions", rate, "env steps/s",
+              note="one process, one core")
+    return rate
+
+
+def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare: float, table: Table) -> list:
+    """In-process actor with a real shard, then with the sequences discarded; returns payloads
+    of the second run (real sequences, for the replay measurements)."""
+    store = published_store(cfg, info)
+    chunk = cfg.actor_chunk_steps
+    for label, replay in (("in-process, in-process shard", ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec)),
+                          ("in-process, sequences discarded", Sink(keep=4096))):
+        actor = SelfPlayActor(cfg, 0, replay, WeightClient(store))
+        actor.collect(chunk)                                    # warm-up
+        infer = []
+
+        def step():
+            stats = actor.collect(chunk)
+            infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
+            return stats["env_steps"]
+
+        steps, elapsed = timed(seconds, step)
+        rate = steps / elapsed
+        table.add("actor", f"1 actor, {label}", rate, "env steps/s", ratio=rate / bare,
+                  note=f"{rate / bare:.0%} of bare; inference {statistics.mean(infer):.0%} of its time",
+                  actors=1, cores=1)
+    return replay.payloads
+
+
+def actors_on_ray(cfg: Config, info, spec: SequenceSpec, counts, seconds: float, bare: float, cpus: int,
+                  table: Table) -> None:
+    import ray
+    chunk = cfg.actor_chunk_steps
+    most = max(counts)
+    cfg = dataclasses.replace(cfg, num_actors=most)
+    store = ray.remote(num_cpus=0)(WeightStore).remote()
+    published_store(cfg, info, store, remote=True)
+    capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
+    shards = [ray.remote(num_cpus=0)(ReplayShard).remote(spec, capacities[i], i, i)
+              for i in range(cfg.num_replay_shards)]
+    # The actors share the CPUs as launch.py's placement would (at most one each); idle ones cost nothing.
+    actor_cpus = min(1.0, math.floor(100 * cpus / most) / 100)
+    remote_actor = ray.remote(num_cpus=actor_cpus)(SelfPlayActor)
+    actors = [remote_actor.remote(cfg, i, ReplayClient(shards, spec, True), WeightClient(store, True))
+              for i in range(most)]
+    t = time.perf_counter()
+    ray.get([a.collect.remote(chunk) for a in actors])           # start-up and warm-up
+    print(f"  (ray: {most} actors started and warm in {time.perf_counter() - t:.1f} s)", flush=True)
+    one = None
+    for n in counts:
+        busy = actors[:n]
+        start = time.perf_counter()
+        pending = {a.collect.remote(chunk): a for a in busy}
+        steps, infer = 0, []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                actor = pending.pop(ref)
+                stats = ray.get(ref)
+                steps += stats["env_steps"]
+                infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
+                if time.perf_counter() - start < seconds:
+                    pending[actor.collect.remote(chunk)] = actor
+        elapsed = time.perf_counter() - start
+        rate = steps / elapsed
+        cores = min(n, cpus)
+        one = one or rate
+        table.add("actor", f"{n} actor{'s' if n > 1 else ''} on Ray, {cfg.num_replay_shards} Ray shard(s)", rate,
+                  "env steps/s", ratio=rate / cores / bare,
+                  note=f"{rate / cores / bare:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}); "
+                       f"{rate / one:.2f}x 1 actor; inference {statistics.mean(infer):.0%}",
+                  actors=n, cores=cores, speedup=rate / one)
+    for a in actors:
+        ray.kill(a)
+    for s in shards:
+        ray.kill(s)
+    ray.kill(store)
+
+
+def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table) -> ReplayShard:
+    """Insert and sample rates of one in-process shard; returns the filled shard."""
+    shard = ReplayShard(spec, cfg.replay_capacity)
+    batch, i = 32, 0                                             # ReplayClient's flush_every
+
+    def insert():
+        nonlocal i
+        part = [payloads[(i + k) % len(payloads)] for k in range(batch)]
+        i += batch
+        shard.insert(part)
+        return batch
+
+    n, elapsed = timed(seconds, insert)
+    size = sum(len(p) for p in payloads) / len(payloads)
+    table.add("replay", f"shard insert (lists of {batch}, decode + validate)", n / elapsed, "sequences/s",
+              note=f"{size / 1024:.1f} KiB per sequence")
+    while shard.size < shard.capacity:
+        insert()
+    B = cfg.batch_size
+    online = int(round(B * (1.0 - cfg.replay_fraction)))
+    n, elapsed = timed(seconds, lambda: B if shard.sample(online, B - online) is not None else 0)
+    table.add("replay", f"shard sample (B={B}, encode)", n / elapsed, "sequences/s",
+              note=f"{n / elapsed / B:,.0f} batches/s")
+    client = ReplayClient([shard], spec)
+    n, elapsed = timed(seconds, lambda: B if client.sample(B, cfg.replay_fraction) is not None else 0)
+    table.add("replay", f"sample + decode via ReplayClient (B={B})", n / elapsed, "sequences/s",
+              note=f"{n / elapsed / B:,.0f} batches/s")
+    return shard
+
+
+def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: str, seconds: float,
+                 table: Table) -> float:
+    cfg = dataclasses.replace(cfg, device=device)
+    learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
+    learner.train(5)                                             # warm-up (allocations, CUDA context)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    per_call = 10
+
+    def step():
+        done = learner.train(per_call)["learner/updates_in_call"]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return done
+
+    steps, elapsed = timed(seconds, step)
+    B, T = cfg.batch_size, cfg.sequence_length
+    rate = steps * B * T / elapsed
+    name = torch.cuda.get_device_name() if device == "cuda" else f"{cfg.torch_threads} thread(s)"
+    table.add("learner", f"sampled transitions, {device} (B={B} x T={T})", rate, "transitions/s",
+              note=f"{steps / elapsed:,.1f} updates/s; {name}", device=device)
+    return rate
+
+
+def publish_in_process(cfg: Config, info, reps: int, table: Table) -> None:
+    store, net = WeightStore(), build_network(cfg.network_spec(info))
+    publisher, client = WeightPublisher(store), WeightClient(store)
+    times = []
+    for v in range(reps):
+        t = time.perf_counter()
+        publisher.publish(v, net)
+        got = client.poll()
+        times.append(time.perf_counter() - t)
+        assert got is not None and got[0] == v
+    size = len(store.latest()[1])
+    table.add("weights", "publish + fetch, in-process (median)", 1000 * statistics.median(times), "ms",
+              note=f"{size / 1024:.1f} KiB payload; p90 {1000 * np.percentile(times, 90):.2f} ms")
+
+
+class Fetcher:
+    """A Ray actor with a WeightClient, as a self-play actor holds one."""
+
+    def __init__(self, store):
+        self.client = WeightClient(store, remote=True)
+
+    def ping(self) -> int:
+        return 0
+
+    def wait_for(self, version: int) -> int:
+        while True:
+            self.client.request()
+            got = self.client.poll()
+            if got is not None and got[0] >= version:
+                return got[0]
+            time.sleep(0.0002)
+
+
+def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
+    import ray
+    store = ray.remote(num_cpus=0)(WeightStore).remote()
+    fetcher = ray.remote(num_cpus=0)(Fetcher).remote(store)
+    net = build_network(cfg.network_spec(info))
+    publisher = WeightPublisher(store, remote=True)
+    ray.get(fetcher.ping.remote())
+    trips, times = [], []
+    for v in range(reps):
+        t = time.perf_counter()
+        ray.get(fetcher.ping.remote())
+        trips.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        publisher.publish(v, net)
+        ray.get(fetcher.wait_for.remote(v))
+        times.append(time.perf_counter() - t)
+    table.add("weights", "publish + fetch by another Ray actor (median)", 1000 * statistics.median(times), "ms",
+              note=f"p90 {1000 * np.percentile(times, 90):.2f} ms; includes one actor call round trip "
+                   f"({1000 * statistics.median(trips):.2f} ms)")
+    ray.kill(fetcher)
+    ray.kill(store)
+
+
+# -- the run ------------------------------------------------------------------------------
+def machine() -> dict:
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(), "gpu": gpu,
+            "packages": {d: version(d) for d in ("torch", "ray", "gymnasium", "numpy")}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short measurement windows (~1 minute in all)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 8, quick 1.5)")
+    parser.add_argument("--actors", nargs="+", type=int, default=[1, 2, 4], help="actor counts on Ray")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="learner: CPU always; CUDA too with 'cuda', or with 'auto' when CUDA exists")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--envs-per-actor", type=int, default=None)
+    parser.add_argument("--num-replay-shards", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    seconds = args.seconds or (1.5 if args.quick else 8.0)
+    cpus = os.cpu_count() or 1
+    cfg = Config(env=args.env, learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0,
+                 num_replay_shards=args.num_replay_shards, num_cpus=cpus, dashboard=False)
+    if args.envs_per_actor:
+        cfg.envs_per_actor = args.envs_per_actor
+    validate(cfg)
+    info = envs_lib.describe(cfg.env)
+    spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+    table, begin = Table(), time.perf_counter()
+    load_before = os.getloadavg()[0]
+    print(f"throughput: {cfg.env}, {cfg.envs_per_actor} envs per actor, {seconds:g} s per measurement, "
+          f"{cpus} CPUs, load average {load_before:.1f}", flush=True)
+
+    bare = bare_env(cfg, info, seconds, table)
+    payloads = actor_in_process(cfg, info, spec, seconds, bare, table)
+    shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
+    learner_rate(cfg, spec, shard, "cpu", seconds, table)
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        learner_rate(cfg, spec, shard, "cuda", seconds, table)
+    publish_in_process(cfg, info, 50 if args.quick else 200, table)
+    if not args.no_ray:
+        import ray
+        t = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        print(f"  (ray.init {time.perf_counter() - t:.1f} s)", flush=True)
+        try:
+            actors_on_ray(cfg, info, spec, sorted(set(args.actors)), seconds, bare, cpus, table)
+            publish_on_ray(cfg, info, 20 if args.quick else 100, table)
+        finally:
+            ray.shutdown()
+    table.print()
+    total, load_after = time.perf_counter() - begin, os.getloadavg()[0]
+    print(f"\n{total:.0f} s in all on {cpus} CPUs ({platform.processor() or platform.machine()}); "
+          f"load average {load_before:.1f} before, {load_after:.1f} after")
+    if max(load_before, load_after) > cpus:
+        print(f"warning: the machine was busy (load average above its {cpus} CPUs): other processes shared "
+              "the cores, so these rates are low and noisy; run again on an idle machine")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(),
+               "seconds_per_measurement": seconds,
+               "load_average": [round(load_before, 2), round(load_after, 2)],
+               "config": dataclasses.asdict(cfg), "rows": table.rows,
+               "total_s": round(total, 1)}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
