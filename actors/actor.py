@@ -18,7 +18,7 @@ from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
 from common.ray_metrics import Recorder
-from common.sequence import SequenceSpec, encode_sequence
+from common.sequence import SequenceSpec
 
 
 class SequenceCutter:
@@ -156,7 +156,7 @@ class SelfPlayActor:
             final_obs = _fill_final(next_obs, info)
             for seq in self.cutter.add(action, reward, probs.numpy(), terminated, truncated, self.version,
                                        next_obs, final_obs):
-                self.replay.insert(encode_sequence(seq))
+                self.replay.add(seq)
                 sent += 1
             self.episode_return += reward
             self.episode_length += 1

@@ -7,6 +7,7 @@ Arrays travel as raw little-endian bytes with their dtype and shape; no pickle.
 count and drop such payloads, never store them.
 """
 import math
+import sys
 from typing import Dict, Optional
 
 import msgpack
@@ -21,19 +22,32 @@ class CodecError(ValueError):
     """A payload that is malformed, truncated, of a wrong schema/dtype/shape, or non-finite."""
 
 
+_NATIVE_NAMES = {np.dtype(name): name for name in ALLOWED_DTYPES}   # dtype -> name, native byte order
+_LITTLE = sys.byteorder == "little"
+
+
 def encode(kind: str, arrays: Dict[str, np.ndarray]) -> bytes:
     packed = {}
     for name, array in arrays.items():
         array = np.asarray(array)  # not ascontiguousarray: it turns 0-d arrays into shape (1,)
-        if array.dtype.name not in ALLOWED_DTYPES:
-            raise CodecError(f"array {name!r} has dtype {array.dtype.name}; allowed: {', '.join(ALLOWED_DTYPES)}")
-        packed[name] = [array.dtype.name, list(array.shape), array.astype(array.dtype.newbyteorder("<")).tobytes()]
+        dtype_name = _NATIVE_NAMES.get(array.dtype) if _LITTLE else None   # fast path: no byte swap needed
+        if dtype_name is None:
+            dtype_name = array.dtype.name
+            if dtype_name not in ALLOWED_DTYPES:
+                raise CodecError(f"array {name!r} has dtype {dtype_name}; allowed: {', '.join(ALLOWED_DTYPES)}")
+            array = array.astype(array.dtype.newbyteorder("<"))
+        packed[name] = [dtype_name, list(array.shape), array.tobytes()]
     return msgpack.packb({"schema": SCHEMA_VERSION, "kind": kind, "arrays": packed}, use_bin_type=True)
 
 
 def decode(payload: bytes, kind: str, max_bytes: int = MAX_PAYLOAD_BYTES, check_finite: bool = True,
            ) -> Dict[str, np.ndarray]:
     """Inverse of `encode`; checks size, structure, schema, kind, dtypes, byte counts and finiteness."""
+    return decode_kind(payload, (kind,), max_bytes, check_finite)[1]
+
+
+def decode_kind(payload: bytes, kinds: tuple, max_bytes: int = MAX_PAYLOAD_BYTES, check_finite: bool = True):
+    """`decode` for a payload of one of several kinds: returns (kind, arrays)."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise CodecError(f"payload must be bytes, got {type(payload).__name__}")
     if len(payload) > max_bytes:
@@ -46,14 +60,14 @@ def decode(payload: bytes, kind: str, max_bytes: int = MAX_PAYLOAD_BYTES, check_
         raise CodecError("payload must be a map with keys 'schema', 'kind', 'arrays'")
     if message["schema"] != SCHEMA_VERSION:
         raise CodecError(f"schema version {message['schema']!r} is not supported; expected {SCHEMA_VERSION}")
-    if message["kind"] != kind:
-        raise CodecError(f"payload kind {message['kind']!r} where {kind!r} was expected")
+    if not isinstance(message["kind"], str) or message["kind"] not in kinds:
+        raise CodecError(f"payload kind {message['kind']!r} where {' or '.join(map(repr, kinds))} was expected")
     if not isinstance(message["arrays"], dict):
         raise CodecError("'arrays' must be a map")
     arrays = {}
     for name, entry in message["arrays"].items():
         arrays[name] = _decode_array(name, entry, check_finite)
-    return arrays
+    return message["kind"], arrays
 
 
 def _decode_array(name, entry, check_finite: bool) -> np.ndarray:

@@ -14,7 +14,7 @@ One sequence (batch-major when stacked into a batch [B, ...]):
   version    [T]        int64, policy version that chose a_t
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from common import codec
 
 SEQUENCE_KIND = "sequence"
 BATCH_KIND = "batch"
+SEQUENCES_KIND = "sequences"     # several sequences stacked [N, ...]: what actors send to replay
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,24 @@ def decode_sequence(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]
     arrays = codec.decode(payload, SEQUENCE_KIND)
     codec.check_fields(arrays, spec.fields(), "sequence")
     check_sequence_values(arrays, spec, "sequence")
+    return arrays
+
+
+def encode_sequences(sequences: List[Dict[str, np.ndarray]]) -> bytes:
+    """Stack N sequences into one payload [N, ...]: one encode, one message, one validation."""
+    names = sequences[0].keys()
+    return codec.encode(SEQUENCES_KIND, {name: np.stack([seq[name] for seq in sequences]) for name in names})
+
+
+def decode_sequences(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+    """Decode and fully validate a payload of stacked sequences [N, ...] or of one sequence
+    (returned as N = 1). CodecError on any problem: the payload is then dropped whole."""
+    kind, arrays = codec.decode_kind(payload, (SEQUENCES_KIND, SEQUENCE_KIND))
+    if kind == SEQUENCE_KIND:
+        codec.check_fields(arrays, spec.fields(), "sequence")
+        arrays = {name: array[None] for name, array in arrays.items()}
+    codec.check_fields(arrays, spec.fields(leading=(None,)), "sequences")
+    check_sequence_values(arrays, spec, "sequences")
     return arrays
 
 

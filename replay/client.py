@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from common.sequence import SequenceSpec, decode_batch
+from common.sequence import SequenceSpec, decode_batch, encode_sequences
 
 
 GAUGES = ("shard", "size", "fresh")     # stats() keys that are levels, not counters
@@ -32,10 +32,11 @@ class ReplayClient:
         self.shards, self.spec, self.remote = list(shards), spec, remote
         self.max_inflight, self.flush_every = max_inflight, flush_every
         self._buffer: List[bytes] = []
+        self._sequences: List[Dict[str, np.ndarray]] = []
         self._next_shard = 0
         self._inflight = []
         self.failures = 0                       # shard calls that raised (dead or restarting shard)
-        self.lost_payloads = 0                  # sequences in inserts that failed
+        self.lost_payloads = 0                  # payloads (up to flush_every sequences each) in failed inserts
         self.lost_stored = 0                    # sequences a restarted shard no longer holds
         self._last: List[dict] = [{} for _ in self.shards]
         self._offset: Dict[str, int] = {}
@@ -56,13 +57,23 @@ class ReplayClient:
             return default
 
     # -- actor side ---------------------------------------------------------------------
+    def add(self, sequence: Dict[str, np.ndarray]) -> None:
+        """Buffer one sequence; every `flush_every` they go out stacked in one payload."""
+        self._sequences.append(sequence)
+        if len(self._sequences) >= self.flush_every:
+            self.flush()
+
     def insert(self, payload: bytes) -> None:
+        """Buffer an encoded payload as it is (one sequence or several)."""
         self._buffer.append(payload)
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
     def flush(self, env_steps: int = 0, episodes: int = 0) -> None:
         """Send buffered payloads (and the actor's new step / episode counts) to one shard."""
+        if self._sequences:
+            self._buffer.append(encode_sequences(self._sequences))
+            self._sequences = []
         if not self._buffer and not env_steps and not episodes:
             return
         shard = self.shards[self._next_shard]

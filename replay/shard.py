@@ -14,7 +14,7 @@ import numpy as np
 
 from common.codec import CodecError
 from common.ray_metrics import Recorder
-from common.sequence import SequenceSpec, decode_sequence, encode_batch
+from common.sequence import SequenceSpec, decode_sequences, encode_batch
 
 
 class ReplayShard:
@@ -38,7 +38,8 @@ class ReplayShard:
         return f"ReplayShard({self.index})"
 
     def insert(self, payloads: List[bytes], env_steps: int = 0, episodes: int = 0) -> dict:
-        """Validate and store each payload; returns {'accepted': n, 'rejected': m}.
+        """Validate and store each payload (one sequence, or N stacked: common/sequence.py);
+        returns {'accepted': sequences stored, 'rejected': payloads dropped whole}.
         `env_steps` and `episodes` are the actor's new counts since its last insert
         (sequences overlap, so they cannot be read off the payloads)."""
         self.counters["env_steps"] += int(env_steps)
@@ -47,13 +48,12 @@ class ReplayShard:
         evictions = self.counters["evictions"]
         for payload in payloads:
             try:
-                seq = decode_sequence(payload, self.spec)
+                rows = decode_sequences(payload, self.spec)
             except CodecError as exc:
                 rejected += 1
                 self.last_error = str(exc)
                 continue
-            self._store(seq)
-            accepted += 1
+            accepted += self._store(rows)
         self.counters["rejected"] += rejected
         self.metrics.inc("inserts", accepted)
         self.metrics.inc("rejected", rejected)
@@ -61,17 +61,25 @@ class ReplayShard:
         self.metrics.set("size", self.size)
         return {"accepted": accepted, "rejected": rejected}
 
-    def _store(self, seq) -> None:
-        slot = self.inserts % self.capacity
-        if self.size == self.capacity:
-            self.counters["evictions"] += 1
-        for name, array in seq.items():
-            self.storage[name][slot] = array
-        self.insert_id[slot] = self.inserts
-        self.fresh.append((slot, self.inserts))
-        self.inserts += 1
-        self.size = min(self.size + 1, self.capacity)
-        self.counters["sequences"] += 1
+    def _store(self, rows) -> int:
+        """Write N sequences [N, ...] into the ring (the oldest overwritten first); returns N."""
+        n = total = len(rows["mask"])
+        if n > self.capacity:            # only the newest `capacity` can survive anyway
+            self.inserts += n - self.capacity
+            self.counters["evictions"] += n - self.capacity
+            rows = {name: array[-self.capacity:] for name, array in rows.items()}
+            n = self.capacity
+        ids = np.arange(self.inserts, self.inserts + n)
+        slots = ids % self.capacity
+        for name, array in rows.items():
+            self.storage[name][slots] = array
+        self.insert_id[slots] = ids
+        self.fresh.extend(zip(slots.tolist(), ids.tolist()))
+        self.counters["evictions"] += max(0, self.size + n - self.capacity)
+        self.size = min(self.size + n, self.capacity)
+        self.inserts += n
+        self.counters["sequences"] += total
+        return total
 
     def sample(self, num_online: int, num_replay: int) -> Optional[bytes]:
         """Batch payload of num_online fresh + num_replay uniform sequences, or None when

@@ -16,7 +16,7 @@ from actors.params import WeightClient, WeightPublisher, WeightStore
 from common import envs as envs_lib
 from common.config import Config, validate
 from common.networks import build_network
-from common.sequence import SequenceSpec, decode_sequence
+from common.sequence import SequenceSpec, decode_sequences
 from replay.client import ReplayClient
 from replay.shard import ReplayShard
 
@@ -61,7 +61,12 @@ def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0):
 
 
 def sequences(shard, spec):
-    return [decode_sequence(p, spec) for p in shard.payloads]
+    """Every sequence the actor sent, in order (payloads stack N sequences each)."""
+    out = []
+    for payload in shard.payloads:
+        rows = decode_sequences(payload, spec)
+        out.extend({name: array[i] for name, array in rows.items()} for i in range(len(rows["mask"])))
+    return out
 
 
 def policy(net, obs):

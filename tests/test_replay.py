@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.sequence import SequenceSpec, decode_batch, encode_sequence
+from common.sequence import SequenceSpec, decode_batch, encode_sequence, encode_sequences
 from replay.client import ReplayClient, split
 from replay.shard import ReplayShard
 
@@ -273,3 +273,50 @@ def test_client_batch_is_none_while_any_shard_is_short():
     assert client.sample(4, 0.5) is None
     shards[1].insert([payload(10)])
     assert client.sample(4, 0.5) is not None
+
+
+# -- stacked payloads (what actors send: N sequences in one message) -------------------------
+
+def stacked(idents) -> bytes:
+    return encode_sequences([make_sequence(i) for i in idents])
+
+
+def test_stacked_payload_wraps_the_ring_like_single_inserts():
+    one_by_one, stacked_shard = ReplayShard(SPEC, capacity=5), ReplayShard(SPEC, capacity=5)
+    one_by_one.insert([payload(i) for i in range(8)])
+    assert stacked_shard.insert([stacked(range(3)), stacked(range(3, 8))]) == {"accepted": 8, "rejected": 0}
+    assert stored_ids(stacked_shard) == stored_ids(one_by_one) == [5, 6, 7, 3, 4]
+    for name in SPEC.fields():
+        assert np.array_equal(stacked_shard.storage[name], one_by_one.storage[name]), name
+    assert stacked_shard.stats()["evictions"] == one_by_one.stats()["evictions"] == 3
+    assert list(stacked_shard.fresh) == list(one_by_one.fresh)
+
+
+def test_stacked_payload_larger_than_capacity_keeps_the_newest():
+    shard = ReplayShard(SPEC, capacity=3)
+    assert shard.insert([stacked(range(7))])["accepted"] == 7
+    assert sorted(i for i in stored_ids(shard)) == [4, 5, 6] and shard.size == 3
+    assert shard.stats()["evictions"] == 4 and shard.stats()["sequences"] == 7
+
+
+def test_stacked_payload_with_one_bad_sequence_is_dropped_whole():
+    shard = ReplayShard(SPEC, capacity=5)
+    shard.insert([stacked([0, 1])])
+    rows = [make_sequence(i) for i in (2, 3, 4)]
+    rows[1]["behaviour"][0, 0] = 1.5
+    assert shard.insert([encode_sequences(rows)]) == {"accepted": 0, "rejected": 1}
+    assert stored_ids(shard) == [0, 1, -1, -1, -1]
+    assert "behaviour probabilities outside [0, 1]" in shard.last_error
+
+
+def test_client_add_stacks_sequences_per_flush():
+    shard = ReplayShard(SPEC, capacity=10)
+    sent = []
+    original = shard.insert
+    shard.insert = lambda payloads, *a: (sent.append(len(payloads)), original(payloads, *a))[1]
+    client = ReplayClient([shard], SPEC, flush_every=3)
+    for i in range(7):
+        client.add(make_sequence(i))
+    client.flush(28, 1)
+    assert sent == [1, 1, 1] and stored_ids(shard)[:7] == list(range(7))
+    assert shard.stats()["env_steps"] == 28
