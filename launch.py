@@ -357,7 +357,8 @@ class Trainer:
 
 
 def export_policy(net: torch.nn.Module, info: envs_lib.EnvInfo, path: Path) -> None:
-    """Save obs [B, *O] float32 -> action logits [B, A] with torch.export (dynamic batch)."""
+    """Save obs [B, *O] (float32, or uint8 for image envs) -> action logits [B, A] with
+    torch.export (dynamic batch)."""
 
     class Policy(torch.nn.Module):
         def __init__(self, inner):
@@ -367,7 +368,7 @@ def export_policy(net: torch.nn.Module, info: envs_lib.EnvInfo, path: Path) -> N
         def forward(self, obs):
             return self.inner.policy_logits(obs)
 
-    example = torch.zeros(2, *info.obs_shape, dtype=torch.float32)
+    example = torch.zeros(2, *info.obs_shape, dtype=getattr(torch, info.obs_dtype))
     batch = torch.export.Dim("B", min=1, max=4096)
     program = torch.export.export(Policy(net).eval(), (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
@@ -395,6 +396,7 @@ def main(argv=None) -> int:
     try:
         cfg = parse_config(argv)
         info = envs_lib.describe(cfg.env)
+        cfg.network_spec(info)          # a torso that cannot take these observations stops here
     except (ConfigError, envs_lib.EnvError) as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2

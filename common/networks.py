@@ -7,7 +7,9 @@ Shape legend: B batch, K unroll steps, A actions, H hidden size, S support bins
   hidden_k, r_k    = g(scale_gradient(hidden_{k-1}, s), one_hot(a_{k-1}))   k = 1..K
   logits_k, v_k    = f(hidden_k)                                          k = 0..K
 
-Observations may be uint8 images (scaled to [0, 1] inside the torso) or float vectors.
+Observations may be uint8 (images; `represent` scales them to [0, 1], so they travel as
+uint8 up to the network) or float. The torso is an MLP over the flattened observation or a
+conv stack for rank-3 images; `auto_torso` picks one from the observation shape.
 The hidden state is squashed with tanh so unrolled states stay in a fixed range.
 """
 from dataclasses import dataclass
@@ -35,8 +37,46 @@ def mlp(sizes: Sequence[int], activate_last: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+TORSOS = ("mlp", "atari", "minatar")
+ATARI_MIN_SIZE = 36     # smallest H, W the Nature-DQN stack accepts: 36 -> 8 -> 3 -> 1
+MINATAR_MIN_SIZE = 3
+
+
+def channels_last(obs_shape: Sequence[int]) -> bool:
+    """Image layout of a rank-3 shape: [H, W, C] when the last dim is the smaller end
+    (MinAtar [10, 10, 4]), else [C, H, W] (stacked Atari frames [4, 84, 84])."""
+    return obs_shape[-1] < obs_shape[0]
+
+
+def image_size(obs_shape: Sequence[int]) -> tuple:
+    """(H, W) of a rank-3 image shape."""
+    return tuple(obs_shape[:2]) if channels_last(obs_shape) else tuple(obs_shape[1:])
+
+
+def auto_torso(obs_shape: Sequence[int]) -> str:
+    """Rank-3 observations are images: the Nature-DQN stack ('atari') when H, W >= 36,
+    else one 3x3 conv ('minatar'). Everything else goes flattened through the MLP."""
+    if len(obs_shape) != 3:
+        return "mlp"
+    return "atari" if min(image_size(obs_shape)) >= ATARI_MIN_SIZE else "minatar"
+
+
+def torso_problem(torso: str, obs_shape: Sequence[int]) -> Optional[str]:
+    """Why `torso` cannot take observations of `obs_shape` (None when it can)."""
+    if torso not in TORSOS:
+        return f"unknown torso {torso!r}; allowed: {', '.join(TORSOS)}"
+    if torso == "mlp":
+        return None
+    if len(obs_shape) != 3:
+        return f"the {torso!r} conv torso needs images [C, H, W] or [H, W, C]; use 'mlp'"
+    smallest = ATARI_MIN_SIZE if torso == "atari" else MINATAR_MIN_SIZE
+    if min(image_size(obs_shape)) < smallest:
+        return f"the {torso!r} conv torso needs images of at least {smallest}x{smallest}"
+    return None
+
+
 class ConvTorso(nn.Module):
-    """Conv torso for image observations [B, C, H, W] (uint8 or float) -> features [B, F].
+    """Conv torso for float image observations in [0, 1], [B, C, H, W] or [B, H, W, C] -> features [B, F].
 
     'atari': Nature-DQN stack for 84x84 frames; 'minatar': one 3x3 conv for 10x10xC grids.
     Channel-last inputs [B, H, W, C] (MinAtar) are detected by the smaller last dim.
@@ -44,7 +84,10 @@ class ConvTorso(nn.Module):
 
     def __init__(self, obs_shape: Sequence[int], kind: str):
         super().__init__()
-        self.channels_last = obs_shape[-1] < obs_shape[0]
+        problem = torso_problem(kind, obs_shape)
+        if problem:
+            raise ValueError(f"observations of shape {tuple(obs_shape)}: {problem}")
+        self.channels_last = channels_last(obs_shape)
         c = obs_shape[-1] if self.channels_last else obs_shape[0]
         if kind == "atari":
             self.net = nn.Sequential(
@@ -56,14 +99,10 @@ class ConvTorso(nn.Module):
         else:
             raise ValueError(f"unknown conv torso {kind!r}; allowed: 'atari', 'minatar'")
         with torch.no_grad():
-            self.out_features = self.net(self._prepare(torch.zeros(1, *obs_shape))).shape[-1]
+            self.out_features = self.forward(torch.zeros(1, *obs_shape)).shape[-1]
 
-    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
-        return x.permute(0, 3, 1, 2) if self.channels_last else x
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(self._prepare(obs))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2) if self.channels_last else x)
 
 
 @dataclass(frozen=True)
@@ -107,10 +146,10 @@ class MuesliNet(nn.Module):
 
     # -- the three functions -------------------------------------------------------------
     def represent(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [B, *O] -> hidden [B, H]."""
-        if obs.dtype != torch.uint8:
-            obs = obs.float()
-        return torch.tanh(self.represent_head(self.torso(obs)))
+        """obs [B, *O] -> hidden [B, H]; uint8 observations (images) are scaled by 1/255 here,
+        on the network's device, so they travel and are stored as uint8 until this point."""
+        x = obs.float() / 255.0 if obs.dtype == torch.uint8 else obs.float()
+        return torch.tanh(self.represent_head(self.torso(x)))
 
     def dynamics(self, hidden: torch.Tensor, action: torch.Tensor):
         """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S]."""

@@ -64,7 +64,8 @@ def test_defaults_and_every_preset_are_valid():
     (["--torso", "resnet"], "--torso='resnet' is invalid: allowed: auto, mlp, atari, minatar"),
     (["--value-target", "td"], "--value-target='td' is invalid: allowed: retrace, mc"),
     (["--dynamics-grad", "both"], "--dynamics-grad='both' is invalid: allowed: hidden, params"),
-    (["--preset", "atari"], "--preset='atari' is invalid: allowed: cartpole, seed"),
+    (["--preset", "atari"],
+     "--preset='atari' is invalid: allowed: cartpole, seed, lunarlander, minatar-breakout, atari-pong"),
     # combinations and syntax
     (["--in-process", "--address", "auto"], "--address='auto' is invalid: cannot be combined with --in-process"),
     (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
@@ -118,7 +119,7 @@ def test_unknown_env_id_is_a_one_line_env_error_naming_the_flag():
 def test_env_with_continuous_actions_is_rejected():
     with pytest.raises(envs_lib.EnvError) as excinfo:
         envs_lib.describe("Pendulum-v1")
-    assert "only Discrete action spaces" in one_line(excinfo)
+    assert "has continuous action space Box(shape=(1,), dtype=float32); allowed: Discrete" in one_line(excinfo)
 
 
 # -- presets and the command line ----------------------------------------------------------
