@@ -120,9 +120,12 @@ PRESETS = {
     # Tuned by bench/solve.py on a 2-core machine; see docs/results.md.
     "cartpole": {},
     # The blog post in shared/seed (MUESLI.md "The seed preset"), its defects fixed.
+    # Loss weights: the blog's L_v sums 0.5 (v - G)^2 over the K + 1 = 3 unrolled steps and is
+    # divided by 3 and by 4 (`L_v/3/4`), L_r sums over the K = 2 steps and is halved; our losses
+    # average over steps, so the same weighting is value 1/4 and reward 1 (model: a mean, 1/4).
     "seed": dict(
         width=128, depth=2, hidden_size=0, support_size=0, unroll_steps=2, value_target="mc", discount=0.99,
-        reg_samples=2, reg_weight=5.0, pg_weight=1.0, value_weight=1 / 12, reward_weight=0.5, model_weight=0.25,
+        reg_samples=2, reg_weight=5.0, pg_weight=1.0, value_weight=0.25, reward_weight=1.0, model_weight=0.25,
         sequence_length=500, sequence_stride=500, batch_size=6, starts_per_sequence=5, replay_fraction=5 / 6,
         min_replay=6, replay_capacity=5000, learner_steps_per_episode=20.0, learner_steps_per_1k_env_steps=0.0,
         optimizer="adamw",
