@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=None, help="write the rows and the summary as JSON here")
     parser.add_argument("--json", action="store_true", help="print the summary (medians, ratios) as one JSON line at the end")
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="keep every run directory (curves, metrics, policies) below this folder")
     parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
     args = parser.parse_args()
     missing = missing_peers(args.configs)
@@ -124,9 +126,10 @@ def main() -> None:
         parser.error("; ".join(missing))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        run_root = args.keep_runs or Path(tmp)
         for name in args.configs:
             for seed in args.seeds:
-                row = run_one(name, seed, args.extra, args.max_seconds, Path(tmp))
+                row = run_one(name, seed, args.extra, args.max_seconds, run_root)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}")
