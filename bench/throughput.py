@@ -18,7 +18,7 @@ default config unless flags say otherwise):
   1, 2, 4 actors and Ray replay shards. `/ bare per core` divides the rate by the cores
   the actors can use (min(actors, CPUs)) and by the bare env rate.
 - replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
-  made by encode_sequence from a real actor's sequences), and sample + decode through
+  stacked by encode_sequences from a real actor's sequences, 32 per payload), and sample + decode through
   ReplayClient as the learner sees it.
 - learner: Learner.train sampled transitions/s (B x T per second) from a prefilled
   in-process shard, on CPU, and on CUDA where it exists (--device).
@@ -50,7 +50,7 @@ from actors.params import WeightClient, WeightPublisher, WeightStore  # noqa: E4
 from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
-from common.sequence import SequenceSpec  # noqa: E402
+from common.sequence import SequenceSpec, encode_sequences  # noqa: E402
 from learner.learner import Learner  # noqa: E402
 from replay.client import ReplayClient, split  # noqa: E402
 from replay.shard import ReplayShard  # noqa: E402
@@ -88,18 +88,25 @@ def timed(seconds: float, step) -> tuple:
 
 
 class Sink:
-    """A replay client stand-in that keeps (up to `keep`) payloads and stores nothing."""
+    """A replay client stand-in: stacks and encodes sequences like ReplayClient (32 per
+    payload), keeps up to `keep` payloads, and sends nothing."""
 
-    def __init__(self, keep: int):
-        self.keep, self.payloads, self.count = keep, [], 0
+    def __init__(self, keep: int, flush_every: int = 32):
+        self.keep, self.flush_every, self.payloads, self.count = keep, flush_every, [], 0
+        self._sequences = []
 
-    def insert(self, payload: bytes) -> None:
-        self.count += 1
-        if len(self.payloads) < self.keep:
-            self.payloads.append(payload)
+    def add(self, sequence) -> None:
+        self._sequences.append(sequence)
+        if len(self._sequences) >= self.flush_every:
+            self.flush()
 
     def flush(self, env_steps: int = 0, episodes: int = 0) -> None:
-        pass
+        if self._sequences:
+            payload = encode_sequences(self._sequences)
+            self.count += len(self._sequences)
+            self._sequences = []
+            if len(self.payloads) < self.keep:
+                self.payloads.append(payload)
 
 
 def published_store(cfg: Config, info, store=None, remote: bool = False):
@@ -206,20 +213,20 @@ def actors_on_ray(cfg: Config, info, spec: SequenceSpec, counts, seconds: float,
 
 
 def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table) -> ReplayShard:
-    """Insert and sample rates of one in-process shard; returns the filled shard."""
+    """Insert and sample rates of one in-process shard; returns the filled shard. Payloads
+    are what actors send: 32 sequences stacked in one message (ReplayClient's flush_every)."""
     shard = ReplayShard(spec, cfg.replay_capacity)
-    batch, i = 32, 0                                             # ReplayClient's flush_every
+    i = 0
 
     def insert():
         nonlocal i
-        part = [payloads[(i + k) % len(payloads)] for k in range(batch)]
-        i += batch
-        shard.insert(part)
-        return batch
+        i += 1
+        return shard.insert([payloads[i % len(payloads)]])["accepted"]
 
     n, elapsed = timed(seconds, insert)
-    size = sum(len(p) for p in payloads) / len(payloads)
-    table.add("replay", f"shard insert (lists of {batch}, decode + validate)", n / elapsed, "sequences/s",
+    per_payload = shard.counters["sequences"] / i
+    size = sum(len(p) for p in payloads) / len(payloads) / per_payload
+    table.add("replay", "shard insert (payloads of 32 stacked, decode + validate)", n / elapsed, "sequences/s",
               note=f"{size / 1024:.1f} KiB per sequence")
     while shard.size < shard.capacity:
         insert()
