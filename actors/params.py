@@ -21,6 +21,9 @@ class WeightStore:
         self._version = -1
         self._payload = None
 
+    def __repr__(self) -> str:
+        return "WeightStore"
+
     def publish(self, version: int, payload) -> None:
         if version > self._version:
             self._version, self._payload = version, payload
