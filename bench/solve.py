@@ -17,15 +17,14 @@ or need fewer env steps.
 """
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from host import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -100,14 +99,7 @@ def ratios(summary: dict) -> list:
 
 
 def machine() -> dict:
-    def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "packages": {d: version(d) for d in ("torch", "ray", "gymnasium", "stable-baselines3")}}
+    return describe(("torch", "ray", "gymnasium", "stable-baselines3"))
 
 
 def main() -> None:

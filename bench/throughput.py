@@ -35,7 +35,6 @@ import platform
 import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +50,7 @@ from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
 from common.sequence import SequenceSpec, encode_sequences  # noqa: E402
+from host import describe  # noqa: E402
 from learner.learner import Learner  # noqa: E402
 from replay.client import ReplayClient, split  # noqa: E402
 from replay.shard import ReplayShard  # noqa: E402
@@ -324,15 +324,8 @@ def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
 
 # -- the run ------------------------------------------------------------------------------
 def machine() -> dict:
-    def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "gpu": gpu,
-            "packages": {d: version(d) for d in ("torch", "ray", "gymnasium", "numpy")}}
+    return describe(("torch", "ray", "gymnasium", "numpy"), gpu)
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from common.config import Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec, decode_sequences
 from replay.client import ReplayClient
-from replay.shard import ReplayShard
+from tests.recording import RecordingShard
 
 MAX_STEPS = 20                      # time limit of the test env: a mix of terminations and truncations
 ENV_ID = "MuesliTestCartPole20-v0"
@@ -33,18 +33,6 @@ def small_config(**overrides) -> Config:
                 learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0, weight_pull_every=1,
                 num_cpus=1)
     return validate(Config(**{**base, **overrides}))
-
-
-class RecordingShard(ReplayShard):
-    """A ReplayShard that also keeps every payload it was sent."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.payloads = []
-
-    def insert(self, payloads, env_steps=0, episodes=0):
-        self.payloads.extend(payloads)
-        return super().insert(payloads, env_steps, episodes)
 
 
 def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0):

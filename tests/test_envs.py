@@ -25,7 +25,7 @@ from common.networks import auto_torso, build_network
 from common.sequence import SequenceSpec, decode_sequences, to_time_major
 from learner.learner import Learner
 from replay.client import ReplayClient
-from replay.shard import ReplayShard
+from tests.recording import RecordingShard
 
 # preset -> (modules it needs, pip name, expected obs shape, obs dtype, actions, torso)
 PRESET_ENVS = {
@@ -189,16 +189,6 @@ def small(preset: str, **overrides) -> Config:
                 learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0, publish_every=1,
                 device="cpu", torch_threads=1, num_cpus=1)
     return validate(Config(**{**base, **overrides}))
-
-
-class RecordingShard(ReplayShard):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.payloads = []
-
-    def insert(self, payloads, env_steps=0, episodes=0):
-        self.payloads.extend(payloads)
-        return super().insert(payloads, env_steps, episodes)
 
 
 def build(cfg: Config):
