@@ -320,3 +320,44 @@ def test_client_add_stacks_sequences_per_flush():
     client.flush(28, 1)
     assert sent == [1, 1, 1] and stored_ids(shard)[:7] == list(range(7))
     assert shard.stats()["env_steps"] == 28
+
+
+# -- shard restarts: monotonic totals and batches from the surviving shards -----------------
+
+def test_totals_stay_monotonic_when_a_shard_restarts_empty():
+    shards = [ReplayShard(SPEC, capacity=10, index=i) for i in range(2)]
+    client = ReplayClient(shards, SPEC)
+    shards[0].insert([payload(i) for i in range(4)], env_steps=40, episodes=2)
+    shards[1].insert([payload(i) for i in range(3)], env_steps=30, episodes=1)
+    before = client.totals()
+    assert (before["env_steps"], before["episodes"], before["sequences"], before["size"]) == (70, 3, 7, 7)
+    client.shards[0] = shards[0] = ReplayShard(SPEC, capacity=10, index=0)     # what a Ray restart leaves
+    after = client.totals()
+    assert (after["env_steps"], after["episodes"], after["sequences"]) == (70, 3, 7)
+    assert after["size"] == 3 and after["lost_stored"] == 4
+    shards[0].insert([payload(9)], env_steps=5, episodes=0)
+    again = client.totals()
+    assert (again["env_steps"], again["sequences"], again["lost_stored"]) == (75, 8, 4)
+
+
+def test_restore_totals_continues_the_counters_of_a_checkpoint():
+    shard = ReplayShard(SPEC, capacity=10)
+    client = ReplayClient([shard], SPEC)
+    client.restore_totals({"env_steps": 1000, "episodes": 20, "size": 99, "sequences": 150})
+    shard.insert([payload(0)], env_steps=10, episodes=1)
+    totals = client.totals()
+    assert (totals["env_steps"], totals["episodes"], totals["sequences"], totals["size"]) == (1010, 21, 151, 1)
+
+
+def test_batch_shares_skip_a_shard_short_of_data():
+    shards = [ReplayShard(SPEC, capacity=20, index=i) for i in range(2)]
+    client = ReplayClient(shards, SPEC)
+    shards[0].insert([payload(i) for i in range(10)])
+    shards[1].insert([payload(i) for i in range(1)])
+    client.totals()                                   # the learner refreshes what it knows of the shards
+    assert client.shares(8) == [8, 0]
+    batch = client.sample(8, replay_fraction=1.0)
+    assert batch is not None and len(batch["mask"]) == 8
+    shards[1].insert([payload(i) for i in range(1, 6)])
+    client.totals()
+    assert client.shares(8) == [4, 4]
