@@ -73,11 +73,12 @@ class Components:
             total, free = ray.cluster_resources(), ray.available_resources()
             self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
             # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
-            # restarts empty, an actor resumes with the newest weights); the store stays with the driver.
+            # restarts empty, an actor resumes with the newest weights). The store prefers the driver's
+            # node and also restarts if its node leaves: it is empty until the learner's next publish.
             restart = dict(max_restarts=cfg.max_restarts)
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             self.make = {
-                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here})(WeightStore),
+                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here}, max_restarts=-1)(WeightStore),
                 ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
                 Learner: ray.remote(**self.plan.learner)(Learner),
                 SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),

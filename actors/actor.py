@@ -92,7 +92,8 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._load(*weights.wait())
-        self.first_version = self.version   # the rate limit counts learner steps from here (restarts, resume)
+        # The rate limit counts from here (so a restarted actor or a resumed run is paced like a new one).
+        self.start = (self.version, *self._since_load[:2])
 
     def __repr__(self) -> str:
         return f"SelfPlayActor({self.index})"
@@ -100,6 +101,9 @@ class SelfPlayActor:
     def _load(self, version: int, arrays) -> None:
         load_numpy_state(self.net, arrays)
         self.version = version
+        # The learner's totals over all actors when it published this version, and ours now.
+        progress = self.weights.progress
+        self._since_load = (progress.get("env_steps", 0), progress.get("episodes", 0), self.env_steps, self.episodes)
 
     def _maybe_pull(self) -> None:
         if self.steps_since_pull >= self.cfg.weight_pull_every:
@@ -110,18 +114,25 @@ class SelfPlayActor:
             self._load(*got)
 
     def ahead_of_learner(self) -> bool:
-        """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and
-        per episode) read backwards, plus a slack that lets the learner start. This actor
-        takes its 1/num_actors share. Counted from this actor's start, so a restarted actor or a
-        resumed run is paced like a new one."""
-        cfg, learned = self.cfg, max(self.version - self.first_version, 0)
+        """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and per
+        episode) read backwards, plus a slack that lets the learner start.
+
+        Env steps and episodes are counted over all actors: the learner's totals published
+        with the newest weights plus this actor's own steps since. So the actors that are alive
+        fill the budget together; one that died or never got a CPU leaves no gap that would
+        stall the learner and, through it, everyone."""
+        cfg = self.cfg
+        first_version, first_env, first_episodes = self.start
+        env_total, episode_total, own_env, own_episodes = self._since_load
+        learned = max(self.version - first_version, 0)
         if cfg.learner_steps_per_1k_env_steps > 0:
             slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
-            if self.env_steps * cfg.num_actors >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:
+            env_steps = env_total + self.env_steps - own_env - first_env
+            if env_steps >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:
                 return True
         if cfg.learner_steps_per_episode > 0:
             slack = max(cfg.min_replay, cfg.batch_size) + 1
-            if self.episodes * cfg.num_actors >= slack + learned / cfg.learner_steps_per_episode:
+            if episode_total + self.episodes - own_episodes - first_episodes >= slack + learned / cfg.learner_steps_per_episode:
                 return True
         return False
 

@@ -20,16 +20,19 @@ class WeightStore:
     def __init__(self):
         self._version = -1
         self._payload = None
+        self._progress: Dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "WeightStore"
 
-    def publish(self, version: int, payload) -> None:
+    def publish(self, version: int, payload, progress: Optional[Dict[str, int]] = None) -> None:
+        """`progress`: the learner's totals at publish time ({'env_steps', 'episodes'} over all
+        actors), which actors pace themselves by."""
         if version > self._version:
-            self._version, self._payload = version, payload
+            self._version, self._payload, self._progress = version, payload, dict(progress or {})
 
-    def latest(self) -> Tuple[int, object]:
-        return self._version, self._payload
+    def latest(self) -> Tuple[int, object, Dict[str, int]]:
+        return self._version, self._payload, self._progress
 
     def version(self) -> int:
         return self._version
@@ -56,13 +59,13 @@ class WeightPublisher:
     def __init__(self, store, remote: bool = False):
         self.store, self.remote = store, remote
 
-    def publish(self, version: int, module: torch.nn.Module) -> None:
+    def publish(self, version: int, module: torch.nn.Module, progress: Optional[Dict[str, int]] = None) -> None:
         payload = codec.encode_weights(state_to_numpy(module))
         if self.remote:
             import ray
-            self.store.publish.remote(version, [ray.put(payload)])
+            self.store.publish.remote(version, [ray.put(payload)], progress)
         else:
-            self.store.publish(version, payload)
+            self.store.publish(version, payload, progress)
 
 
 class WeightClient:
@@ -73,16 +76,18 @@ class WeightClient:
         self.store, self.remote = store, remote
         self.version = -1
         self.pulls = 0
+        self.failures = 0                       # requests lost to a dead or restarting store
+        self.progress: Dict[str, int] = {}     # the learner's totals published with `version`
         self._pending = None
 
     def _resolve(self, answer) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
-        version, payload = answer
+        version, payload, progress = answer
         if version <= self.version or payload is None:
             return None
         if self.remote:
             import ray
             payload = ray.get(payload[0])
-        self.version = version
+        self.version, self.progress = version, dict(progress)
         self.pulls += 1
         return version, codec.decode_weights(payload)
 
@@ -101,8 +106,14 @@ class WeightClient:
         ready, _ = ray.wait([self._pending], timeout=0)
         if not ready:
             return None
-        answer, self._pending = ray.get(self._pending), None
-        return self._resolve(answer)
+        pending, self._pending = self._pending, None
+        try:
+            answer = ray.get(pending)
+            return self._resolve(answer)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+            # The store is restarting (its node left): ask again later; the learner republishes.
+            self.failures += 1
+            return None
 
     def wait(self, timeout_s: float = 120.0) -> Tuple[int, Dict[str, np.ndarray]]:
         """Block until some version has been published (start-up)."""

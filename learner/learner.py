@@ -86,7 +86,8 @@ class Learner:
         return self.online if self.cfg.actors_use_online else self.target
 
     def publish(self) -> None:
-        self.publisher.publish(self.steps, self.acting_network())
+        progress = {key: int(self.totals.get(key, 0)) for key in ("env_steps", "episodes")}
+        self.publisher.publish(self.steps, self.acting_network(), progress)
         self.metrics.inc("publishes")
 
     @torch.no_grad()

@@ -260,3 +260,22 @@ def test_cutter_with_stride_equal_to_length_chains_without_overlap():
     env0 = [flat(s)["obs"] for s in out if s["obs"][0, 0] < 10]
     assert env0 == [[0, 1, 2, 3], [3, 4, 5, 6]]              # the bootstrap obs starts the next one
     assert len(out) == 4
+
+
+# -- rate limit ----------------------------------------------------------------------------
+
+def test_rate_limit_counts_every_actors_env_steps_from_the_learners_totals():
+    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
+    actor, _, _, publisher, net = build(cfg, version=0)
+    slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
+    E = cfg.envs_per_actor
+    first = actor.collect(10_000)["env_steps"]          # alone, nothing learned: the slack, then it stops
+    assert slack <= first < slack + E
+    assert actor.collect(10_000)["env_steps"] == 0
+    # The learner has taken 5 steps (worth 125 env steps) but other actors sent 1,000: still ahead.
+    publisher.publish(5, net, {"env_steps": first + 1000, "episodes": 0})
+    assert actor.collect(10_000)["env_steps"] == 0
+    # 60 learner steps are worth 1,500 env steps: about 500 more for this actor.
+    publisher.publish(60, net, {"env_steps": first + 1000, "episodes": 0})
+    more = actor.collect(10_000)["env_steps"]
+    assert 1500 - 1000 <= more < 1500 - 1000 + E

@@ -191,8 +191,8 @@ def test_publish_sends_the_acting_network_with_the_step_as_version():
     learner.update(make_batch(0))
     assert store.version() == 0
     learner.update(make_batch(1))
-    version, payload = store.latest()
-    assert version == 2
+    version, payload, progress = store.latest()
+    assert version == 2 and set(progress) == {"env_steps", "episodes"}
     weights = decode_weights(payload)
     for name, tensor in learner.target.state_dict().items():     # actors act with the target by default
         assert np.array_equal(weights[name], tensor.numpy()), name
