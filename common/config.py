@@ -65,6 +65,7 @@ class Config:
     learner_steps_per_1k_env_steps: float = 40.0  # throttle: learner steps allowed per 1000 env steps (0 = off)
     learner_steps_per_episode: float = 0.0       # throttle: learner steps allowed per finished episode (0 = off)
     device: str = "auto"                # learner device: 'auto' (CUDA when present), 'cpu', 'cuda'
+    precision: str = "auto"             # learner matmuls: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16'
     # --- network -----------------------------------------------------------------------
     torso: str = "auto"                 # 'auto' (rank-3 images: conv, else MLP), 'mlp', 'atari', 'minatar'
     width: int = 64
@@ -185,6 +186,7 @@ PRESETS = {
 CHOICES = {
     "preset": tuple(PRESETS), "torso": ("auto",) + TORSOS, "value_target": ("retrace", "mc"),
     "optimizer": ("adam", "adamw"), "dynamics_grad": ("hidden", "params"), "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 
 

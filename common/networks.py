@@ -152,15 +152,16 @@ class MuesliNet(nn.Module):
         return torch.tanh(self.represent_head(self.torso(x)))
 
     def dynamics(self, hidden: torch.Tensor, action: torch.Tensor):
-        """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S]."""
+        """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S].
+        Head outputs are float32 even under bf16 autocast, so all loss math runs in float32."""
         one_hot = nn.functional.one_hot(action.long(), self.spec.num_actions).to(hidden.dtype)
         x = self.dynamics_net(torch.cat([hidden, one_hot], -1))
-        return torch.tanh(self.dynamics_state(x)), self.dynamics_reward(x)
+        return torch.tanh(self.dynamics_state(x)), self.dynamics_reward(x).float()
 
     def predict(self, hidden: torch.Tensor):
-        """hidden [B, H] -> policy logits [B, A], value logits [B, S]."""
+        """hidden [B, H] -> policy logits [B, A], value logits [B, S] (float32, as in dynamics)."""
         x = self.prediction_net(hidden)
-        return self.policy_head(x), self.value_head(x)
+        return self.policy_head(x).float(), self.value_head(x).float()
 
     # -- helpers ------------------------------------------------------------------------
     def to_scalar(self, logits: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether the learner runs its forward passes under bf16 autocast: 'auto' picks it on a
+    CUDA device with bf16 support (Ampere and newer), fp32 elsewhere. Heads return float32,
+    so only the torso and MLP matmuls run in bf16; bf16 needs no gradient scaling."""
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
 def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Generator) -> torch.Tensor:
     """Pick `per_sequence` valid start states per column of mask [T, B] (all if fewer)."""
     scores = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
@@ -56,6 +65,7 @@ class Learner:
     def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
         self.cfg, self.replay, self.publisher = cfg, replay, publisher
         self.device = resolve_device(cfg.device)
+        self.bf16 = use_bf16(cfg.precision, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.torch_threads)
         seed = envs_lib.derive_seed(cfg.seed, "learner")
@@ -107,7 +117,8 @@ class Learner:
         cfg = self.cfg
         if cfg.starts_per_sequence:
             batch = dict(batch, start_mask=random_start_mask(batch["mask"], cfg.starts_per_sequence, self.generator))
-        loss, metrics, new_state = muesli_loss(self.online, self.target, batch, self.loss_state, self.params)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss, metrics, new_state = muesli_loss(self.online, self.target, batch, self.loss_state, self.params)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._skip(metrics, "loss")

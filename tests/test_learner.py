@@ -198,6 +198,35 @@ def test_publish_sends_the_acting_network_with_the_step_as_version():
         assert np.array_equal(weights[name], tensor.numpy()), name
 
 
+def test_precision_auto_is_fp32_on_cpu_and_bf16_is_honoured():
+    from learner.learner import use_bf16
+    assert not use_bf16("auto", torch.device("cpu")) and not use_bf16("fp32", torch.device("cpu"))
+    assert use_bf16("bf16", torch.device("cpu"))
+    assert not make_learner()[0].bf16
+
+
+def test_bf16_autocast_keeps_loss_math_in_fp32_and_learns():
+    """Under bf16 autocast the heads still return float32, the loss is close to the fp32 loss
+    on the same weights and batch, weights and optimiser state stay float32, and repeated
+    steps on one batch lower the loss (CPU autocast; on CUDA 'auto' picks the same path)."""
+    fp32, _ = make_learner(small_config(precision="fp32"))
+    bf16, _ = make_learner(small_config(precision="bf16"))
+    assert bf16.bf16
+    bf16.online.load_state_dict(fp32.online.state_dict())
+    bf16.target.load_state_dict(fp32.target.state_dict())
+    batch = make_batch(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, value = bf16.online.predict(bf16.online.represent(batch["obs"][0]))
+    assert logits.dtype == value.dtype == torch.float32
+    first = [fp32.update(batch)["loss/total"], bf16.update(batch)["loss/total"]]
+    assert np.isfinite(first).all() and abs(first[0] - first[1]) < 0.05 * abs(first[0]) + 0.05, first
+    for _ in range(30):
+        last = bf16.update(batch)["loss/total"]
+    assert last < first[1] - 0.1, (first, last)
+    assert all(p.dtype == torch.float32 for p in bf16.online.parameters())
+    assert all(v.dtype == torch.float32 for s in bf16.optimizer.state.values() for v in s.values() if v.dim())
+
+
 # -- checkpoint bytes ----------------------------------------------------------------------
 
 def test_checkpoint_round_trip_restores_everything_into_a_fresh_learner(trained):
