@@ -17,6 +17,7 @@ from actors.params import WeightClient, load_numpy_state
 from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
+from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 
@@ -81,7 +82,7 @@ class SelfPlayActor:
         self.envs = envs_lib.make_vector_env(cfg.env, cfg.envs_per_actor)
         seed = envs_lib.derive_seed(cfg.seed, "actor", index)
         self.obs, _ = self.envs.reset(seed=seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
         self.cutter = SequenceCutter(self.spec, cfg.envs_per_actor, cfg.sequence_stride, self.obs)
         self.episode_return = np.zeros(cfg.envs_per_actor)
         self.episode_length = np.zeros(cfg.envs_per_actor, dtype=np.int64)
@@ -160,12 +161,12 @@ class SelfPlayActor:
                 continue
             t = time.perf_counter()
             logits = self.net.policy_logits(torch.as_tensor(self.obs))
-            probs = torch.softmax(logits, -1)
-            action = torch.multinomial(probs, 1, generator=self.generator)[:, 0].numpy()
+            probs = torch.softmax(logits, -1).numpy()
+            action = sample_categorical(probs, self.rng)
             infer_s += time.perf_counter() - t
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
             final_obs = _fill_final(next_obs, info)
-            for seq in self.cutter.add(action, reward, probs.numpy(), terminated, truncated, self.version,
+            for seq in self.cutter.add(action, reward, probs, terminated, truncated, self.version,
                                        next_obs, final_obs):
                 self.replay.add(seq)
                 sent += 1

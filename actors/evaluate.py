@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
+from common.sampling import sample_categorical
 from replay.client import split
 
 MAX_EVAL_ENVS = 50
@@ -18,7 +19,7 @@ def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy
     num_envs = min(episodes, MAX_EVAL_ENVS)
     quota = np.array(split(episodes, num_envs))
     envs = envs_lib.make_vector_env(env_id, num_envs)
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     try:
         obs, _ = envs.reset(seed=seed)
         running = np.zeros(num_envs)
@@ -27,10 +28,10 @@ def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy
         while (done_count < quota).any():
             logits = net.policy_logits(torch.as_tensor(obs))
             if greedy:
-                action = logits.argmax(-1)
+                action = logits.argmax(-1).numpy()
             else:
-                action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
-            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+                action = sample_categorical(torch.softmax(logits, -1).numpy(), rng)
+            obs, reward, terminated, truncated, _ = envs.step(action)
             running += reward
             for j in np.flatnonzero(terminated | truncated):
                 if done_count[j] < quota[j]:

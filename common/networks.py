@@ -171,8 +171,9 @@ class MuesliNet(nn.Module):
         return logits[..., 0]
 
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """What actors and the exported policy use: obs [B, *O] -> logits [B, A]."""
-        return self.predict(self.represent(obs))[0]
+        """What actors and the exported policy use: obs [B, *O] -> logits [B, A] (the value
+        head is skipped: it is predict(represent(obs))[0] without the unused value)."""
+        return self.policy_head(self.prediction_net(self.represent(obs))).float()
 
     def unroll(self, obs: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5) -> UnrollOutput:
         """Unroll the model K steps from obs [B, *O] along actions [K, B].
