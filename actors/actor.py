@@ -17,6 +17,7 @@ from actors.params import WeightClient, load_numpy_state
 from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
+from common.numpy_policy import policy_layers, policy_probs
 from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
@@ -101,10 +102,18 @@ class SelfPlayActor:
 
     def _load(self, version: int, arrays) -> None:
         load_numpy_state(self.net, arrays)
+        self.numpy_policy = policy_layers(self.net)    # None for conv torsos: torch acts then
         self.version = version
         # The learner's totals over all actors when it published this version, and ours now.
         progress = self.weights.progress
         self._since_load = (progress.get("env_steps", 0), progress.get("episodes", 0), self.env_steps, self.episodes)
+
+    def _policy(self, obs: np.ndarray) -> np.ndarray:
+        """Action probabilities [E, A] of the loaded weights: numpy for MLP torsos
+        (common/numpy_policy.py), torch otherwise."""
+        if self.numpy_policy is not None:
+            return policy_probs(self.numpy_policy, obs)
+        return torch.softmax(self.net.policy_logits(torch.as_tensor(obs)), -1).numpy()
 
     def _maybe_pull(self) -> None:
         if self.steps_since_pull >= self.cfg.weight_pull_every:
@@ -160,8 +169,7 @@ class SelfPlayActor:
                     break
                 continue
             t = time.perf_counter()
-            logits = self.net.policy_logits(torch.as_tensor(self.obs))
-            probs = torch.softmax(logits, -1).numpy()
+            probs = self._policy(self.obs)
             action = sample_categorical(probs, self.rng)
             infer_s += time.perf_counter() - t
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
