@@ -304,7 +304,11 @@ class Trainer:
                 if time.monotonic() >= when:
                     del retry_at[index]
                     pending[c.actors[index].collect.remote(chunk)] = index
-            ready, _ = ray.wait(list(pending) + [learner_call], num_returns=1, timeout=0.5)
+            # Wait for anything, then take everything that is ready in one pass, so the
+            # learner's report is never queued behind a stream of fast actor chunks.
+            refs = [learner_call] + list(pending)
+            ray.wait(refs, num_returns=1, timeout=0.5)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 if ref == learner_call:
                     metrics = ray.get(ref)
