@@ -329,7 +329,11 @@ class Trainer:
             self.maybe_evaluate()
             self.maybe_checkpoint()
             reason = self.should_stop()
-        ray.wait(list(pending) + [learner_call], num_returns=len(pending) + 1, timeout=30)
+        done, _ = ray.wait(list(pending) + [learner_call], num_returns=len(pending) + 1, timeout=30)
+        if learner_call in done:      # the learner's last report counts in the summary too
+            metrics = ray.get(learner_call)
+            if metrics.get("learner/updates_in_call"):
+                self.on_learner(metrics)
         return reason
 
     # -- the end --------------------------------------------------------------------------

@@ -135,17 +135,14 @@ class SelfPlayActor:
         first_version, first_env, first_episodes = self.start
         env_total, episode_total, own_env, own_episodes = self._since_load
         learned = max(self.version - first_version, 0)
-        # The learner's totals lag (actors report per chunk, the learner reads them every few
-        # steps), so they can be below this actor's own count: never count less than our own.
-        env_steps = max(env_total - first_env + self.env_steps - own_env, self.env_steps)
-        episodes = max(episode_total - first_episodes + self.episodes - own_episodes, self.episodes)
         if cfg.learner_steps_per_1k_env_steps > 0:
             slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
+            env_steps = env_total + self.env_steps - own_env - first_env
             if env_steps >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:
                 return True
         if cfg.learner_steps_per_episode > 0:
             slack = max(cfg.min_replay, cfg.batch_size) + 1
-            if episodes >= slack + learned / cfg.learner_steps_per_episode:
+            if episode_total + self.episodes - own_episodes - first_episodes >= slack + learned / cfg.learner_steps_per_episode:
                 return True
         return False
 

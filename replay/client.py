@@ -39,6 +39,7 @@ class ReplayClient:
         self.lost_payloads = 0                  # payloads (up to flush_every sequences each) in failed inserts
         self.lost_stored = 0                    # sequences a restarted shard no longer holds
         self._last: List[dict] = [{} for _ in self.shards]
+        self._answering: List[bool] = [True for _ in self.shards]   # did its last stats() call answer
         self._offset: Dict[str, int] = {}
 
     def _failed(self, exc: Exception, what: str) -> None:
@@ -96,10 +97,12 @@ class ReplayClient:
     # -- learner side -------------------------------------------------------------------
     def shares(self, batch_size: int) -> List[int]:
         """Sequences asked of each shard: an even split, except that shards last seen holding
-        less than their share (one restarted empty, say) are passed over while others can
-        serve the whole batch, so one lost shard never stalls the learner."""
+        less than their share (one restarted empty, say) or not answering (dead, restarting,
+        or stuck on a lost node) are passed over while others can serve the whole batch, so
+        one lost shard never stalls the learner."""
         sizes = split(batch_size, len(self.shards))
-        short = [last.get("size", n) < n for last, n in zip(self._last, sizes)]
+        short = [not answering or last.get("size", n) < n
+                 for answering, last, n in zip(self._answering, self._last, sizes)]
         if any(short) and not all(short):
             healthy = [i for i, is_short in enumerate(short) if not is_short]
             sizes = [0] * len(self.shards)
@@ -144,6 +147,7 @@ class ReplayClient:
         out: Dict[str, int] = dict(self._offset)
         for i, s in enumerate(self.stats()):
             last = self._last[i]
+            self._answering[i] = s is not None
             if s is None:
                 s = last
             elif any(s.get(key, 0) < last.get(key, 0) for key in ("sequences", "env_steps", "samples")):

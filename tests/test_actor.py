@@ -279,18 +279,3 @@ def test_rate_limit_counts_every_actors_env_steps_from_the_learners_totals():
     publisher.publish(60, net, {"env_steps": first + 1000, "episodes": 0})
     more = actor.collect(10_000)["env_steps"]
     assert 1500 - 1000 <= more < 1500 - 1000 + E
-
-
-def test_rate_limit_never_counts_fewer_steps_than_the_actors_own_when_totals_lag():
-    """The learner's published totals lag the actors (reports per chunk, read every few
-    learner steps); a stale total must not wipe out this actor's own count."""
-    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
-    actor, _, _, publisher, net = build(cfg, version=0)
-    slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
-    E = cfg.envs_per_actor
-    first = actor.collect(10_000)["env_steps"]
-    assert slack <= first < slack + E
-    # 4 learner steps (worth 100 env steps) published with totals from before most of our steps.
-    publisher.publish(4, net, {"env_steps": 30, "episodes": 0})
-    more = actor.collect(10_000)["env_steps"]
-    assert first + more < slack + 100 + E, (first, more)

@@ -361,3 +361,27 @@ def test_batch_shares_skip_a_shard_short_of_data():
     shards[1].insert([payload(i) for i in range(1, 6)])
     client.totals()
     assert client.shares(8) == [4, 4]
+
+
+def test_batch_shares_skip_a_shard_that_stops_answering():
+    """A shard whose stats() does not answer (dead, restarting, lost with its node) is passed
+    over even though its last known size was healthy, and is used again once it answers."""
+    class Silenced(ReplayShard):
+        silent = False
+
+        def stats(self):
+            return None if self.silent else super().stats()
+
+    shards = [ReplayShard(SPEC, capacity=20, index=0), Silenced(SPEC, capacity=20, index=1)]
+    client = ReplayClient(shards, SPEC)
+    for shard in shards:
+        shard.insert([payload(i) for i in range(10)])
+    client.totals()
+    assert client.shares(8) == [4, 4]
+    shards[1].silent = True
+    totals = client.totals()
+    assert totals["size"] == 20                       # counted with its last known figures
+    assert client.shares(8) == [8, 0]
+    shards[1].silent = False
+    client.totals()
+    assert client.shares(8) == [4, 4]
