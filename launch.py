@@ -197,6 +197,9 @@ class Trainer:
         self.log.actor(stats)
 
     def on_learner(self, metrics: dict) -> None:
+        """A learner.train report; one that made no update (data or throttle held it back) is dropped."""
+        if not metrics.get("learner/updates_in_call"):
+            return
         self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
         self.log.scalars(metrics)
 
@@ -279,9 +282,7 @@ class Trainer:
         while True:
             for actor in c.actors:
                 self.on_actor(actor.collect(self.cfg.actor_chunk_steps))
-            metrics = c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0)
-            if metrics.get("learner/updates_in_call"):
-                self.on_learner(metrics)
+            self.on_learner(c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0))
             self.log.progress()
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -311,9 +312,7 @@ class Trainer:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 if ref == learner_call:
-                    metrics = ray.get(ref)
-                    if metrics.get("learner/updates_in_call"):
-                        self.on_learner(metrics)
+                    self.on_learner(ray.get(ref))
                     learner_call = c.learner.train.remote(LEARNER_CALL_STEPS, 0.5)
                     continue
                 index = pending.pop(ref)
@@ -331,9 +330,7 @@ class Trainer:
             reason = self.should_stop()
         done, _ = ray.wait(list(pending) + [learner_call], num_returns=len(pending) + 1, timeout=30)
         if learner_call in done:      # the learner's last report counts in the summary too
-            metrics = ray.get(learner_call)
-            if metrics.get("learner/updates_in_call"):
-                self.on_learner(metrics)
+            self.on_learner(ray.get(learner_call))
         return reason
 
     # -- the end --------------------------------------------------------------------------
