@@ -8,6 +8,7 @@ Sequences never cross an episode boundary: an episode's last sequence is padded
 can bootstrap from it. Consecutive sequences of one env start `stride` steps apart.
 """
 import time
+import uuid
 from typing import Dict, List
 
 import numpy as np
@@ -75,6 +76,8 @@ class SelfPlayActor:
     def __init__(self, cfg: Config, index: int, replay, weights: WeightClient):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
+        # This incarnation's name in replay's running totals (a restarted actor counts from 0 anew).
+        self.replay.source = f"actor{index}-{uuid.uuid4().hex[:8]}"
         info = envs_lib.describe(cfg.env)
         self.net = build_network(cfg.network_spec(info)).eval()
         for p in self.net.parameters():
@@ -95,7 +98,7 @@ class SelfPlayActor:
         self._reported_pulls = 0
         self._load(*weights.wait())
         # The rate limit counts from here (so a restarted actor or a resumed run is paced like a new one).
-        self.start = (self.version, *self._since_load[:2])
+        self.start = (self.version, *self._published[:2])
 
     def __repr__(self) -> str:
         return f"SelfPlayActor({self.index})"
@@ -104,9 +107,10 @@ class SelfPlayActor:
         load_numpy_state(self.net, arrays)
         self.numpy_policy = policy_layers(self.net)    # None for conv torsos: torch acts then
         self.version = version
-        # The learner's totals over all actors when it published this version, and ours now.
+        # The learner's totals over all actors when it published this version, and our share of them.
         progress = self.weights.progress
-        self._since_load = (progress.get("env_steps", 0), progress.get("episodes", 0), self.env_steps, self.episodes)
+        own = progress.get("sources", {}).get(self.replay.source, (0, 0))
+        self._published = (progress.get("env_steps", 0), progress.get("episodes", 0), own[0], own[1])
 
     def _policy(self, obs: np.ndarray) -> np.ndarray:
         """Action probabilities [E, A] of the loaded weights: numpy for MLP torsos
@@ -127,13 +131,19 @@ class SelfPlayActor:
         """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and per
         episode) read backwards, plus a slack that lets the learner start.
 
-        Env steps and episodes are counted over all actors: the learner's totals published
-        with the newest weights plus this actor's own steps since. So the actors that are alive
-        fill the budget together; one that died or never got a CPU leaves no gap that would
-        stall the learner and, through it, everyone."""
+        Env steps and episodes are counted over all actors: the other actors' as the learner
+        published them with the newest weights, this actor's own exactly (its running totals,
+        less its share in the published ones). So the actors that are alive fill the budget
+        together; one that died or never got a CPU leaves no gap that would stall the learner
+        and, through it, everyone. The learner's count of this actor lags by at most one
+        collect call (every call ends with a flush of the running totals, even an idle one),
+        so the learner never waits on steps that the actors count as done. While the learner
+        reports that it waits for data (replay lost what it held), there is no limit."""
+        if self.weights.learner_starved:
+            return False
         cfg = self.cfg
         first_version, first_env, first_episodes = self.start
-        env_total, episode_total, own_env, own_episodes = self._since_load
+        env_total, episode_total, own_env, own_episodes = self._published
         learned = max(self.version - first_version, 0)
         if cfg.learner_steps_per_1k_env_steps > 0:
             slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
@@ -157,9 +167,11 @@ class SelfPlayActor:
             if self.ahead_of_learner():
                 t = time.perf_counter()
                 self.weights.request()
-                got = self.weights.poll()   # the learner's version moves the limit
+                got = self.weights.poll()   # a new version, or the learner waiting for data, moves the limit
                 if got is not None:
                     self._load(*got)
+                    continue
+                if self.weights.learner_starved:
                     continue
                 if not self.weights.remote:
                     break  # in-process: nothing moves while we wait; hand control back
@@ -191,7 +203,7 @@ class SelfPlayActor:
             self.env_steps += E
             self.steps_since_pull += E
             self._maybe_pull()
-        self.replay.flush(steps, len(returns))
+        self.replay.flush(self.env_steps, self.episodes)
         elapsed = time.perf_counter() - start
         self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits)
         return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),

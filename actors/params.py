@@ -20,19 +20,25 @@ class WeightStore:
     def __init__(self):
         self._version = -1
         self._payload = None
-        self._progress: Dict[str, int] = {}
+        self._progress: dict = {}
+        self._status: dict = {}
 
     def __repr__(self) -> str:
         return "WeightStore"
 
-    def publish(self, version: int, payload, progress: Optional[Dict[str, int]] = None) -> None:
+    def publish(self, version: int, payload, progress: Optional[dict] = None) -> None:
         """`progress`: the learner's totals at publish time ({'env_steps', 'episodes'} over all
-        actors), which actors pace themselves by."""
+        actors, and 'sources': each actor's share), which actors pace themselves by."""
         if version > self._version:
             self._version, self._payload, self._progress = version, payload, dict(progress or {})
 
-    def latest(self) -> Tuple[int, object, Dict[str, int]]:
-        return self._version, self._payload, self._progress
+    def report(self, status: dict) -> None:
+        """The learner's state between publishes: {'starved': True} while it waits for data."""
+        self._status = dict(status)
+
+    def latest(self) -> Tuple[int, object, dict]:
+        """(version, payload, progress published with it, updated by the latest report)."""
+        return self._version, self._payload, {**self._progress, **self._status}
 
     def version(self) -> int:
         return self._version
@@ -59,13 +65,19 @@ class WeightPublisher:
     def __init__(self, store, remote: bool = False):
         self.store, self.remote = store, remote
 
-    def publish(self, version: int, module: torch.nn.Module, progress: Optional[Dict[str, int]] = None) -> None:
+    def publish(self, version: int, module: torch.nn.Module, progress: Optional[dict] = None) -> None:
         payload = codec.encode_weights(state_to_numpy(module))
         if self.remote:
             import ray
             self.store.publish.remote(version, [ray.put(payload)], progress)
         else:
             self.store.publish(version, payload, progress)
+
+    def report(self, status: dict) -> None:
+        if self.remote:
+            self.store.report.remote(status)
+        else:
+            self.store.report(status)
 
 
 class WeightClient:
@@ -77,11 +89,13 @@ class WeightClient:
         self.version = -1
         self.pulls = 0
         self.failures = 0                       # requests lost to a dead or restarting store
-        self.progress: Dict[str, int] = {}     # the learner's totals published with `version`
+        self.progress: dict = {}     # the learner's totals published with `version`
+        self.learner_starved = False    # the learner waits for data (as of the latest answer)
         self._pending = None
 
     def _resolve(self, answer) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
         version, payload, progress = answer
+        self.learner_starved = bool(progress.get("starved", False))
         if version <= self.version or payload is None:
             return None
         if self.remote:

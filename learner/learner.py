@@ -85,6 +85,7 @@ class Learner:
         self.blends = 0
         self.totals = {"env_steps": 0, "episodes": 0, "size": 0}
         self._pending = None
+        self.starved = False            # waiting for data: replay short of its minimum (start, or data lost)
         self.metrics = Recorder("learner")
         self.publish()
 
@@ -97,6 +98,7 @@ class Learner:
 
     def publish(self) -> None:
         progress = {key: int(self.totals.get(key, 0)) for key in ("env_steps", "episodes")}
+        progress["sources"] = {source: list(counts) for source, counts in self.replay.sources.items()}
         self.publisher.publish(self.steps, self.acting_network(), progress)
         self.metrics.inc("publishes")
 
@@ -162,6 +164,14 @@ class Learner:
             allowed = min(allowed, self.totals["episodes"] * self.cfg.learner_steps_per_episode)
         return allowed
 
+    def _set_starved(self, starved: bool) -> None:
+        """Tell actors (through the weight store) when the learner starts or stops waiting for
+        data: while it waits they play on past the rate limit, so replay that lost what it held
+        (a shard restarted empty, a node gone) is refilled instead of everyone waiting forever."""
+        if starved != self.starved:
+            self.starved = starved
+            self.publisher.report({"starved": starved})
+
     def _refresh_totals(self) -> None:
         self.totals = self.replay.totals()
 
@@ -185,6 +195,7 @@ class Learner:
         self._refresh_totals()
         while count < max_steps:
             if not self.ready() or self.steps >= self.allowed_steps():
+                self._set_starved(not self.ready())
                 if time.perf_counter() >= deadline:
                     break
                 time.sleep(0.005)
@@ -194,7 +205,8 @@ class Learner:
             arrays = self._next_batch()
             batch_wait += time.perf_counter() - t
             self.metrics.observe("batch_wait_s", time.perf_counter() - t)
-            if arrays is None:          # a shard is short of data (e.g. restarted empty)
+            self._set_starved(arrays is None)
+            if arrays is None:          # no shard can serve its share (e.g. all restarted empty)
                 self._pending = None
                 if time.perf_counter() >= deadline:
                     break

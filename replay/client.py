@@ -6,9 +6,11 @@ A batch of B sequences asks every shard for its share and concatenates the answe
 
 Shards may die (Ray restarts them empty): a failed call is counted, never raised, so
 the actor keeps playing and the learner waits for the restarted shard to refill.
-Counters (`totals`) stay monotonic across a shard restart: when a shard's counter
-drops, what it had counted is carried in an offset, so the learner's throttle does not
-fall back. `restore_totals` seeds the offsets on resume.
+Counters (`totals`) stay monotonic across a shard restart: when a shard comes back as
+a new instance, what it had counted is carried in an offset. Env steps and episodes
+are each sender's running totals (the highest any shard has seen), so neither a lost
+insert nor a restarted shard loses them and the learner's throttle never falls behind
+what the actors did. `restore_totals` seeds the offsets on resume.
 """
 from typing import Dict, List, Optional
 
@@ -17,7 +19,8 @@ import numpy as np
 from common.sequence import SequenceSpec, decode_batch, encode_sequences
 
 
-GAUGES = ("shard", "size", "fresh")     # stats() keys that are levels, not counters
+LEVELS = ("size", "fresh")                  # stats() keys summed over shards but not carried over a restart
+NOT_SUMMED = ("shard", "started", "sources")
 
 
 def split(total: int, parts: int) -> List[int]:
@@ -28,8 +31,11 @@ def split(total: int, parts: int) -> List[int]:
 
 class ReplayClient:
     def __init__(self, shards, spec: SequenceSpec, remote: bool = False, max_inflight: int = 4,
-                 flush_every: int = 32):
+                 flush_every: int = 32, source: str = ""):
+        """source: the sender's name in the shards' running totals (each actor incarnation
+        sets its own, so a restarted actor counts from 0 under a new name)."""
         self.shards, self.spec, self.remote = list(shards), spec, remote
+        self.source = source
         self.max_inflight, self.flush_every = max_inflight, flush_every
         self._buffer: List[bytes] = []
         self._sequences: List[Dict[str, np.ndarray]] = []
@@ -41,6 +47,7 @@ class ReplayClient:
         self._last: List[dict] = [{} for _ in self.shards]
         self._answering: List[bool] = [True for _ in self.shards]   # did its last stats() call answer
         self._offset: Dict[str, int] = {}
+        self.sources: Dict[str, List[int]] = {}    # learner side: sender -> highest [env_steps, episodes] seen
 
     def _failed(self, exc: Exception, what: str) -> None:
         self.failures += 1
@@ -70,21 +77,24 @@ class ReplayClient:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
-    def flush(self, env_steps: int = 0, episodes: int = 0) -> None:
-        """Send buffered payloads (and the actor's new step / episode counts) to one shard."""
+    def flush(self, env_steps: Optional[int] = None, episodes: Optional[int] = None) -> None:
+        """Send buffered payloads to one shard (round-robin), with this sender's running env-step
+        and episode totals when given: then a call goes out even with nothing buffered, so the
+        totals keep reaching the learner while the actor waits on it."""
         if self._sequences:
             self._buffer.append(encode_sequences(self._sequences))
             self._sequences = []
-        if not self._buffer and not env_steps and not episodes:
+        if not self._buffer and env_steps is None and episodes is None:
             return
         shard = self.shards[self._next_shard]
         self._next_shard = (self._next_shard + 1) % len(self.shards)
         payloads, self._buffer = self._buffer, []
+        args = (payloads, self.source, env_steps or 0, episodes or 0)
         if not self.remote:
-            shard.insert(payloads, env_steps, episodes)
+            shard.insert(*args)
             return
         import ray
-        self._inflight.append((shard.insert.remote(payloads, env_steps, episodes), len(payloads)))
+        self._inflight.append((shard.insert.remote(*args), len(payloads)))
         if len(self._inflight) > self.max_inflight:
             refs = [ref for ref, _ in self._inflight]
             done, _ = ray.wait(refs, num_returns=len(refs) - self.max_inflight)
@@ -141,30 +151,35 @@ class ReplayClient:
         return [self._get(ref, "stats") for ref in refs]
 
     def totals(self) -> dict:
-        """Counters summed over shards (env_steps, episodes, inserts, ...; monotonic across shard
-        restarts and resumes) and the current `size`. A shard that does not answer counts with
-        its last known figures."""
+        """Counters summed over shards (inserts, samples, ...: monotonic across shard restarts and
+        resumes), the current levels `size` and `fresh`, and env_steps / episodes summed over
+        senders' running totals. A shard that does not answer counts with its last known figures."""
         out: Dict[str, int] = dict(self._offset)
         for i, s in enumerate(self.stats()):
             last = self._last[i]
             self._answering[i] = s is not None
             if s is None:
                 s = last
-            elif any(s.get(key, 0) < last.get(key, 0) for key in ("sequences", "env_steps", "samples")):
-                # The shard restarted empty: keep what it had counted, note what it held.
+            elif last and s.get("started") != last.get("started"):
+                # A new instance of the shard (restarted empty): keep what it had counted, note what it held.
                 for key, value in last.items():
-                    if key not in GAUGES:
+                    if key not in LEVELS + NOT_SUMMED:
                         self._offset[key] = self._offset.get(key, 0) + value
                         out[key] = out.get(key, 0) + value
                 self.lost_stored += last.get("size", 0)
             self._last[i] = s
+            for source, counts in s.get("sources", {}).items():
+                seen = self.sources.setdefault(source, [0, 0])
+                seen[:] = [max(a, b) for a, b in zip(seen, counts)]
             for key, value in s.items():
-                if key != "shard":
+                if key not in NOT_SUMMED:
                     out[key] = out.get(key, 0) + value
+        for column, key in enumerate(("env_steps", "episodes")):
+            out[key] = out.get(key, 0) + sum(seen[column] for seen in self.sources.values())
         out["lost_stored"] = self.lost_stored
         out["failed_calls"] = self.failures
         return out
 
     def restore_totals(self, counts: Dict[str, int]) -> None:
         """Resume: counters continue from a checkpoint's totals (size is not restored)."""
-        self._offset = {k: int(v) for k, v in counts.items() if k not in GAUGES + ("lost_stored", "failed_calls")}
+        self._offset = {k: int(v) for k, v in counts.items() if k not in LEVELS + ("lost_stored", "failed_calls")}

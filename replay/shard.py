@@ -6,8 +6,13 @@ Inserts arrive as msgpack payloads (common/sequence.py) and are validated before
 anything is written; a bad payload is counted in `rejected` and dropped, so stored
 data is never touched by it. `sample(num_online, num_replay)` returns a batch made of
 the oldest not-yet-served fresh sequences plus uniformly drawn stored ones.
+
+Each insert also carries its sender's running env-step and episode totals; the shard
+keeps the highest seen per sender (`sources`). Being running totals, not increments,
+a lost insert loses no count: the sender's next insert, to any shard, brings it up to date.
 """
 import collections
+import uuid
 from typing import List, Optional
 
 import numpy as np
@@ -32,18 +37,22 @@ class ReplayShard:
         self.inserts = 0
         self.counters = collections.Counter()
         self.last_error = ""
+        self.sources = {}                   # sender -> [env_steps, episodes], its running totals
+        self.started = uuid.uuid4().hex     # tells a restarted shard (Ray re-runs __init__) from this one
         self.metrics = Recorder("replay", index)
 
     def __repr__(self) -> str:
         return f"ReplayShard({self.index})"
 
-    def insert(self, payloads: List[bytes], env_steps: int = 0, episodes: int = 0) -> dict:
+    def insert(self, payloads: List[bytes], source: str = "", env_steps: int = 0, episodes: int = 0) -> dict:
         """Validate and store each payload (one sequence, or N stacked: common/sequence.py);
         returns {'accepted': sequences stored, 'rejected': payloads dropped whole}.
-        `env_steps` and `episodes` are the actor's new counts since its last insert
-        (sequences overlap, so they cannot be read off the payloads)."""
-        self.counters["env_steps"] += int(env_steps)
-        self.counters["episodes"] += int(episodes)
+        `env_steps` and `episodes` are the running totals of the sender `source` (sequences
+        overlap, so steps cannot be read off the payloads); a total lower than one already
+        seen (a reordered call) changes nothing."""
+        if env_steps or episodes:
+            seen = self.sources.setdefault(str(source), [0, 0])
+            seen[0], seen[1] = max(seen[0], int(env_steps)), max(seen[1], int(episodes))
         accepted = rejected = 0
         evictions = self.counters["evictions"]
         for payload in payloads:
@@ -100,4 +109,6 @@ class ReplayShard:
         return encode_batch({name: array[slots] for name, array in self.storage.items()})
 
     def stats(self) -> dict:
-        return {"shard": self.index, "size": self.size, "fresh": len(self.fresh), **self.counters}
+        """Counters, levels (size, fresh), `started` and each sender's running totals."""
+        return {"shard": self.index, "started": self.started, "size": self.size, "fresh": len(self.fresh),
+                **self.counters, "sources": {k: list(v) for k, v in self.sources.items()}}

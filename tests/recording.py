@@ -7,6 +7,6 @@ class RecordingShard(ReplayShard):
         super().__init__(*args, **kwargs)
         self.payloads = []
 
-    def insert(self, payloads, env_steps=0, episodes=0):
+    def insert(self, payloads, *args):
         self.payloads.extend(payloads)
-        return super().insert(payloads, env_steps, episodes)
+        return super().insert(payloads, *args)

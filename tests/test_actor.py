@@ -77,7 +77,9 @@ def test_collected_payloads_decode_and_are_all_accepted(collected):
     assert stats["sequences"] == len(shard.payloads) == len(seqs) > 10
     s = shard.stats()
     assert s.get("rejected", 0) == 0 and s["sequences"] == len(seqs)
-    assert s["env_steps"] == stats["env_steps"] == 450 and s["episodes"] == stats["episodes"]
+    # The actor's running totals reach replay under its own name (actor index + incarnation).
+    assert list(s["sources"]) == [collected["actor"].replay.source] and collected["actor"].replay.source.startswith("actor3-")
+    assert s["sources"][collected["actor"].replay.source] == [stats["env_steps"], stats["episodes"]] and stats["env_steps"] == 450
     for seq in seqs:
         assert seq["obs"].shape == (MAX_STEPS + 5, 4) and seq["obs"].dtype == np.float32
         assert seq["action"].shape == (MAX_STEPS + 4,) and seq["behaviour"].shape == (MAX_STEPS + 4, 2)
@@ -269,13 +271,42 @@ def test_rate_limit_counts_every_actors_env_steps_from_the_learners_totals():
     actor, _, _, publisher, net = build(cfg, version=0)
     slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
     E = cfg.envs_per_actor
+    me = actor.replay.source
     first = actor.collect(10_000)["env_steps"]          # alone, nothing learned: the slack, then it stops
     assert slack <= first < slack + E
     assert actor.collect(10_000)["env_steps"] == 0
     # The learner has taken 5 steps (worth 125 env steps) but other actors sent 1,000: still ahead.
-    publisher.publish(5, net, {"env_steps": first + 1000, "episodes": 0})
+    publisher.publish(5, net, {"env_steps": first + 1000, "episodes": 0, "sources": {me: [first, 0]}})
     assert actor.collect(10_000)["env_steps"] == 0
     # 60 learner steps are worth 1,500 env steps: about 500 more for this actor.
-    publisher.publish(60, net, {"env_steps": first + 1000, "episodes": 0})
+    publisher.publish(60, net, {"env_steps": first + 1000, "episodes": 0, "sources": {me: [first, 0]}})
     more = actor.collect(10_000)["env_steps"]
     assert 1500 - 1000 <= more < 1500 - 1000 + E
+
+
+def test_rate_limit_counts_own_steps_the_learners_totals_have_not_seen_yet():
+    """The learner's totals lag: a new version may come with totals that do not hold this actor's
+    latest steps. The actor counts its own steps itself, so a stale total never lets it run ahead
+    (two actors once ran 6k env steps ahead of a learner at version 20 this way)."""
+    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
+    actor, _, _, publisher, net = build(cfg, version=0)
+    E = cfg.envs_per_actor
+    first = actor.collect(10_000)["env_steps"]
+    publisher.publish(1, net, {"env_steps": 0, "episodes": 0, "sources": {}})     # saw none of our steps yet
+    assert actor.collect(10_000)["env_steps"] < 25 + E                          # one learner step: 25 env steps
+    publisher.publish(2, net, {"env_steps": first, "episodes": 0, "sources": {actor.replay.source: [first, 0]}})
+    assert actor.collect(10_000)["env_steps"] < 25 + E
+
+
+def test_rate_limit_is_lifted_while_the_learner_waits_for_data():
+    """Replay that lost what it held (shards restarted empty, a node gone) leaves the learner
+    without data while the actors are at their limit: they must refill it, not wait forever."""
+    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
+    actor, _, _, publisher, _ = build(cfg, version=0)
+    actor.collect(10_000)
+    assert actor.collect(10_000)["env_steps"] == 0                  # at its limit
+    publisher.report({"starved": True})
+    assert actor.collect(600)["env_steps"] == 600
+    publisher.report({"starved": False})
+    assert actor.collect(10_000)["env_steps"] <= cfg.envs_per_actor   # the one step before it sees the report
+    assert actor.collect(10_000)["env_steps"] == 0

@@ -12,7 +12,7 @@ import torch
 
 from actors.params import WeightPublisher, WeightStore
 from common.config import Config, validate
-from common.sequence import SequenceSpec, to_time_major
+from common.sequence import SequenceSpec, encode_sequences, to_time_major
 from learner import checkpoint
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner
@@ -39,6 +39,11 @@ def make_learner(cfg=None, seed=0):
 
 def make_batch(seed=0, terminal_at=3):
     """Time-major batch of B random but valid sequences; sequence 1 ends at step terminal_at."""
+    return to_time_major(make_arrays(seed, terminal_at))
+
+
+def make_arrays(seed=0, terminal_at=3):
+    """make_batch's sequences as replay stores them: batch-major numpy [B, T, ...]."""
     rng = np.random.default_rng(seed)
     arrays = SPEC.empty(leading=(B,))
     arrays["obs"][:] = rng.normal(scale=0.1, size=arrays["obs"].shape)
@@ -50,7 +55,13 @@ def make_batch(seed=0, terminal_at=3):
     arrays["mask"][1, terminal_at + 1:] = False
     arrays["reward"][1, terminal_at + 1:] = 0.0
     arrays["terminal"][1, terminal_at] = True
-    return to_time_major(arrays)
+    return arrays
+
+
+def replay_payload(n, seed=0) -> bytes:
+    """n valid sequences of SPEC stacked in one insert payload."""
+    arrays = make_arrays(seed)
+    return encode_sequences([{name: value[i % B] for name, value in arrays.items()} for i in range(n)])
 
 
 def snapshot(learner):
@@ -192,7 +203,7 @@ def test_publish_sends_the_acting_network_with_the_step_as_version():
     assert store.version() == 0
     learner.update(make_batch(1))
     version, payload, progress = store.latest()
-    assert version == 2 and set(progress) == {"env_steps", "episodes"}
+    assert version == 2 and set(progress) == {"env_steps", "episodes", "sources"}
     weights = decode_weights(payload)
     for name, tensor in learner.target.state_dict().items():     # actors act with the target by default
         assert np.array_equal(weights[name], tensor.numpy()), name
@@ -387,3 +398,14 @@ def test_read_checked_refuses_pickled_objects(tmp_path):
     assert str(path) in text and "\n" not in text
     torch.save({"online": {"w": torch.zeros(2)}}, path)
     assert checkpoint.read_checked(path) == path.read_bytes()
+
+
+def test_learner_tells_actors_while_it_waits_for_data():
+    """The flag lifts the actors' rate limit (tests/test_actor.py), so replay emptied by a fault
+    refills; it must be set exactly while replay is short and cleared once batches flow."""
+    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=0.0))
+    assert learner.train(3, wait_s=0.05)["learner/updates_in_call"] == 0
+    assert store.latest()[2]["starved"] is True
+    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    assert learner.train(3, wait_s=1.0)["learner/updates_in_call"] == 3
+    assert store.latest()[2]["starved"] is False

@@ -161,7 +161,7 @@ def test_replay_shard_reports_inserts_rejections_evictions_size_and_samples():
     shard.metrics = rec = Calls()
     good = spec.empty()
     good["mask"][:] = True
-    shard.insert([encode_sequence(good)] * 5 + [b"not msgpack"], env_steps=20, episodes=1)
+    shard.insert([encode_sequence(good)] * 5 + [b"not msgpack"], "actor0", env_steps=20, episodes=1)
     assert shard.sample(1, 1) is not None
     assert rec.calls["inserts"] == [5] and rec.calls["rejected"] == [1] and rec.calls["evictions"] == [2]
     assert rec.calls["size"] == [3] and rec.calls["samples"] == [2]

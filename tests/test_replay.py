@@ -75,13 +75,15 @@ def test_fifo_eviction_overwrites_the_oldest_and_counts():
     assert list(shard.insert_id) == [6, 7, 5]
 
 
-def test_insert_counts_actor_steps_and_episodes_even_without_payloads():
+def test_insert_keeps_each_senders_highest_running_totals_even_without_payloads():
     shard = ReplayShard(SPEC, capacity=4)
-    shard.insert([payload(0)], env_steps=30, episodes=2)
-    shard.insert([], env_steps=12, episodes=0)
-    shard.insert(bad_payloads()[:1], env_steps=5, episodes=1)
+    shard.insert([payload(0)], "a", env_steps=30, episodes=2)
+    shard.insert([], "a", env_steps=42, episodes=2)              # a heartbeat: totals alone
+    shard.insert(bad_payloads()[:1], "b", env_steps=5, episodes=1)
+    shard.insert([], "a", env_steps=35, episodes=1)              # an older call arriving late changes nothing
     stats = shard.stats()
-    assert (stats["env_steps"], stats["episodes"], stats["sequences"], stats["size"]) == (47, 3, 1, 1)
+    assert stats["sources"] == {"a": [42, 2], "b": [5, 1]}
+    assert (stats["sequences"], stats["size"], stats["rejected"]) == (1, 1, 1)
 
 
 # -- shard: rejection ----------------------------------------------------------------------
@@ -190,11 +192,11 @@ def test_sample_returns_none_until_enough_sequences_are_stored():
 
 def test_stats_report_every_counter():
     shard = ReplayShard(SPEC, capacity=2, index=7)
-    shard.insert([payload(0), payload(1), payload(2), b"x"], env_steps=9, episodes=1)
+    shard.insert([payload(0), payload(1), payload(2), b"x"], "actor0", env_steps=9, episodes=1)
     shard.sample(1, 1)
     stats = shard.stats()
     expected = {"shard": 7, "size": 2, "fresh": 1, "sequences": 3, "evictions": 1, "rejected": 1,
-                "env_steps": 9, "episodes": 1, "samples": 2, "online_sampled": 1}
+                "sources": {"actor0": [9, 1]}, "samples": 2, "online_sampled": 1}
     assert {k: stats.get(k, 0) for k in expected} == expected
     assert repr(shard) == "ReplayShard(7)"
 
@@ -218,7 +220,7 @@ def test_split_sums_to_total_and_is_even(total, parts):
 
 def make_client(capacities, flush_every=2, seed=0):
     shards = [ReplayShard(SPEC, c, seed=seed + i, index=i) for i, c in enumerate(capacities)]
-    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every), shards
+    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every, source="me"), shards
 
 
 def test_client_flushes_round_robin_over_shards():
@@ -226,14 +228,14 @@ def test_client_flushes_round_robin_over_shards():
     for i in range(7):
         client.insert(payload(i))
     assert [s.size for s in shards] == [2, 2, 2] and client._buffer
-    client.flush(env_steps=70, episodes=3)               # the 7th payload and the counts go to shard 0
+    client.flush(env_steps=70, episodes=3)               # the 7th payload and the totals go to shard 0
     assert [stored_ids(s)[:3] for s in shards] == [[0, 1, 6], [2, 3, -1], [4, 5, -1]]
-    assert shards[0].stats()["env_steps"] == 70 and shards[1].stats()["env_steps"] == 0
-    client.flush(env_steps=5)                            # counts alone still go somewhere (shard 1)
-    assert shards[1].stats()["env_steps"] == 5
+    assert shards[0].stats()["sources"] == {"me": [70, 3]} and shards[1].stats()["sources"] == {}
+    client.flush(env_steps=75, episodes=3)               # totals alone still go somewhere (shard 1)
+    assert shards[1].stats()["sources"] == {"me": [75, 3]}
     client.flush()                                       # nothing to send: no shard is touched
-    client.flush(episodes=1)
-    assert shards[2].stats()["episodes"] == 1
+    assert shards[2].stats()["sources"] == {}
+    assert client.totals()["env_steps"] == 75 and client.totals()["episodes"] == 3
 
 
 def test_client_totals_sum_counters_over_shards():
@@ -314,12 +316,12 @@ def test_client_add_stacks_sequences_per_flush():
     sent = []
     original = shard.insert
     shard.insert = lambda payloads, *a: (sent.append(len(payloads)), original(payloads, *a))[1]
-    client = ReplayClient([shard], SPEC, flush_every=3)
+    client = ReplayClient([shard], SPEC, flush_every=3, source="a")
     for i in range(7):
         client.add(make_sequence(i))
     client.flush(28, 1)
     assert sent == [1, 1, 1] and stored_ids(shard)[:7] == list(range(7))
-    assert shard.stats()["env_steps"] == 28
+    assert shard.stats()["sources"] == {"a": [28, 1]}
 
 
 # -- shard restarts: monotonic totals and batches from the surviving shards -----------------
@@ -327,24 +329,42 @@ def test_client_add_stacks_sequences_per_flush():
 def test_totals_stay_monotonic_when_a_shard_restarts_empty():
     shards = [ReplayShard(SPEC, capacity=10, index=i) for i in range(2)]
     client = ReplayClient(shards, SPEC)
-    shards[0].insert([payload(i) for i in range(4)], env_steps=40, episodes=2)
-    shards[1].insert([payload(i) for i in range(3)], env_steps=30, episodes=1)
+    shards[0].insert([payload(i) for i in range(4)], "a", env_steps=40, episodes=2)
+    shards[1].insert([payload(i) for i in range(3)], "b", env_steps=30, episodes=1)
     before = client.totals()
     assert (before["env_steps"], before["episodes"], before["sequences"], before["size"]) == (70, 3, 7, 7)
     client.shards[0] = shards[0] = ReplayShard(SPEC, capacity=10, index=0)     # what a Ray restart leaves
     after = client.totals()
     assert (after["env_steps"], after["episodes"], after["sequences"]) == (70, 3, 7)
     assert after["size"] == 3 and after["lost_stored"] == 4
-    shards[0].insert([payload(9)], env_steps=5, episodes=0)
+    shards[0].insert([payload(9)], "a", env_steps=45, episodes=2)     # a's running totals: 5 more steps
     again = client.totals()
     assert (again["env_steps"], again["sequences"], again["lost_stored"]) == (75, 8, 4)
+
+
+def test_env_step_totals_survive_lost_inserts_and_restarted_shards():
+    """What deadlocked the fault run: counts that rode on an insert to a dead shard were lost, so
+    the learner's throttle stayed below what the actors had done. Running totals cannot be lost:
+    any later insert, to any shard, carries them."""
+    class Dead(ReplayShard):
+        def insert(self, *args):
+            raise ConnectionError("shard is down")
+
+    live = ReplayShard(SPEC, capacity=10, index=0)
+    client = ReplayClient([Dead(SPEC, 10, index=1), live], SPEC, source="actor0-x")
+    with pytest.raises(ConnectionError):
+        client.flush(env_steps=500, episodes=4)          # round-robin: the dead shard gets these totals
+    client.flush(env_steps=520, episodes=4)              # the next flush, to the live shard, carries all
+    assert client.totals()["env_steps"] == 520
+    client.shards[1] = ReplayShard(SPEC, 10, index=1)    # the dead shard comes back empty
+    assert client.totals()["env_steps"] == 520 and client.totals()["episodes"] == 4
 
 
 def test_restore_totals_continues_the_counters_of_a_checkpoint():
     shard = ReplayShard(SPEC, capacity=10)
     client = ReplayClient([shard], SPEC)
     client.restore_totals({"env_steps": 1000, "episodes": 20, "size": 99, "sequences": 150})
-    shard.insert([payload(0)], env_steps=10, episodes=1)
+    shard.insert([payload(0)], "new-actor", env_steps=10, episodes=1)
     totals = client.totals()
     assert (totals["env_steps"], totals["episodes"], totals["sequences"], totals["size"]) == (1010, 21, 151, 1)
 
