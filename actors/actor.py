@@ -23,6 +23,10 @@ from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 
+# While held by the rate limit an actor asks the weight store for a new version, sleeping
+# 1 ms after the first try and doubling up to this: quick to resume after a publish, yet a
+# waiting actor does not keep the store (and a core) busy answering a poll every millisecond.
+MAX_WAIT_POLL_S = 0.02
 
 class SequenceCutter:
     """Per-env rolling buffers [E, T(+1), ...]; emits sequences at episode ends and every T steps."""
@@ -163,6 +167,7 @@ class SelfPlayActor:
         start, infer_s = time.perf_counter(), 0.0
         returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
+        pause = 0.001
         while steps < num_steps:
             if self.ahead_of_learner():
                 t = time.perf_counter()
@@ -170,12 +175,14 @@ class SelfPlayActor:
                 got = self.weights.poll()   # a new version, or the learner waiting for data, moves the limit
                 if got is not None:
                     self._load(*got)
+                    pause = 0.001
                     continue
                 if self.weights.learner_starved:
                     continue
                 if not self.weights.remote:
                     break  # in-process: nothing moves while we wait; hand control back
-                time.sleep(0.002)
+                time.sleep(pause)
+                pause = min(2 * pause, MAX_WAIT_POLL_S)
                 waits += time.perf_counter() - t
                 if time.perf_counter() - start > 1.0:
                     break
