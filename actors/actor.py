@@ -28,6 +28,7 @@ from common.sequence import SequenceSpec
 # waiting actor does not keep the store (and a core) busy answering a poll every millisecond.
 MAX_WAIT_POLL_S = 0.02
 
+
 class SequenceCutter:
     """Per-env rolling buffers [E, T(+1), ...]; emits sequences at episode ends and every T steps."""
 
