@@ -138,3 +138,34 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     assert faults["actor_failures"] >= 2                  # the killed actor and the one on the lost node
     assert faults["replay_failed_calls"] >= 0
     print("faults:", injector.done, faults, "solved at", summary["solved_at"])
+
+
+def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path):
+    """One shard, killed mid-run: Ray restarts it empty, so the learner has no data while the
+    actor sits at its rate limit (the learner is the slower side). The learner's 'waiting for
+    data' report must lift the limit so replay refills; without it both wait forever."""
+    import ray
+    cfg = parse_config(["--num-actors", "1", "--num-replay-shards", "1", "--seed", "2", "--max-seconds", "50",
+                        "--solve-return", "1e9", "--eval-every-s", "1000", "--no-dashboard",
+                        "--run-root", str(tmp_path), "--run-name", "run"])
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+        killed_at, errors = [], []
+
+        def kill_the_shard():
+            try:
+                Injector(trainer, None).wait_for_steps(60)
+                ray.kill(trainer.components.shards[0], no_restart=False)
+                killed_at.append(trainer.learner_steps)
+            except Exception as exc:     # reported by the test
+                errors.append(exc)
+
+        threading.Thread(target=kill_the_shard, daemon=True).start()
+        summary = trainer.finish(trainer.run_on_ray())
+    finally:
+        ray.shutdown()
+    assert not errors and killed_at, errors
+    assert summary["learner_steps"] >= killed_at[0] + 100, (killed_at, summary["learner_steps"])
+    assert summary["faults"]["replay_sequences_lost"] > 0, summary["faults"]     # the shard did lose its data
+    print("shard killed at learner step", killed_at[0], "; run ended at", summary["learner_steps"], summary["faults"])
