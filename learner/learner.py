@@ -86,6 +86,7 @@ class Learner:
         self.totals = {"env_steps": 0, "episodes": 0, "size": 0}
         self._pending = None
         self.starved = False            # waiting for data: replay short of its minimum (start, or data lost)
+        self._starved_reported = 0.0
         self.metrics = Recorder("learner")
         self.publish()
 
@@ -167,9 +168,11 @@ class Learner:
     def _set_starved(self, starved: bool) -> None:
         """Tell actors (through the weight store) when the learner starts or stops waiting for
         data: while it waits they play on past the rate limit, so replay that lost what it held
-        (a shard restarted empty, a node gone) is refilled instead of everyone waiting forever."""
-        if starved != self.starved:
-            self.starved = starved
+        (a shard restarted empty, a node gone) is refilled instead of everyone waiting forever.
+        Repeated every second while it waits, in case the store itself restarted empty."""
+        now = time.monotonic()
+        if starved != self.starved or (starved and now - self._starved_reported >= 1.0):
+            self.starved, self._starved_reported = starved, now
             self.publisher.report({"starved": starved})
 
     def _refresh_totals(self) -> None:

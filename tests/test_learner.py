@@ -409,3 +409,12 @@ def test_learner_tells_actors_while_it_waits_for_data():
     learner.replay.shards[0].insert([replay_payload(2 * B)])
     assert learner.train(3, wait_s=1.0)["learner/updates_in_call"] == 3
     assert store.latest()[2]["starved"] is False
+
+
+def test_waiting_for_data_is_reported_again_to_a_store_that_restarted_empty():
+    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=0.0))
+    learner.train(1, wait_s=0.05)
+    store.report({})                                   # what a restarted store holds
+    learner._starved_reported -= 1.0                   # a second has passed
+    learner.train(1, wait_s=0.05)
+    assert store.latest()[2]["starved"] is True
