@@ -197,8 +197,10 @@ class Trainer:
         self.log.actor(stats)
 
     def on_learner(self, metrics: dict) -> None:
-        """A learner.train report; one that made no update (data or throttle held it back) is dropped."""
+        """A learner.train report; of one that made no update (data or throttle held it back)
+        only the replay fault counters are kept (the summary reports them)."""
         if not metrics.get("learner/updates_in_call"):
+            self.log.latest.update({k: v for k, v in metrics.items() if k in ("replay/failed_calls", "replay/lost_sequences")})
             return
         self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
         self.log.scalars(metrics)

@@ -169,3 +169,17 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
     assert summary["learner_steps"] >= killed_at[0] + 100, (killed_at, summary["learner_steps"])
     assert summary["faults"]["replay_sequences_lost"] > 0, summary["faults"]     # the shard did lose its data
     print("shard killed at learner step", killed_at[0], "; run ended at", summary["learner_steps"], summary["faults"])
+
+
+def test_replay_fault_counts_of_a_report_without_updates_still_reach_the_summary(tmp_path):
+    """A learner starved by a lost shard reports no update; its replay fault counters must not be dropped with it."""
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
+    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    trainer.on_learner({"learner/updates_in_call": 5, "learner/steps": 5, "loss/total": 1.0,
+                        "replay/failed_calls": 0, "replay/lost_sequences": 0})
+    trainer.on_learner({"learner/updates_in_call": 0, "learner/steps": 5, "replay/failed_calls": 2,
+                        "replay/lost_sequences": 300})
+    latest = trainer.log.latest
+    assert (latest["replay/failed_calls"], latest["replay/lost_sequences"], latest["loss/total"]) == (2, 300, 1.0)
+    assert trainer.learner_steps == 5
+    trainer.log.close()
