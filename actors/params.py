@@ -89,7 +89,7 @@ class WeightClient:
         self.version = -1
         self.pulls = 0
         self.failures = 0                       # requests lost to a dead or restarting store
-        self.progress: dict = {}     # the learner's totals published with `version`
+        self.progress: dict = {}     # what the learner published with `version` (totals, per-actor shares)
         self.learner_starved = False    # the learner waits for data (as of the latest answer)
         self._pending = None
 

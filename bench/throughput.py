@@ -100,7 +100,7 @@ class Sink:
         if len(self._sequences) >= self.flush_every:
             self.flush()
 
-    def flush(self, env_steps: int = 0, episodes: int = 0) -> None:
+    def flush(self, env_steps=None, episodes=None) -> None:
         if self._sequences:
             payload = encode_sequences(self._sequences)
             self.count += len(self._sequences)

@@ -98,9 +98,11 @@ class Learner:
         return self.online if self.cfg.actors_use_online else self.target
 
     def publish(self) -> None:
+        self._refresh_totals()          # actors pace themselves by these totals: send fresh ones
         progress = {key: int(self.totals.get(key, 0)) for key in ("env_steps", "episodes")}
         progress["sources"] = {source: list(counts) for source, counts in self.replay.sources.items()}
         self.publisher.publish(self.steps, self.acting_network(), progress)
+        self.published = self.steps
         self.metrics.inc("publishes")
 
     @torch.no_grad()
@@ -199,6 +201,10 @@ class Learner:
         while count < max_steps:
             if not self.ready() or self.steps >= self.allowed_steps():
                 self._set_starved(not self.ready())
+                if self.ready() and self.steps > self.published:
+                    # Held by the throttle: publish now, so the actors' limit (which moves only with a
+                    # new version) moves even when publish_every is more steps than the slack allows.
+                    self.publish()
                 if time.perf_counter() >= deadline:
                     break
                 time.sleep(0.005)

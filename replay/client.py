@@ -12,6 +12,7 @@ are each sender's running totals (the highest any shard has seen), so neither a 
 insert nor a restarted shard loses them and the learner's throttle never falls behind
 what the actors did. `restore_totals` seeds the offsets on resume.
 """
+import uuid
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -32,10 +33,10 @@ def split(total: int, parts: int) -> List[int]:
 class ReplayClient:
     def __init__(self, shards, spec: SequenceSpec, remote: bool = False, max_inflight: int = 4,
                  flush_every: int = 32, source: str = ""):
-        """source: the sender's name in the shards' running totals (each actor incarnation
-        sets its own, so a restarted actor counts from 0 under a new name)."""
+        """source: the sender's name in the shards' running totals, unique by default (an actor
+        names each incarnation itself, so a restarted actor counts from 0 under a new name)."""
         self.shards, self.spec, self.remote = list(shards), spec, remote
-        self.source = source
+        self.source = source or f"client-{uuid.uuid4().hex[:8]}"
         self.max_inflight, self.flush_every = max_inflight, flush_every
         self._buffer: List[bytes] = []
         self._sequences: List[Dict[str, np.ndarray]] = []
@@ -89,12 +90,12 @@ class ReplayClient:
         shard = self.shards[self._next_shard]
         self._next_shard = (self._next_shard + 1) % len(self.shards)
         payloads, self._buffer = self._buffer, []
-        args = (payloads, self.source, env_steps or 0, episodes or 0)
+        counts = dict(env_steps=env_steps or 0, episodes=episodes or 0)
         if not self.remote:
-            shard.insert(*args)
+            shard.insert(payloads, self.source, **counts)
             return
         import ray
-        self._inflight.append((shard.insert.remote(*args), len(payloads)))
+        self._inflight.append((shard.insert.remote(payloads, self.source, **counts), len(payloads)))
         if len(self._inflight) > self.max_inflight:
             refs = [ref for ref, _ in self._inflight]
             done, _ = ray.wait(refs, num_returns=len(refs) - self.max_inflight)
@@ -181,5 +182,7 @@ class ReplayClient:
         return out
 
     def restore_totals(self, counts: Dict[str, int]) -> None:
-        """Resume: counters continue from a checkpoint's totals (size is not restored)."""
+        """Resume, on a fresh client: counters continue from a checkpoint's totals (which hold the
+        senders' running totals summed; size is not restored)."""
         self._offset = {k: int(v) for k, v in counts.items() if k not in LEVELS + ("lost_stored", "failed_calls")}
+        self.sources = {}

@@ -44,7 +44,7 @@ class ReplayShard:
     def __repr__(self) -> str:
         return f"ReplayShard({self.index})"
 
-    def insert(self, payloads: List[bytes], source: str = "", env_steps: int = 0, episodes: int = 0) -> dict:
+    def insert(self, payloads: List[bytes], source: str = "", *, env_steps: int = 0, episodes: int = 0) -> dict:
         """Validate and store each payload (one sequence, or N stacked: common/sequence.py);
         returns {'accepted': sequences stored, 'rejected': payloads dropped whole}.
         `env_steps` and `episodes` are the running totals of the sender `source` (sequences

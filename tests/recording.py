@@ -7,6 +7,6 @@ class RecordingShard(ReplayShard):
         super().__init__(*args, **kwargs)
         self.payloads = []
 
-    def insert(self, payloads, *args):
+    def insert(self, payloads, *args, **kwargs):
         self.payloads.extend(payloads)
-        return super().insert(payloads, *args)
+        return super().insert(payloads, *args, **kwargs)

@@ -18,6 +18,7 @@ from common.config import Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec, decode_sequences
 from replay.client import ReplayClient
+from replay.shard import ReplayShard
 from tests.recording import RecordingShard
 
 MAX_STEPS = 20                      # time limit of the test env: a mix of terminations and truncations
@@ -310,3 +311,16 @@ def test_rate_limit_is_lifted_while_the_learner_waits_for_data():
     publisher.report({"starved": False})
     assert actor.collect(10_000)["env_steps"] <= cfg.envs_per_actor   # the one step before it sees the report
     assert actor.collect(10_000)["env_steps"] == 0
+
+
+def test_a_held_collect_still_sends_the_running_totals():
+    """The learner's count of an actor must catch up even while the actor makes no step (its last
+    insert may have gone to a shard that died): every collect ends with a flush of the totals."""
+    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
+    actor, shard, _, _, _ = build(cfg, version=0)
+    actor.collect(10_000)
+    shard.sources.clear()                                   # as if the totals it sent were lost
+    calls = []
+    shard.insert = lambda payloads, *a, **kw: calls.append(payloads) or ReplayShard.insert(shard, payloads, *a, **kw)
+    assert actor.collect(10_000)["env_steps"] == 0
+    assert calls == [[]] and shard.stats()["sources"] == {actor.replay.source: [actor.env_steps, actor.episodes]}

@@ -144,7 +144,7 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
     """One shard, killed mid-run: Ray restarts it empty, so the learner has no data while the
     actor sits at its rate limit (the learner is the slower side). The learner's 'waiting for
     data' report must lift the limit so replay refills; without it both wait forever."""
-    import ray
+    ray = pytest.importorskip("ray")
     cfg = parse_config(["--num-actors", "1", "--num-replay-shards", "1", "--seed", "2", "--max-seconds", "50",
                         "--solve-return", "1e9", "--eval-every-s", "1000", "--no-dashboard",
                         "--run-root", str(tmp_path), "--run-name", "run"])

@@ -418,3 +418,13 @@ def test_waiting_for_data_is_reported_again_to_a_store_that_restarted_empty():
     learner._starved_reported -= 1.0                   # a second has passed
     learner.train(1, wait_s=0.05)
     assert store.latest()[2]["starved"] is True
+
+
+def test_learner_held_by_its_throttle_publishes_what_it_has_learned():
+    """Actors' limit moves only with a new version: a learner held by the throttle before its next
+    regular publish (publish_every larger than the slack allows) must publish, or both wait forever."""
+    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=40.0, publish_every=50))
+    learner.replay.shards[0].insert([replay_payload(2 * B)], "actor0", env_steps=250)     # allows 10 steps
+    assert learner.train(100, wait_s=0.3)["learner/updates_in_call"] == 10
+    version, _, progress = store.latest()
+    assert version == 10 and progress["env_steps"] == 250 and progress["sources"] == {"actor0": [250, 0]}

@@ -315,7 +315,7 @@ def test_client_add_stacks_sequences_per_flush():
     shard = ReplayShard(SPEC, capacity=10)
     sent = []
     original = shard.insert
-    shard.insert = lambda payloads, *a: (sent.append(len(payloads)), original(payloads, *a))[1]
+    shard.insert = lambda payloads, *a, **kw: (sent.append(len(payloads)), original(payloads, *a, **kw))[1]
     client = ReplayClient([shard], SPEC, flush_every=3, source="a")
     for i in range(7):
         client.add(make_sequence(i))
@@ -347,7 +347,7 @@ def test_env_step_totals_survive_lost_inserts_and_restarted_shards():
     the learner's throttle stayed below what the actors had done. Running totals cannot be lost:
     any later insert, to any shard, carries them."""
     class Dead(ReplayShard):
-        def insert(self, *args):
+        def insert(self, *args, **kwargs):
             raise ConnectionError("shard is down")
 
     live = ReplayShard(SPEC, capacity=10, index=0)
@@ -356,7 +356,9 @@ def test_env_step_totals_survive_lost_inserts_and_restarted_shards():
         client.flush(env_steps=500, episodes=4)          # round-robin: the dead shard gets these totals
     client.flush(env_steps=520, episodes=4)              # the next flush, to the live shard, carries all
     assert client.totals()["env_steps"] == 520
-    client.shards[1] = ReplayShard(SPEC, 10, index=1)    # the dead shard comes back empty
+    client.shards[0] = ReplayShard(SPEC, 10, index=1)    # the dead shard comes back empty
+    assert client.totals()["env_steps"] == 520
+    client.shards[1] = ReplayShard(SPEC, 10, index=0)    # and the one that held the totals restarts too
     assert client.totals()["env_steps"] == 520 and client.totals()["episodes"] == 4
 
 
