@@ -199,9 +199,10 @@ class Learner:
         sums, count, batch_wait, lags = {}, 0, 0.0, []
         self._refresh_totals()
         while count < max_steps:
-            if not self.ready() or self.steps >= self.allowed_steps():
-                self._set_starved(not self.ready())
-                if self.ready() and self.steps > self.published:
+            ready = self.ready()
+            if not ready or self.steps >= self.allowed_steps():
+                self._set_starved(not ready)
+                if ready and self.steps > self.published:
                     # Held by the throttle: publish now, so the actors' limit (which moves only with a
                     # new version) moves even when publish_every is more steps than the slack allows.
                     self.publish()

@@ -63,6 +63,14 @@ def test_resume_of_a_directory_without_config_exits_2(tmp_path, capsys):
     assert "--resume=" in err and "config.json" in err and "\n" not in err
 
 
+def wait_for_learner_steps(trainer, steps, timeout=90):
+    deadline = time.monotonic() + timeout
+    while trainer.learner_steps < steps:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"learner stuck at {trainer.learner_steps} steps (waiting for {steps})")
+        time.sleep(0.2)
+
+
 class Injector(threading.Thread):
     """Kills an actor, then a replay shard, then removes a worker node that hosts an actor
     but neither the learner nor the driver (whose raylet the weight store sits with; losing
@@ -72,25 +80,18 @@ class Injector(threading.Thread):
         super().__init__(daemon=True)
         self.trainer, self.cluster, self.done, self.error = trainer, cluster, [], None
 
-    def wait_for_steps(self, steps, timeout=90):
-        deadline = time.monotonic() + timeout
-        while self.trainer.learner_steps < steps:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"learner stuck at {self.trainer.learner_steps} steps (waiting for {steps})")
-            time.sleep(0.2)
-
     def run(self):
         import ray
         try:
             driver_node = ray.get_runtime_context().get_node_id()
-            self.wait_for_steps(80)
+            wait_for_learner_steps(self.trainer, 80)
             c = self.trainer.components
             ray.kill(c.actors[0], no_restart=False)
             self.done.append(("actor", self.trainer.learner_steps))
-            self.wait_for_steps(self.trainer.learner_steps + 60)
+            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
             ray.kill(c.shards[0], no_restart=False)
             self.done.append(("shard", self.trainer.learner_steps))
-            self.wait_for_steps(self.trainer.learner_steps + 60)
+            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
             victim = next(node for node in self.cluster.list_all_nodes()[1:]
                           if self.trainer.nodes.get(node.node_id, {}).get("actors")
                           and not self.trainer.nodes[node.node_id]["learner"] and node.node_id != driver_node)
@@ -155,7 +156,7 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
 
         def kill_the_shard():
             try:
-                Injector(trainer, None).wait_for_steps(60)
+                wait_for_learner_steps(trainer, 60)
                 ray.kill(trainer.components.shards[0], no_restart=False)
                 killed_at.append(trainer.learner_steps)
             except Exception as exc:     # reported by the test
