@@ -18,7 +18,7 @@ default config unless flags say otherwise):
   1, 2, 4 actors and Ray replay shards. `/ bare per core` divides the rate by the cores
   the actors can use (min(actors, CPUs)) and by the bare env rate.
 - replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
-  stacked by encode_sequences from a real actor's sequences, 32 per payload), and sample + decode through
+  stacked by the actor's ReplayClient from its real sequences, 32 per payload), and sample + decode through
   ReplayClient as the learner sees it.
 - learner: Learner.train sampled transitions/s (B x T per second) from a prefilled
   in-process shard, on CPU, and on CUDA where it exists (--device).
@@ -49,7 +49,7 @@ from actors.params import WeightClient, WeightPublisher, WeightStore  # noqa: E4
 from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
-from common.sequence import SequenceSpec, encode_sequences  # noqa: E402
+from common.sequence import SequenceSpec  # noqa: E402
 from host import describe  # noqa: E402
 from learner.learner import Learner  # noqa: E402
 from replay.client import ReplayClient, split  # noqa: E402
@@ -87,26 +87,15 @@ def timed(seconds: float, step) -> tuple:
             return done, elapsed
 
 
-class Sink:
-    """A replay client stand-in: stacks and encodes sequences like ReplayClient (32 per
-    payload), keeps up to `keep` payloads, and sends nothing."""
+class KeepingShard:
+    """A replay shard stand-in behind a real ReplayClient: keeps up to `keep` payloads
+    undecoded and stores nothing, so the actor is measured without replay's work."""
 
-    def __init__(self, keep: int, flush_every: int = 32):
-        self.keep, self.flush_every, self.payloads, self.count = keep, flush_every, [], 0
-        self._sequences = []
+    def __init__(self, keep: int):
+        self.keep, self.payloads = keep, []
 
-    def add(self, sequence) -> None:
-        self._sequences.append(sequence)
-        if len(self._sequences) >= self.flush_every:
-            self.flush()
-
-    def flush(self, env_steps=None, episodes=None) -> None:
-        if self._sequences:
-            payload = encode_sequences(self._sequences)
-            self.count += len(self._sequences)
-            self._sequences = []
-            if len(self.payloads) < self.keep:
-                self.payloads.append(payload)
+    def insert(self, payloads, *args, **counts) -> None:
+        self.payloads.extend(payloads[:max(0, self.keep - len(self.payloads))])
 
 
 def published_store(cfg: Config, info, store=None, remote: bool = False):
@@ -144,7 +133,7 @@ def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare
     store = published_store(cfg, info)
     chunk = cfg.actor_chunk_steps
     for label, replay in (("in-process, in-process shard", ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec)),
-                          ("in-process, sequences discarded", Sink(keep=4096))):
+                          ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec))):
         actor = SelfPlayActor(cfg, 0, replay, WeightClient(store))
         actor.collect(chunk)                                    # warm-up
         infer = []
@@ -159,7 +148,7 @@ def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare
         table.add("actor", f"1 actor, {label}", rate, "env steps/s", ratio=rate / bare,
                   note=f"{rate / bare:.0%} of bare; inference {statistics.mean(infer):.0%} of its time",
                   actors=1, cores=1)
-    return replay.payloads
+    return replay.shards[0].payloads
 
 
 def actors_on_ray(cfg: Config, info, spec: SequenceSpec, counts, seconds: float, bare: float, cpus: int,
