@@ -232,13 +232,13 @@ def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float
 
 
 def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: str, seconds: float,
-                 table: Table) -> float:
-    cfg = dataclasses.replace(cfg, device=device)
+                 table: Table, batch_size: int = 0) -> float:
+    cfg = dataclasses.replace(cfg, device=device, batch_size=batch_size or cfg.batch_size)
     learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
-    learner.train(5)                                             # warm-up (allocations, CUDA context)
+    learner.train(3)                                             # warm-up (allocations, CUDA context)
     if device == "cuda":
         torch.cuda.synchronize()
-    per_call = 10
+    per_call = max(1, 640 // cfg.batch_size)
 
     def step():
         done = learner.train(per_call)["learner/updates_in_call"]
@@ -328,6 +328,8 @@ def main() -> int:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--envs-per-actor", type=int, default=None)
     parser.add_argument("--num-replay-shards", type=int, default=1)
+    parser.add_argument("--learner-batch-sizes", nargs="+", type=int, default=None,
+                        help="learner rows at these B (sequences per batch; default: the config's 64)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -349,9 +351,10 @@ def main() -> int:
     bare = bare_env(cfg, info, seconds, table)
     payloads = actor_in_process(cfg, info, spec, seconds, bare, table)
     shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
-    learner_rate(cfg, spec, shard, "cpu", seconds, table)
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        learner_rate(cfg, spec, shard, "cuda", seconds, table)
+    devices = ["cpu"] + (["cuda"] if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else [])
+    for device in devices:
+        for batch_size in args.learner_batch_sizes or [cfg.batch_size]:
+            learner_rate(cfg, spec, shard, device, seconds, table, batch_size)
     publish_in_process(cfg, info, 50 if args.quick else 200, table)
     if not args.no_ray:
         import ray

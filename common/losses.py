@@ -215,16 +215,19 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
 
     with torch.no_grad():
         entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), ones)
-        metrics = {
-            "loss/total": loss.item(), "loss/pg": loss_pg.item(), "loss/reg": loss_reg.item(),
-            "loss/model": loss_model.item(), "loss/value": loss_value.item(), "loss/reward": loss_reward.item(),
-            "stats/entropy": entropy.item(),
-            "stats/is_ratio_mean": _masked_mean(ratio, ones).item(),
-            "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)).item(),
-            "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)).item(),
-            "stats/value_mean": _masked_mean(tq["value"][:T], mask).item(),
-            "stats/return_mean": _masked_mean(tq["returns"], mask).item(),
+        named = {
+            "loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
+            "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward,
+            "stats/entropy": entropy,
+            "stats/is_ratio_mean": _masked_mean(ratio, ones),
+            "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
+            "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)),
+            "stats/value_mean": _masked_mean(tq["value"][:T], mask),
+            "stats/return_mean": _masked_mean(tq["returns"], mask),
             "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
-                                                              tq["prior_log_probs"][:T]), mask).item(),
+                                                              tq["prior_log_probs"][:T]), mask),
         }
+        # One device-to-host copy for all of them (one GPU sync per step, not one per number).
+        values = torch.stack([v.detach().float().reshape(()) for v in named.values()]).tolist()
+        metrics = dict(zip(named, values))
     return loss, metrics, state

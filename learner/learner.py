@@ -6,6 +6,7 @@ maths is in common/losses.py; this file is optimisation and bookkeeping.
 """
 import copy
 import io
+import math
 import time
 from typing import Optional
 
@@ -125,7 +126,7 @@ class Learner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, metrics, new_state = muesli_loss(self.online, self.target, batch, self.loss_state, self.params)
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not math.isfinite(metrics["loss/total"]):     # already on the host: no extra GPU sync
             return self._skip(metrics, "loss")
         loss.backward()
         if cfg.dynamics_grad == "params":
@@ -134,8 +135,8 @@ class Learner:
                     p.grad.mul_(0.5)
         if cfg.grad_clip_value:
             torch.nn.utils.clip_grad_value_(self.online.parameters(), cfg.grad_clip_value)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm or float("inf"))
-        if not torch.isfinite(grad_norm):
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm or float("inf")))
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, "gradient")
         if cfg.lr_decay_steps:
@@ -147,7 +148,7 @@ class Learner:
         self._update_target()
         if self.steps % cfg.publish_every == 0:
             self.publish()
-        metrics["learner/grad_norm"] = float(grad_norm)
+        metrics["learner/grad_norm"] = grad_norm
         return metrics
 
     def _skip(self, metrics: dict, what: str) -> dict:
@@ -273,14 +274,16 @@ class Learner:
 
     def load_checkpoint_bytes(self, data: bytes) -> dict:
         """Restore from checkpoint_bytes(); returns the stored run_state."""
-        state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+        # Loaded to the CPU (RNG states must stay there); load_state_dict copies weights and
+        # optimiser moments onto this learner's device.
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         for name, net in (("online", self.online), ("target", self.target)):
             check_same_shapes(net.state_dict(), state[name], name)     # before anything is overwritten
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.loss_state = LossState(NormalizerState(*state["loss_state"]["adv"]),
-                                    NormalizerState(*state["loss_state"]["pg"]))
+        self.loss_state = LossState(*(NormalizerState(*(t.to(self.device) for t in state["loss_state"][name]))
+                                      for name in ("adv", "pg")))
         self.steps, self.skipped, self.blends = state["steps"], state["skipped"], state["blends"]
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])

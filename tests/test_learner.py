@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from actors.params import WeightPublisher, WeightStore
+from common import codec
 from common.config import Config, validate
 from common.sequence import SequenceSpec, encode_sequences, to_time_major
 from learner import checkpoint
@@ -428,3 +429,65 @@ def test_learner_held_by_its_throttle_publishes_what_it_has_learned():
     assert learner.train(100, wait_s=0.3)["learner/updates_in_call"] == 10
     version, _, progress = store.latest()
     assert version == 10 and progress["env_steps"] == 250 and progress["sources"] == {"actor0": [250, 0]}
+
+
+# -- CUDA (run where a GPU exists: CI has none, so these skip there) --------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_updates_match_cpu_updates_in_fp32():
+    """Same weights, same batches, fp32: the CUDA learner's losses and gradient norms follow
+    the CPU learner's (kernels differ, so close, not bit-identical)."""
+    cpu, _ = make_learner(small_config(precision="fp32"))
+    gpu, _ = make_learner(small_config(device="cuda", precision="fp32"))
+    assert gpu.device.type == "cuda" and not gpu.bf16
+    gpu.online.load_state_dict(cpu.online.state_dict())
+    gpu.target.load_state_dict(cpu.target.state_dict())
+    for seed in range(3):
+        a, b = cpu.update(make_batch(seed)), gpu.update(to_time_major(make_arrays(seed), "cuda"))
+        for key in ("loss/total", "loss/pg", "loss/value", "loss/model", "learner/grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), (seed, key, a[key], b[key])
+    assert all(p.device.type == "cuda" for p in gpu.online.parameters())
+
+
+@needs_cuda
+def test_cuda_auto_precision_is_bf16_and_learns_with_fp32_state():
+    learner, _ = make_learner(small_config(device="cuda", precision="auto"))
+    assert learner.bf16 == torch.cuda.is_bf16_supported()
+    batch = to_time_major(make_arrays(0), "cuda")
+    first = learner.update(batch)["loss/total"]
+    for _ in range(30):
+        last = learner.update(batch)["loss/total"]
+    assert np.isfinite(first) and last < first - 0.1, (first, last)
+    assert all(p.dtype == torch.float32 for p in learner.online.parameters())
+
+
+@needs_cuda
+def test_cuda_learner_trains_from_replay_and_publishes_cpu_weights():
+    learner, store = make_learner(small_config(device="cuda", learner_steps_per_1k_env_steps=0.0))
+    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    assert learner.train(4, wait_s=1.0)["learner/updates_in_call"] == 4
+    version, payload, _ = store.latest()
+    weights = codec.decode_weights(payload)
+    assert version == 4 and set(weights) == set(learner.online.state_dict())
+    for name, value in learner.acting_network().state_dict().items():
+        assert np.array_equal(weights[name], value.cpu().numpy()), name
+
+
+@needs_cuda
+def test_cuda_checkpoint_resumes_on_cpu_and_on_cuda():
+    """A checkpoint written by a CUDA learner loads into a CPU learner (and back into CUDA):
+    weights equal, counters equal, and both go on training."""
+    source, _ = make_learner(small_config(device="cuda"))
+    for seed in range(3):
+        source.update(to_time_major(make_arrays(seed), "cuda"))
+    data = source.checkpoint_bytes()
+    for device in ("cpu", "cuda"):
+        fresh, store = make_learner(small_config(device=device, seed=5))
+        fresh.load_checkpoint_bytes(data)
+        assert (fresh.steps, store.version()) == (3, 3)
+        for name, value in source.online.state_dict().items():
+            assert torch.equal(fresh.online.state_dict()[name].cpu(), value.cpu()), (device, name)
+        assert np.isfinite(fresh.update(to_time_major(make_arrays(4), device))["loss/total"])
