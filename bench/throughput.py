@@ -232,10 +232,12 @@ def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float
 
 
 def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: str, seconds: float,
-                 table: Table, batch_size: int = 0) -> float:
-    cfg = dataclasses.replace(cfg, device=device, batch_size=batch_size or cfg.batch_size)
+                 table: Table, batch_size: int = 0, compile: str = "auto") -> float:
+    cfg = dataclasses.replace(cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile)
     learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
-    learner.train(3)                                             # warm-up (allocations, CUDA context)
+    t = time.perf_counter()
+    learner.train(3)                                  # warm-up (allocations, CUDA context, torch.compile)
+    warm_s = time.perf_counter() - t
     if device == "cuda":
         torch.cuda.synchronize()
     per_call = max(1, 640 // cfg.batch_size)
@@ -250,8 +252,10 @@ def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: st
     B, T = cfg.batch_size, cfg.sequence_length
     rate = steps * B * T / elapsed
     name = torch.cuda.get_device_name() if device == "cuda" else f"{cfg.torch_threads} thread(s)"
-    table.add("learner", f"sampled transitions, {device} (B={B} x T={T})", rate, "transitions/s",
-              note=f"{steps / elapsed:,.1f} updates/s; {name}", device=device)
+    how = "compiled" if learner.compiled else "eager"
+    table.add("learner", f"sampled transitions, {device}, {how} (B={B} x T={T})", rate, "transitions/s",
+              note=f"{steps / elapsed:,.1f} updates/s; {name}; first 3 updates {warm_s:.1f} s", device=device,
+              compiled=learner.compiled, batch_size=B)
     return rate
 
 
@@ -325,11 +329,14 @@ def main() -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="learner: CPU always; CUDA too with 'cuda', or with 'auto' when CUDA exists")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
+    parser.add_argument("--no-cpu-learner", action="store_true", help="skip the CPU learner rows (GPU runs)")
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--envs-per-actor", type=int, default=None)
     parser.add_argument("--num-replay-shards", type=int, default=1)
     parser.add_argument("--learner-batch-sizes", nargs="+", type=int, default=None,
                         help="learner rows at these B (sequences per batch; default: the config's 64)")
+    parser.add_argument("--learner-compile", nargs="+", choices=("auto", "on", "off"), default=["auto"],
+                        help="learner rows with torch.compile 'auto' (on CUDA only), 'on', 'off', or several")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -351,10 +358,11 @@ def main() -> int:
     bare = bare_env(cfg, info, seconds, table)
     payloads = actor_in_process(cfg, info, spec, seconds, bare, table)
     shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
-    devices = ["cpu"] + (["cuda"] if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else [])
+    devices = ([] if args.no_cpu_learner else ["cpu"]) + (["cuda"] if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else [])
     for device in devices:
-        for batch_size in args.learner_batch_sizes or [cfg.batch_size]:
-            learner_rate(cfg, spec, shard, device, seconds, table, batch_size)
+        for compile in args.learner_compile:
+            for batch_size in args.learner_batch_sizes or [cfg.batch_size]:
+                learner_rate(cfg, spec, shard, device, seconds, table, batch_size, compile)
     publish_in_process(cfg, info, 50 if args.quick else 200, table)
     if not args.no_ray:
         import ray

@@ -66,6 +66,7 @@ class Config:
     learner_steps_per_episode: float = 0.0       # throttle: learner steps allowed per finished episode (0 = off)
     device: str = "auto"                # learner device: 'auto' (CUDA when present), 'cpu', 'cuda'
     precision: str = "auto"             # learner matmuls: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16'
+    compile: str = "auto"               # torch.compile the learner's loss: 'auto' (on CUDA), 'on', 'off'; eager if it fails
     # --- network -----------------------------------------------------------------------
     torso: str = "auto"                 # 'auto' (rank-3 images: conv, else MLP), 'mlp', 'atari', 'minatar'
     width: int = 64
@@ -114,6 +115,7 @@ class Config:
         names = {f.name for f in fields(LossParams)}
         values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
         values["hidden_grad_scale"] = 0.5 if self.dynamics_grad == "hidden" else 1.0
+        values["max_starts"] = self.starts_per_sequence * self.batch_size     # the learner's random_start_mask
         return LossParams(**values)
 
 
@@ -186,7 +188,7 @@ PRESETS = {
 CHOICES = {
     "preset": tuple(PRESETS), "torso": ("auto",) + TORSOS, "value_target": ("retrace", "mc"),
     "optimizer": ("adam", "adamw"), "dynamics_grad": ("hidden", "params"), "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "fp32", "bf16"),
+    "precision": ("auto", "fp32", "bf16"), "compile": ("auto", "on", "off"),
 }
 
 

@@ -50,6 +50,8 @@ class LossParams:
     prior_behaviour_weight: float = 0.0
     prior_uniform_weight: float = 0.0
     hidden_grad_scale: float = 0.5    # 1.0 when the learner scales dynamics parameter gradients instead
+    max_starts: int = 0               # start states unrolled per batch, a fixed number (0 = all T*B); must be
+                                      # at least the 1s in start_mask. Fixed shapes let torch.compile build once.
 
 
 class LossState(NamedTuple):
@@ -63,7 +65,8 @@ def init_loss_state(device=None) -> LossState:
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    """sum(x * mask) / max(sum(mask), 1), with masked-out entries (padding) never read."""
+    return torch.where(mask > 0, x * mask, 0.0).sum() / mask.sum().clamp(min=1.0)
 
 
 def _shift_windows(x: torch.Tensor, steps: int, fill=0) -> torch.Tensor:
@@ -153,7 +156,20 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
 
 
 def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
-    """Total Muesli loss. Returns (loss scalar, metrics dict of floats, new LossState).
+    """Total Muesli loss. Returns (loss scalar, metrics dict of floats, new LossState)."""
+    loss, metrics, state = muesli_loss_tensors(online, target, batch, state, p)
+    return loss, metrics_to_floats(metrics), state
+
+
+def metrics_to_floats(metrics: dict) -> dict:
+    """{name: 0-d tensor} -> {name: float} in one device-to-host copy (one GPU sync, not one per number)."""
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values))
+
+
+def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams):
+    """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
+    no data-dependent shape, so torch.compile can capture it whole.
 
     Gradient reaches only `online`; targets are computed under no_grad with `target`."""
     check_batch(batch, online.spec.num_actions)
@@ -163,19 +179,24 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
     obs, action, mask = batch["obs"], batch["action"], batch["mask"]
     T, B = action.shape
     K = p.unroll_steps
-    # Only the chosen start states are unrolled: N of the T*B (flattened index t*B + b).
+    # Only the chosen start states are unrolled: N of the T*B (flattened index t*B + b), N fixed
+    # (p.max_starts, else all T*B) so shapes never depend on the data; `weight` [N] is 1 for a
+    # chosen start state and 0 for a filler.
     start = (batch.get("start_mask", mask) * mask).reshape(T * B)
-    idx = start.nonzero()[:, 0]                                               # [N]
-    ones = torch.ones(idx.shape[0], device=obs.device)
+    if 0 < p.max_starts < T * B:
+        idx = torch.topk(start, p.max_starts, sorted=False).indices            # [N]: every 1 of start, then fillers
+        weight = start[idx]
+    else:
+        idx, weight = None, start
     support = online.spec.support_size
 
     def pick(x):
         """[L, T, B, ...] -> [L, N, ...] at the chosen start states."""
-        return x.reshape(x.shape[0], T * B, *x.shape[3:])[:, idx]
+        x = x.reshape(x.shape[0], T * B, *x.shape[3:])
+        return x if idx is None else x[:, idx]
 
     # Unroll the online model from each start state s_t along a_t .. a_{t+K-1}.
-    out = online.unroll(obs[:T].reshape(T * B, *obs.shape[2:])[idx], pick(_shift_windows(action, K)),
-                        p.hidden_grad_scale)
+    out = online.unroll(pick(obs[None, :T])[0], pick(_shift_windows(action, K)), p.hidden_grad_scale)
     log_pi = F.log_softmax(out.policy_logits, -1)                             # [K+1, N, A]
 
     # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
@@ -183,7 +204,7 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
     log_pi0_a = log_pi[0].gather(-1, a_t[:, None])[:, 0]
     mu_a = pick(batch["behaviour"][None])[0].gather(-1, a_t[:, None])[:, 0].clamp(min=1e-8)
     ratio = torch.clamp(log_pi0_a.exp() / mu_a, 0.0, 1.0)
-    loss_pg = _masked_mean(-ratio * pick(tq["pg_adv"][None])[0], ones)
+    loss_pg = _masked_mean(-ratio * pick(tq["pg_adv"][None])[0], weight)
 
     # 2. CMPO regulariser at k = 0.
     if p.reg_samples > 0:
@@ -193,10 +214,10 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
         reg = cmpo.sampled_cmpo_regularizer(log_pi[0].gather(-1, samples), adv_s)
     else:
         reg = cmpo.exact_kl(pick(tq["cmpo_log_probs"][None, :T])[0], log_pi[0])
-    loss_reg = _masked_mean(reg, ones)
+    loss_reg = _masked_mean(reg, weight)
 
     # 3-5. Model losses for k = 1..K, masked past episode ends.
-    step_valid = pick(_shift_windows(mask, K + 1))                            # [K+1, N]: step t+k is real
+    step_valid = pick(_shift_windows(mask, K + 1)) * weight                   # [K+1, N]: step t+k is real
     state_valid = pick(_shift_windows(tq["state_valid"], K + 1)[:, :T])       # state s_{t+k} is real
     cmpo_targets = pick(_shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T])   # [K+1, N, A]
     returns = pick(_shift_windows(tq["returns"], K + 1))                      # G_{t+k}
@@ -214,12 +235,12 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
             + p.reward_weight * loss_reward + p.model_weight * loss_model)
 
     with torch.no_grad():
-        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), ones)
-        named = {
+        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), weight)
+        metrics = {
             "loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
             "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward,
             "stats/entropy": entropy,
-            "stats/is_ratio_mean": _masked_mean(ratio, ones),
+            "stats/is_ratio_mean": _masked_mean(ratio, weight),
             "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
             "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)),
             "stats/value_mean": _masked_mean(tq["value"][:T], mask),
@@ -227,7 +248,4 @@ def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
             "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
                                                               tq["prior_log_probs"][:T]), mask),
         }
-        # One device-to-host copy for all of them (one GPU sync per step, not one per number).
-        values = torch.stack([v.detach().float().reshape(()) for v in named.values()]).tolist()
-        metrics = dict(zip(named, values))
     return loss, metrics, state

@@ -16,7 +16,7 @@ import torch
 from actors.params import WeightPublisher
 from common import envs as envs_lib
 from common.config import Config
-from common.losses import LossState, init_loss_state, muesli_loss
+from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
 from common.cmpo import NormalizerState
 from common.networks import build_network
 from common.ray_metrics import Recorder
@@ -38,6 +38,25 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
     return precision == "bf16"
+
+
+def compile_or_eager(fn):
+    """torch.compile(fn), falling back to fn itself (with a one-line note) if compiling fails,
+    e.g. on a machine without a C++ compiler. An error fn raises itself is raised again by fn."""
+    compiled = torch.compile(fn, dynamic=False)
+    current = [compiled]
+
+    def call(*args):
+        if current[0] is fn:
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as exc:                        # noqa: BLE001 - any compiler failure
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(f"learner: torch.compile failed ({type(exc).__name__}: {first_line}); running the loss eagerly")
+            current[0] = fn
+            return fn(*args)
+    return call
 
 
 def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Generator) -> torch.Tensor:
@@ -81,6 +100,8 @@ class Learner:
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.loss_state = init_loss_state(self.device)
+        self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
+        self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
         self.steps = 0
         self.skipped = 0
         self.blends = 0
@@ -124,7 +145,8 @@ class Learner:
         if cfg.starts_per_sequence:
             batch = dict(batch, start_mask=random_start_mask(batch["mask"], cfg.starts_per_sequence, self.generator))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, metrics, new_state = muesli_loss(self.online, self.target, batch, self.loss_state, self.params)
+            loss, metrics, new_state = self.loss_fn(self.online, self.target, batch, self.loss_state, self.params)
+        metrics = metrics_to_floats(metrics)
         self.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(metrics["loss/total"]):     # already on the host: no extra GPU sync
             return self._skip(metrics, "loss")

@@ -239,6 +239,60 @@ def test_bf16_autocast_keeps_loss_math_in_fp32_and_learns():
     assert all(v.dtype == torch.float32 for s in bf16.optimizer.state.values() for v in s.values() if v.dim())
 
 
+# -- torch.compile -------------------------------------------------------------------------
+
+def test_compile_auto_is_off_on_cpu():
+    assert not make_learner(small_config(compile="auto"))[0].compiled
+    assert make_learner(small_config(compile="on"))[0].compiled
+
+
+def test_compiled_updates_match_eager_updates():
+    """torch.compile changes kernels, not the maths: same weights and batches give the same
+    losses and gradient norms (to float tolerance) as the eager learner, with start states
+    chosen at random (the fixed-size selection the compiled graph needs)."""
+    eager, _ = make_learner(small_config(compile="off", starts_per_sequence=2))
+    compiled, _ = make_learner(small_config(compile="on", starts_per_sequence=2))
+    compiled.online.load_state_dict(eager.online.state_dict())
+    compiled.target.load_state_dict(eager.target.state_dict())
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a = eager.update(make_batch(seed, terminal_at=seed + 1))
+        torch.manual_seed(seed)
+        b = compiled.update(make_batch(seed, terminal_at=seed + 1))
+        for key in ("loss/total", "loss/pg", "loss/value", "loss/model", "learner/grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (seed, key, a[key], b[key])
+
+
+def test_a_loss_that_cannot_be_compiled_runs_eagerly(monkeypatch, capsys):
+    """No C++ compiler (say): one line on stdout, then the eager loss, and the same numbers."""
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    learner, _ = make_learner(small_config(compile="on"))
+    twin, _ = make_learner(small_config(compile="off"))
+    twin.online.load_state_dict(learner.online.state_dict())
+    twin.target.load_state_dict(learner.target.state_dict())
+    got, want = learner.update(make_batch(0)), twin.update(make_batch(0))
+    assert got["loss/total"] == want["loss/total"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "torch.compile failed" in line]
+    assert lines == ["learner: torch.compile failed (RuntimeError: InductorError: no working C++ compiler found); "
+                     "running the loss eagerly"]
+    learner.update(make_batch(1))                       # eager from now on: no second note
+    assert "torch.compile failed" not in capsys.readouterr().out
+
+
+def test_an_error_of_the_loss_itself_is_not_hidden_by_the_fallback(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    learner, _ = make_learner(small_config(compile="on"))
+    batch = make_batch(0)
+    batch["action"] = batch["action"][:, :2]            # wrong shape: check_batch names it
+    with pytest.raises(ValueError, match="must have shape"):
+        learner.update(batch)
+
+
 # -- checkpoint bytes ----------------------------------------------------------------------
 
 def test_checkpoint_round_trip_restores_everything_into_a_fresh_learner(trained):
@@ -450,6 +504,21 @@ def test_cuda_updates_match_cpu_updates_in_fp32():
         for key in ("loss/total", "loss/pg", "loss/value", "loss/model", "learner/grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), (seed, key, a[key], b[key])
     assert all(p.device.type == "cuda" for p in gpu.online.parameters())
+
+
+@needs_cuda
+def test_cuda_compiled_updates_match_eager_updates():
+    """compile 'auto' is on for CUDA: its updates follow the eager CUDA learner's."""
+    eager, _ = make_learner(small_config(device="cuda", precision="fp32", compile="off"))
+    compiled, _ = make_learner(small_config(device="cuda", precision="fp32", compile="auto"))
+    assert compiled.compiled and not eager.compiled
+    compiled.online.load_state_dict(eager.online.state_dict())
+    compiled.target.load_state_dict(eager.target.state_dict())
+    for seed in range(3):
+        batch = to_time_major(make_arrays(seed), "cuda")
+        a, b = eager.update(batch), compiled.update(batch)
+        for key in ("loss/total", "loss/pg", "loss/value", "loss/model", "learner/grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), (seed, key, a[key], b[key])
 
 
 @needs_cuda

@@ -269,6 +269,24 @@ def test_start_mask_selects_start_states():
     assert m["loss/value"] == pytest.approx(want_v, rel=1e-5)
 
 
+@pytest.mark.parametrize("max_starts", [1, 5, T * B, 10 * T * B])
+def test_a_fixed_number_of_start_states_gives_the_same_loss_and_gradients(max_starts):
+    """max_starts fixes how many start states are unrolled (fillers weigh 0) so shapes never
+    depend on the data; with at least as many as start_mask chooses, nothing changes."""
+    online, target = make_nets(5)
+    batch = make_batch()
+    chosen = torch.zeros(T, B)
+    chosen[0, 0] = 1.0
+    if max_starts >= 5:
+        chosen[[1, 4, 5, 2], [0, 1, 2, 3]] = 1.0
+    batch = dict(batch, start_mask=chosen)
+    loss, grads = loss_and_grads(online, target, batch, LossParams(unroll_steps=2))[:2]
+    fixed, fixed_grads = loss_and_grads(online, target, batch, LossParams(unroll_steps=2, max_starts=max_starts))[:2]
+    torch.testing.assert_close(fixed, loss)
+    for name in grads:
+        torch.testing.assert_close(fixed_grads[name], grads[name], msg=name)
+
+
 @pytest.mark.parametrize("support_size", [5, 0])
 def test_adam_steps_lower_the_loss(support_size):
     online, target = make_nets(support_size, seed=1)
