@@ -51,7 +51,7 @@ from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
 from common.sequence import SequenceSpec  # noqa: E402
 from host import describe  # noqa: E402
-from learner.learner import Learner  # noqa: E402
+from learner.learner import Learner, resolve_device  # noqa: E402
 from replay.client import ReplayClient, split  # noqa: E402
 from replay.shard import ReplayShard  # noqa: E402
 
@@ -358,7 +358,9 @@ def main() -> int:
     bare = bare_env(cfg, info, seconds, table)
     payloads = actor_in_process(cfg, info, spec, seconds, bare, table)
     shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
-    devices = ([] if args.no_cpu_learner else ["cpu"]) + (["cuda"] if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else [])
+    devices = [] if args.no_cpu_learner else ["cpu"]
+    if resolve_device(args.device).type == "cuda":
+        devices.append("cuda")
     for device in devices:
         for compile in args.learner_compile:
             for batch_size in args.learner_batch_sizes or [cfg.batch_size]:

@@ -44,17 +44,17 @@ def compile_or_eager(fn):
     """torch.compile(fn), falling back to fn itself (with a one-line note) if compiling fails,
     e.g. on a machine without a C++ compiler. An error fn raises itself is raised again by fn."""
     compiled = torch.compile(fn, dynamic=False)
-    current = [compiled]
 
     def call(*args):
-        if current[0] is fn:
+        nonlocal compiled
+        if compiled is None:
             return fn(*args)
         try:
             return compiled(*args)
         except Exception as exc:                        # noqa: BLE001 - any compiler failure
             first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             print(f"learner: torch.compile failed ({type(exc).__name__}: {first_line}); running the loss eagerly")
-            current[0] = fn
+            compiled = None
             return fn(*args)
     return call
 
@@ -103,8 +103,8 @@ class Learner:
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
         if self.compiled:
-            print("learner: torch.compile is on (--compile); the first update compiles the loss, which took "
-                  "~30 s on an H100 machine and ~40 s on 2 CPU cores here (Inductor caches it for later runs)")
+            print("learner: torch.compile is on (--compile); the first update compiles the loss (about 30 s "
+                  "measured on an H100 machine, 40 s on 2 CPU cores; Inductor caches it for later runs)")
         self.steps = 0
         self.skipped = 0
         self.blends = 0
