@@ -8,6 +8,7 @@ directory: config.json, metrics.jsonl, tensorboard/, checkpoints/, learning_curv
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
 """
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -30,6 +31,7 @@ from common.sequence import SequenceSpec
 from learner import checkpoint
 from learner.learner import Learner
 from replay.client import ReplayClient, split
+from replay.rate_limit import SampleToInsertRatio, shard_minimum
 from replay.shard import ReplayShard
 
 LEARNER_CALL_STEPS = 50      # updates per learner call before it reports back
@@ -56,6 +58,18 @@ def make_run_dir(cfg: Config) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     return run_dir
+
+
+def shard_rate_limit(cfg: Config):
+    """Each shard's share of the pacing (replay/rate_limit.py): the replay ratio, its share of the
+    minimum to sample (at least its share of a batch), and an error buffer of that many sequences'
+    samples, so actors run at most about max(min_replay, batch_size) sequences ahead of the learner
+    or behind it; and never less than a whole batch, the most one shard is asked for at once, so
+    actors and learner are never both held."""
+    if not cfg.replay_ratio:
+        return None
+    per_shard = shard_minimum(cfg.min_replay, cfg.batch_size, cfg.num_replay_shards)
+    return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(cfg.replay_ratio * per_shard, cfg.batch_size))
 
 
 class Components:
@@ -89,11 +103,11 @@ class Components:
             self.plan = None
             new = lambda cls, *args: cls(*args)  # noqa: E731
             num_actors = placement.in_process_actors(cfg)
-        # The actors' rate limit divides by num_actors, so they get the resolved count.
         self.cfg = cfg = dataclasses.replace(cfg, num_actors=num_actors)
         self.store = new(WeightStore)
         capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
-        self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "actor", 1000 + i), i)
+        limit = shard_rate_limit(cfg)
+        self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "actor", 1000 + i), i, limit)
                        for i in range(cfg.num_replay_shards)]
         self.learner = new(Learner, cfg, ReplayClient(self.shards, spec, remote), WeightPublisher(self.store, remote))
         self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data) if checkpoint_data else {}
@@ -143,9 +157,15 @@ class Trainer:
         self.cfg, self.info, self.run_dir = cfg, info, run_dir
         self.solve_return = cfg.solve_return if cfg.solve_return is not None else info.solve_return
         self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2))
-        self.eval_net = build_network(cfg.network_spec(info)).eval()
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
-        self.last_eval = -math.inf
+        self.screen_seed = self.eval_seed + 7919       # bench/peers/harness.py screens on the same seeds
+        self.last_eval = -math.inf      # env steps at the last evaluation
+        self.latest = None              # (network, version) of the newest weights fetched
+        self.evaluation = None          # the evaluation running on eval_thread (Ray runs)
+        self.snapshot_judged = None     # (network, version, env steps) it judges
+        self.eval_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="evaluate")
+        self.solved_net = None          # the network whose evaluation solved the run
+        self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
         self.last_checkpoint = time.monotonic()
         self.best_eval = -math.inf
         self.solved_at = None
@@ -194,6 +214,8 @@ class Trainer:
 
     # -- shared bookkeeping -------------------------------------------------------------
     def on_actor(self, stats: dict) -> None:
+        if self.first_env_step_s is None and stats["env_steps"]:
+            self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
         self.log.actor(stats)
 
     def on_learner(self, metrics: dict) -> None:
@@ -203,7 +225,9 @@ class Trainer:
             self.log.latest.update({k: v for k, v in metrics.items() if k in ("replay/failed_calls", "replay/lost_sequences")})
             return
         self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
-        self.log.scalars(metrics)
+        # The lag in env steps: learner steps behind, at the run's env steps per learner step.
+        per_step = self.log.env_steps / max(self.learner_steps, 1)
+        self.log.scalars({**metrics, "learner/policy_lag_env_steps": metrics.get("learner/policy_lag", 0.0) * per_step})
 
     def on_actor_failure(self, index: int, exc: Exception) -> float:
         """Account for a failed actor call; returns seconds to wait before calling it again.
@@ -230,37 +254,67 @@ class Trainer:
                 return 0.0
         return 1.0
 
-    def _refresh_eval_net(self) -> int:
-        self.components.weights.request()
-        got = self.components.weights.poll()
-        if got is None and self.components.weights.version < 0:
-            got = self.components.weights.wait()
+    def _snapshot(self) -> tuple:
+        """(network with the newest published weights, its version, env steps now): what an
+        evaluation judges, kept as it is while training goes on."""
+        weights = self.components.weights
+        weights.request()
+        got = weights.poll()
+        if got is None and self.latest is None:
+            got = weights.wait()
         if got is not None:
-            load_numpy_state(self.eval_net, got[1])
-        return self.components.weights.version
+            net = build_network(self.cfg.network_spec(self.info)).eval()
+            load_numpy_state(net, got[1])
+            self.latest = (net, got[0])
+        return (*self.latest, self.log.env_steps)
 
-    def maybe_evaluate(self, force: bool = False) -> None:
-        now = self.log.elapsed()
-        due = now - self.last_eval >= self.cfg.eval_every_s
-        warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
-        if not force and not (due and warm):
+    def _judge(self, net, full_only: bool = False) -> tuple:
+        """Greedy returns of net: a cheap screen on its own seeds first (unless full_only), then
+        the full evaluation only if the screen reaches the bar. Returns (screen returns or None,
+        full returns or None)."""
+        screen = None
+        n_screen = min(self.cfg.eval_screen_episodes, self.cfg.eval_episodes)
+        if not full_only and self.solve_return is not None and n_screen < self.cfg.eval_episodes:
+            screen = evaluate(net, self.cfg.env, n_screen, self.screen_seed, greedy=True)
+            if screen.mean() < self.solve_return:
+                return screen, None
+        return screen, evaluate(net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
+
+    def _judged(self, net, version: int, env_steps: int, screen, full) -> None:
+        """Log an evaluation of the weights as of env_steps; the first that reaches the bar solves
+        the run, and its network is the one exported."""
+        if screen is not None:
+            self.log.scalars({"eval/screen_return": float(screen.mean())}, env_steps)
+        if full is None:
             return
-        self.last_eval = now
-        version = self._refresh_eval_net()
-        screen = min(self.cfg.eval_screen_episodes, self.cfg.eval_episodes)
-        if not force and self.solve_return is not None and screen < self.cfg.eval_episodes:
-            # A cheap look first (its own seeds): the full evaluation only when it could pass.
-            returns = evaluate(self.eval_net, self.cfg.env, screen, self.eval_seed + 7919, greedy=True)
-            self.log.scalars({"eval/screen_return": float(returns.mean())})
-            if returns.mean() < self.solve_return:
-                return
-        returns = evaluate(self.eval_net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
-        self.log.evaluation(returns)
-        mean = float(returns.mean())
+        self.log.evaluation(full, env_steps=env_steps)
+        mean = float(full.mean())
         self.best_eval = max(self.best_eval, mean)
         if self.solve_return is not None and mean >= self.solve_return and self.solved_at is None:
-            self.solved_at = dict(seconds=self.log.elapsed(), env_steps=self.log.env_steps, version=version,
-                                  eval_mean=mean, eval_std=float(returns.std()))
+            self.solved_at = dict(seconds=self.log.elapsed(), env_steps=env_steps, version=version,
+                                  eval_mean=mean, eval_std=float(full.std()))
+            self.solved_net = net
+
+    def maybe_evaluate(self) -> None:
+        """Every eval_every_env_steps (once training returns reach eval_min_train_return) judge a
+        snapshot of the newest weights. On Ray on a driver thread, so the driver keeps feeding
+        actors and learner meanwhile; one evaluation at a time; in-process inline."""
+        if self.evaluation is not None:
+            if not self.evaluation.done():
+                return
+            job, self.evaluation = self.evaluation, None
+            self._judged(*self.snapshot_judged, *job.result())
+        due = self.log.env_steps - self.last_eval >= self.cfg.eval_every_env_steps
+        warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
+        if not (due and warm):
+            return
+        self.last_eval = self.log.env_steps
+        net, version, env_steps = self._snapshot()
+        if self.components.remote:
+            self.snapshot_judged = (net, version, env_steps)
+            self.evaluation = self.eval_thread.submit(self._judge, net)
+        else:
+            self._judged(net, version, env_steps, *self._judge(net))
 
     def should_stop(self) -> str:
         if self.solved_at is not None:
@@ -284,7 +338,7 @@ class Trainer:
         while True:
             for actor in c.actors:
                 self.on_actor(actor.collect(self.cfg.actor_chunk_steps))
-            self.on_learner(c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0))
+            self.on_learner(c.learner.train(10**9, wait_s=0.0))   # as many updates as replay allows
             self.log.progress()
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -330,22 +384,32 @@ class Trainer:
             self.maybe_evaluate()
             self.maybe_checkpoint()
             reason = self.should_stop()
-        done, _ = ray.wait(list(pending) + [learner_call], num_returns=len(pending) + 1, timeout=30)
-        if learner_call in done:      # the learner's last report counts in the summary too
+        done, _ = ray.wait([learner_call], timeout=5)     # the learner's last report counts in the summary too
+        if done:
             self.on_learner(ray.get(learner_call))
         return reason
 
     # -- the end --------------------------------------------------------------------------
     def finish(self, reason: str) -> dict:
+        """Final checkpoint; the evaluation still running is waited for; a run that did not solve
+        gets a last full greedy evaluation of its newest weights. The exported policy and the
+        summary are those of the weights that solved (else the newest), and their cheap sampled
+        evaluation (--sampled-eval-episodes)."""
         train_seconds = self.log.elapsed()
+        finish_start = time.monotonic()
         self.log.progress(force=True)
         self.maybe_checkpoint(force=True)
+        if self.evaluation is not None:
+            self._judged(*self.snapshot_judged, *self.evaluation.result())
+            self.evaluation = None
+        self.eval_thread.shutdown()
         if self.solved_at is None:
-            self.maybe_evaluate(force=True)
-        self._refresh_eval_net()
-        sampled = evaluate(self.eval_net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed + 1, greedy=False)
+            net, version, env_steps = self._snapshot()
+            self._judged(net, version, env_steps, *self._judge(net, full_only=True))
+        policy = self.solved_net or self.latest[0]
+        sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
         self.log.evaluation(sampled, greedy=False)
-        export_policy(self.eval_net, self.info, self.run_dir / "policy.pt2")
+        export_policy(policy, self.info, self.run_dir / "policy.pt2")
         self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
         last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
         summary = {
@@ -358,6 +422,7 @@ class Trainer:
             "faults": dict(self.faults, replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                            replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
             "resumed_from": self.resumed_from,
+            "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.log.close()

@@ -8,7 +8,6 @@ Sequences never cross an episode boundary: an episode's last sequence is padded
 can bootstrap from it. Consecutive sequences of one env start `stride` steps apart.
 """
 import time
-import uuid
 from typing import Dict, List
 
 import numpy as np
@@ -23,10 +22,7 @@ from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 
-# While held by the rate limit an actor asks the weight store for a new version, sleeping
-# 1 ms after the first try and doubling up to this: quick to resume after a publish, yet a
-# waiting actor does not keep the store (and a core) busy answering a poll every millisecond.
-MAX_WAIT_POLL_S = 0.02
+HELD_REPORT_S = 1.0     # a collect call held by replay's rate limit returns after this long
 
 
 class SequenceCutter:
@@ -81,8 +77,6 @@ class SelfPlayActor:
     def __init__(self, cfg: Config, index: int, replay, weights: WeightClient):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
-        # This incarnation's name in replay's running totals (a restarted actor counts from 0 anew).
-        self.replay.source = f"actor{index}-{uuid.uuid4().hex[:8]}"
         info = envs_lib.describe(cfg.env)
         self.net = build_network(cfg.network_spec(info)).eval()
         for p in self.net.parameters():
@@ -102,8 +96,6 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._load(*weights.wait())
-        # The rate limit counts from here (so a restarted actor or a resumed run is paced like a new one).
-        self.start = (self.version, *self._published[:2])
 
     def __repr__(self) -> str:
         return f"SelfPlayActor({self.index})"
@@ -112,10 +104,6 @@ class SelfPlayActor:
         load_numpy_state(self.net, arrays)
         self.numpy_policy = policy_layers(self.net)    # None for conv torsos: torch acts then
         self.version = version
-        # The learner's totals over all actors when it published this version, and our share of them.
-        progress = self.weights.progress
-        own = progress.get("sources", {}).get(self.replay.source, (0, 0))
-        self._published = (progress.get("env_steps", 0), progress.get("episodes", 0), own[0], own[1])
 
     def _policy(self, obs: np.ndarray) -> np.ndarray:
         """Action probabilities [E, A] of the loaded weights: numpy for MLP torsos
@@ -132,60 +120,23 @@ class SelfPlayActor:
         if got is not None:
             self._load(*got)
 
-    def ahead_of_learner(self) -> bool:
-        """Two-sided rate limit: the learner's throttles (learner steps per 1k env steps and per
-        episode) read backwards, plus a slack that lets the learner start.
-
-        Env steps and episodes are counted over all actors: the other actors' as the learner
-        published them with the newest weights, this actor's own exactly (its running totals,
-        less its share in the published ones). So the actors that are alive fill the budget
-        together; one that died or never got a CPU leaves no gap that would stall the learner
-        and, through it, everyone. The learner's count of this actor lags by at most one
-        collect call (every call ends with a flush of the running totals, even an idle one),
-        so the learner never waits on steps that the actors count as done. While the learner
-        reports that it waits for data (replay lost what it held), there is no limit."""
-        if self.weights.learner_starved:
-            return False
-        cfg = self.cfg
-        first_version, first_env, first_episodes = self.start
-        env_total, episode_total, own_env, own_episodes = self._published
-        learned = max(self.version - first_version, 0)
-        if cfg.learner_steps_per_1k_env_steps > 0:
-            slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
-            env_steps = env_total + self.env_steps - own_env - first_env
-            if env_steps >= slack + learned * 1000.0 / cfg.learner_steps_per_1k_env_steps:
-                return True
-        if cfg.learner_steps_per_episode > 0:
-            slack = max(cfg.min_replay, cfg.batch_size) + 1
-            if episode_total + self.episodes - own_episodes - first_episodes >= slack + learned / cfg.learner_steps_per_episode:
-                return True
-        return False
-
     @torch.no_grad()
     def collect(self, num_steps: int) -> dict:
         """Step all envs until `num_steps` env steps (summed over envs) are done, pushing
-        finished sequences to replay. Returns statistics for logging."""
+        finished sequences to replay; while replay's rate limit holds the actor (the learner
+        is behind), wait for room, and return early after HELD_REPORT_S (in-process at once:
+        nothing moves while we wait). Returns statistics for logging."""
         start, infer_s = time.perf_counter(), 0.0
         returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
-        pause = 0.001
         while steps < num_steps:
-            if self.ahead_of_learner():
+            if not self.replay.has_room():
                 t = time.perf_counter()
-                self.weights.request()
-                got = self.weights.poll()   # a new version, or the learner waiting for data, moves the limit
-                if got is not None:
-                    self._load(*got)
-                    pause = 0.001
-                    continue
-                if self.weights.learner_starved:
-                    continue
-                if not self.weights.remote:
-                    break  # in-process: nothing moves while we wait; hand control back
-                time.sleep(pause)
-                pause = min(2 * pause, MAX_WAIT_POLL_S)
+                room = self.replay.wait_for_room(max(0.0, HELD_REPORT_S - (t - start)))
                 waits += time.perf_counter() - t
-                if time.perf_counter() - start > 1.0:
+                self.steps_since_pull = self.cfg.weight_pull_every       # the learner moved on: look for weights
+                self._maybe_pull()
+                if not room:
                     break
                 continue
             t = time.perf_counter()
@@ -211,7 +162,7 @@ class SelfPlayActor:
             self.env_steps += E
             self.steps_since_pull += E
             self._maybe_pull()
-        self.replay.flush(self.env_steps, self.episodes)
+        self.replay.flush()
         elapsed = time.perf_counter() - start
         self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits)
         return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),

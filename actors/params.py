@@ -20,25 +20,16 @@ class WeightStore:
     def __init__(self):
         self._version = -1
         self._payload = None
-        self._progress: dict = {}
-        self._status: dict = {}
 
     def __repr__(self) -> str:
         return "WeightStore"
 
-    def publish(self, version: int, payload, progress: Optional[dict] = None) -> None:
-        """`progress`: the learner's totals at publish time ({'env_steps', 'episodes'} over all
-        actors, and 'sources': each actor's share), which actors pace themselves by."""
+    def publish(self, version: int, payload) -> None:
         if version > self._version:
-            self._version, self._payload, self._progress = version, payload, dict(progress or {})
+            self._version, self._payload = version, payload
 
-    def report(self, status: dict) -> None:
-        """The learner's state between publishes: {'starved': True} while it waits for data."""
-        self._status = dict(status)
-
-    def latest(self) -> Tuple[int, object, dict]:
-        """(version, payload, progress published with it, updated by the latest report)."""
-        return self._version, self._payload, {**self._progress, **self._status}
+    def latest(self) -> Tuple[int, object]:
+        return self._version, self._payload
 
     def version(self) -> int:
         return self._version
@@ -65,19 +56,13 @@ class WeightPublisher:
     def __init__(self, store, remote: bool = False):
         self.store, self.remote = store, remote
 
-    def publish(self, version: int, module: torch.nn.Module, progress: Optional[dict] = None) -> None:
+    def publish(self, version: int, module: torch.nn.Module) -> None:
         payload = codec.encode_weights(state_to_numpy(module))
         if self.remote:
             import ray
-            self.store.publish.remote(version, [ray.put(payload)], progress)
+            self.store.publish.remote(version, [ray.put(payload)])
         else:
-            self.store.publish(version, payload, progress)
-
-    def report(self, status: dict) -> None:
-        if self.remote:
-            self.store.report.remote(status)
-        else:
-            self.store.report(status)
+            self.store.publish(version, payload)
 
 
 class WeightClient:
@@ -88,20 +73,16 @@ class WeightClient:
         self.store, self.remote = store, remote
         self.version = -1
         self.pulls = 0
-        self.failures = 0                       # requests lost to a dead or restarting store
-        self.progress: dict = {}     # what the learner published with `version` (totals, per-actor shares)
-        self.learner_starved = False    # the learner waits for data (as of the latest answer)
         self._pending = None
 
     def _resolve(self, answer) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
-        version, payload, progress = answer
-        self.learner_starved = bool(progress.get("starved", False))
+        version, payload = answer
         if version <= self.version or payload is None:
             return None
         if self.remote:
             import ray
             payload = ray.get(payload[0])
-        self.version, self.progress = version, dict(progress)
+        self.version = version
         self.pulls += 1
         return version, codec.decode_weights(payload)
 
@@ -126,7 +107,6 @@ class WeightClient:
             return self._resolve(answer)
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
             # The store is restarting (its node left): ask again later; the learner republishes.
-            self.failures += 1
             return None
 
     def wait(self, timeout_s: float = 120.0) -> Tuple[int, Dict[str, np.ndarray]]:

@@ -38,17 +38,19 @@ PEERS = {   # name -> (runner script, a module it needs, what to install)
 }
 
 
-def command(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> list:
+def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Path) -> list:
+    """`python launch.py FLAGS` (or a peer's runner) for one seed, its run directory named `name-sSEED`."""
     common = ["--seed", str(seed), "--max-seconds", str(max_seconds), "--run-root", str(run_root),
               "--run-name", f"{name}-s{seed}"]
     if name in PEERS:
         return [sys.executable, "-W", "ignore", str(ROOT / PEERS[name][0]), *common]
-    return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *CONFIGS[name], *common, *extra]
+    return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
 
 
-def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> dict:
+def read_run(name: str, seed: int, argv: list, run_root: Path) -> dict:
+    """Run argv as its own process; one row from the summary.json it wrote (wall time of the whole process)."""
     start = time.monotonic()
-    proc = subprocess.run(command(name, seed, extra, max_seconds, run_root), cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - start
     summary_path = run_root / f"{name}-s{seed}" / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
@@ -59,6 +61,11 @@ def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> 
     return {"config": name, "seed": seed, "solved": s["solved"], "process_wall_s": round(wall, 1),
             "solve_s": at.get("seconds"), "env_steps": at.get("env_steps", s["env_steps"]),
             "learner_steps": s["learner_steps"], "greedy_eval": s["greedy_eval_mean"]}
+
+
+def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> dict:
+    flags = [] if name in PEERS else [*CONFIGS[name], *extra]
+    return read_run(name, seed, launch_command(name, seed, flags, max_seconds, run_root), run_root)
 
 
 def missing_peers(names) -> list:

@@ -11,9 +11,8 @@ default config unless flags say otherwise):
   autoreset as common/envs.make_vector_env), random actions, one process: the ceiling
   for one core.
 - actor: SelfPlayActor.collect env steps/s with its batched inference, sequence cutting
-  and encoding; the rate limit is off (learner_steps_per_1k_env_steps = 0,
-  learner_steps_per_episode = 0), the weights are a WeightStore with published initial
-  weights, no learner. In-process with an in-process replay shard (as --in-process),
+  and encoding; replay's rate limit is off (replay_ratio = 0), the weights are a
+  WeightStore with published initial weights, no learner. In-process with an in-process replay shard (as --in-process),
   in-process with the sequences discarded (the actor alone), and on a local Ray with
   1, 2, 4 actors and Ray replay shards. `/ bare per core` divides the rate by the cores
   the actors can use (min(actors, CPUs)) and by the bare env rate.
@@ -94,8 +93,12 @@ class KeepingShard:
     def __init__(self, keep: int):
         self.keep, self.payloads = keep, []
 
-    def insert(self, payloads, *args, **counts) -> None:
+    def insert(self, payloads) -> dict:
         self.payloads.extend(payloads[:max(0, self.keep - len(self.payloads))])
+        return {"accepted": len(payloads), "rejected": 0, "room": self.room()}
+
+    def room(self) -> float:
+        return float("inf")
 
 
 def published_store(cfg: Config, info, store=None, remote: bool = False):
@@ -343,7 +346,7 @@ def main() -> int:
         parser.error("--device cuda: torch sees no CUDA device")
     seconds = args.seconds or (1.5 if args.quick else 8.0)
     cpus = os.cpu_count() or 1
-    cfg = Config(env=args.env, learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0,
+    cfg = Config(env=args.env, replay_ratio=0.0,
                  num_replay_shards=args.num_replay_shards, num_cpus=cpus, dashboard=False)
     if args.envs_per_actor:
         cfg.envs_per_actor = args.envs_per_actor

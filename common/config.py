@@ -13,6 +13,7 @@ from typing import Optional
 
 from common.losses import LossParams
 from common.networks import TORSOS, NetworkSpec, auto_torso, torso_problem
+from replay.rate_limit import shard_minimum
 
 
 class ConfigError(ValueError):
@@ -61,11 +62,14 @@ class Config:
     grad_clip_value: float = 0.0        # element-wise clipping, the seed's choice (0 = off)
     dynamics_grad: str = "hidden"       # 'hidden': scale the state entering g by 0.5; 'params': scale g's grads by 0.5
     target_ema: float = 0.1             # alpha in target <- (1 - alpha) target + alpha online, per learner step
-    target_blend_every_episodes: int = 0  # also blend target <- (target + online) / 2 every N episodes (seed)
+    target_blend_every_steps: int = 0   # also blend target <- (target + online) / 2 every N learner steps (seed)
     publish_every: int = 10             # learner steps between weight publications
     actors_use_online: bool = False     # actors act with the online network instead of the target
-    learner_steps_per_1k_env_steps: float = 40.0  # throttle: learner steps allowed per 1000 env steps (0 = off)
-    learner_steps_per_episode: float = 0.0       # throttle: learner steps allowed per finished episode (0 = off)
+    replay_ratio: float = 12.8          # sampled sequences per inserted sequence, enforced by each replay shard
+                                        # (replay/rate_limit.py; 0 = no limit). With stride s each inserted
+                                        # sequence brings about s new env steps: updates per env step are about
+                                        # replay_ratio / (batch_size * s). Not the paper's replay proportion,
+                                        # which is --replay-fraction.
     device: str = "auto"                # learner device: 'auto' (CUDA when present), 'cpu', 'cuda'
     precision: str = "auto"             # learner matmuls: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16'
     compile: str = "auto"               # torch.compile the learner's loss: 'auto' (on CUDA), 'on', 'off'; eager if it fails
@@ -92,8 +96,9 @@ class Config:
     prior_uniform_weight: float = 0.003
     # --- stopping and evaluation -------------------------------------------------------
     eval_episodes: int = 100            # greedy evaluation episodes (own env seeds)
-    eval_every_s: float = 5.0           # seconds between evaluations
+    eval_every_env_steps: int = 2048    # env steps between evaluations (the SB3 peer of bench/solve.py also uses 2048)
     eval_screen_episodes: int = 10      # a cheap first look; the full evaluation runs only if it reaches the bar
+    sampled_eval_episodes: int = 10     # at the end: sampled (not greedy) episodes of the exported policy
     eval_min_train_return: float = 0.0  # skip evaluation while the recent training return is below this
     solve_return: Optional[float] = None  # stop at this greedy eval mean (None = the env's reward_threshold)
     max_env_steps: int = 2_000_000
@@ -128,14 +133,17 @@ PRESETS = {
     # Loss weights: the blog's L_v sums 0.5 (v - G)^2 over the K + 1 = 3 unrolled steps and is
     # divided by 3 and by 4 (`L_v/3/4`), L_r sums over the K = 2 steps and is halved; our losses
     # average over steps, so the same weighting is value 1/4 and reward 1 (model: a mean, 1/4).
+    # One sequence is one episode (length 500 = the time limit, stride 500), so a replay ratio of
+    # 120 sampled sequences per inserted one is the blog's 20 updates of 6 sequences per episode,
+    # and a blend every 600 learner steps its blend every 30 episodes.
     "seed": dict(
         width=128, depth=2, hidden_size=0, support_size=0, unroll_steps=2, value_target="mc", discount=0.99,
         reg_samples=2, reg_weight=5.0, pg_weight=1.0, value_weight=0.25, reward_weight=1.0, model_weight=0.25,
         sequence_length=500, sequence_stride=500, batch_size=6, starts_per_sequence=5, replay_fraction=5 / 6,
-        min_replay=6, replay_capacity=5000, learner_steps_per_episode=20.0, learner_steps_per_1k_env_steps=0.0,
+        min_replay=6, replay_capacity=5000, replay_ratio=120.0,
         optimizer="adamw",
         learning_rate=3e-4, weight_decay=0.0, max_grad_norm=0.0, grad_clip_value=1.0, dynamics_grad="params",
-        target_ema=0.01, target_blend_every_episodes=30, actors_use_online=True, envs_per_actor=1,
+        target_ema=0.01, target_blend_every_steps=600, actors_use_online=True, envs_per_actor=1,
         prior_behaviour_weight=0.0, prior_uniform_weight=0.0, actor_chunk_steps=64, weight_pull_every=1,
         publish_every=1, max_seconds=1800.0),
     # Beyond CartPole (issue 8). Untuned starting points: the loss settings are the paper's Atari
@@ -149,15 +157,15 @@ PRESETS = {
     # 100-episode mean >= 200 (the env's reward threshold). MLP 2x128; gamma 0.99 rather than the
     # paper's 0.995 (episodes are 1000 steps, not Atari's 27k); CartPole's tuned data layout
     # (batch 64 x 10 steps, stride 5, replay share 0.5) with a replay 4x larger (20k sequences,
-    # ~100k env steps) and half its learner-step rate (20 per 1k env steps: ~13 replayed samples
-    # per env step), since a 2x128 learner step costs ~4x a CartPole one and the 2-core budget is
+    # ~100k env steps) and a replay ratio of 6.4 (what 20 learner steps per 1k env steps were before
+    # the ratio replaced them: ~1.3 sampled sequences per env step), since a 2x128 learner step costs ~4x a CartPole one and the 2-core budget is
     # 30 minutes; greedy evaluation only once training returns reach 100.
     "lunarlander": dict(
         starts_per_sequence=0,          # every start state: how this preset was measured (docs/results.md)
         env="LunarLander-v3", solve_return=200.0, width=128, depth=2, hidden_size=64, support_size=30,
         discount=0.99, sequence_length=10, sequence_stride=5, batch_size=64, replay_capacity=20_000,
-        replay_fraction=0.5, min_replay=64, learning_rate=5e-4, learner_steps_per_1k_env_steps=20.0,
-        envs_per_actor=16, eval_every_s=30.0, eval_min_train_return=100.0, max_env_steps=5_000_000,
+        replay_fraction=0.5, min_replay=64, learning_rate=5e-4, replay_ratio=6.4,
+        envs_per_actor=16, eval_every_env_steps=16_000, eval_min_train_return=100.0, max_env_steps=5_000_000,
         max_seconds=1800.0),
     # MinAtar Breakout (package minatar, 'MinAtar/Breakout-v1': the minimal 3-action set; v0 has
     # all 6 actions as in the MinAtar paper): bool 10x10x4 grids (uint8 0/255 here), MinAtar's own
@@ -169,8 +177,8 @@ PRESETS = {
         starts_per_sequence=0,          # every start state: how this preset was measured (docs/results.md)
         env="MinAtar/Breakout-v1", torso="minatar", width=128, depth=2, hidden_size=128, support_size=30,
         discount=0.99, sequence_length=20, sequence_stride=10, batch_size=64, replay_capacity=10_000,
-        replay_fraction=0.75, min_replay=64, learning_rate=3e-4, learner_steps_per_1k_env_steps=20.0,
-        envs_per_actor=16, eval_episodes=30, eval_screen_episodes=10, eval_every_s=60.0,
+        replay_fraction=0.75, min_replay=64, learning_rate=3e-4, replay_ratio=12.8,
+        envs_per_actor=16, eval_episodes=30, eval_screen_episodes=10, eval_every_env_steps=20_000,
         max_env_steps=5_000_000, max_seconds=1800.0),
     # Atari Pong (ALE/Pong-v5 via ale-py; common/envs.py applies the paper's setting: sticky
     # actions 0.25, full 18 actions, 30 no-ops, frame skip 4, 84x84 grey, 4 stacked frames ->
@@ -178,16 +186,16 @@ PRESETS = {
     # Paper: batch 96 x 30, replay 6M frames, share 0.75, gamma 0.995, Adam 3e-4 decayed over 200M
     # frames. Here: batch 32 x 20, replay 3000 sequences (~1.8 GB of uint8 frames, ~30k agent
     # steps), share 0.75, gamma 0.99 (a short run), constant Adam 3e-4, support +-10 after h
-    # (h(21) = 3.7), ~6 replayed samples per agent step (10 learner steps per 1k agent steps).
+    # (h(21) = 3.7), replay ratio 3.2 (10 learner steps per 1k agent steps at stride 10).
     # Evaluation is costly (long episodes): 20 episodes every 2 minutes once training returns
     # reach 15; stop at a greedy mean of +18.
     "atari-pong": dict(
         starts_per_sequence=0,          # every start state: how this preset was measured (docs/results.md)
         env="ALE/Pong-v5", torso="atari", width=256, depth=2, hidden_size=256, support_size=10,
         discount=0.99, sequence_length=20, sequence_stride=10, batch_size=32, replay_capacity=3000,
-        replay_fraction=0.75, min_replay=64, learning_rate=3e-4, learner_steps_per_1k_env_steps=10.0,
+        replay_fraction=0.75, min_replay=64, learning_rate=3e-4, replay_ratio=3.2,
         envs_per_actor=8, weight_pull_every=256, solve_return=18.0, eval_episodes=20, eval_screen_episodes=5,
-        eval_every_s=120.0, eval_min_train_return=15.0, max_env_steps=10_000_000, max_seconds=3600.0),
+        eval_every_env_steps=50_000, eval_min_train_return=15.0, max_env_steps=10_000_000, max_seconds=3600.0),
 }
 
 CHOICES = {
@@ -212,11 +220,11 @@ def validate(cfg: Config) -> Config:
         bad("num_actors", "must be a whole number >= 1, or 'auto' (0) to fill the cluster's free CPUs")
     for name in ("num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
                  "sequence_length", "sequence_stride", "replay_capacity", "batch_size", "min_replay", "width",
-                 "depth", "publish_every", "eval_episodes", "eval_screen_episodes", "keep_checkpoints", "torch_threads"):
+                 "depth", "publish_every", "eval_every_env_steps", "eval_episodes", "eval_screen_episodes", "sampled_eval_episodes", "keep_checkpoints", "torch_threads"):
         if getattr(cfg, name) < 1:
             bad(name, "must be a whole number >= 1")
     for name in ("num_cpus", "hidden_size", "support_size", "unroll_steps", "reg_samples", "starts_per_sequence",
-                 "lr_decay_steps", "target_blend_every_episodes", "max_env_steps", "metrics_export_port"):
+                 "lr_decay_steps", "target_blend_every_steps", "max_env_steps", "metrics_export_port"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")
     for name in ("replay_fraction", "retrace_lambda", "adv_beta", "target_ema", "prior_behaviour_weight",
@@ -228,8 +236,7 @@ def validate(cfg: Config) -> Config:
     if not 0 < cfg.learning_rate < math.inf:
         bad("learning_rate", "must be > 0 and finite")
     for name in ("max_grad_norm", "grad_clip_value", "weight_decay", "cmpo_clip", "reg_weight", "value_weight",
-                 "reward_weight", "model_weight", "pg_weight", "learner_steps_per_1k_env_steps",
-                 "learner_steps_per_episode", "eval_every_s", "max_seconds", "checkpoint_every_s"):
+                 "reward_weight", "model_weight", "pg_weight", "replay_ratio", "max_seconds", "checkpoint_every_s"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")
     if cfg.prior_behaviour_weight + cfg.prior_uniform_weight > 1.0:
@@ -240,6 +247,11 @@ def validate(cfg: Config) -> Config:
         bad("batch_size", f"must be <= --replay-capacity={cfg.replay_capacity} (a batch larger than replay never fills)")
     if cfg.min_replay > cfg.replay_capacity:
         bad("min_replay", f"must be <= --replay-capacity={cfg.replay_capacity}")
+    smallest_shard = cfg.replay_capacity // cfg.num_replay_shards
+    if smallest_shard < shard_minimum(cfg.min_replay, cfg.batch_size, cfg.num_replay_shards):
+        bad("replay_capacity", f"must give each of the {cfg.num_replay_shards} shards room for its share of "
+            f"max(--min-replay, --batch-size) = {max(cfg.min_replay, cfg.batch_size)}; the smallest shard holds "
+            f"{smallest_shard}")
     if cfg.num_replay_shards > cfg.batch_size:
         bad("num_replay_shards", f"must be <= --batch-size={cfg.batch_size} (every shard serves part of a batch)")
     if cfg.max_restarts < -1:

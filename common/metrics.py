@@ -59,12 +59,13 @@ class RunLogger:
             metrics["actor/episode_length"] = sum(stats["lengths"]) / len(stats["lengths"])
         self.scalars(metrics)
 
-    def evaluation(self, returns, greedy: bool = True) -> None:
+    def evaluation(self, returns, greedy: bool = True, env_steps: Optional[int] = None) -> None:
+        """Log an evaluation of the weights as of `env_steps` (default: now)."""
         tag = "eval/greedy_return" if greedy else "eval/sampled_return"
         mean = float(sum(returns) / len(returns))
-        self.scalars({tag: mean, tag + "_min": float(min(returns))})
+        self.scalars({tag: mean, tag + "_min": float(min(returns))}, env_steps)
         if greedy:
-            self.evals.append((self.env_steps, self.elapsed(), mean))
+            self.evals.append((self.env_steps if env_steps is None else env_steps, self.elapsed(), mean))
 
     def recent_return(self) -> float:
         return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")
@@ -79,6 +80,7 @@ class RunLogger:
         line = (f"[{now:7.1f}s] env {self.env_steps:>9,} ({self.env_steps / max(now, 1e-9):6.0f}/s) "
                 f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
                 f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
+                f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
                 f"| loss {m.get('loss/total', float('nan')):7.3f}")
         if self.tty and not force:
             self.stream.write("\r" + line)

@@ -108,10 +108,9 @@ class Learner:
         self.steps = 0
         self.skipped = 0
         self.blends = 0
-        self.totals = {"env_steps": 0, "episodes": 0, "size": 0}
+        self.totals = {}                # replay's counters (replay/client.py totals), for the metrics
+        self._refreshed = 0.0
         self._pending = None
-        self.starved = False            # waiting for data: replay short of its minimum (start, or data lost)
-        self._starved_reported = 0.0
         self.metrics = Recorder("learner")
         self.publish()
 
@@ -123,21 +122,18 @@ class Learner:
         return self.online if self.cfg.actors_use_online else self.target
 
     def publish(self) -> None:
-        self._refresh_totals()          # actors pace themselves by these totals: send fresh ones
-        progress = {key: int(self.totals.get(key, 0)) for key in ("env_steps", "episodes")}
-        progress["sources"] = {source: list(counts) for source, counts in self.replay.sources.items()}
-        self.publisher.publish(self.steps, self.acting_network(), progress)
-        self.published = self.steps
+        self.publisher.publish(self.steps, self.acting_network())
         self.metrics.inc("publishes")
 
     @torch.no_grad()
     def _update_target(self) -> None:
-        """target <- (1 - alpha) target + alpha online; plus the seed's periodic 50/50 blend."""
+        """target <- (1 - alpha) target + alpha online; plus the seed's periodic 50/50 blend
+        every N learner steps."""
         online, target = list(self.online.parameters()), list(self.target.parameters())
         torch._foreach_lerp_(target, online, self.cfg.target_ema)
-        every = self.cfg.target_blend_every_episodes
-        if every and self.totals["episodes"] // every > self.blends:
-            self.blends = self.totals["episodes"] // every
+        every = self.cfg.target_blend_every_steps
+        if every and self.steps % every == 0:
+            self.blends += 1
             torch._foreach_lerp_(target, online, 0.5)
 
     # -- one update ---------------------------------------------------------------------
@@ -184,27 +180,8 @@ class Learner:
         return metrics
 
     # -- the training loop --------------------------------------------------------------
-    def allowed_steps(self) -> float:
-        """Learner steps the throttles allow for the env steps / episodes collected so far."""
-        allowed = float("inf")
-        if self.cfg.learner_steps_per_1k_env_steps:
-            allowed = min(allowed, self.totals["env_steps"] * self.cfg.learner_steps_per_1k_env_steps / 1000.0)
-        if self.cfg.learner_steps_per_episode:
-            allowed = min(allowed, self.totals["episodes"] * self.cfg.learner_steps_per_episode)
-        return allowed
-
-    def _set_starved(self, starved: bool) -> None:
-        """Tell actors (through the weight store) when the learner starts or stops waiting for
-        data: while it waits they play on past the rate limit, so replay that lost what it held
-        (a shard restarted empty, a node gone) is refilled instead of everyone waiting forever.
-        Repeated every second while it waits, in case the store itself restarted empty."""
-        now = time.monotonic()
-        if starved != self.starved or (starved and now - self._starved_reported >= 1.0):
-            self.starved, self._starved_reported = starved, now
-            self.publisher.report({"starved": starved})
-
     def _refresh_totals(self) -> None:
-        self.totals = self.replay.totals()
+        self.totals, self._refreshed = self.replay.totals(), time.perf_counter()
 
     def _next_batch(self) -> Optional[dict]:
         if self._pending is None:
@@ -214,41 +191,32 @@ class Learner:
         self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
         return batch
 
-    def ready(self) -> bool:
-        return self.totals.get("size", 0) >= max(self.cfg.min_replay, self.cfg.batch_size)
-
     def train(self, max_steps: int, wait_s: float = 0.0) -> dict:
-        """Run up to max_steps updates; when data or the throttle holds it back, wait up to
-        wait_s seconds in total, then return. Returns averaged metrics and counters."""
+        """Run up to max_steps updates; while replay holds batches back (too little data, or its
+        rate limit: the actors are behind), wait up to wait_s seconds in total, then return.
+        Returns averaged metrics and counters."""
         start = time.perf_counter()
         deadline = start + wait_s
         sums, count, batch_wait, lags = {}, 0, 0.0, []
+        held = False
         self._refresh_totals()
         while count < max_steps:
-            ready = self.ready()
-            if not ready or self.steps >= self.allowed_steps():
-                self._set_starved(not ready)
-                if ready and self.steps > self.published:
-                    # Held by the throttle: publish now, so the actors' limit (which moves only with a
-                    # new version) moves even when publish_every is more steps than the slack allows.
-                    self.publish()
-                if time.perf_counter() >= deadline:
-                    break
-                time.sleep(0.005)
-                self._refresh_totals()
-                continue
             t = time.perf_counter()
             arrays = self._next_batch()
             batch_wait += time.perf_counter() - t
             self.metrics.observe("batch_wait_s", time.perf_counter() - t)
-            self._set_starved(arrays is None)
-            if arrays is None:          # no shard can serve its share (e.g. all restarted empty)
-                self._pending = None
-                if time.perf_counter() >= deadline:
+            if arrays is None:
+                # Held back: _next_batch has asked again; look once more at once (the first answer may
+                # predate new data), then after pauses until wait_s has passed.
+                if held and time.perf_counter() >= deadline:
                     break
-                time.sleep(0.005)
-                self._refresh_totals()
+                if held:
+                    time.sleep(0.002)
+                held = True
+                if time.perf_counter() - self._refreshed >= 0.25:
+                    self._refresh_totals()  # notices restarted shards, so their share moves to the others
                 continue
+            held = False
             valid = arrays["mask"]
             lags.append(self.steps - float(arrays["version"][valid].mean()))
             metrics = self.update(to_time_major(arrays, self.device))

@@ -4,15 +4,18 @@ Inserts are buffered and sent one list per shard per flush (round-robin over
 shards), with a bound on calls in flight so a slow shard pushes back on the actor.
 A batch of B sequences asks every shard for its share and concatenates the answers.
 
+Pacing: each shard answers an insert with the room its rate limit has left
+(replay/rate_limit.py). The client counts down what it sent since, flushes to the next
+shard with room, and `has_room` tells the actor whether to step or hold; a held actor
+asks the shards again (`wait_for_room`). A sample the limit holds back comes back None.
+
 Shards may die (Ray restarts them empty): a failed call is counted, never raised, so
 the actor keeps playing and the learner waits for the restarted shard to refill.
 Counters (`totals`) stay monotonic across a shard restart: when a shard comes back as
-a new instance, what it had counted is carried in an offset. Env steps and episodes
-are each sender's running totals (the highest any shard has seen), so neither a lost
-insert nor a restarted shard loses them and the learner's throttle never falls behind
-what the actors did. `restore_totals` seeds the offsets on resume.
+a new instance, what it had counted is carried in an offset; `restore_totals` seeds
+the offsets on resume.
 """
-import uuid
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -21,7 +24,8 @@ from common.sequence import SequenceSpec, decode_batch, encode_sequences
 
 
 LEVELS = ("size", "fresh")                  # stats() keys summed over shards but not carried over a restart
-NOT_SUMMED = ("shard", "started", "sources")
+NOT_SUMMED = ("shard", "started")
+MAX_ROOM_POLL_S = 0.02                      # a held actor asks the shards again after 1 ms, doubling up to this
 
 
 def split(total: int, parts: int) -> List[int]:
@@ -32,23 +36,21 @@ def split(total: int, parts: int) -> List[int]:
 
 class ReplayClient:
     def __init__(self, shards, spec: SequenceSpec, remote: bool = False, max_inflight: int = 4,
-                 flush_every: int = 32, source: str = ""):
-        """source: the sender's name in the shards' running totals, unique by default (an actor
-        names each incarnation itself, so a restarted actor counts from 0 under a new name)."""
+                 flush_every: int = 32):
         self.shards, self.spec, self.remote = list(shards), spec, remote
-        self.source = source or f"client-{uuid.uuid4().hex[:8]}"
         self.max_inflight, self.flush_every = max_inflight, flush_every
-        self._buffer: List[bytes] = []
         self._sequences: List[Dict[str, np.ndarray]] = []
         self._next_shard = 0
         self._inflight = []
         self.failures = 0                       # shard calls that raised (dead or restarting shard)
-        self.lost_payloads = 0                  # payloads (up to flush_every sequences each) in failed inserts
         self.lost_stored = 0                    # sequences a restarted shard no longer holds
         self._last: List[dict] = [{} for _ in self.shards]
         self._answering: List[bool] = [True for _ in self.shards]   # did its last stats() call answer
         self._offset: Dict[str, int] = {}
-        self.sources: Dict[str, List[int]] = {}    # learner side: sender -> highest [env_steps, episodes] seen
+        # Actor side: each shard's room as it last answered, less the sequences sent to it since.
+        self.room: List[float] = [float("inf")] * len(self.shards)
+        # Learner side: the shares of the batch being assembled that have arrived (shard -> arrays).
+        self._parts: Dict[int, Dict[str, np.ndarray]] = {}
 
     def _failed(self, exc: Exception, what: str) -> None:
         self.failures += 1
@@ -72,38 +74,69 @@ class ReplayClient:
         if len(self._sequences) >= self.flush_every:
             self.flush()
 
-    def insert(self, payload: bytes) -> None:
-        """Buffer an encoded payload as it is (one sequence or several)."""
-        self._buffer.append(payload)
-        if len(self._buffer) >= self.flush_every:
-            self.flush()
-
-    def flush(self, env_steps: Optional[int] = None, episodes: Optional[int] = None) -> None:
-        """Send buffered payloads to one shard (round-robin), with this sender's running env-step
-        and episode totals when given: then a call goes out even with nothing buffered, so the
-        totals keep reaching the learner while the actor waits on it."""
-        if self._sequences:
-            self._buffer.append(encode_sequences(self._sequences))
-            self._sequences = []
-        if not self._buffer and env_steps is None and episodes is None:
+    def flush(self) -> None:
+        """Send the buffered sequences, stacked in one payload, to the next shard (round-robin)
+        that has room, or to the next one if none has (data is never held back: the actor
+        holds instead)."""
+        if not self._sequences:
             return
-        shard = self.shards[self._next_shard]
-        self._next_shard = (self._next_shard + 1) % len(self.shards)
-        payloads, self._buffer = self._buffer, []
-        counts = dict(env_steps=env_steps or 0, episodes=episodes or 0)
+        count, payload = len(self._sequences), encode_sequences(self._sequences)
+        self._sequences = []
+        order = [(self._next_shard + k) % len(self.shards) for k in range(len(self.shards))]
+        index = next((i for i in order if self.room[i] > 0), order[0])
+        self._next_shard = (index + 1) % len(self.shards)
+        self.room[index] -= count
         if not self.remote:
-            shard.insert(payloads, self.source, **counts)
+            self.room[index] = self.shards[index].insert([payload])["room"]
             return
-        import ray
-        self._inflight.append((shard.insert.remote(payloads, self.source, **counts), len(payloads)))
+        self._inflight.append((self.shards[index].insert.remote([payload]), index, count))
         if len(self._inflight) > self.max_inflight:
-            refs = [ref for ref, _ in self._inflight]
-            done, _ = ray.wait(refs, num_returns=len(refs) - self.max_inflight)
-            done = set(done)
-            for ref, count in self._inflight:
-                if ref in done and self._get(ref, "insert") is None:
-                    self.lost_payloads += count
-            self._inflight = [(ref, n) for ref, n in self._inflight if ref not in done]
+            self._settle(len(self._inflight) - self.max_inflight)
+
+    def _settle(self, num: int, timeout=None) -> None:
+        """Wait for `num` of the inserts in flight (fewer after `timeout`) and take the shards'
+        answers: a shard's room is what it said, less what was sent to it after that call."""
+        import ray
+        refs = [ref for ref, _, _ in self._inflight]
+        done, _ = ray.wait(refs, num_returns=min(num, len(refs)), timeout=timeout)
+        done = set(done)
+        for ref, index, _ in self._inflight:
+            if ref in done:
+                answer = self._get(ref, "insert")
+                if answer is not None:
+                    later = sum(n for r, i, n in self._inflight if i == index and r not in done)
+                    self.room[index] = answer["room"] - later
+        self._inflight = [call for call in self._inflight if call[0] not in done]
+
+    def has_room(self) -> bool:
+        """Whether some shard takes more data now (as far as its answers so far tell): the count
+        kept here first, and only when that says no, the answers that have arrived since."""
+        if max(self.room) <= 0 and self._inflight:
+            self._settle(len(self._inflight), timeout=0)
+        return max(self.room) > 0
+
+    def wait_for_room(self, timeout_s: float) -> bool:
+        """Held by every shard's rate limit: flush what is buffered, then ask the shards for their
+        room until one has some or `timeout_s` passes (in-process nothing moves while we wait:
+        one look). Returns has_room(). A shard that does not answer counts as full."""
+        self.flush()
+        if not self.remote:
+            self.room = [shard.room() for shard in self.shards]
+            return self.has_room()
+        import ray
+        deadline, pause = time.monotonic() + timeout_s, 0.001
+        while True:
+            if self._inflight:
+                self._settle(len(self._inflight), timeout=max(0.0, deadline - time.monotonic()))
+            else:
+                refs = [shard.room.remote() for shard in self.shards]
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+                ready = set(ready)
+                self.room = [self._get(ref, "room", 0.0) if ref in ready else 0.0 for ref in refs]
+            if max(self.room) > 0 or time.monotonic() >= deadline:
+                return max(self.room) > 0
+            time.sleep(pause)
+            pause = min(2 * pause, MAX_ROOM_POLL_S)
 
     # -- learner side -------------------------------------------------------------------
     def shares(self, batch_size: int) -> List[int]:
@@ -122,21 +155,30 @@ class ReplayClient:
         return sizes
 
     def request(self, batch_size: int, replay_fraction: float):
-        """Start fetching a batch; pass the result to `result`. Each shard serves its share."""
+        """Start fetching a batch; pass the result to `result`. Each shard serves its share; when
+        some shards served theirs and others held back (their rate limit, too little data), only
+        the missing shares are asked again, so no sampled sequence is wasted (the shards counted
+        it). Shares that no longer fit (a shard was passed over meanwhile) start the batch anew."""
+        shares = self.shares(batch_size)
+        if any(shares[i] != len(part["mask"]) for i, part in self._parts.items()):
+            self._parts = {}
         calls = []
-        for shard, n in zip(self.shards, self.shares(batch_size)):
-            if n:
+        for i, (shard, n) in enumerate(zip(self.shards, shares)):
+            if n and i not in self._parts:
                 online = int(round(n * (1.0 - replay_fraction)))
-                calls.append(shard.sample.remote(online, n - online) if self.remote else shard.sample(online, n - online))
+                calls.append((i, shard.sample.remote(online, n - online) if self.remote else shard.sample(online, n - online)))
         return calls
 
     def result(self, handle) -> Optional[Dict[str, np.ndarray]]:
-        """Batch-major arrays [B, ...], or None when some shard is not yet full enough."""
-        if self.remote:
-            handle = self._get(handle, "sample")
-        if handle is None or any(payload is None for payload in handle):
+        """Batch-major arrays [B, ...] in shard order, or None while some shard's share is missing."""
+        for i, answer in handle:
+            payload = self._get(answer, "sample") if self.remote else answer
+            if payload is not None:
+                self._parts[i] = decode_batch(payload, self.spec)
+        missing = [i for i, _ in handle if i not in self._parts]
+        if missing or not self._parts:
             return None
-        parts = [decode_batch(payload, self.spec) for payload in handle]
+        parts, self._parts = [self._parts[i] for i in sorted(self._parts)], {}
         if len(parts) == 1:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -153,8 +195,8 @@ class ReplayClient:
 
     def totals(self) -> dict:
         """Counters summed over shards (inserts, samples, ...: monotonic across shard restarts and
-        resumes), the current levels `size` and `fresh`, and env_steps / episodes summed over
-        senders' running totals. A shard that does not answer counts with its last known figures."""
+        resumes) and the current levels `size` and `fresh`. A shard that does not answer counts
+        with its last known figures."""
         out: Dict[str, int] = dict(self._offset)
         for i, s in enumerate(self.stats()):
             last = self._last[i]
@@ -169,20 +211,14 @@ class ReplayClient:
                         out[key] = out.get(key, 0) + value
                 self.lost_stored += last.get("size", 0)
             self._last[i] = s
-            for source, counts in s.get("sources", {}).items():
-                seen = self.sources.setdefault(source, [0, 0])
-                seen[:] = [max(a, b) for a, b in zip(seen, counts)]
             for key, value in s.items():
                 if key not in NOT_SUMMED:
                     out[key] = out.get(key, 0) + value
-        for column, key in enumerate(("env_steps", "episodes")):
-            out[key] = out.get(key, 0) + sum(seen[column] for seen in self.sources.values())
         out["lost_stored"] = self.lost_stored
         out["failed_calls"] = self.failures
         return out
 
     def restore_totals(self, counts: Dict[str, int]) -> None:
-        """Resume, on a fresh client: counters continue from a checkpoint's totals (which hold the
-        senders' running totals summed; size is not restored)."""
+        """Resume, on a fresh client: counters continue from a checkpoint's totals (levels such as
+        size are not restored)."""
         self._offset = {k: int(v) for k, v in counts.items() if k not in LEVELS + ("lost_stored", "failed_calls")}
-        self.sources = {}

@@ -7,11 +7,12 @@ anything is written; a bad payload is counted in `rejected` and dropped, so stor
 data is never touched by it. `sample(num_online, num_replay)` returns a batch made of
 the oldest not-yet-served fresh sequences plus uniformly drawn stored ones.
 
-Each insert also carries its sender's running env-step and episode totals; the shard
-keeps the highest seen per sender (`sources`). Being running totals, not increments,
-a lost insert loses no count: the sender's next insert, to any shard, brings it up to date.
+The shard owns the pacing of actors and learner (replay/rate_limit.py): every insert
+answers with the room left for more, which actors hold on, and a sample the rate limit
+does not allow yet returns None, which the learner waits on.
 """
 import collections
+import copy
 import uuid
 from typing import List, Optional
 
@@ -20,13 +21,17 @@ import numpy as np
 from common.codec import CodecError
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec, decode_sequences, encode_batch
+from replay.rate_limit import SampleToInsertRatio
 
 
 class ReplayShard:
     """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
 
-    def __init__(self, spec: SequenceSpec, capacity: int, seed: int = 0, index: int = 0):
+    def __init__(self, spec: SequenceSpec, capacity: int, seed: int = 0, index: int = 0,
+                 rate_limit: Optional[SampleToInsertRatio] = None):
+        """rate_limit: None = samples only wait for enough stored sequences (tests, benchmarks)."""
         self.spec, self.capacity, self.index = spec, capacity, index
+        self.rate_limit = copy.deepcopy(rate_limit)     # its own counters, also in-process
         self.storage = spec.empty(leading=(capacity,))
         self.insert_id = np.full(capacity, -1, dtype=np.int64)   # which insert lives in each slot
         # (slot, insert_id), oldest first; an entry older than `capacity` inserts has been
@@ -37,22 +42,17 @@ class ReplayShard:
         self.inserts = 0
         self.counters = collections.Counter()
         self.last_error = ""
-        self.sources = {}                   # sender -> [env_steps, episodes], its running totals
         self.started = uuid.uuid4().hex     # tells a restarted shard (Ray re-runs __init__) from this one
         self.metrics = Recorder("replay", index)
 
     def __repr__(self) -> str:
         return f"ReplayShard({self.index})"
 
-    def insert(self, payloads: List[bytes], source: str = "", *, env_steps: int = 0, episodes: int = 0) -> dict:
+    def insert(self, payloads: List[bytes]) -> dict:
         """Validate and store each payload (one sequence, or N stacked: common/sequence.py);
-        returns {'accepted': sequences stored, 'rejected': payloads dropped whole}.
-        `env_steps` and `episodes` are the running totals of the sender `source` (sequences
-        overlap, so steps cannot be read off the payloads); a total lower than one already
-        seen (a reordered call) changes nothing."""
-        if env_steps or episodes:
-            seen = self.sources.setdefault(str(source), [0, 0])
-            seen[0], seen[1] = max(seen[0], int(env_steps)), max(seen[1], int(episodes))
+        returns {'accepted': sequences stored, 'rejected': payloads dropped whole, 'room':
+        sequences the rate limit takes before senders must hold}. Data that arrives is
+        always stored: the limit acts on the next insert, through `room`."""
         accepted = rejected = 0
         evictions = self.counters["evictions"]
         for payload in payloads:
@@ -68,7 +68,11 @@ class ReplayShard:
         self.metrics.inc("rejected", rejected)
         self.metrics.inc("evictions", self.counters["evictions"] - evictions)
         self.metrics.set("size", self.size)
-        return {"accepted": accepted, "rejected": rejected}
+        return {"accepted": accepted, "rejected": rejected, "room": self.room()}
+
+    def room(self) -> float:
+        """Sequences the rate limit lets in now (<= 0: senders hold); unlimited without one."""
+        return self.rate_limit.room() if self.rate_limit else float("inf")
 
     def _store(self, rows) -> int:
         """Write N sequences [N, ...] into the ring (the oldest overwritten first); returns N."""
@@ -88,15 +92,22 @@ class ReplayShard:
         self.size = min(self.size + n, self.capacity)
         self.inserts += n
         self.counters["sequences"] += total
+        if self.rate_limit:
+            self.rate_limit.inserted(total)
         return total
 
     def sample(self, num_online: int, num_replay: int) -> Optional[bytes]:
         """Batch payload of num_online fresh + num_replay uniform sequences, or None when
-        fewer than num_online + num_replay sequences are stored. Fresh sequences missing
-        from the queue are replaced by uniform draws."""
+        fewer than num_online + num_replay sequences are stored or the rate limit holds the
+        learner back. Fresh sequences missing from the queue are replaced by uniform draws."""
         total = num_online + num_replay
         if self.size < total or total == 0:
             return None
+        if self.rate_limit:
+            if not self.rate_limit.can_sample(total, self.size):
+                self.counters["rate_limited_samples"] += 1
+                return None
+            self.rate_limit.sampled(total)
         slots = []
         while self.fresh and len(slots) < num_online:
             slot, insert_id = self.fresh.popleft()
@@ -109,6 +120,6 @@ class ReplayShard:
         return encode_batch({name: array[slots] for name, array in self.storage.items()})
 
     def stats(self) -> dict:
-        """Counters, levels (size, fresh), `started` and each sender's running totals."""
+        """Counters, levels (size, fresh) and `started` (tells a restarted shard from this one)."""
         return {"shard": self.index, "started": self.started, "size": self.size, "fresh": len(self.fresh),
-                **self.counters, "sources": {k: list(v) for k, v in self.sources.items()}}
+                **self.counters}

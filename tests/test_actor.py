@@ -18,7 +18,7 @@ from common.config import Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec, decode_sequences
 from replay.client import ReplayClient
-from replay.shard import ReplayShard
+from replay.rate_limit import SampleToInsertRatio
 from tests.recording import RecordingShard
 
 MAX_STEPS = 20                      # time limit of the test env: a mix of terminations and truncations
@@ -31,12 +31,12 @@ TAU, X_LIMIT, THETA_LIMIT = 0.02, 2.4, 12 * 2 * np.pi / 360
 def small_config(**overrides) -> Config:
     base = dict(env=ENV_ID, envs_per_actor=3, sequence_length=MAX_STEPS + 4, sequence_stride=MAX_STEPS + 4,
                 width=16, depth=1, hidden_size=8, support_size=0, replay_capacity=1000, batch_size=4, min_replay=4,
-                learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0, weight_pull_every=1,
-                num_cpus=1)
+                weight_pull_every=1, num_cpus=1)
     return validate(Config(**{**base, **overrides}))
 
 
-def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0):
+def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0, rate_limit=None, flush_every: int = 1):
+    """Actor, its one (recording) shard with `rate_limit`, spec, publisher, and the published net."""
     info = envs_lib.describe(cfg.env)
     spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
     torch.manual_seed(net_seed)
@@ -44,8 +44,8 @@ def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0):
     store = WeightStore()
     publisher = WeightPublisher(store, remote=False)
     publisher.publish(version, net)
-    shard = RecordingShard(spec, cfg.replay_capacity)
-    actor = SelfPlayActor(cfg, index, ReplayClient([shard], spec, flush_every=1), WeightClient(store))
+    shard = RecordingShard(spec, cfg.replay_capacity, rate_limit=rate_limit)
+    actor = SelfPlayActor(cfg, index, ReplayClient([shard], spec, flush_every=flush_every), WeightClient(store))
     return actor, shard, spec, publisher, net
 
 
@@ -78,9 +78,7 @@ def test_collected_payloads_decode_and_are_all_accepted(collected):
     assert stats["sequences"] == len(shard.payloads) == len(seqs) > 10
     s = shard.stats()
     assert s.get("rejected", 0) == 0 and s["sequences"] == len(seqs)
-    # The actor's running totals reach replay under its own name (actor index + incarnation).
-    assert list(s["sources"]) == [collected["actor"].replay.source] and collected["actor"].replay.source.startswith("actor3-")
-    assert s["sources"][collected["actor"].replay.source] == [stats["env_steps"], stats["episodes"]] and stats["env_steps"] == 450
+    assert stats["env_steps"] == stats["total_env_steps"] == 450 and stats["wait_s"] == 0.0   # no limit: never held
     for seq in seqs:
         assert seq["obs"].shape == (MAX_STEPS + 5, 4) and seq["obs"].dtype == np.float32
         assert seq["action"].shape == (MAX_STEPS + 4,) and seq["behaviour"].shape == (MAX_STEPS + 4, 2)
@@ -265,62 +263,67 @@ def test_cutter_with_stride_equal_to_length_chains_without_overlap():
     assert len(out) == 4
 
 
-# -- rate limit ----------------------------------------------------------------------------
+# -- rate limit (replay/rate_limit.py, enforced by the shard) --------------------------------
+# One env (envs_per_actor=1) and sequences longer than the time limit, so every episode is one
+# sequence and a vector step completes at most one. Limit r = 1, m = 2, e = 1: room = 3 - I + S.
 
-def test_rate_limit_counts_every_actors_env_steps_from_the_learners_totals():
-    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
-    actor, _, _, publisher, net = build(cfg, version=0)
-    slack = max(cfg.min_replay, cfg.batch_size) * cfg.sequence_length + 2 * cfg.actor_chunk_steps
-    E = cfg.envs_per_actor
-    me = actor.replay.source
-    first = actor.collect(10_000)["env_steps"]          # alone, nothing learned: the slack, then it stops
-    assert slack <= first < slack + E
-    assert actor.collect(10_000)["env_steps"] == 0
-    # The learner has taken 5 steps (worth 125 env steps) but other actors sent 1,000: still ahead.
-    publisher.publish(5, net, {"env_steps": first + 1000, "episodes": 0, "sources": {me: [first, 0]}})
-    assert actor.collect(10_000)["env_steps"] == 0
-    # 60 learner steps are worth 1,500 env steps: about 500 more for this actor.
-    publisher.publish(60, net, {"env_steps": first + 1000, "episodes": 0, "sources": {me: [first, 0]}})
-    more = actor.collect(10_000)["env_steps"]
-    assert 1500 - 1000 <= more < 1500 - 1000 + E
+def limited(flush_every: int):
+    cfg = small_config(envs_per_actor=1)
+    return build(cfg, version=0, rate_limit=SampleToInsertRatio(1.0, 2, 1.0), flush_every=flush_every)
 
 
-def test_rate_limit_counts_own_steps_the_learners_totals_have_not_seen_yet():
-    """The learner's totals lag: a new version may come with totals that do not hold this actor's
-    latest steps. The actor counts its own steps itself, so a stale total never lets it run ahead
-    (two actors once ran 6k env steps ahead of a learner at version 20 this way)."""
-    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
-    actor, _, _, publisher, net = build(cfg, version=0)
-    E = cfg.envs_per_actor
-    first = actor.collect(10_000)["env_steps"]
-    publisher.publish(1, net, {"env_steps": 0, "episodes": 0, "sources": {}})     # saw none of our steps yet
-    assert actor.collect(10_000)["env_steps"] < 25 + E                          # one learner step: 25 env steps
-    publisher.publish(2, net, {"env_steps": first, "episodes": 0, "sources": {actor.replay.source: [first, 0]}})
-    assert actor.collect(10_000)["env_steps"] < 25 + E
+def count_waits(client) -> list:
+    """Wrap client.wait_for_room: records each call's answer; a held in-process collect that asks
+    more than a few times in one go is looping instead of returning."""
+    answers, original = [], client.wait_for_room
+
+    def wait_for_room(timeout_s):
+        answers.append(original(timeout_s))
+        if len(answers) > 20:
+            raise RuntimeError("collect keeps waiting for room in-process instead of returning")
+        return answers[-1]
+    client.wait_for_room = wait_for_room
+    return answers
 
 
-def test_rate_limit_is_lifted_while_the_learner_waits_for_data():
-    """Replay that lost what it held (shards restarted empty, a node gone) leaves the learner
-    without data while the actors are at their limit: they must refill it, not wait forever."""
-    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
-    actor, _, _, publisher, _ = build(cfg, version=0)
-    actor.collect(10_000)
-    assert actor.collect(10_000)["env_steps"] == 0                  # at its limit
-    publisher.report({"starved": True})
-    assert actor.collect(600)["env_steps"] == 600
-    publisher.report({"starved": False})
-    assert actor.collect(10_000)["env_steps"] <= cfg.envs_per_actor   # the one step before it sees the report
-    assert actor.collect(10_000)["env_steps"] == 0
+def test_collect_stops_right_after_the_step_that_used_up_the_room():
+    actor, shard, spec, _, _ = limited(flush_every=1)
+    waits = count_waits(actor.replay)
+    stats = actor.collect(10_000)
+    assert waits == [False]                                                 # one look, then it returns
+    seqs = sequences(shard, spec)
+    assert stats["episodes"] == stats["sequences"] == len(seqs) == 3       # room 3, one sequence per flush
+    assert stats["env_steps"] == sum(stats["lengths"]) == sum(int(s["mask"].sum()) for s in seqs) < 10_000
+    assert shard.room() == 0.0 and shard.rate_limit.inserts == 3
+    again = actor.collect(10_000)                                           # held: not one step
+    assert (again["env_steps"], again["sequences"], shard.rate_limit.inserts) == (0, 0, 3)
+    assert waits == [False, False]
+    assert actor.env_steps == stats["env_steps"]
 
 
-def test_a_held_collect_still_sends_the_running_totals():
-    """The learner's count of an actor must catch up even while the actor makes no step (its last
-    insert may have gone to a shard that died): every collect ends with a flush of the totals."""
-    cfg = small_config(learner_steps_per_1k_env_steps=40.0, min_replay=4, batch_size=4, actor_chunk_steps=30)
-    actor, shard, _, _, _ = build(cfg, version=0)
-    actor.collect(10_000)
-    shard.sources.clear()                                   # as if the totals it sent were lost
-    calls = []
-    shard.insert = lambda payloads, *a, **kw: calls.append(payloads) or ReplayShard.insert(shard, payloads, *a, **kw)
-    assert actor.collect(10_000)["env_steps"] == 0
-    assert calls == [[]] and shard.stats()["sources"] == {actor.replay.source: [actor.env_steps, actor.episodes]}
+def test_collect_overshoots_the_room_by_at_most_one_flush():
+    """The client learns the room from each flush's answer: with 2 sequences per flush, room 3
+    lets two flushes out (room 1 after the first) and the 4th sequence is the overshoot."""
+    actor, shard, spec, _, _ = limited(flush_every=2)
+    stats = actor.collect(10_000)
+    assert stats["sequences"] == len(sequences(shard, spec)) == 4 and len(shard.payloads) == 2
+    assert stats["env_steps"] == sum(stats["lengths"]) and len(stats["lengths"]) == 4
+    assert shard.room() == -1.0
+
+
+def test_collect_goes_on_once_the_learner_has_sampled_and_pulls_new_weights():
+    actor, shard, spec, publisher, net = limited(flush_every=2)
+    actor.collect(10_000)                                   # 4 inserted: diff 4, room -1
+    assert shard.sample(1, 1) is not None                   # 4 - 2 >= 2 - 1: S = 2, room 3 - 4 + 2 = 1
+    assert shard.sample(1, 1) is None                       # 2 - 2 < 1
+    publisher.publish(5, net)
+    stats = actor.collect(10_000)
+    assert stats["sequences"] == 2 and shard.rate_limit.inserts == 6       # one more flush, then held
+    assert actor.version == 5 and stats["version"] == 5
+    assert len(stats["lengths"]) == 2 and stats["env_steps"] == sum(stats["lengths"])
+
+
+def test_collect_asks_for_fewer_steps_than_the_room_allows_and_stops_there():
+    actor, shard, _, _, _ = limited(flush_every=1)
+    stats = actor.collect(5)
+    assert stats["env_steps"] == 5 and shard.rate_limit.inserts <= 1

@@ -37,6 +37,15 @@ def test_defaults_and_every_preset_are_valid():
     (["--num-actors", "-2"], "--num-actors=-2 is invalid: must be a whole number >= 1, or 'auto'"),
     (["--unroll-steps", "-1"], "--unroll-steps=-1 is invalid: must be >= 0"),
     (["--max-grad-norm", "-0.5"], "--max-grad-norm=-0.5 is invalid: must be >= 0"),
+    (["--replay-ratio", "-1"], "--replay-ratio=-1.0 is invalid: must be >= 0"),
+    (["--replay-ratio", "nan"], "--replay-ratio=nan is invalid: must be a number, not NaN"),
+    (["--eval-every-env-steps", "0"], "--eval-every-env-steps=0 is invalid: must be a whole number >= 1"),
+    (["--target-blend-every-steps", "-1"], "--target-blend-every-steps=-1 is invalid: must be >= 0"),
+    # the pacing flags that the replay ratio replaced are gone
+    (["--learner-steps-per-1k-env-steps", "40"], "unrecognized arguments: --learner-steps-per-1k-env-steps 40"),
+    (["--learner-steps-per-episode", "20"], "unrecognized arguments: --learner-steps-per-episode 20"),
+    (["--eval-every-s", "5"], "unrecognized arguments: --eval-every-s 5"),
+    (["--target-blend-every-episodes", "30"], "unrecognized arguments: --target-blend-every-episodes 30"),
     # cross-field sizes
     (["--batch-size", "100", "--replay-capacity", "50"],
      "--batch-size=100 is invalid: must be <= --replay-capacity=50"),
@@ -138,6 +147,24 @@ def test_a_preset_applies_and_explicit_flags_override_it():
     assert cfg.width == 32 and cfg.actors_use_online is False and cfg.batch_size == 6
     # a preset never leaks into a later parse
     assert parse_config(["--num-cpus", "1"]).width == Config().width
+
+
+def test_pacing_defaults_and_flags():
+    cfg = Config()
+    assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (12.8, 2048, 0)
+    cfg = parse_config(["--replay-ratio", "0", "--eval-every-env-steps", "500", "--target-blend-every-steps", "7",
+                        "--num-cpus", "1"])
+    assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (0.0, 500, 7)
+
+
+def test_seed_preset_pacing_is_the_blogs_per_episode_schedule():
+    """One sequence per episode (length = stride = the 500-step time limit): 20 updates of 6
+    sequences per episode are 120 sampled sequences per inserted one, and a blend every 30
+    episodes is one every 30 * 20 = 600 learner steps."""
+    seed = PRESETS["seed"]
+    assert seed["sequence_length"] == seed["sequence_stride"] == 500 and seed["batch_size"] == 6
+    assert seed["replay_ratio"] == 20 * seed["batch_size"] == 120
+    assert seed["target_blend_every_steps"] == 30 * 20 == 600
 
 
 @pytest.mark.parametrize("text, expected", [("auto", 0), ("AUTO", 0), ("0", 0), ("3", 3)])

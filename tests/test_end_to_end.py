@@ -18,7 +18,7 @@ def run(tmp_path, *args):
 
 def test_in_process_run_learns_cartpole_and_writes_run_dir(tmp_path):
     summary, run_dir = run(tmp_path, "--in-process", "--seed", "0", "--max-seconds", "150",
-                           "--solve-return", "250", "--eval-episodes", "20", "--eval-every-s", "5")
+                           "--solve-return", "250", "--eval-episodes", "20", "--eval-every-env-steps", "5000")
     assert summary["solved"], summary
     assert summary["greedy_eval_mean"] >= 250
     config = json.loads((run_dir / "config.json").read_text())
@@ -38,7 +38,7 @@ def test_in_process_run_learns_cartpole_and_writes_run_dir(tmp_path):
 def test_local_ray_with_two_actors_and_two_shards_improves(tmp_path):
     summary, run_dir = run(tmp_path, "--num-actors", "2", "--num-replay-shards", "2", "--num-cpus", "2",
                            "--seed", "1", "--max-seconds", "120", "--solve-return", "150",
-                           "--eval-episodes", "20", "--eval-every-s", "5")
+                           "--eval-episodes", "20", "--eval-every-env-steps", "5000")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     returns = [r["actor/episode_return"] for r in records if "actor/episode_return" in r]
     assert len(returns) >= 4

@@ -183,11 +183,10 @@ def test_presets_parse_and_validate(preset):
 
 
 def small(preset: str, **overrides) -> Config:
-    """The preset's env and network, with tiny data sizes and no throttle."""
+    """The preset's env and network, with tiny data sizes and no rate limit (build's shard has none)."""
     base = dict(PRESETS[preset], preset=preset, envs_per_actor=2, sequence_length=6, sequence_stride=3,
                 batch_size=4, min_replay=4, replay_capacity=64, unroll_steps=3, weight_pull_every=1,
-                learner_steps_per_1k_env_steps=0.0, learner_steps_per_episode=0.0, publish_every=1,
-                device="cpu", torch_threads=1, num_cpus=1)
+                replay_ratio=0.0, publish_every=1, device="cpu", torch_threads=1, num_cpus=1)
     return validate(Config(**{**base, **overrides}))
 
 

@@ -122,7 +122,7 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     import ray
     cfg = parse_config(["--address", cluster.address, "--no-ship-code", "--num-actors", "3",
                         "--num-replay-shards", "2", "--seed", "1", "--max-seconds", "180",
-                        "--solve-return", "150", "--eval-episodes", "20", "--eval-every-s", "5",
+                        "--solve-return", "150", "--eval-episodes", "20", "--eval-every-env-steps", "5000",
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(address=cluster.address)
     trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
@@ -142,12 +142,12 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
 
 
 def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path):
-    """One shard, killed mid-run: Ray restarts it empty, so the learner has no data while the
-    actor sits at its rate limit (the learner is the slower side). The learner's 'waiting for
-    data' report must lift the limit so replay refills; without it both wait forever."""
+    """One shard, killed mid-run: Ray restarts it empty, with a fresh rate limit (replay/rate_limit.py),
+    so the actor that sat at the old shard's limit may insert at once and the learner, which has no
+    data meanwhile, trains again once the shard holds its minimum; neither waits forever."""
     ray = pytest.importorskip("ray")
     cfg = parse_config(["--num-actors", "1", "--num-replay-shards", "1", "--seed", "2", "--max-seconds", "50",
-                        "--solve-return", "1e9", "--eval-every-s", "1000", "--no-dashboard",
+                        "--solve-return", "1e9", "--eval-every-env-steps", "1000000000", "--no-dashboard",
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(num_cpus=2, include_dashboard=False)
     try:
@@ -176,7 +176,7 @@ def test_replay_fault_counts_of_a_report_without_updates_still_reach_the_summary
     """A learner starved by a lost shard reports no update; its replay fault counters must not be dropped with it."""
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
     trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
-    trainer.on_learner({"learner/updates_in_call": 5, "learner/steps": 5, "loss/total": 1.0,
+    trainer.on_learner({"learner/updates_in_call": 5, "learner/steps": 5, "loss/total": 1.0, "learner/policy_lag": 2.0,
                         "replay/failed_calls": 0, "replay/lost_sequences": 0})
     trainer.on_learner({"learner/updates_in_call": 0, "learner/steps": 5, "replay/failed_calls": 2,
                         "replay/lost_sequences": 300})

@@ -18,6 +18,7 @@ from learner import checkpoint
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner
 from replay.client import ReplayClient
+from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
 
 T, B, A, OBS = 6, 4, 2, (4,)          # CartPole: 4 observations, 2 actions
@@ -31,10 +32,10 @@ def small_config(**overrides) -> Config:
     return validate(Config(**{**base, **overrides}))
 
 
-def make_learner(cfg=None, seed=0):
+def make_learner(cfg=None, seed=0, rate_limit=None):
     cfg = cfg or small_config(seed=seed)
     store = WeightStore()
-    client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity)], SPEC)
+    client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity, rate_limit=rate_limit)], SPEC)
     return Learner(cfg, client, WeightPublisher(store)), store
 
 
@@ -177,23 +178,60 @@ def test_ema_target_follows_the_formula_for_one_step():
     assert all(not p.requires_grad for p in learner.target.parameters())
 
 
-def test_periodic_blend_halves_the_gap_once_per_n_episodes():
-    learner, _ = make_learner(small_config(target_blend_every_episodes=3, target_ema=0.1))
-    learner.update(make_batch(0))
-    learner.totals["episodes"] = 7                     # 7 // 3 = 2 blends due, applied once
-    target_before = {k: v.double() for k, v in learner.target.state_dict().items()}
-    learner.update(make_batch(1))
-    online = {k: v.double() for k, v in learner.online.state_dict().items()}
+def assert_target(learner, expected, what):
     for name, target in learner.target.state_dict().items():
-        ema = 0.9 * target_before[name] + 0.1 * online[name]
-        torch.testing.assert_close(target.double(), 0.5 * ema + 0.5 * online[name], rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(target.double(), expected[name], rtol=0, atol=1e-6, msg=f"{what}: {name}")
+
+
+def test_periodic_blend_halves_the_gap_once_every_n_steps():
+    """target_blend_every_steps = 3: steps 3 and 6 blend target <- (ema + online) / 2 after the
+    EMA, every other step is the EMA alone."""
+    learner, _ = make_learner(small_config(target_blend_every_steps=3, target_ema=0.1))
+    for seed in range(6):
+        before = {k: v.double() for k, v in learner.target.state_dict().items()}
+        learner.update(make_batch(seed))
+        online = {k: v.double() for k, v in learner.online.state_dict().items()}
+        ema = {k: 0.9 * before[k] + 0.1 * online[k] for k in before}
+        step = learner.steps
+        if step % 3 == 0:
+            assert_target(learner, {k: 0.5 * ema[k] + 0.5 * online[k] for k in ema}, f"step {step}, blend")
+        else:
+            assert_target(learner, ema, f"step {step}, EMA only")
+        assert learner.blends == step // 3, step
     assert learner.blends == 2
-    target_before = {k: v.double() for k, v in learner.target.state_dict().items()}
-    learner.update(make_batch(2))                      # no new episodes: EMA only
-    online = {k: v.double() for k, v in learner.online.state_dict().items()}
-    for name, target in learner.target.state_dict().items():
-        torch.testing.assert_close(target.double(), 0.9 * target_before[name] + 0.1 * online[name],
-                                   rtol=0, atol=1e-6, msg=name)
+
+
+def test_no_blend_when_the_period_is_zero():
+    learner, _ = make_learner(small_config(target_blend_every_steps=0))
+    for seed in range(4):
+        learner.update(make_batch(seed))
+    assert learner.blends == 0
+
+
+def test_a_skipped_update_neither_counts_nor_blends():
+    learner, _ = make_learner(small_config(target_blend_every_steps=2))
+    learner.update(make_batch(0))
+    batch = make_batch(1)
+    batch["reward"] = batch["reward"].clone()
+    batch["reward"][0, 0] = float("nan")
+    learner.update(batch)                              # skipped: still step 1, no blend
+    assert (learner.steps, learner.blends, learner.skipped) == (1, 0, 1)
+    learner.update(make_batch(2))
+    assert (learner.steps, learner.blends) == (2, 1)
+
+
+def test_seed_preset_blends_once_per_600_steps():
+    from common.config import PRESETS
+    assert PRESETS["seed"]["target_blend_every_steps"] == 600
+    learner, _ = make_learner(small_config(target_blend_every_steps=PRESETS["seed"]["target_blend_every_steps"]))
+    learner.steps = 598                                # as if 598 updates were done
+    learner.update(make_batch(0))
+    assert learner.blends == 0
+    learner.update(make_batch(1))                      # step 600
+    assert learner.blends == 1
+    learner.steps = 1199
+    learner.update(make_batch(2))                      # step 1200
+    assert learner.blends == 2
 
 
 def test_publish_sends_the_acting_network_with_the_step_as_version():
@@ -203,8 +241,8 @@ def test_publish_sends_the_acting_network_with_the_step_as_version():
     learner.update(make_batch(0))
     assert store.version() == 0
     learner.update(make_batch(1))
-    version, payload, progress = store.latest()
-    assert version == 2 and set(progress) == {"env_steps", "episodes", "sources"}
+    version, payload = store.latest()
+    assert version == 2
     weights = decode_weights(payload)
     for name, tensor in learner.target.state_dict().items():     # actors act with the target by default
         assert np.array_equal(weights[name], tensor.numpy()), name
@@ -455,34 +493,55 @@ def test_read_checked_refuses_pickled_objects(tmp_path):
     assert checkpoint.read_checked(path) == path.read_bytes()
 
 
-def test_learner_tells_actors_while_it_waits_for_data():
-    """The flag lifts the actors' rate limit (tests/test_actor.py), so replay emptied by a fault
-    refills; it must be set exactly while replay is short and cleared once batches flow."""
-    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=0.0))
-    assert learner.train(3, wait_s=0.05)["learner/updates_in_call"] == 0
-    assert store.latest()[2]["starved"] is True
+# -- train(): waiting for data and the shard's rate limit ------------------------------------
+
+def test_train_returns_without_updates_while_replay_is_short_and_trains_once_it_fills():
+    learner, store = make_learner()
+    out = learner.train(3, wait_s=0.05)
+    assert out["learner/updates_in_call"] == 0 and learner.steps == 0 and store.version() == 0
     learner.replay.shards[0].insert([replay_payload(2 * B)])
-    assert learner.train(3, wait_s=1.0)["learner/updates_in_call"] == 3
-    assert store.latest()[2]["starved"] is False
+    out = learner.train(3, wait_s=1.0)
+    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.version() == 3
 
 
-def test_waiting_for_data_is_reported_again_to_a_store_that_restarted_empty():
-    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=0.0))
-    learner.train(1, wait_s=0.05)
-    store.report({})                                   # what a restarted store holds
-    learner._starved_reported -= 1.0                   # a second has passed
-    learner.train(1, wait_s=0.05)
-    assert store.latest()[2]["starved"] is True
+def test_train_waits_up_to_wait_s_for_data():
+    import time
+    learner, _ = make_learner()
+    start = time.perf_counter()
+    assert learner.train(3, wait_s=0.2)["learner/updates_in_call"] == 0
+    assert 0.2 <= time.perf_counter() - start < 2.0
 
 
-def test_learner_held_by_its_throttle_publishes_what_it_has_learned():
-    """Actors' limit moves only with a new version: a learner held by the throttle before its next
-    regular publish (publish_every larger than the slack allows) must publish, or both wait forever."""
-    learner, store = make_learner(small_config(learner_steps_per_1k_env_steps=40.0, publish_every=50))
-    learner.replay.shards[0].insert([replay_payload(2 * B)], "actor0", env_steps=250)     # allows 10 steps
-    assert learner.train(100, wait_s=0.3)["learner/updates_in_call"] == 10
-    version, _, progress = store.latest()
-    assert version == 10 and progress["env_steps"] == 250 and progress["sources"] == {"actor0": [250, 0]}
+# Shard limit r = 2, m = 4, e = 4: a batch of B = 4 needs 2 I - S - 4 >= 8 - 4, i.e. S <= 2 I - 8.
+
+def test_train_makes_exactly_the_updates_the_rate_limit_allows(monkeypatch):
+    import time
+
+    def no_sleep(seconds):
+        raise AssertionError(f"train(wait_s=0) slept {seconds} s instead of returning")
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
+    learner, store = make_learner(small_config(publish_every=1), rate_limit=limit)
+    shard = learner.replay.shards[0]
+    shard.insert([replay_payload(8)])                  # I = 8: batches at S = 0, 4, 8; S = 12 > 8 refused
+    out = learner.train(100, wait_s=0.0)
+    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.version() == 3
+    assert shard.rate_limit.samples == shard.stats()["samples"] == 12
+    assert shard.stats()["rate_limited_samples"] >= 1
+    assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 0
+    shard.insert([replay_payload(2)])                  # I = 10: S <= 12 -> one more batch
+    assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 1
+    assert learner.steps == 4 and shard.rate_limit.samples == 16
+    assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 0
+
+
+def test_train_stops_at_max_steps_and_the_prefetched_batch_is_used_next():
+    limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
+    learner, _ = make_learner(rate_limit=limit)
+    learner.replay.shards[0].insert([replay_payload(8)])
+    assert learner.train(2, wait_s=0.0)["learner/updates_in_call"] == 2
+    assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 1
+    assert learner.steps == 3 and learner.replay.shards[0].rate_limit.samples == 12
 
 
 # -- CUDA (run where a GPU exists: CI has none, so these skip there) --------------------------
@@ -535,10 +594,10 @@ def test_cuda_auto_precision_is_bf16_and_learns_with_fp32_state():
 
 @needs_cuda
 def test_cuda_learner_trains_from_replay_and_publishes_cpu_weights():
-    learner, store = make_learner(small_config(device="cuda", learner_steps_per_1k_env_steps=0.0))
+    learner, store = make_learner(small_config(device="cuda"))
     learner.replay.shards[0].insert([replay_payload(2 * B)])
     assert learner.train(4, wait_s=1.0)["learner/updates_in_call"] == 4
-    version, payload, _ = store.latest()
+    version, payload = store.latest()
     weights = codec.decode_weights(payload)
     assert version == 4 and set(weights) == set(learner.online.state_dict())
     for name, value in learner.acting_network().state_dict().items():

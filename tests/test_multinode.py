@@ -323,7 +323,7 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, t
 
     run = cluster.on_head(
         [sys.executable, "launch.py", "--address", cluster.address, "--num-actors", "auto", "--seed", "0",
-         "--max-env-steps", str(RUN_ENV_STEPS), "--max-seconds", str(RUN_SECONDS), "--eval-every-s", "10",
+         "--max-env-steps", str(RUN_ENV_STEPS), "--max-seconds", str(RUN_SECONDS), "--eval-every-env-steps", "3000",
          "--eval-episodes", "5", "--eval-screen-episodes", "5", "--run-root", str(tmp_path), "--run-name", "mn"],
         timeout=RUN_SECONDS + 120, cwd=ROOT)
     output = run.stdout + run.stderr

@@ -109,7 +109,7 @@ def ray_run(tmp_path_factory):
     watcher.start()
     rc = launch.main(["--run-root", str(root), "--run-name", "run", "--num-cpus", "2", "--seed", "0",
                       "--metrics-export-port", str(port), "--max-seconds", str(RUN_SECONDS),
-                      "--replay-capacity", "300", "--eval-episodes", "5", "--eval-every-s", "10",
+                      "--replay-capacity", "300", "--eval-episodes", "5", "--eval-every-env-steps", "10000",
                       "--dashboard" if CHROMIUM else "--no-dashboard"])
     watcher.stop.set()
     watcher.join(timeout=70)
@@ -161,7 +161,7 @@ def test_replay_shard_reports_inserts_rejections_evictions_size_and_samples():
     shard.metrics = rec = Calls()
     good = spec.empty()
     good["mask"][:] = True
-    shard.insert([encode_sequence(good)] * 5 + [b"not msgpack"], "actor0", env_steps=20, episodes=1)
+    shard.insert([encode_sequence(good)] * 5 + [b"not msgpack"])
     assert shard.sample(1, 1) is not None
     assert rec.calls["inserts"] == [5] and rec.calls["rejected"] == [1] and rec.calls["evictions"] == [2]
     assert rec.calls["size"] == [3] and rec.calls["samples"] == [2]

@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.sequence import SequenceSpec, decode_batch, encode_sequence, encode_sequences
+from common.sequence import SequenceSpec, decode_batch, decode_sequences, encode_sequence, encode_sequences
 from replay.client import ReplayClient, split
+from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
+
+INF = float("inf")
 
 T, A = 4, 2
 SPEC = SequenceSpec(length=T, obs_shape=(3,), obs_dtype="float32", num_actions=A)
@@ -53,7 +56,7 @@ def stored_ids(shard) -> list:
 
 def test_insert_stores_exact_sequences_in_slot_order():
     shard = ReplayShard(SPEC, capacity=5)
-    assert shard.insert([payload(i) for i in range(3)]) == {"accepted": 3, "rejected": 0}
+    assert shard.insert([payload(i) for i in range(3)]) == {"accepted": 3, "rejected": 0, "room": INF}
     assert shard.size == 3 and stored_ids(shard) == [0, 1, 2, -1, -1]
     for slot in range(3):
         for name, array in make_sequence(slot).items():
@@ -75,24 +78,13 @@ def test_fifo_eviction_overwrites_the_oldest_and_counts():
     assert list(shard.insert_id) == [6, 7, 5]
 
 
-def test_insert_keeps_each_senders_highest_running_totals_even_without_payloads():
-    shard = ReplayShard(SPEC, capacity=4)
-    shard.insert([payload(0)], "a", env_steps=30, episodes=2)
-    shard.insert([], "a", env_steps=42, episodes=2)              # a heartbeat: totals alone
-    shard.insert(bad_payloads()[:1], "b", env_steps=5, episodes=1)
-    shard.insert([], "a", env_steps=35, episodes=1)              # an older call arriving late changes nothing
-    stats = shard.stats()
-    assert stats["sources"] == {"a": [42, 2], "b": [5, 1]}
-    assert (stats["sequences"], stats["size"], stats["rejected"]) == (1, 1, 1)
-
-
 # -- shard: rejection ----------------------------------------------------------------------
 
 def test_rejected_payloads_are_counted_and_never_stored():
     shard = ReplayShard(SPEC, capacity=4)
     bad = bad_payloads()
     result = shard.insert([payload(0), bad[0], bad[1], payload(1), *bad[2:]])
-    assert result == {"accepted": 2, "rejected": len(bad)}
+    assert result == {"accepted": 2, "rejected": len(bad), "room": INF}
     assert shard.size == 2 and stored_ids(shard) == [0, 1, -1, -1]
     assert shard.stats()["rejected"] == len(bad) and shard.stats()["sequences"] == 2
     assert shard.last_error and "\n" not in shard.last_error
@@ -192,12 +184,13 @@ def test_sample_returns_none_until_enough_sequences_are_stored():
 
 def test_stats_report_every_counter():
     shard = ReplayShard(SPEC, capacity=2, index=7)
-    shard.insert([payload(0), payload(1), payload(2), b"x"], "actor0", env_steps=9, episodes=1)
+    shard.insert([payload(0), payload(1), payload(2), b"x"])
     shard.sample(1, 1)
     stats = shard.stats()
     expected = {"shard": 7, "size": 2, "fresh": 1, "sequences": 3, "evictions": 1, "rejected": 1,
-                "sources": {"actor0": [9, 1]}, "samples": 2, "online_sampled": 1}
+                "samples": 2, "online_sampled": 1}
     assert {k: stats.get(k, 0) for k in expected} == expected
+    assert "sources" not in stats and stats.get("rate_limited_samples", 0) == 0
     assert repr(shard) == "ReplayShard(7)"
 
 
@@ -218,36 +211,45 @@ def test_split_sums_to_total_and_is_even(total, parts):
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-def make_client(capacities, flush_every=2, seed=0):
-    shards = [ReplayShard(SPEC, c, seed=seed + i, index=i) for i, c in enumerate(capacities)]
-    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every, source="me"), shards
+def make_client(capacities, flush_every=2, seed=0, limits=None):
+    limits = limits or [None] * len(capacities)
+    shards = [ReplayShard(SPEC, c, seed=seed + i, index=i, rate_limit=limit)
+              for i, (c, limit) in enumerate(zip(capacities, limits))]
+    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every), shards
+
+
+def count_insert_calls(shard) -> list:
+    """Patch shard.insert to record the number of payloads of each call; returns that list."""
+    calls, original = [], shard.insert
+    shard.insert = lambda payloads: (calls.append(len(payloads)), original(payloads))[1]
+    return calls
 
 
 def test_client_flushes_round_robin_over_shards():
     client, shards = make_client([10, 10, 10], flush_every=2)
+    calls = [count_insert_calls(s) for s in shards]
     for i in range(7):
-        client.insert(payload(i))
-    assert [s.size for s in shards] == [2, 2, 2] and client._buffer
-    client.flush(env_steps=70, episodes=3)               # the 7th payload and the totals go to shard 0
+        client.add(make_sequence(i))
+    assert [s.size for s in shards] == [2, 2, 2] and len(client._sequences) == 1
+    client.flush()                                       # the 7th sequence goes to shard 0
     assert [stored_ids(s)[:3] for s in shards] == [[0, 1, 6], [2, 3, -1], [4, 5, -1]]
-    assert shards[0].stats()["sources"] == {"me": [70, 3]} and shards[1].stats()["sources"] == {}
-    client.flush(env_steps=75, episodes=3)               # totals alone still go somewhere (shard 1)
-    assert shards[1].stats()["sources"] == {"me": [75, 3]}
+    assert calls == [[1, 1], [1], [1]]                   # one payload per flush
     client.flush()                                       # nothing to send: no shard is touched
-    assert shards[2].stats()["sources"] == {}
-    assert client.totals()["env_steps"] == 75 and client.totals()["episodes"] == 3
+    assert calls == [[1, 1], [1], [1]]
+    assert client.room == [INF, INF, INF] and client.has_room()     # no limiter: never held
+    totals = client.totals()
+    assert totals["sequences"] == 7 and "env_steps" not in totals and "episodes" not in totals
 
 
 def test_client_totals_sum_counters_over_shards():
     client, shards = make_client([3, 3], flush_every=1)
     for i in range(8):
-        client.insert(payload(i))
-    client.insert(b"garbage")
-    client.flush(env_steps=40, episodes=2)
+        client.add(make_sequence(i))                     # alternating: 4 per shard, capacity 3
+    shards[1].insert([b"garbage"])
     totals = client.totals()
     assert totals["sequences"] == 8 and totals["size"] == 6 and totals["rejected"] == 1
-    assert totals["evictions"] == 2 and totals["env_steps"] == 40 and totals["episodes"] == 2
-    assert "shard" not in totals
+    assert totals["evictions"] == 2 and totals["lost_stored"] == 0 and totals["failed_calls"] == 0
+    assert "shard" not in totals and "started" not in totals
     assert [s["shard"] for s in client.stats()] == [0, 1]
 
 
@@ -286,7 +288,8 @@ def stacked(idents) -> bytes:
 def test_stacked_payload_wraps_the_ring_like_single_inserts():
     one_by_one, stacked_shard = ReplayShard(SPEC, capacity=5), ReplayShard(SPEC, capacity=5)
     one_by_one.insert([payload(i) for i in range(8)])
-    assert stacked_shard.insert([stacked(range(3)), stacked(range(3, 8))]) == {"accepted": 8, "rejected": 0}
+    assert stacked_shard.insert([stacked(range(3)), stacked(range(3, 8))]) == {"accepted": 8, "rejected": 0,
+                                                                                 "room": INF}
     assert stored_ids(stacked_shard) == stored_ids(one_by_one) == [5, 6, 7, 3, 4]
     for name in SPEC.fields():
         assert np.array_equal(stacked_shard.storage[name], one_by_one.storage[name]), name
@@ -306,22 +309,22 @@ def test_stacked_payload_with_one_bad_sequence_is_dropped_whole():
     shard.insert([stacked([0, 1])])
     rows = [make_sequence(i) for i in (2, 3, 4)]
     rows[1]["behaviour"][0, 0] = 1.5
-    assert shard.insert([encode_sequences(rows)]) == {"accepted": 0, "rejected": 1}
+    assert shard.insert([encode_sequences(rows)]) == {"accepted": 0, "rejected": 1, "room": INF}
     assert stored_ids(shard) == [0, 1, -1, -1, -1]
     assert "behaviour probabilities outside [0, 1]" in shard.last_error
 
 
 def test_client_add_stacks_sequences_per_flush():
     shard = ReplayShard(SPEC, capacity=10)
-    sent = []
-    original = shard.insert
-    shard.insert = lambda payloads, *a, **kw: (sent.append(len(payloads)), original(payloads, *a, **kw))[1]
-    client = ReplayClient([shard], SPEC, flush_every=3, source="a")
+    sent, original = [], shard.insert
+    shard.insert = lambda payloads: (sent.append([len(decode_sequences(p, SPEC)["mask"]) for p in payloads]),
+                                     original(payloads))[1]
+    client = ReplayClient([shard], SPEC, flush_every=3)
     for i in range(7):
         client.add(make_sequence(i))
-    client.flush(28, 1)
-    assert sent == [1, 1, 1] and stored_ids(shard)[:7] == list(range(7))
-    assert shard.stats()["sources"] == {"a": [28, 1]}
+    assert sent == [[3], [3]]
+    client.flush()
+    assert sent == [[3], [3], [1]] and stored_ids(shard)[:7] == list(range(7))
 
 
 # -- shard restarts: monotonic totals and batches from the surviving shards -----------------
@@ -329,46 +332,28 @@ def test_client_add_stacks_sequences_per_flush():
 def test_totals_stay_monotonic_when_a_shard_restarts_empty():
     shards = [ReplayShard(SPEC, capacity=10, index=i) for i in range(2)]
     client = ReplayClient(shards, SPEC)
-    shards[0].insert([payload(i) for i in range(4)], "a", env_steps=40, episodes=2)
-    shards[1].insert([payload(i) for i in range(3)], "b", env_steps=30, episodes=1)
+    shards[0].insert([payload(i) for i in range(4)])
+    shards[1].insert([payload(i) for i in range(3)])
+    shards[0].sample(1, 1)
     before = client.totals()
-    assert (before["env_steps"], before["episodes"], before["sequences"], before["size"]) == (70, 3, 7, 7)
+    assert (before["sequences"], before["samples"], before["size"], before["lost_stored"]) == (7, 2, 7, 0)
     client.shards[0] = shards[0] = ReplayShard(SPEC, capacity=10, index=0)     # what a Ray restart leaves
     after = client.totals()
-    assert (after["env_steps"], after["episodes"], after["sequences"]) == (70, 3, 7)
+    assert (after["sequences"], after["samples"]) == (7, 2)
     assert after["size"] == 3 and after["lost_stored"] == 4
-    shards[0].insert([payload(9)], "a", env_steps=45, episodes=2)     # a's running totals: 5 more steps
+    shards[0].insert([payload(9)])
     again = client.totals()
-    assert (again["env_steps"], again["sequences"], again["lost_stored"]) == (75, 8, 4)
-
-
-def test_env_step_totals_survive_lost_inserts_and_restarted_shards():
-    """What deadlocked the fault run: counts that rode on an insert to a dead shard were lost, so
-    the learner's throttle stayed below what the actors had done. Running totals cannot be lost:
-    any later insert, to any shard, carries them."""
-    class Dead(ReplayShard):
-        def insert(self, *args, **kwargs):
-            raise ConnectionError("shard is down")
-
-    live = ReplayShard(SPEC, capacity=10, index=0)
-    client = ReplayClient([Dead(SPEC, 10, index=1), live], SPEC, source="actor0-x")
-    with pytest.raises(ConnectionError):
-        client.flush(env_steps=500, episodes=4)          # round-robin: the dead shard gets these totals
-    client.flush(env_steps=520, episodes=4)              # the next flush, to the live shard, carries all
-    assert client.totals()["env_steps"] == 520
-    client.shards[0] = ReplayShard(SPEC, 10, index=1)    # the dead shard comes back empty
-    assert client.totals()["env_steps"] == 520
-    client.shards[1] = ReplayShard(SPEC, 10, index=0)    # and the one that held the totals restarts too
-    assert client.totals()["env_steps"] == 520 and client.totals()["episodes"] == 4
+    assert (again["sequences"], again["size"], again["lost_stored"]) == (8, 4, 4)
 
 
 def test_restore_totals_continues_the_counters_of_a_checkpoint():
     shard = ReplayShard(SPEC, capacity=10)
     client = ReplayClient([shard], SPEC)
-    client.restore_totals({"env_steps": 1000, "episodes": 20, "size": 99, "sequences": 150})
-    shard.insert([payload(0)], "new-actor", env_steps=10, episodes=1)
+    client.restore_totals({"samples": 1000, "size": 99, "sequences": 150, "lost_stored": 7, "failed_calls": 3})
+    shard.insert([payload(0)])
     totals = client.totals()
-    assert (totals["env_steps"], totals["episodes"], totals["sequences"], totals["size"]) == (1010, 21, 151, 1)
+    assert (totals["samples"], totals["sequences"], totals["size"]) == (1000, 151, 1)
+    assert (totals["lost_stored"], totals["failed_calls"]) == (0, 0)     # this client's own, not restored
 
 
 def test_batch_shares_skip_a_shard_short_of_data():
@@ -407,3 +392,167 @@ def test_batch_shares_skip_a_shard_that_stops_answering():
     shards[1].silent = False
     client.totals()
     assert client.shares(8) == [4, 4]
+
+
+# -- rate limit (replay/rate_limit.py) inside a shard ----------------------------------------
+# r = 2, m = 3, e = 4 (tests/test_rate_limit.py works it through): room = (10 - diff) / 2 with
+# diff = 2 I - S; a sample of k needs size >= 3 and diff - k >= 2.
+
+def limit_2_3_4() -> SampleToInsertRatio:
+    return SampleToInsertRatio(samples_per_insert=2.0, min_size=3, error_buffer=4.0)
+
+
+def test_insert_answers_with_the_room_the_limit_has_left():
+    shard = ReplayShard(SPEC, capacity=20, rate_limit=limit_2_3_4())
+    assert shard.room() == 5.0
+    assert shard.insert([stacked([0, 1])]) == {"accepted": 2, "rejected": 0, "room": 3.0}
+    assert shard.insert([payload(2), payload(3), payload(4)]) == {"accepted": 3, "rejected": 0, "room": 0.0}
+    assert shard.room() == shard.rate_limit.room() == 0.0
+    # Data that arrives without room is still stored: the limit acts on senders through `room`.
+    assert shard.insert([payload(5)]) == {"accepted": 1, "rejected": 0, "room": -1.0}
+    assert shard.size == 6 and stored_ids(shard)[:6] == list(range(6))
+    # A rejected payload is not an insert.
+    assert shard.insert([b"junk"]) == {"accepted": 0, "rejected": 1, "room": -1.0}
+    assert shard.rate_limit.inserts == 6
+
+
+def test_the_limit_counts_every_sequence_received_even_past_capacity():
+    shard = ReplayShard(SPEC, capacity=3, rate_limit=limit_2_3_4())
+    assert shard.insert([stacked(range(7))])["room"] == -2.0          # (10 - 14) / 2
+    assert shard.rate_limit.inserts == 7 and shard.size == 3
+
+
+def test_sample_is_none_exactly_when_the_limit_forbids():
+    shard = ReplayShard(SPEC, capacity=20, seed=0, rate_limit=limit_2_3_4())
+    shard.insert([payload(0), payload(1)])
+    assert shard.sample(1, 0) is None                   # 2 stored >= 1 asked, but fewer than m = 3
+    assert shard.stats()["rate_limited_samples"] == 1 and len(shard.fresh) == 2
+    shard.insert([payload(i) for i in range(2, 5)])     # I = 5: diff 10
+    assert ids(decode_batch(shard.sample(1, 2), SPEC))[0] == 0      # 10 - 3 >= 2
+    assert shard.sample(0, 3) is not None                           # diff 7: 7 - 3 >= 2
+    assert shard.sample(1, 2) is None                               # diff 4: 4 - 3 < 2
+    stats = shard.stats()
+    assert (stats["rate_limited_samples"], stats["samples"], stats["online_sampled"], stats["fresh"]) == (2, 6, 1, 4)
+    assert shard.sample(0, 2) is not None                           # 4 - 2 == 2: allowed
+    assert shard.sample(0, 1) is None                               # diff 2: 2 - 1 < 2
+    assert shard.rate_limit.samples == 8 and shard.room() == 4.0    # (10 - 2) / 2
+    assert shard.stats()["rate_limited_samples"] == 3
+
+
+def test_a_sample_refused_for_lack_of_data_is_not_counted_as_rate_limited():
+    shard = ReplayShard(SPEC, capacity=20, rate_limit=limit_2_3_4())
+    shard.insert([payload(i) for i in range(5)])
+    assert shard.sample(3, 3) is None                   # 6 asked of 5 stored
+    assert shard.stats().get("rate_limited_samples", 0) == 0 and shard.rate_limit.samples == 0
+
+
+def test_each_shard_counts_with_its_own_copy_of_the_limit():
+    limit = limit_2_3_4()
+    a = ReplayShard(SPEC, 10, index=0, rate_limit=limit)
+    b = ReplayShard(SPEC, 10, index=1, rate_limit=limit)
+    a.insert([stacked(range(5))])
+    assert a.room() == 0.0 and b.room() == 5.0
+    assert (limit.inserts, limit.samples) == (0, 0)
+
+
+def test_a_shard_without_a_limit_has_unbounded_room_and_samples_once_it_has_enough():
+    shard = ReplayShard(SPEC, capacity=4)
+    assert shard.room() == INF
+    shard.insert([payload(i) for i in range(4)])
+    for _ in range(50):
+        assert shard.sample(1, 1) is not None
+    assert shard.stats().get("rate_limited_samples", 0) == 0
+
+
+# -- rate limit: the client's room ----------------------------------------------------------
+# Shard 0: r = 1, m = 2, e = 2 -> room = 4 - I + S.   Shard 1: r = 1, m = 4, e = 1 -> room = 5 - I + S.
+# flush_every 2:  flush 1 -> shard 0 (room 2), flush 2 -> shard 1 (room 3), flush 3 -> shard 0 (room 0),
+# flush 4 -> shard 1 (room 1), flush 5: shard 0 is next but has no room -> shard 1 (room -1).
+
+def room_client():
+    return make_client([20, 20], flush_every=2,
+                       limits=[SampleToInsertRatio(1.0, 2, 2.0), SampleToInsertRatio(1.0, 4, 1.0)])
+
+
+def test_flush_skips_a_shard_without_room_for_the_next_with_room():
+    client, shards = room_client()
+    for i in range(8):
+        client.add(make_sequence(i))
+    assert client.room == [0.0, 1.0] and client.has_room()
+    assert stored_ids(shards[0])[:4] == [0, 1, 4, 5] and stored_ids(shards[1])[:4] == [2, 3, 6, 7]
+    client.add(make_sequence(8))
+    client.add(make_sequence(9))                        # flush 5: round-robin says shard 0, room says 1
+    assert stored_ids(shards[1])[:6] == [2, 3, 6, 7, 8, 9] and shards[0].size == 4
+    assert client.room == [0.0, -1.0] and not client.has_room()
+
+
+def test_with_no_room_anywhere_the_data_goes_to_the_next_shard_all_the_same():
+    client, shards = room_client()
+    for i in range(12):                                 # flush 6: no shard has room -> shard 0 (next)
+        client.add(make_sequence(i))
+    assert stored_ids(shards[0])[:6] == [0, 1, 4, 5, 10, 11] and shards[1].size == 6
+    assert client.room == [-2.0, -1.0] and not client.has_room()
+    assert client.totals()["sequences"] == 12
+
+
+def test_wait_for_room_in_process_reads_each_shards_room_again():
+    client, shards = room_client()
+    for i in range(10):
+        client.add(make_sequence(i))
+    assert not client.has_room()
+    assert shards[0].sample(1, 1) is not None           # shard 0: diff 4, 4 - 2 >= 2 - 2; room 4 - 4 + 2 = 2
+    assert not client.has_room()                        # the client has not asked yet
+    assert client.wait_for_room(0.0)
+    assert client.room == [2.0, -1.0] and client.has_room()
+
+
+def test_wait_for_room_first_flushes_what_is_buffered():
+    client, shards = room_client()
+    for i in range(11):                                 # the 11th stays buffered (flush_every 2)
+        client.add(make_sequence(i))
+    shards[0].sample(1, 1)                              # shard 0's room: 2
+    assert client.wait_for_room(0.0)
+    # sent to shard 0 (next in turn, and no room known anywhere), then both rooms read
+    assert not client._sequences and shards[0].size == 5 and stored_ids(shards[0])[4] == 10
+    assert client.room == [1.0, -1.0]
+
+
+def test_wait_for_room_sees_a_restarted_shard_empty_and_open():
+    client, shards = room_client()
+    for i in range(10):
+        client.add(make_sequence(i))
+    assert not client.wait_for_room(0.0) and client.room == [0.0, -1.0]
+    client.shards[1] = ReplayShard(SPEC, 20, index=1, rate_limit=SampleToInsertRatio(1.0, 4, 1.0))
+    assert client.wait_for_room(0.0) and client.room == [0.0, 5.0]
+
+
+# -- rate limit: actors and learner taking turns through clients ------------------------------
+
+def take_turns(num_shards: int, batch: int = 12, ratio: float = 4.0, rounds: int = 2000):
+    """Each round the actor adds one sequence if some shard has room and the learner asks for one
+    batch; the limits are what launch.shard_rate_limit builds. Returns (inserted, delivered,
+    sampled): sequences sent, sequences in the batches the learner got, samples the shards counted."""
+    m = -(-batch // num_shards)
+    limit = SampleToInsertRatio(ratio, m, max(ratio * m, batch))
+    shards = [ReplayShard(SPEC, 200, seed=i, index=i, rate_limit=limit) for i in range(num_shards)]
+    actor, learner = ReplayClient(shards, SPEC, flush_every=1), ReplayClient(shards, SPEC)
+    inserted = delivered = 0
+    for _ in range(rounds):
+        if actor.has_room() or actor.wait_for_room(0.0):
+            actor.add(make_sequence(inserted))
+            inserted += 1
+        got = learner.sample(batch, 0.5)
+        delivered += 0 if got is None else len(got["mask"])
+    return inserted, delivered, sum(s.rate_limit.samples for s in shards)
+
+
+def test_one_shard_serves_the_learner_r_sequences_per_inserted_one():
+    inserted, delivered, sampled = take_turns(num_shards=1)
+    assert inserted == 2000 and delivered == sampled
+    assert delivered == pytest.approx(4.0 * inserted, abs=12 + 4.0 * 12 + 12)   # within the buffers
+
+
+def test_several_shards_waste_no_samples_on_a_batch_another_shard_refused():
+    inserted, delivered, sampled = take_turns(num_shards=2)
+    assert sampled - delivered <= 12                                        # at most one batch held back
+    assert delivered == pytest.approx(4.0 * inserted, rel=0.1)

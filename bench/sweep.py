@@ -1,0 +1,70 @@
+"""Seed sweep over named variants of the default config: each variant is a set of
+launch.py flags, each (variant, seed) one `python launch.py` process, `--jobs` of them at
+once. Prints a row per run as it finishes, then a table of medians (env steps and
+learner steps to solve, process wall time) and writes JSON.
+
+  python bench/sweep.py --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
+      --out docs/sweeps/rr.json -- --in-process
+
+Flags after `--` go to every run. Env steps to solve do not depend on the host's speed
+in-process (evaluations are every --eval-every-env-steps); wall times do, so compare
+them only within one invocation and with --jobs 1.
+"""
+import argparse
+import json
+import shlex
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from solve import launch_command, machine, read_run
+
+
+def parse_variant(text: str):
+    name, _, flags = text.partition("=")
+    return name, shlex.split(flags)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", required=True, help='NAME="--flag value ..." (NAME= for none)')
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("extra", nargs="*", help="flags for every run (after --)")
+    args = parser.parse_args()
+    variants = dict(parse_variant(v) for v in args.variants)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        def one(name, seed):
+            argv = launch_command(name, seed, [*variants[name], *args.extra], args.max_seconds, Path(tmp))
+            row = read_run(name, seed, argv, Path(tmp))
+            print(json.dumps(row), flush=True)
+            return row
+        jobs = [pool.submit(one, name, seed) for seed in args.seeds for name in variants]
+        rows = [job.result() for job in jobs]
+    print(f"\n{'variant':<16}{'solved':>8}{'env steps':>11}{'min':>9}{'max':>9}{'learner':>9}{'wall s':>8}  flags")
+    summary = {}
+    for name, flags in variants.items():
+        mine = [r for r in rows if r["config"] == name]
+        solved = [r for r in mine if r["solved"]]
+        steps = [r["env_steps"] for r in solved] or [0]
+        m = {"flags": flags, "runs": len(mine), "solved": len(solved),
+             "median_env_steps": statistics.median(steps), "min_env_steps": min(steps), "max_env_steps": max(steps),
+             "median_learner_steps": statistics.median([r["learner_steps"] for r in solved] or [0]),
+             "median_wall_s": statistics.median([r["process_wall_s"] for r in solved] or [0])}
+        summary[name] = m
+        print(f"{name:<16}{m['solved']:>4}/{m['runs']:<3}{m['median_env_steps']:>11,.0f}{m['min_env_steps']:>9,}"
+              f"{m['max_env_steps']:>9,}{m['median_learner_steps']:>9,.0f}{m['median_wall_s']:>8.1f}  {' '.join(flags)}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+                                        "seeds": args.seeds, "extra": args.extra, "jobs": args.jobs,
+                                        "summary": summary, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Sample-to-insert rate limiter of one replay shard, in the spirit of Reverb's
+`SampleToInsertRatio` (Cassirer et al. 2021, arXiv 2102.04736).
+
+Counted in sequences: I inserted, S sampled, n stored; r = samples per insert (the
+replay ratio), m = minimum stored before sampling, e = error buffer (in samples).
+
+  diff = r * I - S                        sampled sequences still "owed" to the data
+  insert allowed while   I < m   or   diff < r * m + e
+  sample of k allowed if n >= m  and  diff - k >= r * m - e
+
+So after the first m inserts the learner samples r sequences per inserted one, at most e
+samples ahead of the actors or behind them. Inserts and a sample of k can never both be
+held when 2 e >= k: held inserts mean diff >= r m + e, a held sample diff < r m - e + k. A shard that restarts empty starts from
+I = S = 0: it takes inserts at once and serves samples once it holds m again, so a lost
+shard never deadlocks actors or learner. Pure Python; the shard owns one.
+"""
+import math
+from dataclasses import dataclass
+
+
+def shard_minimum(min_replay: int, batch_size: int, num_shards: int) -> int:
+    """m of each of num_shards shards: its share of max(min_replay, batch_size), rounded up."""
+    return math.ceil(max(min_replay, batch_size) / num_shards)
+
+
+@dataclass
+class SampleToInsertRatio:
+    samples_per_insert: float       # r
+    min_size: int                   # m
+    error_buffer: float             # e, in sampled sequences
+    inserts: int = 0                # I
+    samples: int = 0                # S
+
+    def __post_init__(self):
+        if self.samples_per_insert <= 0 or self.min_size < 1 or self.error_buffer < 0:
+            raise ValueError(f"rate limiter needs r > 0, m >= 1, e >= 0; got r={self.samples_per_insert}, "
+                             f"m={self.min_size}, e={self.error_buffer}")
+
+    @property
+    def diff(self) -> float:
+        return self.samples_per_insert * self.inserts - self.samples
+
+    def room(self) -> float:
+        """Sequences that may still be inserted now, (r m + e - diff) / r (<= 0: hold); during the
+        first m inserts at least the rest of them."""
+        r = self.samples_per_insert
+        return max((r * self.min_size + self.error_buffer - self.diff) / r, float(self.min_size - self.inserts))
+
+    def can_insert(self) -> bool:
+        return self.room() > 0
+
+    def can_sample(self, num: int, size: int) -> bool:
+        r, m = self.samples_per_insert, self.min_size
+        return size >= m and self.diff - num >= r * m - self.error_buffer
+
+    def inserted(self, num: int) -> None:
+        self.inserts += num
+
+    def sampled(self, num: int) -> None:
+        self.samples += num
