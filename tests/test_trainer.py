@@ -1,0 +1,61 @@
+"""The driver's evaluation bookkeeping (launch.Trainer), in-process and without training:
+which weights solve a run, and that exactly those are exported and summarised."""
+import json
+
+import numpy as np
+import torch
+
+import launch
+from common.config import parse_config
+from common.networks import build_network
+
+
+def make_trainer(tmp_path, *flags):
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3", *flags])
+    info = launch.envs_lib.describe(cfg.env)
+    trainer = launch.Trainer(cfg, info, launch.make_run_dir(cfg))
+    trainer.build(remote=False)
+    return trainer
+
+
+def net_with_bias(trainer, bias: float):
+    """A network whose policy logits are (0, bias) for any observation: greedy always takes action 1 when bias > 0."""
+    net = build_network(trainer.cfg.network_spec(trainer.info)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        head = net.policy_logits(torch.zeros(1, 4))
+        assert torch.equal(head, torch.zeros(1, 2))
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        policy_layer = next(m for m in reversed(last) if m.out_features == 2)
+        policy_layer.bias.copy_(torch.tensor([0.0, bias]))
+    assert torch.allclose(net.policy_logits(torch.ones(3, 4)), torch.tensor([[0.0, bias]] * 3))
+    return net
+
+
+def test_the_first_passing_evaluation_solves_and_later_ones_do_not_replace_it(tmp_path):
+    trainer = make_trainer(tmp_path, "--solve-return", "100")
+    first, second = net_with_bias(trainer, 1.0), net_with_bias(trainer, 2.0)
+    trainer._judged(first, 7, 1234, None, np.array([90.0, 99.0]))          # mean 94.5 < 100: not solved
+    assert trainer.solved_at is None and trainer.solved_net is None and trainer.best_eval == 94.5
+    trainer._judged(first, 9, 2048, np.array([120.0]), np.array([100.0, 110.0]))
+    assert trainer.solved_net is first
+    assert trainer.solved_at["env_steps"] == 2048 and trainer.solved_at["version"] == 9
+    assert trainer.solved_at["eval_mean"] == 105.0 and trainer.solved_at["eval_std"] == 5.0
+    trainer._judged(second, 11, 4096, None, np.array([200.0, 200.0]))      # better, but the run was solved before
+    assert trainer.solved_net is first and trainer.solved_at["env_steps"] == 2048 and trainer.best_eval == 200.0
+    trainer.eval_thread.shutdown()
+    trainer.log.close()
+
+
+def test_finish_exports_the_weights_that_solved_not_the_newest(tmp_path):
+    trainer = make_trainer(tmp_path, "--solve-return", "100", "--sampled-eval-episodes", "3")
+    solved = net_with_bias(trainer, 3.0)
+    trainer._judged(solved, 5, 512, None, np.array([150.0]))
+    trainer.latest = (net_with_bias(trainer, -3.0), 6)                      # newer weights, greedy on action 0
+    summary = trainer.finish("solved")
+    policy = torch.export.load(str(trainer.run_dir / "policy.pt2")).module()
+    assert torch.allclose(policy(torch.zeros(2, 4)), torch.tensor([[0.0, 3.0]] * 2))
+    written = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert written == summary and summary["solved"] and summary["solved_at"]["env_steps"] == 512
+    assert summary["greedy_eval_mean"] == 150.0
