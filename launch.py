@@ -21,7 +21,8 @@ import torch
 
 from actors.actor import SelfPlayActor
 from actors.evaluate import evaluate
-from actors.params import WeightClient, WeightPublisher, WeightStore, load_numpy_state
+from actors.params import WeightClient, WeightPublisher, load_numpy_state
+from common.weight_store import WeightStore
 from common import envs as envs_lib
 from common import placement
 from common.config import Config, ConfigError, parse_config, to_dict

@@ -14,27 +14,6 @@ import torch
 from common import codec
 
 
-class WeightStore:
-    """Holds the newest published version. Plain class; launch code wraps it with ray.remote."""
-
-    def __init__(self):
-        self._version = -1
-        self._payload = None
-
-    def __repr__(self) -> str:
-        return "WeightStore"
-
-    def publish(self, version: int, payload) -> None:
-        if version > self._version:
-            self._version, self._payload = version, payload
-
-    def latest(self) -> Tuple[int, object]:
-        return self._version, self._payload
-
-    def version(self) -> int:
-        return self._version
-
-
 def state_to_numpy(module: torch.nn.Module) -> Dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 

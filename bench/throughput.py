@@ -44,7 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from actors.actor import SelfPlayActor  # noqa: E402
-from actors.params import WeightClient, WeightPublisher, WeightStore  # noqa: E402
+from actors.params import WeightClient, WeightPublisher  # noqa: E402
+from common.weight_store import WeightStore  # noqa: E402
 from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402

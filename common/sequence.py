@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
-import torch
 
 from common import codec
 
@@ -104,25 +103,3 @@ def decode_batch(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
     arrays = codec.decode(payload, BATCH_KIND)
     codec.check_fields(arrays, spec.fields(leading=(None,)), "batch")
     return arrays
-
-
-def to_time_major(arrays: Dict[str, np.ndarray], device="cpu") -> Dict[str, torch.Tensor]:
-    """Batch-major numpy batch [B, T, ...] -> time-major torch tensors [T, B, ...] for the loss."""
-    non_blocking = torch.device(device).type == "cuda"
-
-    def move(x, dtype=None):
-        t = torch.from_numpy(np.ascontiguousarray(x))
-        if non_blocking:
-            t = t.pin_memory()
-        t = t.to(device, non_blocking=non_blocking)
-        t = t.transpose(0, 1)
-        return t.to(dtype) if dtype is not None else t
-
-    return {
-        "obs": move(arrays["obs"]),
-        "action": move(arrays["action"], torch.int64),
-        "reward": move(arrays["reward"]),
-        "behaviour": move(arrays["behaviour"]),
-        "mask": move(arrays["mask"], torch.float32),
-        "terminal": move(arrays["terminal"], torch.float32),
-    }

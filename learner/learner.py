@@ -20,7 +20,7 @@ from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_
 from common.cmpo import NormalizerState
 from common.networks import build_network
 from common.ray_metrics import Recorder
-from common.sequence import to_time_major
+from common.batch import to_time_major
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,8 @@ import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from actors.actor import SelfPlayActor, SequenceCutter
-from actors.params import WeightClient, WeightPublisher, WeightStore
+from actors.params import WeightClient, WeightPublisher
+from common.weight_store import WeightStore
 from common import envs as envs_lib
 from common.config import Config, validate
 from common.networks import build_network

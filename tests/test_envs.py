@@ -18,11 +18,13 @@ import torch
 from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
-from actors.params import WeightClient, WeightPublisher, WeightStore
+from actors.params import WeightClient, WeightPublisher
+from common.weight_store import WeightStore
 from common import envs as envs_lib
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
-from common.sequence import SequenceSpec, decode_sequences, to_time_major
+from common.batch import to_time_major
+from common.sequence import SequenceSpec, decode_sequences
 from learner.learner import Learner
 from replay.client import ReplayClient
 from tests.recording import RecordingShard

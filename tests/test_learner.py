@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from actors.params import WeightPublisher, WeightStore
+from actors.params import WeightPublisher
+from common.weight_store import WeightStore
 from common import codec
 from common.config import Config, validate
-from common.sequence import SequenceSpec, encode_sequences, to_time_major
+from common.batch import to_time_major
+from common.sequence import SequenceSpec, encode_sequences
 from learner import checkpoint
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner

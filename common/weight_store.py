@@ -1,0 +1,26 @@
+"""The weight store: holds the newest (version, payload) the learner published, for actors and
+the evaluator to fetch (actors/params.py has the publishing and fetching sides). Plain class;
+launch code wraps it with ray.remote. No torch here, so its Ray process starts quickly.
+"""
+from typing import Tuple
+
+
+class WeightStore:
+    """Holds the newest published version. Plain class; launch code wraps it with ray.remote."""
+
+    def __init__(self):
+        self._version = -1
+        self._payload = None
+
+    def __repr__(self) -> str:
+        return "WeightStore"
+
+    def publish(self, version: int, payload) -> None:
+        if version > self._version:
+            self._version, self._payload = version, payload
+
+    def latest(self) -> Tuple[int, object]:
+        return self._version, self._payload
+
+    def version(self) -> int:
+        return self._version
