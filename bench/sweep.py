@@ -1,7 +1,8 @@
 """Seed sweep over named variants of the default config: each variant is a set of
 launch.py flags, each (variant, seed) one `python launch.py` process, `--jobs` of them at
-once. Prints a row per run as it finishes, then a table of medians (env steps and
-learner steps to solve, process wall time) and writes JSON.
+once. Prints a row per run as it finishes, then a table of medians (env steps to solve
+over all runs, an unsolved run counting as infinitely many; learner steps and process wall
+time of the solved runs) and writes JSON.
 
   python bench/sweep.py --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
       --out docs/sweeps/rr.json -- --in-process
@@ -52,8 +53,11 @@ def main() -> None:
         mine = [r for r in rows if r["config"] == name]
         solved = [r for r in mine if r["solved"]]
         steps = [r["env_steps"] for r in solved] or [0]
+        # Over every run, an unsolved one counting as more than any solved one (so failures move it up).
+        every = sorted([r["env_steps"] for r in solved]) + [float("inf")] * (len(mine) - len(solved))
         m = {"flags": flags, "runs": len(mine), "solved": len(solved),
-             "median_env_steps": statistics.median(steps), "min_env_steps": min(steps), "max_env_steps": max(steps),
+             "median_env_steps": statistics.median(every) if every else 0,
+             "min_env_steps": min(steps), "max_env_steps": max(steps),
              "median_learner_steps": statistics.median([r["learner_steps"] for r in solved] or [0]),
              "median_wall_s": statistics.median([r["process_wall_s"] for r in solved] or [0])}
         summary[name] = m

@@ -98,7 +98,9 @@ class Learner:
             p.requires_grad_(False)
         self.params = cfg.loss_params()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        # fused: one kernel for the whole parameter update (about 5% of a CartPole update on one CPU thread)
+        self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                 fused=True)
         self.loss_state = init_loss_state(self.device)
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
