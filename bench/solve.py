@@ -68,6 +68,27 @@ def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> 
     return read_run(name, seed, launch_command(name, seed, flags, max_seconds, run_root), run_root)
 
 
+def check_policy(run_dir: Path, seed: int, episodes: int = 100) -> dict:
+    """The exported policy.pt2 on its own, as a user would load it (torch.export, no project
+    network code): greedy returns of `episodes` CartPole-v1 episodes on env seeds that neither
+    the run's actors nor its evaluations used."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from actors.evaluate import evaluate
+    from common.envs import derive_seed
+
+    program = torch.export.load(str(run_dir / "policy.pt2")).module()
+
+    class Exported(torch.nn.Module):
+        def policy_logits(self, obs):
+            return program(obs)
+
+    returns = evaluate(Exported(), "CartPole-v1", episodes, derive_seed(seed, "check"), greedy=True)
+    return {"check_mean": round(float(returns.mean()), 2), "check_std": round(float(returns.std()), 2),
+            "check_min": float(returns.min())}
+
+
 def missing_peers(names) -> list:
     """Lines naming the peers whose packages are not installed."""
     import importlib.util
@@ -118,6 +139,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the summary (medians, ratios) as one JSON line at the end")
     parser.add_argument("--keep-runs", type=Path, default=None,
                         help="keep every run directory (curves, metrics, policies) below this folder")
+    parser.add_argument("--check-policy", action="store_true",
+                        help="also load each of our runs' exported policy.pt2 and play 100 greedy episodes on unseen seeds")
     parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
     args = parser.parse_args()
     missing = missing_peers(args.configs)
@@ -129,12 +152,17 @@ def main() -> None:
         for name in args.configs:
             for seed in args.seeds:
                 row = run_one(name, seed, args.extra, args.max_seconds, run_root)
+                policy_dir = run_root / f"{name}-s{seed}"
+                if args.check_policy and name not in PEERS and (policy_dir / "policy.pt2").exists():
+                    row.update(check_policy(policy_dir, seed))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}")
+    print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}"
+          f"{'policy.pt2':>12}")
     for r in rows:
+        check = f"{r['check_mean']:.1f}" if "check_mean" in r else "-"
         print(f"{r['config']:<12}{r['seed']:>5}{str(r['solved']):>8}{r.get('process_wall_s') or 0:>9.1f}"
-              f"{r.get('solve_s') or 0:>9.1f}{r.get('env_steps') or 0:>11,}{r.get('learner_steps') or 0:>9,}")
+              f"{r.get('solve_s') or 0:>9.1f}{r.get('env_steps') or 0:>11,}{r.get('learner_steps') or 0:>9,}{check:>12}")
     summary = {name: medians(rows, name) for name in args.configs}
     for name, m in summary.items():
         if m["solved"]:

@@ -46,7 +46,7 @@ class Config:
     # --- data --------------------------------------------------------------------------
     sequence_length: int = 10           # T: steps per stored sequence (+1 bootstrap observation)
     sequence_stride: int = 5            # steps between starts of consecutive sequences of one env
-    replay_capacity: int = 5000         # sequences, over all shards (FIFO eviction)
+    replay_capacity: int = 2000         # sequences, over all shards (FIFO eviction); ~10k env steps at stride 5
     replay_fraction: float = 0.5        # share of each batch sampled uniformly from replay (rest fresh)
     min_replay: int = 32                # sequences stored before learning starts
     batch_size: int = 64                # B: sequences per learner batch
@@ -54,7 +54,7 @@ class Config:
                                         # costs ~40% less per update than all 10 and CartPole needed about as
                                         # many updates (docs/solve-starts-per-sequence.json)
     # --- learner -----------------------------------------------------------------------
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     lr_decay_steps: int = 0             # decay the learning rate linearly to 0 over this many steps (0 = constant)
     weight_decay: float = 0.0
     optimizer: str = "adam"             # 'adam' or 'adamw'
@@ -65,7 +65,7 @@ class Config:
     target_blend_every_steps: int = 0   # also blend target <- (target + online) / 2 every N learner steps (seed)
     publish_every: int = 10             # learner steps between weight publications
     actors_use_online: bool = False     # actors act with the online network instead of the target
-    replay_ratio: float = 12.8          # sampled sequences per inserted sequence, enforced by each replay shard
+    replay_ratio: float = 38.4          # sampled sequences per inserted sequence, enforced by each replay shard
                                         # (replay/rate_limit.py; 0 = no limit). With stride s each inserted
                                         # sequence brings about s new env steps: updates per env step are about
                                         # replay_ratio / (batch_size * s). Not the paper's replay proportion,
@@ -127,7 +127,8 @@ class Config:
 
 
 PRESETS = {
-    # Tuned by bench/solve.py on a 2-core machine; see docs/results.md.
+    # The defaults: tuned by bench/sweep.py seed sweeps on a 2-core machine (docs/tuning.md): Adam 3e-3,
+    # replay 2000 sequences, replay ratio 38.4 (about 0.12 updates of 64 sequences per env step).
     "cartpole": {},
     # The blog post in shared/seed (MUESLI.md "The seed preset"), its defects fixed.
     # Loss weights: the blog's L_v sums 0.5 (v - G)^2 over the K + 1 = 3 unrolled steps and is

@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-ROLE_IDS = {"actor": 1, "eval": 2, "learner": 3}
+ROLE_IDS = {"actor": 1, "eval": 2, "learner": 3, "check": 4}    # check: bench/solve.py --check-policy
 
 # Packages that register env ids on import: (module, pip name). Imported when an id is not
 # yet registered, so `--env ALE/Pong-v5` works in every process (actors, learner, driver).

@@ -151,7 +151,7 @@ def test_a_preset_applies_and_explicit_flags_override_it():
 
 def test_pacing_defaults_and_flags():
     cfg = Config()
-    assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (12.8, 2048, 0)
+    assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (38.4, 2048, 0)
     cfg = parse_config(["--replay-ratio", "0", "--eval-every-env-steps", "500", "--target-blend-every-steps", "7",
                         "--num-cpus", "1"])
     assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (0.0, 500, 7)

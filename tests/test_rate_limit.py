@@ -219,7 +219,7 @@ def test_default_config_limits_each_shard():
     import launch
     limit = launch.shard_rate_limit(cfg)
     per_shard = math.ceil(max(cfg.min_replay, cfg.batch_size) / cfg.num_replay_shards)
-    assert limit.samples_per_insert == cfg.replay_ratio == 12.8 and limit.min_size == per_shard
+    assert limit.samples_per_insert == cfg.replay_ratio == 38.4 and limit.min_size == per_shard
 
 
 def test_every_presets_shards_can_hold_the_minimum_their_limit_waits_for():
