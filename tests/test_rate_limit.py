@@ -76,15 +76,20 @@ def test_samples_wait_for_min_size_stored():
     assert limit.can_sample(1, size=3)
 
 
+def grants(limit, num: int) -> int:
+    """Samples of `num` the limit allows one after another (5 stored)."""
+    granted = 0
+    while limit.can_sample(num, size=5):
+        limit.sampled(num)
+        granted += 1
+        assert granted < 100
+    return granted
+
+
 def test_single_samples_are_allowed_up_to_the_eighth_and_the_ninth_is_refused():
     limit = example()
     limit.inserted(5)
-    allowed = 0
-    while limit.can_sample(1, size=5):
-        limit.sampled(1)
-        allowed += 1
-        assert allowed < 100
-    assert allowed == 8 and limit.samples == 8 and limit.diff == 2.0
+    assert grants(limit, 1) == 8 and limit.samples == 8 and limit.diff == 2.0
 
 
 def test_sample_boundary_is_inclusive():
@@ -100,11 +105,7 @@ def test_sample_boundary_is_inclusive():
 def test_a_batch_of_three_is_allowed_twice_then_refused():
     limit = example()
     limit.inserted(5)
-    granted = 0
-    while limit.can_sample(3, size=5):
-        limit.sampled(3)
-        granted += 1
-    assert granted == 2 and limit.samples == 6                     # 10 - 6 - 3 = 1 < 2
+    assert grants(limit, 3) == 2 and limit.samples == 6                     # 10 - 6 - 3 = 1 < 2
 
 
 def test_ratio_is_kept_over_a_long_alternation():
