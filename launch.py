@@ -63,14 +63,15 @@ def make_run_dir(cfg: Config) -> Path:
 
 def shard_rate_limit(cfg: Config):
     """Each shard's share of the pacing (replay/rate_limit.py): the replay ratio, its share of the
-    minimum to sample (at least its share of a batch), and an error buffer of that many sequences'
-    samples, so actors run at most about max(min_replay, batch_size) sequences ahead of the learner
-    or behind it; and never less than a whole batch, the most one shard is asked for at once, so
-    actors and learner are never both held."""
+    minimum to sample (at least its share of a batch), and an error buffer of the samples of its
+    share of --replay-error-buffer sequences, so actors run at most about that many sequences ahead
+    of the learner or behind it; never less than a whole batch, the most one shard is asked for at
+    once, so actors and learner are never both held."""
     if not cfg.replay_ratio:
         return None
     per_shard = shard_minimum(cfg.min_replay, cfg.batch_size, cfg.num_replay_shards)
-    return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(cfg.replay_ratio * per_shard, cfg.batch_size))
+    buffer = cfg.replay_ratio * math.ceil(cfg.replay_error_buffer / cfg.num_replay_shards)
+    return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(buffer, cfg.batch_size))
 
 
 class Components:

@@ -65,6 +65,8 @@ class Config:
     target_blend_every_steps: int = 0   # also blend target <- (target + online) / 2 every N learner steps (seed)
     publish_every: int = 10             # learner steps between weight publications
     actors_use_online: bool = False     # actors act with the online network instead of the target
+    replay_error_buffer: int = 64       # how far (in inserted sequences) actors may run ahead of the replay ratio or
+                                        # the learner behind it; at least a batch of samples (replay/rate_limit.py)
     replay_ratio: float = 38.4          # sampled sequences per inserted sequence, enforced by each replay shard
                                         # (replay/rate_limit.py; 0 = no limit). With stride s each inserted
                                         # sequence brings about s new env steps: updates per env step are about
@@ -219,7 +221,7 @@ def validate(cfg: Config) -> Config:
             bad(f.name, "must be a number, not NaN")
     if cfg.num_actors < 0:
         bad("num_actors", "must be a whole number >= 1, or 'auto' (0) to fill the cluster's free CPUs")
-    for name in ("num_replay_shards", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
+    for name in ("num_replay_shards", "replay_error_buffer", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
                  "sequence_length", "sequence_stride", "replay_capacity", "batch_size", "min_replay", "width",
                  "depth", "publish_every", "eval_every_env_steps", "eval_episodes", "eval_screen_episodes", "sampled_eval_episodes", "keep_checkpoints", "torch_threads"):
         if getattr(cfg, name) < 1:

@@ -174,17 +174,17 @@ def shard_limit(**overrides):
     return launch.shard_rate_limit(validate(Config(**{**base, **overrides})))
 
 
-def test_shard_rate_limit_splits_the_minimum_over_shards_and_buffers_that_many_samples():
-    limit = shard_limit(replay_ratio=3.2, min_replay=64, batch_size=32, num_replay_shards=3)
+def test_shard_rate_limit_splits_the_minimum_and_the_buffer_over_shards():
+    limit = shard_limit(replay_ratio=3.2, min_replay=64, batch_size=32, num_replay_shards=3, replay_error_buffer=50)
     assert isinstance(limit, SampleToInsertRatio)
     assert (limit.samples_per_insert, limit.min_size) == (3.2, 22)          # ceil(64 / 3)
-    assert limit.error_buffer == pytest.approx(3.2 * 22)
+    assert limit.error_buffer == pytest.approx(3.2 * 17)                    # ceil(50 / 3) sequences' samples
     assert (limit.inserts, limit.samples) == (0, 0)
 
 
 def test_shard_rate_limit_uses_the_batch_when_it_exceeds_min_replay():
-    limit = shard_limit(replay_ratio=12.8, min_replay=4, batch_size=10, num_replay_shards=4)
-    assert limit.min_size == 3 and limit.error_buffer == pytest.approx(12.8 * 3)   # ceil(10 / 4)
+    limit = shard_limit(replay_ratio=12.8, min_replay=4, batch_size=10, num_replay_shards=4, replay_error_buffer=4)
+    assert limit.min_size == 3 and limit.error_buffer == pytest.approx(12.8 * 1)   # ceil(10 / 4); ceil(4 / 4)
 
 
 def test_shard_rate_limit_buffers_at_least_one_batch_at_a_low_ratio():
