@@ -386,7 +386,7 @@ class Trainer:
             self.maybe_evaluate()
             self.maybe_checkpoint()
             reason = self.should_stop()
-        done, _ = ray.wait([learner_call], timeout=5)     # the learner's last report counts in the summary too
+        done, _ = ray.wait([learner_call], timeout=0)     # a last report that has arrived counts; none is waited for
         if done:
             self.on_learner(ray.get(learner_call))
         return reason
