@@ -260,8 +260,7 @@ class Trainer:
         """(network with the newest published weights, its version, env steps now): what an
         evaluation judges, kept as it is while training goes on."""
         weights = self.components.weights
-        weights.request()
-        got = weights.poll()
+        got = weights.newest()          # not poll(): on Ray its answer would come only by the next evaluation
         if got is None and self.latest is None:
             got = weights.wait()
         if got is not None:

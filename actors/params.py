@@ -88,6 +88,15 @@ class WeightClient:
             # The store is restarting (its node left): ask again later; the learner republishes.
             return None
 
+    def newest(self, timeout_s: float = 10.0) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+        """Ask the store and wait for its answer (one round trip, unlike poll): the newest
+        (version, arrays) if newer than what this client has, else None."""
+        if self.remote:
+            import ray
+            self.request()
+            ray.wait([self._pending], timeout=timeout_s)
+        return self.poll()
+
     def wait(self, timeout_s: float = 120.0) -> Tuple[int, Dict[str, np.ndarray]]:
         """Block until some version has been published (start-up)."""
         import time

@@ -122,7 +122,7 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     import ray
     cfg = parse_config(["--address", cluster.address, "--no-ship-code", "--num-actors", "3",
                         "--num-replay-shards", "2", "--seed", "1", "--max-seconds", "180",
-                        "--solve-return", "150", "--eval-episodes", "20", "--eval-every-env-steps", "5000",
+                        "--solve-return", "300", "--eval-episodes", "20", "--eval-every-env-steps", "5000",
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(address=cluster.address)
     trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))

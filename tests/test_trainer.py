@@ -3,6 +3,7 @@ which weights solve a run, and that exactly those are exported and summarised.""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import launch
@@ -59,3 +60,28 @@ def test_finish_exports_the_weights_that_solved_not_the_newest(tmp_path):
     written = json.loads((trainer.run_dir / "summary.json").read_text())
     assert written == summary and summary["solved"] and summary["solved_at"]["env_steps"] == 512
     assert summary["greedy_eval_mean"] == 150.0
+
+
+def test_newest_waits_for_the_stores_answer_on_ray():
+    """An evaluation snapshot must judge the weights published by now: on Ray, poll() right
+    after request() has no answer yet (the evaluation would judge the previous snapshot's
+    weights, one evaluation period old); newest() waits for it."""
+    ray = pytest.importorskip("ray")
+    from actors.params import WeightClient, WeightPublisher
+    from common.weight_store import WeightStore
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        store = ray.remote(num_cpus=0)(WeightStore).remote()
+        net = build_network(parse_config(["--num-cpus", "1"]).network_spec(launch.envs_lib.describe("CartPole-v1")))
+        publisher = WeightPublisher(store, remote=True)
+        publisher.publish(0, net)
+        client = WeightClient(store, remote=True)
+        assert client.wait()[0] == 0
+        publisher.publish(7, net)
+        ray.get(store.version.remote())                     # the publish has landed in the store
+        got = client.newest()
+        assert got is not None and got[0] == 7 and client.version == 7
+        assert client.newest() is None                      # nothing newer since
+    finally:
+        ray.shutdown()
