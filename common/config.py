@@ -138,12 +138,13 @@ PRESETS = {
     # average over steps, so the same weighting is value 1/4 and reward 1 (model: a mean, 1/4).
     # One sequence is one episode (length 500 = the time limit, stride 500), so a replay ratio of
     # 120 sampled sequences per inserted one is the blog's 20 updates of 6 sequences per episode,
-    # and a blend every 600 learner steps its blend every 30 episodes.
+    # and a blend every 600 learner steps its blend every 30 episodes; actors and learner run at most
+    # 6 episodes (a batch) apart, as the blog's loop alternated collecting and learning.
     "seed": dict(
         width=128, depth=2, hidden_size=0, support_size=0, unroll_steps=2, value_target="mc", discount=0.99,
         reg_samples=2, reg_weight=5.0, pg_weight=1.0, value_weight=0.25, reward_weight=1.0, model_weight=0.25,
         sequence_length=500, sequence_stride=500, batch_size=6, starts_per_sequence=5, replay_fraction=5 / 6,
-        min_replay=6, replay_capacity=5000, replay_ratio=120.0,
+        min_replay=6, replay_capacity=5000, replay_ratio=120.0, replay_error_buffer=6,
         optimizer="adamw",
         learning_rate=3e-4, weight_decay=0.0, max_grad_norm=0.0, grad_clip_value=1.0, dynamics_grad="params",
         target_ema=0.01, target_blend_every_steps=600, actors_use_online=True, envs_per_actor=1,
