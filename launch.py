@@ -163,8 +163,7 @@ class Trainer:
         self.screen_seed = self.eval_seed + 7919       # bench/peers/harness.py screens on the same seeds
         self.last_eval = -math.inf      # env steps at the last evaluation
         self.latest = None              # (network, version) of the newest weights fetched
-        self.evaluation = None          # the evaluation running on eval_thread (Ray runs)
-        self.snapshot_judged = None     # (network, version, env steps) it judges
+        self.evaluation = None          # ((network, version, env steps), future): running on eval_thread (Ray runs)
         self.eval_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="evaluate")
         self.solved_net = None          # the network whose evaluation solved the run
         self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
@@ -301,10 +300,9 @@ class Trainer:
         snapshot of the newest weights. On Ray on a driver thread, so the driver keeps feeding
         actors and learner meanwhile; one evaluation at a time; in-process inline."""
         if self.evaluation is not None:
-            if not self.evaluation.done():
+            if not self.evaluation[1].done():
                 return
-            job, self.evaluation = self.evaluation, None
-            self._judged(*self.snapshot_judged, *job.result())
+            self._take_evaluation()
         due = self.log.env_steps - self.last_eval >= self.cfg.eval_every_env_steps
         warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
         if not (due and warm):
@@ -312,10 +310,14 @@ class Trainer:
         self.last_eval = self.log.env_steps
         net, version, env_steps = self._snapshot()
         if self.components.remote:
-            self.snapshot_judged = (net, version, env_steps)
-            self.evaluation = self.eval_thread.submit(self._judge, net)
+            self.evaluation = ((net, version, env_steps), self.eval_thread.submit(self._judge, net))
         else:
             self._judged(net, version, env_steps, *self._judge(net))
+
+    def _take_evaluation(self) -> None:
+        """Log the evaluation from eval_thread (waiting for it if it still runs)."""
+        (snapshot, job), self.evaluation = self.evaluation, None
+        self._judged(*snapshot, *job.result())
 
     def should_stop(self) -> str:
         if self.solved_at is not None:
@@ -401,8 +403,7 @@ class Trainer:
         self.log.progress(force=True)
         self.maybe_checkpoint(force=True)
         if self.evaluation is not None:
-            self._judged(*self.snapshot_judged, *self.evaluation.result())
-            self.evaluation = None
+            self._take_evaluation()
         self.eval_thread.shutdown()
         if self.solved_at is None:
             net, version, env_steps = self._snapshot()

@@ -74,17 +74,12 @@ def check_policy(run_dir: Path, seed: int, episodes: int = 100) -> dict:
     the run's actors nor its evaluations used."""
     import torch
 
-    sys.path.insert(0, str(ROOT))
+    from peers.harness import Policy           # the peers' adapter; it also puts the project on sys.path
     from actors.evaluate import evaluate
     from common.envs import derive_seed
 
     program = torch.export.load(str(run_dir / "policy.pt2")).module()
-
-    class Exported(torch.nn.Module):
-        def policy_logits(self, obs):
-            return program(obs)
-
-    returns = evaluate(Exported(), "CartPole-v1", episodes, derive_seed(seed, "check"), greedy=True)
+    returns = evaluate(Policy(program), "CartPole-v1", episodes, derive_seed(seed, "check"), greedy=True)
     return {"check_mean": round(float(returns.mean()), 2), "check_std": round(float(returns.std()), 2),
             "check_min": float(returns.min())}
 

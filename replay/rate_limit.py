@@ -5,14 +5,15 @@ Counted in sequences: I inserted, S sampled, n stored; r = samples per insert (t
 replay ratio), m = minimum stored before sampling, e = error buffer (in samples).
 
   diff = r * I - S                        sampled sequences still "owed" to the data
-  insert allowed while   I < m   or   diff < r * m + e
+  insert allowed while   diff < r * m + e      (always for the first m: room >= m - I below)
   sample of k allowed if n >= m  and  diff - k >= r * m - e
 
 So after the first m inserts the learner samples r sequences per inserted one, at most e
 samples ahead of the actors or behind them. Inserts and a sample of k can never both be
-held when 2 e >= k: held inserts mean diff >= r m + e, a held sample diff < r m - e + k. A shard that restarts empty starts from
-I = S = 0: it takes inserts at once and serves samples once it holds m again, so a lost
-shard never deadlocks actors or learner. Pure Python; the shard owns one.
+held when 2 e >= k: held inserts mean diff >= r m + e, a held sample diff < r m - e + k.
+A shard that restarts empty starts from I = S = 0: it takes inserts at once and serves
+samples once it holds m again, so a lost shard never deadlocks actors or learner. Pure
+Python; the shard owns one.
 """
 import math
 from dataclasses import dataclass
@@ -41,10 +42,10 @@ class SampleToInsertRatio:
         return self.samples_per_insert * self.inserts - self.samples
 
     def room(self) -> float:
-        """Sequences that may still be inserted now, (r m + e - diff) / r (<= 0: hold); during the
-        first m inserts at least the rest of them."""
+        """Sequences that may still be inserted now: (r m + e - diff) / r = m - I + (e + S) / r
+        (<= 0: hold), so never less than the m - I still missing from the minimum."""
         r = self.samples_per_insert
-        return max((r * self.min_size + self.error_buffer - self.diff) / r, float(self.min_size - self.inserts))
+        return (r * self.min_size + self.error_buffer - self.diff) / r
 
     def can_insert(self) -> bool:
         return self.room() > 0

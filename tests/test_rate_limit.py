@@ -3,7 +3,7 @@
 
 Worked example used below, r = 2 samples per insert, m = 3, e = 4, counted in sequences:
   diff = 2 I - S
-  room = max((r m + e - diff) / r, m - I) = max((10 - diff) / 2, 3 - I)
+  room = (r m + e - diff) / r = (10 - diff) / 2   (>= m - I = 3 - I, as S >= 0 and e >= 0)
   sample of k allowed iff size >= 3 and diff - k >= r m - e = 2
 With no samples yet room = (10 - 2 I) / 2 = 5 - I: inserts 1..5 are let in, after the 5th
 room is 0 and the sender holds. With I = 5 (diff 10) single samples are allowed while
