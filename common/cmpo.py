@@ -65,9 +65,12 @@ def cmpo_log_probs(prior_log_probs: torch.Tensor, adv_norm: torch.Tensor, clip: 
 
 def exact_kl(target_log_probs: torch.Tensor, log_pi: torch.Tensor) -> torch.Tensor:
     """KL(p || pi) = sum_a p(a) (log p(a) - log pi(a)) over the last dim -> [...].
-    The gradient flows into log_pi only; p is treated as fixed."""
-    p = target_log_probs.detach().exp()
-    return (p * (target_log_probs.detach() - log_pi)).sum(-1)
+    The gradient flows into log_pi only; p is treated as fixed. Terms with p(a) = 0
+    are 0 (0 log 0 = 0), also when log pi(a) = -inf, and so is their gradient."""
+    target_log_probs = target_log_probs.detach()
+    p = target_log_probs.exp()
+    terms = torch.where(p > 0, p * (target_log_probs - log_pi), torch.zeros((), dtype=p.dtype, device=p.device))
+    return terms.sum(-1)
 
 
 def sampled_cmpo_regularizer(log_pi_of_samples: torch.Tensor, clipped_adv_of_samples: torch.Tensor) -> torch.Tensor:

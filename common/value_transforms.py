@@ -12,17 +12,27 @@ EPSILON = 1e-3
 
 
 def h(x: torch.Tensor, eps: float = EPSILON) -> torch.Tensor:
-    """h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x   (Pohlen et al. 2018)."""
-    return torch.sign(x) * (torch.sqrt(torch.abs(x) + 1.0) - 1.0) + eps * x
+    """h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x   (Pohlen et al. 2018).
+
+    Computed as sign(x) |x| / (sqrt(|x| + 1) + 1) + eps x, the same value without the
+    subtraction that cancels in float32 for small |x|.
+    """
+    return torch.sign(x) * torch.abs(x) / (torch.sqrt(torch.abs(x) + 1.0) + 1.0) + eps * x
 
 
 def h_inv(y: torch.Tensor, eps: float = EPSILON) -> torch.Tensor:
     """Closed-form inverse of h:
 
     h^-1(y) = sign(y) (((sqrt(1 + 4 eps (|y| + 1 + eps)) - 1) / (2 eps))^2 - 1).
+
+    Computed without subtractions (they cancel in float32): with u = sqrt(|x| + 1) - 1,
+    |x| = u (u + 2) and h solves eps u^2 + (1 + 2 eps) u - |y| = 0, whose root is
+    u = 2 |y| / (1 + 2 eps + s),  s = sqrt(1 + 4 eps (|y| + 1 + eps)),
+    so h^-1(y) = sign(y) u (u + 2).
     """
-    inner = (torch.sqrt(1.0 + 4.0 * eps * (torch.abs(y) + 1.0 + eps)) - 1.0) / (2.0 * eps)
-    return torch.sign(y) * (inner * inner - 1.0)
+    s = torch.sqrt(1.0 + 4.0 * eps * (torch.abs(y) + 1.0 + eps))
+    u = 2.0 * torch.abs(y) / (1.0 + 2.0 * eps + s)
+    return torch.sign(y) * u * (u + 2.0)
 
 
 def support(s_max: int, device=None) -> torch.Tensor:

@@ -146,6 +146,22 @@ def test_exact_kl_value_and_gradient():
     assert torch.allclose(cmpo.exact_kl(target, target), torch.zeros(4, dtype=F64))
 
 
+def test_exact_kl_zero_target_probability():
+    # 0 log 0 = 0: p = (1/2, 1/2, 0), pi = (1/4, 1/4, 1/2) -> KL = log 2, d/dlogits = pi - p
+    target = torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=F64))     # log 0 = -inf
+    logits = torch.log(torch.tensor([0.25, 0.25, 0.5], dtype=F64)).requires_grad_(True)
+    kl = cmpo.exact_kl(target, torch.log_softmax(logits, -1))
+    assert kl.item() == pytest.approx(math.log(2.0), abs=1e-15)
+    kl.backward()
+    torch.testing.assert_close(logits.grad, torch.tensor([-0.25, -0.25, 0.5], dtype=F64), rtol=0, atol=1e-15)
+    # pi(a) = 0 where p(a) = 0 as well: the term is 0, its gradient too
+    log_pi = torch.log(torch.tensor([0.25, 0.75, 0.0], dtype=F64)).requires_grad_(True)
+    kl = cmpo.exact_kl(target, log_pi)
+    assert kl.item() == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(0.5 / 0.75), abs=1e-15)
+    kl.backward()
+    torch.testing.assert_close(log_pi.grad, torch.tensor([-0.5, -0.5, 0.0], dtype=F64), rtol=0, atol=0)
+
+
 def test_sampled_regularizer_matches_exact_in_expectation():
     A, N, draws, c = 4, 16, 20000, 1.0
     g = torch.Generator().manual_seed(9)
