@@ -166,6 +166,8 @@ def test_real_observations_are_used(col, index):
     """Control for the padding test: the final observation of a truncation (and of a sequence that did
     not end), and real observations, do change the loss."""
     online, target = make_nets(5)
+    with torch.no_grad():   # a fresh value head predicts ~0 everywhere: make the target's values depend on obs
+        target.value_head.weight.mul_(10.0)
     batch = make_batch()
     p = LossParams(unroll_steps=3)
     base_loss, _, _, _ = loss_and_grads(online, target, batch, p)
