@@ -1,5 +1,6 @@
 """The Muesli loss (common/losses.py) on a small fake batch: T=6, B=4, A=3, obs dim 5."""
 import copy
+import math
 
 import pytest
 import torch
@@ -326,3 +327,77 @@ def test_check_batch_names_the_bad_field():
         online, target = make_nets(5)
         with pytest.raises(ValueError, match=key):
             muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=2))
+
+
+def _uniform_policy_nets(value=1.0, reward=1.0):
+    """Scalar-head nets whose every state has value `value`, every model step reward `reward`, and
+    whose policy is uniform (1/A): zeroed head weights leave only the biases. Online and target alike."""
+    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=0)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = build_network(spec)
+        with torch.no_grad():
+            for head, bias in ((net.value_head, value), (net.dynamics_reward, reward), (net.policy_head, 0.0)):
+                head.weight.zero_()
+                head.bias.fill_(bias)
+        nets.append(net)
+    return nets
+
+
+def _three_step_batch(mu_taken):
+    """T=3, B=1, no episode end; actions 0, 1, 2 taken with behaviour probability mu_taken[t]."""
+    behaviour = torch.zeros(3, 1, A)
+    for t, m in enumerate(mu_taken):
+        behaviour[t, 0] = (1.0 - m) / (A - 1)
+        behaviour[t, 0, t] = m
+    return dict(obs=torch.randn(4, 1, D, generator=torch.Generator().manual_seed(0)),
+                action=torch.tensor([[0], [1], [2]]), reward=torch.tensor([[1.0], [2.0], [3.0]]),
+                behaviour=behaviour, mask=torch.ones(3, 1), terminal=torch.zeros(3, 1))
+
+
+# pi = 1/3 everywhere; mu(a_t) = 0.5, 0.1, 0.6 -> pi/mu = 2/3, 10/3, 5/9
+MU_TAKEN = (0.5, 0.1, 0.6)
+
+
+def _hand_retrace_returns(lam=0.95, gamma=0.9, v=1.0):
+    """Retrace with c_t = lam * min(1, pi/mu): c_1 = lam * 1 (10/3 truncated), c_2 = lam * 5/9."""
+    c1, c2 = lam * 1.0, lam * 5.0 / 9.0
+    g2 = 3.0 + gamma * v
+    g1 = 2.0 + gamma * (v + c2 * (g2 - v))
+    g0 = 1.0 + gamma * (v + c1 * (g1 - v))
+    return [g0, g1, g2]
+
+
+def test_retrace_traces_are_truncated_at_one():
+    _, target = _uniform_policy_nets(value=1.0)
+    p = LossParams(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
+    tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    want = _hand_retrace_returns()     # 5.52..., 4.9075, 3.9; untruncated c_1 = 3.17 would give G_0 = 9.89
+    torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
+
+
+def test_policy_gradient_importance_ratio_is_clipped_at_one():
+    online, target = _uniform_policy_nets(value=1.0)
+    p = LossParams(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
+    _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]               # min(1, pi/mu): 10/3 clipped to 1
+    assert m["stats/is_ratio_mean"] == pytest.approx(sum(ratio) / 3, abs=1e-6)
+    # pg advantage (G - v) / rms(G - v) after one normaliser update (bias-corrected: the plain rms)
+    adv = [g - 1.0 for g in _hand_retrace_returns()]
+    rms = (sum(a * a for a in adv) / 3) ** 0.5
+    want = -sum(r * a / rms for r, a in zip(ratio, adv)) / 3
+    assert m["loss/pg"] == pytest.approx(want, abs=1e-5)
+
+
+def test_sampled_regulariser_clips_the_advantages():
+    # v = 1 and r_hat = 1 everywhere: q - v = 1 + 0.9 * 1 - 1 = 0.9 for every action, normalised to 1,
+    # clipped to c = 0.5. Every sample then has w = N e^c / (1 + (N - 1) e^c) and log pi = -log 3,
+    # so the regulariser is w log 3 whatever actions were drawn.
+    online, target = _uniform_policy_nets(value=1.0, reward=1.0)
+    N, c = 4, 0.5
+    p = LossParams(unroll_steps=1, discount=0.9, reg_samples=N, cmpo_clip=c)
+    torch.manual_seed(0)
+    _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    w = N * math.exp(c) / (1 + (N - 1) * math.exp(c))   # 1.1091; unclipped (adv 1) 1.1877
+    assert m["loss/reg"] == pytest.approx(w * math.log(3.0), abs=1e-5)
