@@ -239,14 +239,55 @@ def test_exact_and_sampled_regulariser_both_run_and_agree_roughly():
         assert m_sampled[key] == pytest.approx(m_exact[key], rel=1e-5, abs=1e-6)
 
 
-def test_unroll_steps_zero_and_longer_than_sequence():
+def _loop_model_losses(online, target, batch, p):
+    """Value, reward and model losses start state by start state, step by step (the reference for any K):
+    a term at unroll step k of start (t, b) counts when its data is real: value while step t+k is,
+    reward and model while action a_{t+k-1} was taken, the model also only while s_{t+k} is a real state.
+    Categorical heads with s_max = online.spec.support_size."""
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    K, s_max = p.unroll_steps, online.spec.support_size
+    mask, terminal = batch["mask"].tolist(), batch["terminal"].tolist()
+    sums = {"value": [0.0, 0], "reward": [0.0, 0], "model": [0.0, 0]}
+
+    def add(key, x):
+        sums[key][0] += float(x)
+        sums[key][1] += 1
+
+    def ce(logits, scalar):
+        return -(vt.scalar_to_categorical(scalar, s_max) * torch.log_softmax(logits, -1)).sum()
+
+    for t in range(T):
+        for b in range(B):
+            if not mask[t][b]:
+                continue
+            acts = [int(batch["action"][t + k, b]) if t + k < T else 0 for k in range(K)]
+            with torch.no_grad():
+                out = online.unroll(batch["obs"][t, b][None], torch.tensor(acts).reshape(K, 1))
+            for k in range(K + 1):
+                if t + k < T and mask[t + k][b]:
+                    add("value", ce(out.value_logits[k, 0], tq["returns"][t + k, b]))
+                if k == 0 or t + k - 1 >= T or not mask[t + k - 1][b]:
+                    continue
+                add("reward", ce(out.reward_logits[k - 1, 0], batch["reward"][t + k - 1, b]))
+                state_real = mask[t + k][b] if t + k < T else 1 - terminal[T - 1][b]
+                if state_real:
+                    log_pi = torch.log_softmax(out.policy_logits[k, 0], -1)
+                    target_p = tq["cmpo_log_probs"][t + k, b].exp()
+                    add("model", (target_p * (target_p.log() - log_pi)).sum())
+    return {key: total / max(n, 1) for key, (total, n) in sums.items()}
+
+
+@pytest.mark.parametrize("K", [0, 1, 4, T + 2])
+def test_unroll_lengths_match_a_loop_over_start_states(K):
     online, target = make_nets(5)
     batch = make_batch()
-    for K in (0, 1, T + 2):
-        loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=K))
-        assert torch.isfinite(loss)
-        if K == 0:
-            assert m["loss/model"] == 0.0 and m["loss/reward"] == 0.0
+    p = LossParams(unroll_steps=K)
+    _, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    want = _loop_model_losses(online, target, batch, p)
+    for key in ("value", "reward", "model"):
+        assert m[f"loss/{key}"] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+    if K == 0:
+        assert m["loss/model"] == 0.0 and m["loss/reward"] == 0.0
 
 
 def test_start_mask_selects_start_states():
