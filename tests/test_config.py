@@ -149,6 +149,15 @@ def test_a_preset_applies_and_explicit_flags_override_it():
     assert parse_config(["--num-cpus", "1"]).width == Config().width
 
 
+def test_dynamics_grad_choice_maps_to_its_hidden_state_gradient_scale():
+    # 'hidden': the state entering g has its gradient halved; 'params': it is not (the learner halves
+    # g's parameter gradients instead, tests/test_learner.py)
+    assert Config(dynamics_grad="hidden").loss_params().hidden_grad_scale == 0.5
+    assert Config(dynamics_grad="params").loss_params().hidden_grad_scale == 1.0
+    assert parse_config(["--dynamics-grad", "params", "--num-cpus", "1"]).loss_params().hidden_grad_scale == 1.0
+    assert parse_config(["--num-cpus", "1"]).loss_params().hidden_grad_scale == 0.5
+
+
 def test_pacing_defaults_and_flags():
     cfg = Config()
     assert (cfg.replay_ratio, cfg.eval_every_env_steps, cfg.target_blend_every_steps) == (38.4, 2048, 0)

@@ -3,7 +3,9 @@ skipped non-finite updates leave every piece of state bit-identical, the EMA tar
 its formula, checkpoints round-trip exactly into a fresh learner, and damaged files are
 refused (or skipped for the previous one)."""
 import copy
+import dataclasses
 import io
+import math
 import os
 
 import numpy as np
@@ -150,14 +152,24 @@ def test_two_hot_of_nan_is_nan_not_an_index_error():
     torch.testing.assert_close(probs[2], torch.tensor([0, 0, 0, 0, 1.0]))
 
 
-def test_non_finite_gradient_skips_the_update(monkeypatch):
-    learner, _ = make_learner()
+def test_non_finite_gradient_skips_the_update(capsys):
+    """A finite loss whose gradient is not: a value weight of 1e36 makes the loss ~2.3e36 (finite in
+    float32) and gradient entries up to ~5e35, whose squares overflow the global norm to inf."""
+    learner, store = make_learner()
     learner.update(make_batch(0))
-    before = snapshot(learner)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: torch.tensor(float("inf")))
-    learner.update(make_batch(1))
-    assert learner.skipped == 1 and learner.steps == 1
+    capsys.readouterr()
+    before, version = snapshot(learner), store.version()
+    learner.params = dataclasses.replace(learner.params, value_weight=1e36)
+    metrics = learner.update(make_batch(1))
+    assert math.isfinite(metrics["loss/total"]) and metrics["loss/total"] > 1e35
+    assert learner.skipped == 1 and metrics["learner/skipped_updates"] == 1 and "learner/grad_norm" not in metrics
+    assert learner.steps == 1 and store.version() == version
     assert_state_identical(before, snapshot(learner))
+    assert all(p.grad is None for p in learner.online.parameters())
+    assert capsys.readouterr().out == "learner: non-finite gradient at step 1; update skipped (1 so far)\n"
+    # with the ordinary weight the same batch trains
+    learner.params = learner.cfg.loss_params()
+    assert math.isfinite(learner.update(make_batch(1))["learner/grad_norm"]) and learner.steps == 2
 
 
 # -- EMA target ----------------------------------------------------------------------------
