@@ -21,6 +21,7 @@ from common.cmpo import NormalizerState
 from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.batch import to_time_major
+from learner.checkpoint import CheckpointError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,7 +43,9 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 def compile_or_eager(fn):
     """torch.compile(fn), falling back to fn itself (with a one-line note) if compiling fails,
-    e.g. on a machine without a C++ compiler. An error fn raises itself is raised again by fn."""
+    e.g. on a machine without a C++ compiler. When the compiled call raises, fn runs eagerly on
+    the same arguments: if that raises too, the error is fn's own (bad data) and surfaces as
+    itself with compilation kept on; only if fn succeeds was it the compiler, and fn is used from then on."""
     compiled = torch.compile(fn, dynamic=False)
 
     def call(*args):
@@ -51,11 +54,13 @@ def compile_or_eager(fn):
             return fn(*args)
         try:
             return compiled(*args)
-        except Exception as exc:                        # noqa: BLE001 - any compiler failure
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-            print(f"learner: torch.compile failed ({type(exc).__name__}: {first_line}); running the loss eagerly")
-            compiled = None
-            return fn(*args)
+        except Exception as exc:                        # noqa: BLE001 - told apart by the eager call below
+            failure = exc
+        result = fn(*args)                              # outside the except: fn's own error is not chained
+        first_line = (str(failure).strip().splitlines() or [""])[0][:200]
+        print(f"learner: torch.compile failed ({type(failure).__name__}: {first_line}); running the loss eagerly")
+        compiled = None
+        return result
     return call
 
 
@@ -271,7 +276,10 @@ class Learner:
         """Restore from checkpoint_bytes(); returns the stored run_state."""
         # Loaded to the CPU (RNG states must stay there); load_state_dict copies weights and
         # optimiser moments onto this learner's device.
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:                        # noqa: BLE001 - whatever torch raises for damaged bytes
+            raise CheckpointError(f"checkpoint data is corrupt or truncated ({type(exc).__name__})") from None
         for name, net in (("online", self.online), ("target", self.target)):
             check_same_shapes(net.state_dict(), state[name], name)     # before anything is overwritten
         self.online.load_state_dict(state["online"])

@@ -336,13 +336,32 @@ def test_a_loss_that_cannot_be_compiled_runs_eagerly(monkeypatch, capsys):
     assert "torch.compile failed" not in capsys.readouterr().out
 
 
-def test_an_error_of_the_loss_itself_is_not_hidden_by_the_fallback(monkeypatch):
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+@pytest.mark.parametrize("compiled_raises", [False, True])
+def test_a_data_error_surfaces_as_itself_and_keeps_compilation_on(monkeypatch, capsys, compiled_raises):
+    """A batch of the wrong shape raises check_batch's ValueError whether the compiled call raises it
+    (compiled_raises=False: the 'compiler' is the identity) or something of its own (a backend-style
+    error); no fallback note, and the next good batch goes through the compiled callable again."""
+    calls = []
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            if compiled_raises and args[2]["action"].shape[1] != B:
+                raise RuntimeError("BackendCompilerFailed: fake tensor shape mismatch")
+            return fn(*args)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
     learner, _ = make_learner(small_config(compile="on"))
+    capsys.readouterr()
     batch = make_batch(0)
     batch["action"] = batch["action"][:, :2]            # wrong shape: check_batch names it
-    with pytest.raises(ValueError, match="must have shape"):
+    with pytest.raises(ValueError, match=r"^batch\['reward'\] must have shape \(6, 2\), got \(6, 4\)$"):
         learner.update(batch)
+    assert "torch.compile failed" not in capsys.readouterr().out
+    assert len(calls) == 1
+    learner.update(make_batch(1))
+    assert len(calls) == 2 and learner.steps == 1
 
 
 # -- checkpoint bytes ----------------------------------------------------------------------
@@ -392,11 +411,12 @@ def damaged(data: bytes, damage: str) -> bytes:
     raise ValueError(damage)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_loading_a_damaged_checkpoint_raises_and_changes_nothing(trained, damage):
+@pytest.mark.parametrize("damage, cause", [("truncate", "ValueError"), ("garbage", "UnpicklingError"),
+                                           ("empty", "EOFError")])
+def test_loading_a_damaged_checkpoint_raises_and_changes_nothing(trained, damage, cause):
     learner, store = make_learner(seed=5)
     before, version = snapshot(learner), store.version()
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointError, match=rf"^checkpoint data is corrupt or truncated \({cause}\)$"):
         learner.load_checkpoint_bytes(damaged(trained[0].checkpoint_bytes(), damage))
     assert_state_identical(before, snapshot(learner))
     assert store.version() == version
