@@ -165,5 +165,7 @@ def test_categorical_round_trip_clips_out_of_range():
     s_max = 5
     x = torch.tensor([1e4, -1e4], dtype=torch.float64)  # |h(x)| > 5
     back = vt.categorical_to_scalar(torch.log(vt.scalar_to_categorical(x, s_max)), s_max)
-    limit = vt.h_inv(torch.tensor(5.0, dtype=torch.float64))
-    torch.testing.assert_close(back, torch.stack([limit, -limit]), rtol=1e-12, atol=1e-9)
+    # h^-1(5) by hand: sqrt(1 + 0.004 * 6.001) = sqrt(1.024004); ((that - 1) / 0.002)^2 - 1
+    limit = ((math.sqrt(1.024004) - 1.0) / 0.002) ** 2 - 1.0                 # 34.5862...
+    assert limit == pytest.approx(_decimal_h_inv(5.0), rel=1e-9)
+    torch.testing.assert_close(back, torch.tensor([limit, -limit], dtype=torch.float64), rtol=1e-9, atol=0)
