@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 import launch
 from common.config import parse_config
@@ -20,7 +21,7 @@ def summary_of(run_dir):
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_resume_skips_a_corrupt_checkpoint_and_continues_the_counters(tmp_path, capsys):
+def test_resume_skips_a_corrupt_checkpoint_and_continues_the_counters(tmp_path, capsys, monkeypatch):
     base = ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3",
             "--checkpoint-every-s", "2", "--eval-episodes", "5", "--solve-return", "1e9"]
     assert launch.main(base + ["--max-seconds", "12"]) == 0
@@ -30,15 +31,34 @@ def test_resume_skips_a_corrupt_checkpoint_and_continues_the_counters(tmp_path, 
     assert len(paths) >= 2
     newest, previous = paths[0], paths[1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])    # a crash mid-copy, say
+    stored = torch.load(previous, weights_only=True)
+    assert stored["run"]["env_steps"] > 0
     capsys.readouterr()
 
+    restored = []                       # what the resumed driver and learner hold right after restoring
+
+    def spy_restore(trainer, run_state):
+        real_restore(trainer, run_state)
+        learner = trainer.components.learner
+        restored.append({"env_steps": trainer.log.env_steps, "episodes": trainer.log.episodes,
+                         "learner_steps": trainer.learner_steps, "best_eval": trainer.best_eval,
+                         "learner.steps": learner.steps, "seconds": trainer.log.elapsed()})
+
+    real_restore = launch.Trainer.restore
+    monkeypatch.setattr(launch.Trainer, "restore", spy_restore)
     assert launch.main(["--resume", str(run_dir), "--max-seconds", "20"]) == 0
+    run = stored["run"]
+    assert len(restored) == 1
+    got = restored[0]
+    assert (got["env_steps"], got["episodes"], got["learner_steps"], got["best_eval"], got["learner.steps"]) == \
+        (run["env_steps"], run["episodes"], run["learner_steps"], run["best_eval"], stored["steps"])
+    assert run["seconds"] <= got["seconds"] < run["seconds"] + 5.0        # the clock goes on from the stored time
     out = capsys.readouterr().out
     assert f"resume: skipped checkpoint {newest} is corrupt or truncated" in out
     assert f"resume: continuing from {previous}" in out
     second = summary_of(run_dir)
     assert second["resumed_from"] == str(previous)
-    assert second["env_steps"] > first["env_steps"] * 0.5           # counters continued, not restarted
+    assert second["env_steps"] > run["env_steps"]                   # counted on from the restored figure
     assert second["seconds"] >= 12
     # The resumed learner went on from the restored step, not from 0.
     restored_step = int(previous.name[len("ckpt-"):-len(".pt")])
