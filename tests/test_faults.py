@@ -99,6 +99,7 @@ class Injector(threading.Thread):
     def __init__(self, trainer, cluster):
         super().__init__(daemon=True)
         self.trainer, self.cluster, self.done, self.error = trainer, cluster, [], None
+        self.actor_killed_at = self.shard_instance = None
 
     def run(self):
         import ray
@@ -108,7 +109,9 @@ class Injector(threading.Thread):
             c = self.trainer.components
             ray.kill(c.actors[0], no_restart=False)
             self.done.append(("actor", self.trainer.learner_steps))
+            self.actor_killed_at = time.monotonic()
             wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
+            self.shard_instance = ray.get(c.shards[0].stats.remote())["started"]
             ray.kill(c.shards[0], no_restart=False)
             self.done.append(("shard", self.trainer.learner_steps))
             wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
@@ -146,6 +149,10 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(address=cluster.address)
     trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    chunks = []                         # (arrival time, actor index, that actor process's env steps so far)
+    count_chunk = trainer.on_actor
+    trainer.on_actor = lambda stats: (chunks.append((time.monotonic(), stats["actor"], stats["total_env_steps"])),
+                                      count_chunk(stats))
     injector = Injector(trainer, cluster)
     injector.start()
     reason = trainer.run_on_ray()
@@ -155,9 +162,19 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     assert [what for what, _ in injector.done] == ["actor", "shard", "node"], injector.done
     assert summary["solved"], summary                     # the same bar as the fault-free run
     assert summary["solved_at"]["version"] > injector.done[-1][1]   # solved after the last fault
+    # The killed actor came back (a new process: its own env-step count starts again) and the driver
+    # gave it work again: chunks of actor 0 after the kill, counted from a fresh start.
+    before = max(total for t, i, total in chunks if i == 0 and t < injector.actor_killed_at)
+    after = [total for t, i, total in chunks if i == 0 and t > injector.actor_killed_at]
+    assert after and min(after) < before, (before, after[:5])
+    # The killed shard came back (a new instance) and took sequences again.
+    shard = ray.get(trainer.components.shards[0].stats.remote(), timeout=30)
+    assert shard["started"] != injector.shard_instance and shard["sequences"] > 0, shard
     faults = summary["faults"]
-    assert faults["actor_failures"] >= 2                  # the killed actor and the one on the lost node
-    assert faults["replay_failed_calls"] >= 0
+    # one failure each: the killed actor and the actor on the lost node (one CPU: one actor per worker node)
+    assert faults["actor_failures"] == 2, faults
+    assert faults["replay_failed_calls"] >= 1, faults     # at least the learner's sample in flight to the killed shard
+    assert faults["replay_sequences_lost"] > 0, faults    # the killed shard held sequences
     print("faults:", injector.done, faults, "solved at", summary["solved_at"])
 
 

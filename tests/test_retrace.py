@@ -155,18 +155,15 @@ def test_discounted_returns_equals_monte_carlo():
 def test_wrong_shapes_raise():
     T, B = 4, 3
     r, d, v, c = torch.zeros(T, B), torch.zeros(T, B), torch.zeros(T + 1, B), torch.zeros(T, B)
+    shape = r" must have shape \({}, 3\) \(from r_t \[T, B\]\), got \({}, {}\)$"
     bad = [
-        (torch.zeros(T), d, v, c),                 # r_t not 2-D
-        (torch.zeros(T, B, 1), d, v, c),
-        (r, torch.zeros(T, B + 1), v, c),          # discount
-        (r, d, torch.zeros(T, B), c),              # v must be T+1
-        (r, d, torch.zeros(T + 1, B + 1), c),
-        (r, d, v, torch.zeros(T + 1, B)),          # traces
+        ((torch.zeros(T), d, v, c), r"^r_t must be \[T, B\], got shape \(4,\)$"),
+        ((torch.zeros(T, B, 1), d, v, c), r"^r_t must be \[T, B\], got shape \(4, 3, 1\)$"),
+        ((r, torch.zeros(T, B + 1), v, c), "^discount_t" + shape.format(4, 4, 4)),
+        ((r, d, torch.zeros(T, B), c), "^v_t" + shape.format(5, 4, 3)),
+        ((r, d, torch.zeros(T + 1, B + 1), c), "^v_t" + shape.format(5, 5, 4)),
+        ((r, d, v, torch.zeros(T + 1, B)), "^c_t" + shape.format(4, 5, 3)),
     ]
-    for fn, args in itertools.product((retrace, retrace_loop), bad):
-        with pytest.raises(ValueError):
+    for fn, (args, message) in itertools.product((retrace, retrace_loop), bad):
+        with pytest.raises(ValueError, match=message):
             fn(*args)
-    with pytest.raises(ValueError, match="v_t"):
-        retrace(r, d, torch.zeros(T, B), c)
-    with pytest.raises(ValueError, match="c_t"):
-        retrace(r, d, v, torch.zeros(T, B + 2))

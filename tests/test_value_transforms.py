@@ -142,7 +142,7 @@ def test_two_hot_clips_beyond_s_max():
 
 
 def test_from_two_hot_rejects_wrong_bin_count():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^expected 11 bins for s_max=5, got shape \(3, 10\)$"):
         vt.from_two_hot(torch.ones(3, 10) / 10, 5)
 
 
