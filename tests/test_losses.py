@@ -414,7 +414,7 @@ def test_retrace_traces_are_truncated_at_one():
     _, target = _uniform_policy_nets(value=1.0)
     p = LossParams(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
     tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    want = _hand_retrace_returns()     # 5.52..., 4.9075, 3.9; untruncated c_1 = 3.17 would give G_0 = 9.89
+    want = _hand_retrace_returns()     # 4.7023, 4.2775, 3.9; untruncated c_1 = 3.17 gives G_0 = 11.24
     torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
 
 
