@@ -144,6 +144,6 @@ class VectorEnv:
                              f"at creation, reset or the first step of an episode); last, at {where}: "
                              f"{_describe_error(exc)}")
         if self.errors == 1 or self.errors % LOG_EVERY == 0:
+            dropped = ", its episode dropped" if where == "step" else ""
             print(f"{who}env {j} of {self.env_id} raised at {where} ({_describe_error(exc)}); env error "
-                  f"{self.errors}, the env is rebuilt and its episode dropped (logged: the 1st and every "
-                  f"{LOG_EVERY}th)", flush=True)
+                  f"{self.errors}: the env is rebuilt{dropped} (logged: the 1st and every {LOG_EVERY}th)", flush=True)

@@ -11,8 +11,12 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   step number `fail_at_step` of an instance's life (counted over its episodes, from 1)
   raises, and so does reset number `fail_at_reset` (the first reset is number 1).
 - ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
+- ResetFailsOffDriver-v0: CartPole-v1 whose reset raises RuntimeError in every process but
+  the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
+  driver, and the actors on Ray give up.
 """
 import itertools
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +24,7 @@ from gymnasium import spaces
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 FLAKY_ID, COUNTING_ID, RESET_FAILS_ID = "FlakyCartPole-v0", "CountingEnv-v0", "ResetFails-v0"
+OFF_DRIVER_ID, DRIVER_PID_VAR = "ResetFailsOffDriver-v0", "FLAKY_ENVS_DRIVER_PID"
 RESET_FAILURE = "simulator lost its licence server"
 _instances = itertools.count()
 made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}      # instances built in this process
@@ -80,7 +85,14 @@ class ResetFails(CartPoleEnv):
         raise RuntimeError(RESET_FAILURE)
 
 
+class ResetFailsOffDriver(CartPoleEnv):
+    def reset(self, *, seed=None, options=None):
+        if os.environ.get(DRIVER_PID_VAR) != str(os.getpid()):
+            raise RuntimeError(f"{RESET_FAILURE} (pid {os.getpid()})")
+        return super().reset(seed=seed, options=options)
+
+
 for env_id, entry_point, limit in ((FLAKY_ID, FlakyCartPole, 500), (COUNTING_ID, CountingEnv, None),
-                                   (RESET_FAILS_ID, ResetFails, 500)):
+                                   (RESET_FAILS_ID, ResetFails, 500), (OFF_DRIVER_ID, ResetFailsOffDriver, 500)):
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=entry_point, max_episode_steps=limit, reward_threshold=475.0)

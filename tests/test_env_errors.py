@@ -237,3 +237,41 @@ def test_in_process_run_goes_on_through_env_errors_and_sums_them(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     logged = [r["faults/env_errors"] for r in records if "faults/env_errors" in r]
     assert logged[-1] == errors and logged == sorted(logged)
+
+
+def test_on_a_ray_cluster_the_env_module_ships_errors_are_summed_and_a_give_up_is_one_line(
+        tmp_path, capsys, monkeypatch):
+    """A one-node cluster joined with --address, so the code travels as on a real cluster:
+    working_dir without tests/ and the env module by py_modules (the actors import
+    tests.flaky_envs from there, not from the driver's path). FlakyCartPole raises at 1% of
+    steps; then an env that resets only in the driver passes the start-up check and makes
+    the actor give up: exit 1, one line, no traceback."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+    monkeypatch.setenv(flaky_envs.DRIVER_PID_VAR, str(__import__("os").getpid()))   # before the nodes start
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    base = ["--address", cluster.address, "--num-actors", "1", "--num-replay-shards", "1", "--no-dashboard",
+            "--solve-return", "1e9", "--eval-episodes", "3", "--sampled-eval-episodes", "3",
+            "--eval-every-env-steps", "1000000", "--run-root", str(tmp_path)]
+    try:
+        assert launch.main(base + ["--env", FLAKY, "--max-env-steps", "3000", "--max-seconds", "300",
+                                   "--replay-ratio", "0",                                    # actors never held
+                                   "--run-name", "flaky"]) == 0
+        ray.shutdown()
+        capsys.readouterr()
+        rc = launch.main(base + ["--env", f"tests.flaky_envs:{flaky_envs.OFF_DRIVER_ID}", "--max-seconds", "60",
+                                 "--run-name", "gives-up"])
+        err = capsys.readouterr().err
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    summary = json.loads((tmp_path / "flaky" / "summary.json").read_text())
+    errors, steps = summary["faults"]["env_errors"], summary["env_steps"]
+    records = [json.loads(line) for line in (tmp_path / "flaky" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["faults/env_errors"] for r in records if "faults/env_errors" in r][-1] == errors
+    # 1% of steps raise: errors / (steps + errors) is within 4 binomial sigmas of 0.01
+    trials = steps + errors
+    assert steps >= 3000 and abs(errors - 0.01 * trials) < 4 * (0.01 * 0.99 * trials) ** 0.5, (errors, steps)
+    assert rc == 1 and "Traceback" not in err, err         # stderr also holds Ray's INFO lines
+    assert_one_line(err.strip().splitlines()[-1], "launch.py: error: actor 0: --env='tests.flaky_envs:ResetFailsOffDriver-v0' failed 5 "
+                    "times in a row", flaky_envs.RESET_FAILURE)
