@@ -137,6 +137,28 @@ def test_errors_spread_over_steps_never_give_up():
             first_step.step(np.zeros(1, int))
 
 
+def test_the_first_and_every_hundredth_error_are_logged(capsys):
+    envs = VectorEnv(counting_env(episode_steps=50, fail_at_step=2), 1, owner="actor 1")
+    envs.reset(seed=0)
+    for _ in range(500):                         # every instance raises at its 2nd step: 250 errors
+        envs.step(np.zeros(1, int))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert envs.errors == 250
+    assert [line.split("; env error ")[1].split(":")[0] for line in lines] == ["1", "100", "200"]
+
+
+def test_evaluation_counts_only_episodes_that_ended_without_an_error():
+    """Episodes of 8 steps, reward 1 each; every instance raises at its 12th step, in its second
+    episode: that episode (3 steps, return 3 so far) must not be counted or carried over into
+    the rebuilt env's first one, which is each env's second counted episode."""
+    from actors.evaluate import evaluate
+    from common.networks import build_network
+    env_id = counting_env(episode_steps=EPISODE, fail_at_step=12)
+    net = build_network(small_config(env=env_id).network_spec(envs_lib.describe(env_id))).eval()
+    returns = evaluate(net, env_id, episodes=100, seed=0)        # 50 envs, 2 episodes each
+    assert returns.tolist() == [8.0] * 100
+
+
 # -- the actor ---------------------------------------------------------------------------------
 
 def test_actor_drops_the_cut_episode_and_no_sequence_spans_an_error():
