@@ -59,11 +59,10 @@ class SequenceCutter:
         done = terminal | truncated
         b["obs"][rows, n + 1] = np.where(done.reshape((-1,) + (1,) * (next_obs.ndim - 1)), final_obs, next_obs)
         n += 1
-        lost = np.zeros_like(done) if lost is None else lost
-        for j in np.flatnonzero(lost):
-            self._restart(j, next_obs[j])
+        for j in np.flatnonzero(lost if lost is not None else []):
+            self._restart(j, next_obs[j])        # fill 0 and done False: nothing of it is emitted below
         out = []
-        for j in np.flatnonzero((done | (n == self.spec.length)) & ~lost):
+        for j in np.flatnonzero(done | (n == self.spec.length)):
             out.append({k: v[j].copy() for k, v in b.items()})
             if done[j]:
                 self._restart(j, next_obs[j])
