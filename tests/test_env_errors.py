@@ -193,9 +193,13 @@ def test_actor_counts_env_errors_between_calls():
     cfg = small_config(env=counting_env(episode_steps=EPISODE, fail_at_step=FAIL_AT), envs_per_actor=2,
                        sequence_length=4, sequence_stride=4)
     actor, _, _, _, _ = build(cfg)
+    counted = []                                                      # the Ray counter's increments
+    record = actor.metrics._record
+    actor.metrics._record = lambda kind, name, value, tags: (
+        counted.append(value) if name == "env_errors" else None, record(kind, name, value, tags))
     first = actor.collect(2 * (FAIL_AT - 1))                          # up to the step before the error
     second = actor.collect(2 * 5)                                     # the error, then 5 good steps
-    assert (first["env_errors"], second["env_errors"]) == (0, 2)
+    assert (first["env_errors"], second["env_errors"]) == (0, 2) and counted == [0, 2]
     assert (first["env_steps"], second["env_steps"], actor.env_steps) == (38, 10, 48)
 
 
