@@ -77,7 +77,7 @@ def test_a_step_error_rebuilds_that_env_reseeded_and_reports_it_lost(capsys):
     assert out.reward.tolist() == [0.0, 0.0] and not out.terminated.any() and not out.truncated.any()
     assert flaky_envs.made[flaky_envs.COUNTING_ID] == made + 2             # each rebuilt once
     # the rebuilt envs are new instances at their first observation
-    assert out.obs[:, 1:].tolist() == [[0, 0], [0, 0]] and set(out.obs[:, 0]) .isdisjoint(first[:, 0])
+    assert out.obs[:, 1:].tolist() == [[0, 0], [0, 0]] and set(out.obs[:, 0]).isdisjoint(first[:, 0])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1                                              # the first error only
     assert_one_line(lines[0], "actor 5: env 0 of " + COUNTING.split(":")[0], "raised at step",
@@ -88,8 +88,8 @@ def test_a_step_error_rebuilds_that_env_reseeded_and_reports_it_lost(capsys):
 def test_a_rebuilt_env_is_reset_with_the_derived_seed():
     """FlakyCartPole's failures are drawn from reset's seed: reusing the seed would replay the
     same failure at the same step forever."""
-    gym.register("FlakyCartPoleAlways-v0", entry_point=flaky_envs.FlakyCartPole, kwargs={"failure_prob": 1.0}) \
-        if "FlakyCartPoleAlways-v0" not in gym.registry else None
+    if "FlakyCartPoleAlways-v0" not in gym.registry:
+        gym.register("FlakyCartPoleAlways-v0", entry_point=flaky_envs.FlakyCartPole, kwargs={"failure_prob": 1.0})
     envs = VectorEnv("tests.flaky_envs:FlakyCartPoleAlways-v0", 2)
     envs.reset(seed=40)
     envs.envs[1].unwrapped.failure_prob = 0.0
