@@ -29,6 +29,7 @@ from common.config import Config, ConfigError, parse_config, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
 from common.sequence import SequenceSpec
+from common.vector_env import EnvFailure, VectorEnv
 from learner import checkpoint
 from learner.learner import Learner
 from replay.client import ReplayClient, split
@@ -42,11 +43,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 def cluster_runtime_env(cfg: Config) -> dict:
     """Ray runtime_env for a cluster run: this project's code as the working directory of every
     component process on every node (Ray uploads it once, honouring .gitignore), so a node needs
-    only the installed requirements. Run output stays with the driver and is never uploaded."""
+    only the installed requirements. Run output stays with the driver and is never uploaded. The
+    module of a `--env module:EnvId` travels too (py_modules) unless it is installed."""
     if not cfg.ship_code:
         return {}
-    return {"working_dir": str(PROJECT_ROOT),
-            "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"]}
+    runtime_env = {"working_dir": str(PROJECT_ROOT),
+                   "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"]}
+    env_module = envs_lib.local_module_path(cfg.env)
+    if env_module is not None:
+        runtime_env["py_modules"] = [str(env_module)]
+    return runtime_env
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -54,7 +60,7 @@ def make_run_dir(cfg: Config) -> Path:
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
-        name = cfg.run_name or f"{cfg.env.replace('/', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+        name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(cfg.run_root) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
@@ -218,6 +224,9 @@ class Trainer:
         if self.first_env_step_s is None and stats["env_steps"]:
             self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
         self.log.actor(stats)
+        if stats["env_errors"]:
+            self.faults["env_errors"] += stats["env_errors"]
+            self.log.scalars({"faults/env_errors": self.faults["env_errors"]})
 
     def on_learner(self, metrics: dict) -> None:
         """A learner.train report; of one that made no update (data or throttle held it back)
@@ -380,6 +389,8 @@ class Trainer:
                 except ray.exceptions.RayActorError as exc:     # died, restarting, or its node left
                     retry_at[index] = time.monotonic() + self.on_actor_failure(index, exc)
                     continue
+                except EnvFailure as exc:       # RayTaskError(EnvFailure): its text holds the remote traceback
+                    raise exc.cause from None
                 self._failing[index] = self._died[index] = 0
                 self.on_actor(stats)
                 pending[c.actors[index].collect.remote(chunk)] = index
@@ -421,7 +432,7 @@ class Trainer:
             "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
             "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at, "run_dir": str(self.run_dir),
             "num_actors": self.components.cfg.num_actors, "nodes": self.nodes,
-            "faults": dict(self.faults, replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+            "faults": dict(self.faults, env_errors=self.faults["env_errors"], replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                            replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
             "resumed_from": self.resumed_from,
             "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
@@ -467,12 +478,23 @@ def format_summary(s: dict) -> str:
             f"-> {s['run_dir']}")
 
 
+def check_env_starts(cfg: Config) -> None:
+    """Build and reset one env as the actors will (retrying as they do), so an env that cannot
+    start is reported before Ray starts or a run directory is made: EnvFailure."""
+    envs = VectorEnv(cfg.env, 1, owner="start-up check")
+    try:
+        envs.reset(seed=envs_lib.derive_seed(cfg.seed, "check"))
+    finally:
+        envs.close()
+
+
 def main(argv=None) -> int:
     try:
         cfg = parse_config(argv)
         info = envs_lib.describe(cfg.env)
         cfg.network_spec(info)          # a torso that cannot take these observations stops here
-    except (ConfigError, envs_lib.EnvError) as exc:
+        check_env_starts(cfg)
+    except (ConfigError, envs_lib.EnvError, EnvFailure) as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2
     run_dir = make_run_dir(cfg)
@@ -496,6 +518,9 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2
+    except EnvFailure as exc:           # the env stopped working mid-run: a failed run, not a bad flag
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if started_ray:
             import ray

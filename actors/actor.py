@@ -6,6 +6,12 @@ Shape legend: E envs of this actor, T sequence length, A actions, O observation 
 Sequences never cross an episode boundary: an episode's last sequence is padded
 (mask False) and holds the final observation at index L, so a time-limit truncation
 can bootstrap from it. Consecutive sequences of one env start `stride` steps apart.
+
+An env that raises (common/vector_env.py) loses its current episode: the steps of it that
+the cutter still holds are dropped, sequences already sent stay (each is complete and ends
+with a bootstrap observation, as every non-final sequence does), and the env's next
+sequence starts at the rebuilt env's first observation, so no sequence spans an error.
+The lost step is not counted as an env step and the lost episode not as an episode.
 """
 import time
 from typing import Dict, List
@@ -21,6 +27,7 @@ from common.numpy_policy import policy_layers, policy_probs
 from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
+from common.vector_env import VectorEnv
 
 HELD_REPORT_S = 1.0     # a collect call held by replay's rate limit returns after this long
 
@@ -35,8 +42,11 @@ class SequenceCutter:
         self.buf["obs"][:, 0] = first_obs
         self._rows = np.arange(num_envs)
 
-    def add(self, action, reward, behaviour, terminal, truncated, version, next_obs, final_obs) -> List[Dict]:
+    def add(self, action, reward, behaviour, terminal, truncated, version, next_obs, final_obs,
+            lost=None) -> List[Dict]:
         """Record one vector step; `final_obs` [E, *O] replaces next_obs where an episode ended.
+        Where `lost` [E] is True the env raised (common/vector_env.py): what the buffer holds of
+        its episode is dropped, never emitted, and the env's next sequence starts at next_obs.
         Returns the sequences completed by this step."""
         rows, n, b = self._rows, self.fill, self.buf
         b["action"][rows, n] = action
@@ -49,17 +59,23 @@ class SequenceCutter:
         done = terminal | truncated
         b["obs"][rows, n + 1] = np.where(done.reshape((-1,) + (1,) * (next_obs.ndim - 1)), final_obs, next_obs)
         n += 1
+        for j in np.flatnonzero(lost if lost is not None else []):
+            self._restart(j, next_obs[j])        # fill 0 and done False: nothing of it is emitted below
         out = []
         for j in np.flatnonzero(done | (n == self.spec.length)):
             out.append({k: v[j].copy() for k, v in b.items()})
             if done[j]:
-                for v in b.values():
-                    v[j] = 0
-                b["obs"][j, 0] = next_obs[j]
-                n[j] = 0
+                self._restart(j, next_obs[j])
             else:
                 self._shift(j)
         return out
+
+    def _restart(self, j: int, first_obs: np.ndarray) -> None:
+        """Empty env j's buffer; its next sequence starts at first_obs."""
+        for v in self.buf.values():
+            v[j] = 0
+        self.buf["obs"][j, 0] = first_obs
+        self.fill[j] = 0
 
     def _shift(self, j: int) -> None:
         """Keep the last T - stride steps of env j (the overlap) at the front."""
@@ -82,11 +98,10 @@ class SelfPlayActor:
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
-        self.envs = envs_lib.make_vector_env(cfg.env, cfg.envs_per_actor)
-        seed = envs_lib.derive_seed(cfg.seed, "actor", index)
-        self.obs, _ = self.envs.reset(seed=seed)
-        self.rng = np.random.default_rng(seed)
-        self.cutter = SequenceCutter(self.spec, cfg.envs_per_actor, cfg.sequence_stride, self.obs)
+        self.envs = VectorEnv(cfg.env, cfg.envs_per_actor, owner=f"actor {index}")
+        self.env_seed = envs_lib.derive_seed(cfg.seed, "actor", index)
+        self.rng = np.random.default_rng(self.env_seed)
+        self.obs = self.cutter = None        # set by the first collect (_start_envs)
         self.episode_return = np.zeros(cfg.envs_per_actor)
         self.episode_length = np.zeros(cfg.envs_per_actor, dtype=np.int64)
         self.env_steps = 0
@@ -95,6 +110,7 @@ class SelfPlayActor:
         self.version = -1
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
+        self._reported_env_errors = 0
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -111,6 +127,13 @@ class SelfPlayActor:
         if self.numpy_policy is not None:
             return policy_probs(self.numpy_policy, obs)
         return torch.softmax(self.net.policy_logits(torch.as_tensor(obs)), -1).numpy()
+
+    def _start_envs(self) -> None:
+        """Build and reset the envs: in the first collect rather than in __init__, so an env that
+        cannot start (EnvFailure) fails a call, which reaches the driver as that error; on Ray a
+        failing __init__ reaches it only as a dead actor."""
+        self.obs = self.envs.reset(seed=self.env_seed)
+        self.cutter = SequenceCutter(self.spec, self.cfg.envs_per_actor, self.cfg.sequence_stride, self.obs)
 
     def _maybe_pull(self) -> None:
         if self.steps_since_pull >= self.cfg.weight_pull_every:
@@ -129,6 +152,8 @@ class SelfPlayActor:
         start, infer_s = time.perf_counter(), 0.0
         returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
+        if self.obs is None:
+            self._start_envs()
         while steps < num_steps:
             if not self.replay.has_room():
                 t = time.perf_counter()
@@ -143,34 +168,40 @@ class SelfPlayActor:
             probs = self._policy(self.obs)
             action = sample_categorical(probs, self.rng)
             infer_s += time.perf_counter() - t
-            next_obs, reward, terminated, truncated, info = self.envs.step(action)
-            final_obs = _fill_final(next_obs, info)
-            for seq in self.cutter.add(action, reward, probs, terminated, truncated, self.version,
-                                       next_obs, final_obs):
+            out = self.envs.step(action)
+            for seq in self.cutter.add(action, out.reward, probs, out.terminated, out.truncated, self.version,
+                                       out.obs, out.final_obs, out.lost):
                 self.replay.add(seq)
                 sent += 1
-            self.episode_return += reward
+            self.episode_return += out.reward
             self.episode_length += 1
-            for j in np.flatnonzero(terminated | truncated):
+            self.episode_return[out.lost] = 0.0          # a lost episode is neither logged nor counted
+            self.episode_length[out.lost] = 0
+            for j in np.flatnonzero(out.terminated | out.truncated):
                 returns.append(float(self.episode_return[j]))
                 lengths.append(int(self.episode_length[j]))
                 self.episode_return[j] = 0.0
                 self.episode_length[j] = 0
                 self.episodes += 1
-            self.obs = next_obs
-            steps += E
-            self.env_steps += E
-            self.steps_since_pull += E
+            self.obs = out.obs
+            taken = E - int(out.lost.sum())              # a step that raised is not an env step
+            steps += taken
+            self.env_steps += taken
+            self.steps_since_pull += taken
             self._maybe_pull()
         self.replay.flush()
         elapsed = time.perf_counter() - start
-        self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits)
+        env_errors, self._reported_env_errors = self.envs.errors - self._reported_env_errors, self.envs.errors
+        self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors)
         return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),
                 "returns": returns, "lengths": lengths, "sequences": sent, "seconds": elapsed,
-                "inference_s": infer_s, "wait_s": waits, "version": self.version, "pulls": self.weights.pulls}
+                "inference_s": infer_s, "wait_s": waits, "version": self.version, "pulls": self.weights.pulls,
+                "env_errors": env_errors}
 
-    def _record_metrics(self, steps: int, returns: List[float], elapsed: float, forward_s: float, wait_s: float):
+    def _record_metrics(self, steps: int, returns: List[float], elapsed: float, forward_s: float, wait_s: float,
+                        env_errors: int):
         m = self.metrics
+        m.inc("env_errors", env_errors)
         m.inc("env_steps", steps)
         m.inc("episodes", len(returns))
         if returns:
@@ -182,12 +213,3 @@ class SelfPlayActor:
         self._reported_pulls = self.weights.pulls
         m.set("policy_version", self.version)
 
-
-def _fill_final(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """final_obs [E, *O]: info['final_obs'] where an env finished, next_obs elsewhere."""
-    if "final_obs" not in info:
-        return next_obs
-    out = next_obs.copy()
-    for j in np.flatnonzero(info["_final_obs"]):
-        out[j] = info["final_obs"][j]
-    return out

@@ -7,9 +7,8 @@
 Rows (the real components, built as launch.py builds them, CartPole-v1 and the
 default config unless flags say otherwise):
 
-- bare env: gymnasium's synchronous vector env (same env count as one actor, SAME_STEP
-  autoreset as common/envs.make_vector_env), random actions, one process: the ceiling
-  for one core.
+- bare env: the actors' vector env (common/vector_env.py: same env count as one actor,
+  same-step autoreset), random actions, one process: the ceiling for one core.
 - actor: SelfPlayActor.collect env steps/s with its batched inference, sequence cutting
   and encoding; replay's rate limit is off (replay_ratio = 0), the weights are a
   WeightStore with published initial weights, no learner. In-process with an in-process replay shard (as --in-process),
@@ -50,6 +49,7 @@ from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
 from common.sequence import SequenceSpec  # noqa: E402
+from common.vector_env import VectorEnv  # noqa: E402
 from host import describe  # noqa: E402
 from learner.learner import Learner, resolve_device  # noqa: E402
 from replay.client import ReplayClient, split  # noqa: E402
@@ -111,7 +111,7 @@ def published_store(cfg: Config, info, store=None, remote: bool = False):
 
 # -- measurements --------------------------------------------------------------------------
 def bare_env(cfg: Config, info, seconds: float, table: Table) -> float:
-    envs = envs_lib.make_vector_env(cfg.env, cfg.envs_per_actor)
+    envs = VectorEnv(cfg.env, cfg.envs_per_actor)
     envs.reset(seed=0)
     actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, cfg.envs_per_actor))
     i = 0

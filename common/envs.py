@@ -1,9 +1,11 @@
 """Environment factory: gymnasium envs with the wrappers their family needs, space checks
 and seed derivation.
 
-`make_env(env_id)` builds one env; `make_vector_env` steps several; `describe` reports the
-observation shape and dtype, action count and reward threshold that everything else
-(network, sequence schema, codec) is built from. What an env id gets:
+`make_env(env_id)` builds one env (common/vector_env.py steps several); `describe` reports
+the observation shape and dtype, action count and reward threshold that everything else
+(network, sequence schema, codec) is built from. An id may name the module that registers
+it, in gymnasium's own form 'module:EnvId' (e.g. 'my_envs:Maze-v0'): the module is imported
+first, in every process that makes the env. What an env id gets:
 
 - Atari (ale-py: 'ALE/Pong-v5', 'PongNoFrameskip-v4', ...): the Muesli paper's setting. The
   base env emits every frame (frameskip=1) with sticky actions (repeat_action_probability
@@ -23,8 +25,10 @@ so the agent always picks 0..n-1); continuous Box, MultiDiscrete, MultiBinary, D
 Tuple actions are refused. Refusals are EnvError with one line naming the space.
 """
 import importlib
+import importlib.util
+import sysconfig
 from dataclasses import dataclass
-from functools import partial
+from pathlib import Path
 from typing import Optional
 
 import gymnasium as gym
@@ -94,10 +98,40 @@ def _register_packages(env_id: str) -> None:
             return
 
 
-def _spec(env_id: str):
-    _register_packages(env_id)
+def registered_id(env_id: str) -> str:
+    """The registry id of `env_id`. For 'module:EnvId' the module, which registers EnvId when
+    imported, is imported first; EnvError if it cannot be."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
     try:
-        return gym.spec(env_id)
+        importlib.import_module(module)
+    except Exception as exc:        # the user's module: any error in it is a bad --env
+        raise EnvError(f"--env={env_id!r}: module {module!r} cannot be imported ({type(exc).__name__}: "
+                       f"{_one_line(exc)}); allowed: module:EnvId with a module importable from the working "
+                       "directory or the Python path that registers EnvId") from None
+    return name
+
+
+def local_module_path(env_id: str) -> Optional[Path]:
+    """The file or folder of the top-level package of a 'module:EnvId' module, the part a
+    cluster run ships to every node; None for a plain id or an installed module (stdlib or
+    site-packages, which every node installs from the requirements)."""
+    if ":" not in env_id:
+        return None
+    spec = importlib.util.find_spec(env_id.split(":", 1)[0].split(".")[0])
+    if spec is None:
+        return None
+    path = Path(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin).resolve()
+    installed = [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    return None if any(path.is_relative_to(root) for root in installed) else path
+
+
+def _spec(env_id: str):
+    name = registered_id(env_id)
+    _register_packages(name)
+    try:
+        return gym.spec(name)
     except gym.error.Error as exc:
         raise EnvError(f"--env={env_id!r} cannot be made: {_one_line(exc)}") from None
 
@@ -109,7 +143,7 @@ def is_atari(env_id: str) -> bool:
 
 def _make(env_id: str, **kwargs) -> gym.Env:
     try:
-        return gym.make(env_id, **kwargs)
+        return gym.make(registered_id(env_id), **kwargs)
     except gym.error.Error as exc:
         raise EnvError(f"--env={env_id!r} cannot be made: {_one_line(exc)}") from None
 
@@ -183,10 +217,3 @@ def describe(env_id: str) -> EnvInfo:
     obs_dtype = "uint8" if obs_space.dtype == np.uint8 else "float32"
     return EnvInfo(tuple(obs_space.shape), obs_dtype, int(act_space.n), _spec(env_id).reward_threshold)
 
-
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """Synchronous vector env whose finished sub-envs reset within the same step: the
-    returned observation is the new episode's first one and info['final_obs'] holds the last."""
-    make_env(env_id).close()  # one clear EnvError before building num_envs of them
-    return gym.vector.SyncVectorEnv([partial(make_env, env_id)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

@@ -24,6 +24,7 @@ SPECS: Dict[Tuple[str, str], Tuple[str, str, Optional[list], Tuple[str, ...]]] =
     ("actor", "env_steps_per_s"): ("gauge", "Env steps per second over the last collect call", None, ()),
     ("actor", "inference_ms"): ("gauge", "Mean time of one batched policy forward pass (ms)", None, ()),
     ("actor", "rate_limit_wait_s"): ("counter", "Seconds spent waiting for the learner (rate limit)", None, ()),
+    ("actor", "env_errors"): ("counter", "Exceptions raised by the actor's envs (each cost that env's episode)", None, ()),
     ("actor", "weight_pulls"): ("counter", "Weight versions fetched from the store", None, ()),
     ("actor", "policy_version"): ("gauge", "Learner step of the weights the actor acts with", None, ()),
     ("replay", "inserts"): ("counter", "Sequences accepted", None, ()),

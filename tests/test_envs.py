@@ -25,6 +25,7 @@ from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
 from common.batch import to_time_major
 from common.sequence import SequenceSpec, decode_sequences
+from common.vector_env import VectorEnv
 from learner.learner import Learner
 from replay.client import ReplayClient
 from tests.recording import RecordingShard
@@ -101,7 +102,7 @@ def assert_one_line(message: str, *parts: str) -> None:
     ("NoSuchEnv-v0", ["--env='NoSuchEnv-v0' cannot be made", "doesn't exist"]),
 ])
 def test_unsupported_spaces_and_ids_give_one_line_env_errors(env_id, parts):
-    for build in (envs_lib.describe, lambda e: envs_lib.make_vector_env(e, 2)):
+    for build in (envs_lib.describe, lambda e: VectorEnv(e, 2).reset(seed=0)):
         with pytest.raises(envs_lib.EnvError) as excinfo:
             build(env_id)
         assert_one_line(str(excinfo.value), f"--env={env_id!r}", *parts)
@@ -127,8 +128,8 @@ def test_missing_env_package_is_named(monkeypatch):
 def test_discrete_observations_become_one_hot_and_actions_shift_by_start():
     info = envs_lib.describe("MuesliTestDiscreteObs-v0")
     assert (info.obs_shape, info.obs_dtype, info.num_actions) == ((5,), "float32", 3)
-    envs = envs_lib.make_vector_env("MuesliTestDiscreteObs-v0", 2)
-    obs, _ = envs.reset(seed=0)
+    envs = VectorEnv("MuesliTestDiscreteObs-v0", 2)
+    obs = envs.reset(seed=0)
     assert obs.dtype == np.float32 and np.all(obs.sum(-1) == 1.0)
     for action in range(3):          # SpacesEnv asserts the shifted action is in Discrete(3, start=-1)
         obs, *_ = envs.step(np.full(2, action))
@@ -142,9 +143,9 @@ def test_bool_grids_become_uint8_0_255_and_grey_images_gain_a_channel():
     np.testing.assert_array_equal(env.reset(seed=3)[0], raw.reset(seed=3)[0].astype(np.uint8) * 255)
     grey = envs_lib.describe("MuesliTestGreyImage-v0")
     assert (grey.obs_shape, grey.obs_dtype) == ((40, 48, 1), "uint8")
-    floats = envs_lib.make_vector_env("MuesliTestFloat64-v0", 2)
+    floats = VectorEnv("MuesliTestFloat64-v0", 2)
     assert envs_lib.describe("MuesliTestFloat64-v0").obs_dtype == "float32"
-    assert floats.reset(seed=0)[0].dtype == np.float32
+    assert floats.reset(seed=0).dtype == np.float32
 
 
 @pytest.mark.parametrize("shape, torso", [

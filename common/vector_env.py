@@ -1,0 +1,149 @@
+"""E envs of one id stepped together, that survive an env raising an exception.
+
+Shape legend: E envs, O observation shape.
+
+`VectorEnv.step(actions)` steps env 0..E-1 in turn and, as gymnasium's SyncVectorEnv with
+autoreset_mode SAME_STEP, resets an env within the step its episode ends: `obs` holds the
+new episode's first observation and `final_obs` the ended episode's last one. Without
+errors the two give the same numbers for the same seed (env j is reset with seed + j).
+
+What an env error costs (any Exception from the env's constructor, reset or step):
+- in step: that env's transition and the rest of its episode. The env is closed, rebuilt
+  and reset; `lost[j]` is True, its reward 0, terminated and truncated False, and `obs[j]`
+  is the rebuilt env's first observation. The caller drops whatever it held of that
+  episode; nothing of it is joined to the new one.
+- in the reset that follows an episode end: nothing of the finished episode is lost (its
+  step is reported as usual); the env is rebuilt and `obs[j]` comes from the new one.
+- a rebuilt env is reset with a seed derived from (reset seed, j, rebuilds of env j so far).
+Every error is counted (`errors`) and the first and every LOG_EVERY-th printed as one line
+with the env's own message. An env that fails MAX_FAILURES_IN_A_ROW times with no
+successful step in between (so: at creation or reset, or at the first step of every new
+episode) raises EnvFailure, one line naming the env and its last error.
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from common import envs as envs_lib
+
+MAX_FAILURES_IN_A_ROW = 5
+LOG_EVERY = 100
+MESSAGE_CHARS = 300
+
+
+class EnvFailure(RuntimeError):
+    """An env failed MAX_FAILURES_IN_A_ROW times in a row: the run cannot go on with it."""
+
+
+class Step(NamedTuple):
+    obs: np.ndarray          # [E, *O] observation to act on next
+    reward: np.ndarray       # [E] float64
+    terminated: np.ndarray   # [E] bool
+    truncated: np.ndarray    # [E] bool
+    final_obs: np.ndarray    # [E, *O] last observation of an episode that ended; obs elsewhere
+    lost: np.ndarray         # [E] bool, the env raised in step: its episode is cut off and dropped
+
+
+def rebuild_seed(seed: Optional[int], index: int, rebuilds: int) -> Optional[int]:
+    """Reset seed of env `index` after its `rebuilds`-th rebuild (None stays None)."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, index, rebuilds]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _describe_error(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class VectorEnv:
+    """`num_envs` envs of `env_id` (common.envs.make_env); `owner` names them in messages."""
+
+    def __init__(self, env_id: str, num_envs: int, owner: str = ""):
+        self.env_id, self.num_envs, self.owner = env_id, num_envs, owner
+        self.envs = [None] * num_envs
+        self.seed = None
+        self.rebuilds = np.zeros(num_envs, dtype=np.int64)
+        self.failures_in_a_row = np.zeros(num_envs, dtype=np.int64)
+        self.errors = 0
+
+    def reset(self, seed: Optional[int] = None) -> np.ndarray:
+        """Build (where needed) and reset every env; env j gets seed + j. Returns obs [E, *O]."""
+        self.seed = seed
+        first = [self._start(j, None if seed is None else seed + j) for j in range(self.num_envs)]
+        return np.stack(first)
+
+    def step(self, actions: np.ndarray) -> Step:
+        E = self.num_envs
+        obs, reward = [None] * E, np.zeros(E)
+        terminated, truncated, lost = np.zeros(E, bool), np.zeros(E, bool), np.zeros(E, bool)
+        final = [None] * E
+        for j in range(E):
+            try:
+                o, r, term, trunc, _ = self.envs[j].step(actions[j])
+            except Exception as exc:        # the env's own error: it costs this episode
+                self._count(j, exc, "step")
+                lost[j] = True
+                obs[j] = final[j] = self._start(j, self._next_seed(j))
+                continue
+            self.failures_in_a_row[j] = 0
+            reward[j], terminated[j], truncated[j] = r, term, trunc
+            obs[j] = final[j] = o
+            if term or trunc:
+                obs[j] = self._reset(j, seed=None)
+        return Step(np.stack(obs), reward, terminated, truncated, np.stack(final), lost)
+
+    def close(self) -> None:
+        for env in self.envs:
+            if env is not None:
+                env.close()
+        self.envs = [None] * self.num_envs
+
+    # -- one env ------------------------------------------------------------------------
+    def _next_seed(self, j: int) -> Optional[int]:
+        return rebuild_seed(self.seed, j, int(self.rebuilds[j]))
+
+    def _reset(self, j: int, seed: Optional[int]) -> np.ndarray:
+        """Reset env j (the autoreset after an episode end); rebuilt if the reset raises."""
+        try:
+            return self.envs[j].reset(seed=seed)[0]
+        except Exception as exc:
+            self._count(j, exc, "reset")
+            return self._start(j, self._next_seed(j))
+
+    def _start(self, j: int, seed: Optional[int]) -> np.ndarray:
+        """(Re)build env j if it is missing or broken and reset it; retried until it works or
+        has failed MAX_FAILURES_IN_A_ROW times in a row. Returns its first observation."""
+        while True:
+            try:
+                if self.envs[j] is None:
+                    self.envs[j] = envs_lib.make_env(self.env_id)
+                return self.envs[j].reset(seed=seed)[0]
+            except envs_lib.EnvError:
+                raise                       # an unsupported id or space: no retry makes it work
+            except Exception as exc:
+                self._count(j, exc, "creation" if self.envs[j] is None else "reset")
+                seed = self._next_seed(j)
+
+    def _count(self, j: int, exc: Exception, where: str) -> None:
+        """Book an error of env j at `where`, log it, drop the env (rebuilt on next start);
+        EnvFailure when it has failed too often in a row."""
+        self.errors += 1
+        self.failures_in_a_row[j] += 1
+        self.rebuilds[j] += 1
+        env, self.envs[j] = self.envs[j], None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:               # a broken env may not close cleanly; it is dropped anyway
+                pass
+        who = f"{self.owner}: " if self.owner else ""
+        if self.failures_in_a_row[j] >= MAX_FAILURES_IN_A_ROW:
+            raise EnvFailure(f"{who}--env={self.env_id!r} failed {MAX_FAILURES_IN_A_ROW} times in a row (env {j}, "
+                             f"at creation, reset or the first step of an episode); last, at {where}: "
+                             f"{_describe_error(exc)}")
+        if self.errors == 1 or self.errors % LOG_EVERY == 0:
+            dropped = ", its episode dropped" if where == "step" else ""
+            print(f"{who}env {j} of {self.env_id} raised at {where} ({_describe_error(exc)}); env error "
+                  f"{self.errors}: the env is rebuilt{dropped} (logged: the 1st and every {LOG_EVERY}th)", flush=True)

@@ -1,0 +1,98 @@
+"""Envs that raise, for the env-error tests (tests/test_env_errors.py). Importing this module
+registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any process
+(gymnasium's module:EnvId form; common/envs.py imports the module first).
+
+- FlakyCartPole-v0: CartPole-v1 whose step raises RuntimeError with probability
+  `failure_prob` (default 0.01), drawn from a generator seeded by reset's seed: the same
+  seeds give the same failures.
+- CountingEnv-v0: a deterministic schedule. Observation [instance, episode, t]: which
+  instance of the env (numbered per process from 0), its episode number (from 0) and the
+  step within the episode. Every episode terminates after `episode_steps` steps, reward 1;
+  step number `fail_at_step` of an instance's life (counted over its episodes, from 1)
+  raises, and so does reset number `fail_at_reset` (the first reset is number 1).
+- ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
+- ResetFailsOffDriver-v0: CartPole-v1 whose reset raises RuntimeError in every process but
+  the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
+  driver, and the actors on Ray give up.
+"""
+import itertools
+import os
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+FLAKY_ID, COUNTING_ID, RESET_FAILS_ID = "FlakyCartPole-v0", "CountingEnv-v0", "ResetFails-v0"
+OFF_DRIVER_ID, DRIVER_PID_VAR = "ResetFailsOffDriver-v0", "FLAKY_ENVS_DRIVER_PID"
+RESET_FAILURE = "simulator lost its licence server"
+_instances = itertools.count()
+made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}      # instances built in this process
+
+
+class FlakyCartPole(CartPoleEnv):
+    def __init__(self, failure_prob: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.failure_prob = failure_prob
+        self.failures = np.random.default_rng()
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.failures = np.random.default_rng(seed)
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.failures.random() < self.failure_prob:
+            raise RuntimeError("FlakyCartPole: physics server dropped the connection")
+        return super().step(action)
+
+
+class CountingEnv(gym.Env):
+    observation_space = spaces.Box(0, 10**6, (3,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, episode_steps: int = 8, fail_at_step: int = 0, fail_at_reset: int = 0):
+        self.episode_steps, self.fail_at_step, self.fail_at_reset = episode_steps, fail_at_step, fail_at_reset
+        self.instance = next(_instances)
+        made[COUNTING_ID] += 1
+        self.resets, self.life_steps, self.episode, self.t = 0, 0, -1, 0
+
+    def _obs(self):
+        return np.array([self.instance, self.episode, self.t], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.resets += 1
+        if self.resets == self.fail_at_reset:
+            raise RuntimeError(f"CountingEnv {self.instance}: reset {self.resets} failed")
+        self.episode, self.t = self.episode + 1, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.life_steps += 1
+        if self.life_steps == self.fail_at_step:
+            raise RuntimeError(f"CountingEnv {self.instance}: step {self.life_steps} failed")
+        self.t += 1
+        return self._obs(), 1.0, self.t >= self.episode_steps, False, {}
+
+
+class ResetFails(CartPoleEnv):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        made[RESET_FAILS_ID] += 1
+
+    def reset(self, *, seed=None, options=None):
+        raise RuntimeError(RESET_FAILURE)
+
+
+class ResetFailsOffDriver(CartPoleEnv):
+    def reset(self, *, seed=None, options=None):
+        if os.environ.get(DRIVER_PID_VAR) != str(os.getpid()):
+            raise RuntimeError(f"{RESET_FAILURE} (pid {os.getpid()})")
+        return super().reset(seed=seed, options=options)
+
+
+for env_id, entry_point, limit in ((FLAKY_ID, FlakyCartPole, 500), (COUNTING_ID, CountingEnv, None),
+                                   (RESET_FAILS_ID, ResetFails, 500), (OFF_DRIVER_ID, ResetFailsOffDriver, 500)):
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=entry_point, max_episode_steps=limit, reward_threshold=475.0)
