@@ -10,6 +10,7 @@ never ends (closed early, or reset before its end) leaves no file.
 import importlib.util
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -59,7 +60,12 @@ class EpisodeVideo(gym.Wrapper):
         self.written: Optional[Path] = None
 
     def _add_frame(self) -> None:
-        self.writer.append_data(video_frame(self.env.render()))
+        with warnings.catch_warnings():
+            # gymnasium's env checker warns once about a missing render_fps or float frames
+            # (MinAtar); the fps is given here and video_frame converts the floats
+            warnings.simplefilter("ignore", UserWarning)
+            frame = self.env.render()
+        self.writer.append_data(video_frame(frame))
         self.frames += 1
 
     def _discard(self) -> None:

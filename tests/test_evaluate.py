@@ -11,12 +11,14 @@ import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 
 import evaluate as cli
 import launch
 from actors import video
 from actors.evaluate import play
 from common import envs as envs_lib
+from tests.test_envs import needs
 
 CARTPOLE_FRAME = (400, 600, 3)
 
@@ -73,6 +75,12 @@ def test_checkpoint_plays_as_the_exported_policy_of_the_same_weights(run_dir):
     assert by_step["source"] == f"ckpt-{step}.pt"
     np.testing.assert_array_equal(by_step["episodes"].returns, exported.returns)
     np.testing.assert_array_equal(by_path["episodes"].returns, exported.returns)
+    # Greedy episodes of a barely trained policy hardly tell online from target: the logits do.
+    cfg = cli.load_config(run_dir)
+    obs = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+    from_checkpoint = cli.checkpoint_policy(cfg, envs_lib.describe("CartPole-v1"),
+                                            run_dir / "checkpoints" / f"ckpt-{step}.pt")(obs)
+    torch.testing.assert_close(from_checkpoint, cli.exported_policy(run_dir)(obs))
 
 
 def test_other_seed_index_and_sampling_play_other_episodes(run_dir):
@@ -174,7 +182,6 @@ def test_bad_input_is_one_line_and_exit_2(case, run_dir, tmp_path, monkeypatch, 
 # -- the loop and the writer on their own --------------------------------------------------
 
 def push_left(obs):
-    import torch
     return torch.tensor([[1.0, 0.0]]).expand(len(obs), 2)
 
 
@@ -202,20 +209,37 @@ def test_video_frame_converts_floats_and_scales_small_screens_up():
         video.video_frame(np.zeros((4, 4)))
 
 
+def run_episode(env, actions) -> int:
+    """Steps env (already reset) with actions[t % len(actions)] until the episode ends; its length."""
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(actions[steps % len(actions)])
+        steps, done = steps + 1, terminated or truncated
+    return steps
+
+
 def test_episode_video_writes_its_first_episode_only_and_drops_an_unfinished_one(tmp_path):
     env = video.EpisodeVideo(gym.make("CartPole-v1", render_mode="rgb_array"), tmp_path / "a.mp4", fps=50)
     env.reset(seed=0)
-    steps, done = 0, False
-    while not done:
-        _, _, terminated, truncated, _ = env.step(0)
-        steps, done = steps + 1, terminated or truncated
-    env.reset()                              # a second episode is not recorded
-    env.step(0)
+    first = run_episode(env, [0])
+    env.reset(seed=1)                       # a second, longer episode is not recorded
+    second = run_episode(env, [0, 1])
     env.close()
-    assert env.written == tmp_path / "a.mp4" and frame_count(tmp_path / "a.mp4") == steps + 1
+    assert second != first
+    assert env.written == tmp_path / "a.mp4" and frame_count(tmp_path / "a.mp4") == first + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
     cut = video.EpisodeVideo(gym.make("CartPole-v1", render_mode="rgb_array"), tmp_path / "b.mp4", fps=50)
     cut.reset(seed=0)
     cut.step(0)
     cut.close()                              # closed mid-episode: no file, no temporary left
     assert cut.written is None and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+@needs("atari-pong")
+def test_atari_video_shows_the_raw_screen_while_the_agent_sees_the_stack():
+    env = envs_lib.make_env("ALE/Pong-v5", render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84)
+    assert env.render().shape == (210, 160, 3) and env.render().dtype == np.uint8
+    assert envs_lib.video_fps("ALE/Pong-v5", env) == 15.0       # 60 Hz, one frame in 4 per agent step
+    env.close()
