@@ -119,12 +119,6 @@ def check_flags(args: argparse.Namespace) -> None:
                          "pip install -r requirements-video.txt")
 
 
-def video_paths(args: argparse.Namespace, source: str) -> list:
-    mode = "greedy" if args.greedy else "sampled"
-    stem = Path(source).stem
-    return [args.run_dir / "videos" / f"{stem}-{mode}-seed{args.seed}-episode{k}.mp4" for k in range(args.video)]
-
-
 class Progress:
     """Prints a line each time another batch (one episode per evaluation env) has finished."""
 
@@ -164,9 +158,9 @@ def watch(args: argparse.Namespace) -> dict:
         policy, source = exported_policy(run_dir), POLICY_FILE
     seed = envs_lib.derive_seed(cfg.seed, "watch", args.seed)
     num_envs = num_eval_envs(args.episodes)
-    paths = video_paths(args, source)
-    watched = [lambda env, p=p: EpisodeVideo(env, p, envs_lib.video_fps(cfg.env, env)) for p in paths]
     mode = "greedy" if args.greedy else "sampled"
+    paths = [run_dir / "videos" / f"{Path(source).stem}-{mode}-seed{args.seed}-episode{k}.mp4" for k in range(args.video)]
+    watched = [lambda env, p=p: EpisodeVideo(env, p, envs_lib.video_fps(cfg.env, env)) for p in paths]
     print(f"evaluate.py: {run_dir} | {cfg.env} | {source} | {mode} | {args.episodes} episodes on {num_envs} envs, "
           f"env seeds {seed}..{seed + num_envs - 1} (role 'watch', --seed {args.seed})", flush=True)
     episodes = play(policy, cfg.env, args.episodes, seed, args.greedy, watched, Progress(args.episodes, num_envs))
