@@ -1,10 +1,12 @@
 """Evaluation on separate env seeds: greedy (argmax) or sampled, a fixed number of episodes.
 
 Every env of the evaluation vector runs a fixed quota of episodes, so short episodes
-are not over-counted; returns are those of the first `quota` episodes of each env. An
-episode whose env raised (common/vector_env.py) is not counted: the rebuilt env plays
-another in its place.
+are not over-counted; the episodes counted are the first `quota[j]` of each env j.
+Sub-env j is reset with seed `seed + j`. An episode whose env raised (common/vector_env.py)
+is not counted: the rebuilt env plays another in its place.
 """
+from typing import Callable, NamedTuple, Optional
+
 import numpy as np
 import torch
 
@@ -15,32 +17,56 @@ from replay.client import split
 MAX_EVAL_ENVS = 50
 
 
+class Episodes(NamedTuple):
+    """Per-episode results in round order: the first episode of every env (env 0, 1, ...),
+    then the second of those that run two, and so on; so episode k < num_envs is the first
+    episode of sub-env k (the one a watched sub-env records)."""
+    returns: np.ndarray     # [episodes] undiscounted returns
+    lengths: np.ndarray     # [episodes] agent steps
+
+
+def num_eval_envs(episodes: int) -> int:
+    return min(episodes, MAX_EVAL_ENVS)
+
+
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy: bool = True) -> np.ndarray:
-    """Returns the undiscounted returns of `episodes` episodes [episodes]."""
-    num_envs = min(episodes, MAX_EVAL_ENVS)
+def play(logits_fn: Callable[[torch.Tensor], torch.Tensor], env_id: str, episodes: int, seed: int,
+         greedy: bool = True, watched=(), on_episode: Optional[Callable[[float, int], None]] = None) -> Episodes:
+    """Play `episodes` episodes with the policy logits_fn(obs [B, *O]) -> logits [B, A].
+
+    watched: wrappers of the leading sub-envs (common/vector_env.VectorEnv), e.g. video
+    recorders. on_episode(return, length) is called for each counted episode as it ends."""
+    num_envs = num_eval_envs(episodes)
     quota = np.array(split(episodes, num_envs))
-    envs = VectorEnv(env_id, num_envs, owner="evaluation")
+    envs = VectorEnv(env_id, num_envs, owner="evaluation", watched=watched)
     rng = np.random.default_rng(seed)
     try:
         obs = envs.reset(seed=seed)
         running = np.zeros(num_envs)
-        finished = [[] for _ in range(num_envs)]
-        done_count = np.zeros(num_envs, dtype=np.int64)
-        while (done_count < quota).any():
-            logits = net.policy_logits(torch.as_tensor(obs))
+        steps = np.zeros(num_envs, dtype=np.int64)
+        finished = [[] for _ in range(num_envs)]     # (return, length) per env
+        while any(len(done) < q for done, q in zip(finished, quota)):
+            logits = logits_fn(torch.as_tensor(obs))
             if greedy:
                 action = logits.argmax(-1).numpy()
             else:
                 action = sample_categorical(torch.softmax(logits, -1).numpy(), rng)
             obs, reward, terminated, truncated, _, lost = envs.step(action)
             running += reward
-            running[lost] = 0.0
+            steps += 1
+            running[lost], steps[lost] = 0.0, 0
             for j in np.flatnonzero(terminated | truncated):
-                if done_count[j] < quota[j]:
-                    finished[j].append(running[j])
-                    done_count[j] += 1
-                running[j] = 0.0
+                if len(finished[j]) < quota[j]:
+                    finished[j].append((running[j], int(steps[j])))
+                    if on_episode is not None:
+                        on_episode(float(running[j]), int(steps[j]))
+                running[j], steps[j] = 0.0, 0
     finally:
         envs.close()
-    return np.array([r for per_env in finished for r in per_env])
+    rounds = [per_env[k] for k in range(int(quota.max())) for per_env in finished if k < len(per_env)]
+    return Episodes(np.array([r for r, _ in rounds]), np.array([n for _, n in rounds], dtype=np.int64))
+
+
+def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy: bool = True) -> np.ndarray:
+    """Returns the undiscounted returns of `episodes` episodes of net.policy_logits [episodes]."""
+    return play(net.policy_logits, env_id, episodes, seed, greedy).returns

@@ -323,20 +323,21 @@ def parse_config(argv=None) -> Config:
     return validate(cfg)
 
 
-def saved_config(run_dir: str) -> dict:
-    """The config.json of a run directory (for --resume); flags given with --resume override it."""
+def saved_config(run_dir: str, flag: str = "--resume") -> dict:
+    """The config.json of a run directory (for --resume, where flags given with it override it,
+    and for evaluate.py); `flag` names the argument in the error message."""
     import json
     path = os.path.join(run_dir, "config.json")
     try:
         with open(path) as f:
             saved = json.load(f)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume={run_dir!r} is invalid: cannot read {path} ({type(exc).__name__}); "
+        raise ConfigError(f"{flag}={run_dir!r} is invalid: cannot read {path} ({type(exc).__name__}); "
                           "allowed: a run directory written by launch.py") from None
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(saved) - known) if isinstance(saved, dict) else ["<not a JSON object>"]
     if unknown:
-        raise ConfigError(f"--resume={run_dir!r} is invalid: {path} has unknown fields {unknown}; "
+        raise ConfigError(f"{flag}={run_dir!r} is invalid: {path} has unknown fields {unknown}; "
                           "allowed: the fields of common/config.Config")
     return saved
 

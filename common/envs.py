@@ -35,7 +35,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-ROLE_IDS = {"actor": 1, "eval": 2, "learner": 3, "check": 4}    # check: bench/solve.py --check-policy
+# check: bench/solve.py --check-policy; watch: evaluate.py (a user's look at a finished run)
+ROLE_IDS = {"actor": 1, "eval": 2, "learner": 3, "check": 4, "watch": 5}
 
 # Packages that register env ids on import: (module, pip name). Imported when an id is not
 # yet registered, so `--env ALE/Pong-v5` works in every process (actors, learner, driver).
@@ -45,6 +46,7 @@ ATARI_FRAME_SKIP = 4
 ATARI_SCREEN_SIZE = 84
 ATARI_FRAME_STACK = 4
 ATARI_NOOP_MAX = 30
+ATARI_NATIVE_FPS = 60       # the console's frame rate: one agent step shows every ATARI_FRAME_SKIP-th frame
 
 
 class EnvError(ValueError):
@@ -190,10 +192,13 @@ def _convert_observations(env_id: str, env: gym.Env) -> gym.Env:
     return env
 
 
-def make_env(env_id: str) -> gym.Env:
-    """One env of `env_id` with its family's wrappers (module docstring); EnvError if unsupported."""
+def make_env(env_id: str, render_mode: Optional[str] = None) -> gym.Env:
+    """One env of `env_id` with its family's wrappers (module docstring); EnvError if unsupported.
+    render_mode goes to the base env, so env.render() shows its raw screen (for Atari the
+    full-colour frame, not the 84x84 grey stack the agent sees)."""
+    render = {"render_mode": render_mode} if render_mode else {}
     if is_atari(env_id):
-        env = _make(env_id, **ATARI_MAKE_KWARGS)
+        env = _make(env_id, **ATARI_MAKE_KWARGS, **render)
         try:
             env = gym.wrappers.AtariPreprocessing(env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP,
                                                   screen_size=ATARI_SCREEN_SIZE, grayscale_obs=True,
@@ -204,7 +209,7 @@ def make_env(env_id: str) -> gym.Env:
                            "pip install -r requirements-envs.txt") from None
         env = gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
     else:
-        env = _make(env_id)
+        env = _make(env_id, **render)
     return _convert_observations(env_id, _check_actions(env_id, env))
 
 
@@ -217,3 +222,9 @@ def describe(env_id: str) -> EnvInfo:
     obs_dtype = "uint8" if obs_space.dtype == np.uint8 else "float32"
     return EnvInfo(tuple(obs_space.shape), obs_dtype, int(act_space.n), _spec(env_id).reward_threshold)
 
+
+def video_fps(env_id: str, env: gym.Env) -> float:
+    """Frames per second at which one rendered frame per agent step plays in real time."""
+    if is_atari(env_id):
+        return ATARI_NATIVE_FPS / ATARI_FRAME_SKIP
+    return float(env.metadata.get("render_fps") or 30)

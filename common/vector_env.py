@@ -58,10 +58,14 @@ def _describe_error(exc: Exception) -> str:
 
 
 class VectorEnv:
-    """`num_envs` envs of `env_id` (common.envs.make_env); `owner` names them in messages."""
+    """`num_envs` envs of `env_id` (common.envs.make_env); `owner` names them in messages.
+    watched: one callable env -> env per leading env (env j is watched[j](env), built with
+    render_mode='rgb_array'), e.g. a video recorder (evaluate.py)."""
 
-    def __init__(self, env_id: str, num_envs: int, owner: str = ""):
-        self.env_id, self.num_envs, self.owner = env_id, num_envs, owner
+    def __init__(self, env_id: str, num_envs: int, owner: str = "", watched=()):
+        if len(watched) > num_envs:
+            raise ValueError(f"{len(watched)} watched envs asked for, but only {num_envs} envs")
+        self.env_id, self.num_envs, self.owner, self.watched = env_id, num_envs, owner, tuple(watched)
         self.envs = [None] * num_envs
         self.seed = None
         self.rebuilds = np.zeros(num_envs, dtype=np.int64)
@@ -118,13 +122,18 @@ class VectorEnv:
         while True:
             try:
                 if self.envs[j] is None:
-                    self.envs[j] = envs_lib.make_env(self.env_id)
+                    self.envs[j] = self._make(j)
                 return self.envs[j].reset(seed=seed)[0]
             except envs_lib.EnvError:
                 raise                       # an unsupported id or space: no retry makes it work
             except Exception as exc:
                 self._count(j, exc, "creation" if self.envs[j] is None else "reset")
                 seed = self._next_seed(j)
+
+    def _make(self, j: int):
+        if j < len(self.watched):
+            return self.watched[j](envs_lib.make_env(self.env_id, render_mode="rgb_array"))
+        return envs_lib.make_env(self.env_id)
 
     def _count(self, j: int, exc: Exception, where: str) -> None:
         """Book an error of env j at `where`, log it, drop the env (rebuilt on next start);

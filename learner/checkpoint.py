@@ -55,14 +55,19 @@ def save(folder: Path, step: int, data: bytes, keep: int) -> Path:
     return path
 
 
+def check_zip(data: bytes) -> None:
+    """Raise zipfile.BadZipFile unless data is a zip archive whose members all match their CRCs.
+    torch.load and torch.export.load do not check them: a flipped bit in a tensor would load silently."""
+    bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
+
+
 def read_checked(path: Path) -> bytes:
     """The file's bytes, after checking its zip CRCs and that torch can load them with weights_only=True."""
     data = Path(path).read_bytes()
     try:
-        # torch.load does not check the zip CRCs: a flipped bit in a tensor would load silently
-        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
-        if bad is not None:
-            raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
+        check_zip(data)
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None

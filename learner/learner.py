@@ -86,6 +86,12 @@ def check_same_shapes(mine: dict, stored: dict, what: str) -> None:
                              f"builds {tuple(value.shape)}; allowed: a checkpoint of the same network config")
 
 
+def acting_network_name(cfg: Config) -> str:
+    """Which network actors act with and the exported policy is: 'online' or 'target' (the
+    key of its weights in a checkpoint)."""
+    return "online" if cfg.actors_use_online else "target"
+
+
 class Learner:
     def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
         self.cfg, self.replay, self.publisher = cfg, replay, publisher
@@ -126,7 +132,7 @@ class Learner:
 
     # -- weights ------------------------------------------------------------------------
     def acting_network(self) -> torch.nn.Module:
-        return self.online if self.cfg.actors_use_online else self.target
+        return getattr(self, acting_network_name(self.cfg))
 
     def publish(self) -> None:
         self.publisher.publish(self.steps, self.acting_network())
