@@ -86,18 +86,28 @@ class Components:
         if remote:
             import ray
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            total, free = ray.cluster_resources(), ray.available_resources()
-            self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+            group = ray.util.get_current_placement_group()
+            if group is None:
+                total, free = ray.cluster_resources(), ray.available_resources()
+                self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+                spread = dict(store=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True))
+            else:   # a Ray Tune trial (sweep.py): its placement group's bundles after the first, the trial's own
+                bundles = group.bundle_specs[1:]
+                cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
+                self.plan = placement.plan(cfg, cpus, cpus, gpus)
+                inside = PlacementGroupSchedulingStrategy(group)
+                spread = dict(store=inside, shard=inside, actor=inside, learner=inside)
             # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
             # restarts empty, an actor resumes with the newest weights). The store prefers the driver's
             # node and also restarts if its node leaves: it is empty until the learner's next publish.
             restart = dict(max_restarts=cfg.max_restarts)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            where = lambda role, options: {**options, **({"scheduling_strategy": spread[role]} if role in spread else {})}  # noqa: E731
             self.make = {
-                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here}, max_restarts=-1)(WeightStore),
-                ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
-                Learner: ray.remote(**self.plan.learner)(Learner),
-                SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
+                WeightStore: ray.remote(**where("store", self.plan.store), max_restarts=-1)(WeightStore),
+                ReplayShard: ray.remote(**where("shard", self.plan.shard), **restart)(ReplayShard),
+                Learner: ray.remote(**where("learner", self.plan.learner))(Learner),
+                SelfPlayActor: ray.remote(**where("actor", self.plan.actor), **restart)(SelfPlayActor),
             }
             new = lambda cls, *args: self.make[cls].remote(*args)  # noqa: E731
             num_actors = self.plan.num_actors
@@ -431,6 +441,13 @@ class Trainer:
         return summary
 
 
+def train(trainer: Trainer) -> dict:
+    """Run to the end in this process (--in-process) or on the Ray this process is connected to;
+    returns the summary (also in summary.json). sweep.py runs each Tune trial through here."""
+    reason = trainer.run_in_process() if trainer.cfg.in_process else trainer.run_on_ray()
+    return trainer.finish(reason)
+
+
 def export_policy(net: torch.nn.Module, info: envs_lib.EnvInfo, path: Path) -> None:
     """Save obs [B, *O] (float32, or uint8 for image envs) -> action logits [B, A] with
     torch.export (dynamic batch)."""
@@ -481,9 +498,7 @@ def main(argv=None) -> int:
     try:
         if cfg.resume:          # fail fast, before Ray starts, when nothing can be resumed
             trainer.resume_checkpoint()
-        if cfg.in_process:
-            reason = trainer.run_in_process()
-        else:
+        if not cfg.in_process:
             import ray
             if cfg.address:
                 ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
@@ -491,8 +506,7 @@ def main(argv=None) -> int:
                 port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
                 ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
                 started_ray = True
-            reason = trainer.run_on_ray()
-        summary = trainer.finish(reason)
+        summary = train(trainer)
     except checkpoint.CheckpointError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2
