@@ -16,7 +16,8 @@ A search-space entry is NAME=KIND:ARGS over any Config field (the YAML file maps
 {KIND: ARGS} with the same kinds):
   grid:a,b,c         every value (trials multiply)       choice:a,b,c    one at random
   uniform:lo:hi      loguniform:lo:hi                    randint:lo:hi   (hi excluded)
---samples N draws the random entries N times (for each grid point). A line is printed per
+--samples N draws the random entries N times (for each grid point); with --search optuna,
+Optuna's TPE draws them from the results so far (--metric, --mode; no grid entries). A line is printed per
 finished trial, then a table of every trial and one of medians per configuration (over
 seeds; an unsolved trial counts as more env steps than any solved one); --out also gets
 results.json and Tune's own files.
@@ -35,6 +36,7 @@ from common.config import Config, ConfigError, parse_config
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+METRICS = ("greedy_eval", "sampled_eval", "env_steps", "seconds")     # a trial's results --search optuna can optimise
 RUN_FIELDS = ("run_root", "run_name", "resume", "address", "in_process")   # the sweep sets these itself
 
 
@@ -220,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", type=Path, default=None, help="YAML file of search-space entries")
     parser.add_argument("--seeds", nargs="+", type=int, default=[], help="seeds (a grid over --seed)")
     parser.add_argument("--samples", type=int, default=1, help="draws of the random entries per grid point")
+    parser.add_argument("--search", choices=("random", "optuna"), default="random",
+                        help="how random entries are drawn: independently, or by Optuna's TPE (pip install optuna)")
+    parser.add_argument("--metric", choices=METRICS, default="greedy_eval", help="what --search optuna optimises")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="maximise or minimise --metric")
     parser.add_argument("--trial-cpus", type=float, default=1.0,
                         help="CPUs per trial: 1 = its components in the trial's process, more = Ray actors")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = as many as fit)")
@@ -278,6 +284,8 @@ def main(argv=None) -> int:
             if any(a == "--" + name.replace("_", "-") or a.startswith("--" + name.replace("_", "-") + "=")
                    for a in args.flags):
                 raise ConfigError(f"--{name.replace('_', '-')} is set by sweep.py for each trial; remove it")
+        if args.search == "optuna" and any(kind == "grid" for kind, _ in space.values()):
+            raise ConfigError("--search optuna draws every entry itself: use choice instead of grid (and no --seeds)")
         if args.samples < 1 or args.trial_cpus <= 0 or args.max_concurrent < 0:
             raise ConfigError("--samples must be >= 1, --trial-cpus > 0 and --max-concurrent >= 0")
         for params in grid_points(space):       # bad flags and grid values stop here, before Ray starts
@@ -288,8 +296,14 @@ def main(argv=None) -> int:
     try:
         import pandas  # noqa: F401  (one of ray[tune]'s dependencies; Tune's import fails without them)
         from ray import tune
-    except ImportError as exc:
-        print(f"sweep.py: error: Ray Tune is not installed ({exc}); pip install -r requirements-tune.txt", file=sys.stderr)
+        searcher = None
+        if args.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+            searcher = OptunaSearch(metric=args.metric, mode=args.mode, seed=0)
+    except (ImportError, AssertionError) as exc:   # OptunaSearch asserts optuna is importable
+        want = "pip install optuna" if args.search == "optuna" else "pip install -r requirements-tune.txt"
+        print(f"sweep.py: error: --search {args.search} needs packages that are not installed ({str(exc).splitlines()[0]}); "
+              f"{want}", file=sys.stderr)
         return 2
     out = (args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +325,7 @@ def main(argv=None) -> int:
             trial_resources(args.trial_cpus))
         tuner = tune.Tuner(
             trainable, param_space=tune_space(space),
-            tune_config=tune.TuneConfig(num_samples=args.samples, max_concurrent_trials=args.max_concurrent or None,
+            tune_config=tune.TuneConfig(num_samples=args.samples, search_alg=searcher, max_concurrent_trials=args.max_concurrent or None,
                                         trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0),

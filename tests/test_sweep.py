@@ -133,3 +133,22 @@ def test_a_trials_components_run_inside_its_placement_group(tmp_path):
         remove_placement_group(group)
     finally:
         ray.shutdown()
+
+
+def test_optuna_draws_the_random_entries(tmp_path):
+    """--search optuna: Tune's OptunaSearch (seed 0) picks the values; Tune's own random draws would differ."""
+    out = tmp_path / "sweep"
+    code = sweep.main(["--search", "optuna", "--param", "learning_rate=loguniform:1e-3:1e-2",
+                       "--param", "batch_size=choice:32,64", "--samples", "2", "--num-cpus", "2", "--out", str(out),
+                       "--", "--max-seconds", "2", "--eval-episodes", "1", "--sampled-eval-episodes", "1",
+                       "--eval-screen-episodes", "1"])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    drawn = sorted((r["params"]["learning_rate"], r["params"]["batch_size"]) for r in rows)
+    assert drawn == [(0.003506575410186656, 64), (0.003538453590906551, 32)]
+    assert all(r["env_steps"] >= 256 for r in rows)
+
+
+def test_optuna_refuses_grid_entries(tmp_path, capsys):
+    assert sweep.main(["--search", "optuna", "--seeds", "0", "1", "--out", str(tmp_path / "s")]) == 2
+    assert "--search optuna draws every entry itself: use choice instead of grid" in capsys.readouterr().err
