@@ -90,24 +90,23 @@ class Components:
             group = ray.util.get_current_placement_group()
             if group is None:
                 total, free = ray.cluster_resources(), ray.available_resources()
-                self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
-                spread = dict(store=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True))
-            else:   # a Ray Tune trial (sweep.py): its placement group's bundles after the first, the trial's own
+                plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+                # The store prefers the driver's node (soft: it restarts elsewhere if that node leaves).
+                here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+                self.plan = dataclasses.replace(plan, store={**plan.store, "scheduling_strategy": here})
+            else:   # a Ray Tune trial (sweep.py): the bundles of its placement group after its own first one
                 bundles = group.bundle_specs[1:]
                 cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
-                self.plan = placement.plan(cfg, cpus, cpus, gpus)
-                inside = PlacementGroupSchedulingStrategy(group)
-                spread = dict(store=inside, shard=inside, actor=inside, learner=inside)
+                self.plan = placement.inside(placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group))
             # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
-            # restarts empty, an actor resumes with the newest weights). The store prefers the driver's
-            # node and also restarts if its node leaves: it is empty until the learner's next publish.
+            # restarts empty, an actor resumes with the newest weights). The store also restarts if its
+            # node leaves: it is empty until the learner's next publish.
             restart = dict(max_restarts=cfg.max_restarts)
-            where = lambda role, options: {**options, **({"scheduling_strategy": spread[role]} if role in spread else {})}  # noqa: E731
             self.make = {
-                WeightStore: ray.remote(**where("store", self.plan.store), max_restarts=-1)(WeightStore),
-                ReplayShard: ray.remote(**where("shard", self.plan.shard), **restart)(ReplayShard),
-                Learner: ray.remote(**where("learner", self.plan.learner))(Learner),
-                SelfPlayActor: ray.remote(**where("actor", self.plan.actor), **restart)(SelfPlayActor),
+                WeightStore: ray.remote(**self.plan.store, max_restarts=-1)(WeightStore),
+                ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
+                Learner: ray.remote(**self.plan.learner)(Learner),
+                SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
             }
             new = lambda cls, *args: self.make[cls].remote(*args)  # noqa: E731
             num_actors = self.plan.num_actors
@@ -471,8 +470,10 @@ def format_placement(plan: placement.Placement, nodes: dict) -> str:
     where = "; ".join(f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
                       for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"]))
     learner = "GPU + " if plan.learner_uses_gpu else ""
+    spread = plan.actor.get("scheduling_strategy")
+    spread = spread if isinstance(spread, str) else "in the trial's placement group"
     return (f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
-            f"{plan.actor['num_cpus']:g} CPU (SPREAD), shards SPREAD | {len(nodes)} node(s): {where}")
+            f"{plan.actor['num_cpus']:g} CPU ({spread}), shards {spread} | {len(nodes)} node(s): {where}")
 
 
 def format_summary(s: dict) -> str:

@@ -152,3 +152,13 @@ def test_optuna_draws_the_random_entries(tmp_path):
 def test_optuna_refuses_grid_entries(tmp_path, capsys):
     assert sweep.main(["--search", "optuna", "--seeds", "0", "1", "--out", str(tmp_path / "s")]) == 2
     assert "--search optuna draws every entry itself: use choice instead of grid" in capsys.readouterr().err
+
+
+def test_inside_schedules_every_component_by_the_group_strategy():
+    from common import placement
+    from common.config import parse_config
+    plan = placement.plan(parse_config(["--num-actors", "2"]), 3.0, 3.0, 0.0)
+    moved = placement.inside(plan, "GROUP")
+    for role in ("learner", "actor", "shard", "store"):
+        assert getattr(moved, role) == {**getattr(plan, role), "scheduling_strategy": "GROUP"}
+    assert moved.num_actors == plan.num_actors == 2
