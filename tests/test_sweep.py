@@ -124,7 +124,9 @@ def test_a_trials_components_run_inside_its_placement_group(tmp_path):
             c = launch.Components(cfg, launch.envs_lib.describe(cfg.env), remote=True)
             ask = lambda _self: ray.util.get_current_placement_group().id.hex()  # noqa: E731
             handles = [c.learner, c.store, *c.actors, *c.shards]
-            return c.plan.num_actors, c.plan.learner["num_cpus"], ray.get([h.__ray_call__.remote(ask) for h in handles])
+            # an actor placed outside the group would wait for a CPU the group holds: time out, not hang
+            return c.plan.num_actors, c.plan.learner["num_cpus"], ray.get([h.__ray_call__.remote(ask) for h in handles],
+                                                                          timeout=120)
 
         strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
         actors, learner_cpus, groups = ray.get(build_and_ask.options(scheduling_strategy=strategy).remote(str(tmp_path)))
