@@ -92,15 +92,24 @@ class Components:
         if remote:
             import ray
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            total, free = ray.cluster_resources(), ray.available_resources()
-            self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+            group = ray.util.get_current_placement_group()
+            if group is None:
+                total, free = ray.cluster_resources(), ray.available_resources()
+                plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+                # The store prefers the driver's node (soft: it restarts elsewhere if that node leaves).
+                here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+                self.plan = dataclasses.replace(plan, store={**plan.store, "scheduling_strategy": here})
+            else:   # a Ray Tune trial (sweep.py): the bundles of its placement group after its own first one
+                bundles = group.bundle_specs[1:]
+                cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
+                self.plan = placement.inside(placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group))
             # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
-            # restarts empty, an actor resumes with the newest weights). The store prefers the driver's
-            # node and also restarts if its node leaves: it is empty until the learner's next publish.
+            # restarts empty, an actor resumes with the newest weights). The store also restarts if its
+            # node leaves: it is empty until the learner's next publish.
             restart = dict(max_restarts=cfg.max_restarts)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             self.make = {
-                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here}, max_restarts=-1)(WeightStore),
+                WeightStore: ray.remote(**self.plan.store, max_restarts=-1)(WeightStore),
                 ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
                 Learner: ray.remote(**self.plan.learner)(Learner),
                 SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
@@ -442,6 +451,13 @@ class Trainer:
         return summary
 
 
+def train(trainer: Trainer) -> dict:
+    """Run to the end in this process (--in-process) or on the Ray this process is connected to;
+    returns the summary (also in summary.json). sweep.py runs each Tune trial through here."""
+    reason = trainer.run_in_process() if trainer.cfg.in_process else trainer.run_on_ray()
+    return trainer.finish(reason)
+
+
 def export_policy(net: torch.nn.Module, info: envs_lib.EnvInfo, path: Path) -> None:
     """Save obs [B, *O] (float32, or uint8 for image envs) -> action logits [B, A] with
     torch.export (dynamic batch)."""
@@ -465,8 +481,10 @@ def format_placement(plan: placement.Placement, nodes: dict) -> str:
     where = "; ".join(f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
                       for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"]))
     learner = "GPU + " if plan.learner_uses_gpu else ""
+    spread = plan.actor.get("scheduling_strategy")
+    spread = spread if isinstance(spread, str) else "in the trial's placement group"
     return (f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
-            f"{plan.actor['num_cpus']:g} CPU (SPREAD), shards SPREAD | {len(nodes)} node(s): {where}")
+            f"{plan.actor['num_cpus']:g} CPU ({spread}), shards {spread} | {len(nodes)} node(s): {where}")
 
 
 def format_summary(s: dict) -> str:
@@ -503,9 +521,7 @@ def main(argv=None) -> int:
     try:
         if cfg.resume:          # fail fast, before Ray starts, when nothing can be resumed
             trainer.resume_checkpoint()
-        if cfg.in_process:
-            reason = trainer.run_in_process()
-        else:
+        if not cfg.in_process:
             import ray
             if cfg.address:
                 ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
@@ -513,8 +529,7 @@ def main(argv=None) -> int:
                 port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
                 ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
                 started_ray = True
-            reason = trainer.run_on_ray()
-        summary = trainer.finish(reason)
+        summary = train(trainer)
     except checkpoint.CheckpointError as exc:
         print(f"launch.py: error: {exc}", file=sys.stderr)
         return 2

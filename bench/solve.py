@@ -9,6 +9,12 @@ their own processes (bench/peers/; `pip install -r requirements-bench.txt`):
   python bench/solve.py                       # default run, seeds 0-4
   python bench/solve.py --configs default seed sb3-ppo rllib-ppo --seeds 0 1 2 3 4 --out docs/solve.json
   python bench/solve.py --configs default sb3-ppo --seeds 0 --json    # last line: the summary as JSON
+  python bench/solve.py --configs in-process --seeds 0 1 2 3 4 --tune  # our seeds as Ray Tune trials, in parallel
+
+With --tune our configurations' seeds run as Ray Tune trials through sweep.py (in parallel
+where the machine has room; `in-process` as one-CPU trials, the others with --trial-cpus);
+their rows then have the trial's time to solve but no whole-process wall time, so wall
+ratios to the peers are left out (env-step ratios stay).
 
 Solved = the run's greedy 100-episode evaluation (separate env seeds) reached 475: the
 peers are judged by the project's own evaluation (bench/peers/harness.py). The ratios
@@ -68,6 +74,29 @@ def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> 
     return read_run(name, seed, launch_command(name, seed, flags, max_seconds, run_root), run_root)
 
 
+def run_seeds_as_trials(name: str, seeds, extra, max_seconds: float, run_root: Path, trial_cpus: float) -> list:
+    """Our config's seeds as Ray Tune trials (sweep.py); rows like read_run's, without process wall time."""
+    sys.path.insert(0, str(ROOT))
+    import sweep
+    out = run_root / f"{name}-tune"
+    cpus = 1 if name == "in-process" else trial_cpus
+    flags = [a for a in CONFIGS[name] if a != "--in-process"]
+    sweep.main(["--seeds", *map(str, seeds), "--trial-cpus", str(cpus), "--out", str(out),
+                "--", *flags, *extra, "--max-seconds", str(max_seconds)])
+    results = json.loads((out / "results.json").read_text())
+    rows = []
+    for r in results["rows"]:
+        row = {"config": name, "seed": r["seed"], "solved": bool(r.get("solved")), "process_wall_s": None,
+               "run_dir": r.get("run_dir")}
+        if "error" in r:
+            row["error"] = [r["error"]]
+        else:
+            row.update(solve_s=r["seconds"], env_steps=r["env_steps"], learner_steps=r["learner_steps"],
+                       greedy_eval=r["greedy_eval"])
+        rows.append(row)
+    return rows
+
+
 def check_policy(run_dir: Path, seed: int, episodes: int = 100) -> dict:
     """The exported policy.pt2 on its own, as a user would load it (torch.export, no project
     network code): greedy returns of `episodes` CartPole-v1 episodes on env seeds that neither
@@ -101,7 +130,8 @@ def medians(rows, name: str) -> dict:
     solved = [r for r in mine if r["solved"]]
     out = {"config": name, "runs": len(mine), "solved": len(solved)}
     if solved:
-        out["median_wall_s"] = round(statistics.median(r["process_wall_s"] for r in solved), 1)
+        walls = [r["process_wall_s"] for r in solved if r["process_wall_s"] is not None]
+        out["median_wall_s"] = round(statistics.median(walls), 1) if walls else None
         out["median_solve_s"] = round(statistics.median(r["solve_s"] for r in solved), 1)
         out["median_env_steps"] = statistics.median(r["env_steps"] for r in solved)
         out["median_learner_steps"] = statistics.median(r["learner_steps"] for r in solved)
@@ -116,7 +146,7 @@ def ratios(summary: dict) -> list:
             if ours in PEERS or peer not in PEERS or not a["solved"] or not b["solved"]:
                 continue
             out.append({"ours": ours, "peer": peer, "solved": f"{a['solved']}/{a['runs']} vs {b['solved']}/{b['runs']}",
-                        "wall": round(a["median_wall_s"] / b["median_wall_s"], 3),
+                        "wall": round(a["median_wall_s"] / b["median_wall_s"], 3) if a["median_wall_s"] else None,
                         "env_steps": round(a["median_env_steps"] / b["median_env_steps"], 3)})
     return out
 
@@ -136,6 +166,9 @@ def main() -> None:
                         help="keep every run directory (curves, metrics, policies) below this folder")
     parser.add_argument("--check-policy", action="store_true",
                         help="also load each of our runs' exported policy.pt2 and play 100 greedy episodes on unseen seeds")
+    parser.add_argument("--tune", action="store_true",
+                        help="run our configs' seeds as Ray Tune trials through sweep.py (no whole-process wall times)")
+    parser.add_argument("--trial-cpus", type=float, default=2.0, help="with --tune: CPUs per trial of a Ray config")
     parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
     args = parser.parse_args()
     missing = missing_peers(args.configs)
@@ -145,11 +178,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_root = args.keep_runs or Path(tmp)
         for name in args.configs:
-            for seed in args.seeds:
-                row = run_one(name, seed, args.extra, args.max_seconds, run_root)
-                policy_dir = run_root / f"{name}-s{seed}"
-                if args.check_policy and name not in PEERS and (policy_dir / "policy.pt2").exists():
-                    row.update(check_policy(policy_dir, seed))
+            if args.tune and name not in PEERS:
+                found = run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus)
+            else:
+                found = [dict(run_one(name, seed, args.extra, args.max_seconds, run_root),
+                              run_dir=str(run_root / f"{name}-s{seed}")) for seed in args.seeds]
+            for row in found:
+                policy = Path(row.pop("run_dir") or "") / "policy.pt2"
+                if args.check_policy and name not in PEERS and policy.exists():
+                    row.update(check_policy(policy.parent, row["seed"]))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}"
@@ -161,7 +198,8 @@ def main() -> None:
     summary = {name: medians(rows, name) for name in args.configs}
     for name, m in summary.items():
         if m["solved"]:
-            print(f"{name}: {m['solved']}/{m['runs']} solved; median wall {m['median_wall_s']:.1f} s, "
+            wall = "-" if m["median_wall_s"] is None else f"{m['median_wall_s']:.1f} s"
+            print(f"{name}: {m['solved']}/{m['runs']} solved; median wall {wall}, "
                   f"median env steps {m['median_env_steps']:,.0f}")
         else:
             print(f"{name}: 0/{m['runs']} solved")
@@ -169,7 +207,8 @@ def main() -> None:
     if pairs:
         print("\nours / peer on the medians (below 1: ours is faster / needs fewer env steps)")
         for p in pairs:
-            print(f"{p['ours']} / {p['peer']}: wall {p['wall']:.2f}x, env steps {p['env_steps']:.2f}x "
+            wall = "-" if p["wall"] is None else f"{p['wall']:.2f}x"
+            print(f"{p['ours']} / {p['peer']}: wall {wall}, env steps {p['env_steps']:.2f}x "
                   f"(seeds solved {p['solved']})")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds,
               "max_seconds": args.max_seconds, "summary": summary, "ratios": pairs}

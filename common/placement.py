@@ -17,6 +17,7 @@ options to `ray.remote`.
   never keeps an actor from starting.
 - Weight store: no CPU reserved; Ray places it (it holds one object reference).
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Dict
@@ -75,6 +76,13 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
         shard=dict(num_cpus=0, scheduling_strategy="SPREAD"),
         store=dict(num_cpus=0),
     )
+
+
+def inside(plan: Placement, strategy) -> Placement:
+    """The same requests, every component scheduled by `strategy` (a Ray Tune trial's placement group)."""
+    options = lambda o: {**o, "scheduling_strategy": strategy}  # noqa: E731
+    return dataclasses.replace(plan, learner=options(plan.learner), actor=options(plan.actor),
+                               shard=options(plan.shard), store=options(plan.store))
 
 
 def in_process_actors(cfg) -> int:
