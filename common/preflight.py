@@ -6,6 +6,7 @@ written, so bad input costs seconds and leaves nothing behind. Each raises Confi
 """
 import os
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -26,7 +27,8 @@ REPLAY_MEMORY_SHARE = 0.8       # replay may take this share of the memory avail
 
 def check_run_root(cfg: Config) -> None:
     """A new run's folder must not exist yet, and its nearest existing ancestor must be a
-    folder this process can write to (run root a file, read-only or unreachable: refused)."""
+    folder this process can create folders in (run root a file, read-only, or where nothing
+    can be created, such as /proc: refused)."""
     if cfg.resume:
         return
     target = Path(cfg.run_root) / cfg.run_name if cfg.run_name else None
@@ -38,9 +40,11 @@ def check_run_root(cfg: Config) -> None:
     if not existing.is_dir():
         raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: {existing} is a file; allowed: a folder "
                           "(existing or creatable)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: {existing} is not writable (read-only or "
-                          "no permission); allowed: a folder this user can write to")
+    try:        # os.access says yes to root on a read-only folder: try it, leaving nothing behind
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create folders in {existing} "
+                          f"({exc.strerror or type(exc).__name__}); allowed: a folder this user can write to") from None
 
 
 def check_device(cfg: Config) -> None:
