@@ -209,7 +209,7 @@ CHOICES = {
 }
 
 
-MAX_EVAL_EPISODES = 10_000     # about 30 s of greedy CartPole at 500 steps an episode on one core
+MAX_EVAL_EPISODES = 10_000     # 100x the default; an evaluation is not cut short by --max-seconds, so it must end
 
 
 def validate(cfg: Config) -> Config:
