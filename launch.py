@@ -517,7 +517,12 @@ def shutdown_ray() -> None:
 @contextlib.contextmanager
 def stop_on_interrupt(trainer: Trainer):
     """The first Ctrl-C (SIGINT) asks the trainer to stop as a spent budget would (final
-    checkpoint, policy, summary); the second raises KeyboardInterrupt at once."""
+    checkpoint, policy, summary); the second raises KeyboardInterrupt at once. A SIGINT that
+    was ignored when the program started (`nohup`, a shell's background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+
     def on_sigint(signum, frame):
         if trainer.stop_request:
             raise KeyboardInterrupt

@@ -147,15 +147,16 @@ def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_pat
 
 # -- a short run to resume -------------------------------------------------------------------
 
-RUN_FLAGS = ["--in-process", "--seed", "3", "--checkpoint-every-s", "1", "--eval-episodes", "5",
-             "--sampled-eval-episodes", "2", "--solve-return", "1e9", "--keep-checkpoints", "10"]
+RUN_FLAGS = ["--in-process", "--seed", "3", "--checkpoint-every-s", "0", "--eval-episodes", "5",
+             "--sampled-eval-episodes", "2", "--solve-return", "1e9", "--keep-checkpoints", "10", "--max-seconds", "120"]
+CHUNK = 256         # --actor-chunk-steps: env steps per in-process driver loop
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A 10 s in-process run with a checkpoint every second (copy it before changing it)."""
+    """An in-process run of 8 driver loops with a checkpoint after each (copy it before changing it)."""
     root = tmp_path_factory.mktemp("finished")
-    assert launch.main([*RUN_FLAGS, "--run-root", str(root), "--run-name", "run", "--max-seconds", "10"]) == 0
+    assert launch.main([*RUN_FLAGS, "--run-root", str(root), "--run-name", "run", "--max-env-steps", str(8 * CHUNK)]) == 0
     return root / "run"
 
 
@@ -176,6 +177,25 @@ def test_checkpoints_are_named_by_the_learner_step_stored_inside(finished_run):
         assert checkpoint.contents(path.read_bytes())["steps"] == checkpoint.step_of(path), path
 
 
+def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(tmp_path):
+    """On Ray the driver knows the learner's step from its last report, while the learner has
+    gone on (ckpt-2250 held step 2300): here the learner trains 7 steps past its report."""
+    from common.config import parse_config
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"])
+    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    c = trainer.build(remote=False)
+    for _ in range(3):
+        trainer.on_actor(c.actors[0].collect(CHUNK))
+    trainer.on_learner(c.learner.train(5))
+    c.learner.train(7)                              # its report has not reached the driver
+    assert (trainer.learner_steps, c.learner.steps) == (5, 12)
+    trainer.maybe_checkpoint(force=True)
+    path, = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert path.name == "ckpt-12.pt" and checkpoint.contents(path.read_bytes())["steps"] == 12
+    trainer.eval_thread.shutdown()
+    trainer.log.close()
+
+
 def test_save_never_replaces_an_existing_checkpoint(tmp_path):
     assert checkpoint.save(tmp_path, 7, b"resumed from", keep=3) == tmp_path / "ckpt-7.pt"
     assert checkpoint.save(tmp_path, 7, b"same step, later", keep=3) is None
@@ -192,9 +212,7 @@ def test_resume_drops_the_lost_segment_and_keeps_its_checkpoint(run_copy, capsys
     previous_bytes = previous.read_bytes()
     resumed_at = checkpoint.contents(previous_bytes)["run"]["env_steps"]
     assert max(env_steps_of_lines(run_copy, "actor/episodes")) > resumed_at      # there is a lost segment
-    first_seconds = json.loads((run_copy / "summary.json").read_text())["seconds"]
-
-    assert launch.main(["--resume", str(run_copy), "--max-seconds", str(first_seconds + 5)]) == 0
+    assert launch.main(["--resume", str(run_copy), "--max-env-steps", str(resumed_at + 4 * CHUNK)]) == 0
     out = capsys.readouterr().out
     assert f"resume: continuing from {previous}" in out and f"resume: renamed {newest.name} to {newest.name}.corrupt" in out
     steps = env_steps_of_lines(run_copy, "actor/episodes")
@@ -212,7 +230,8 @@ def test_resume_drops_the_lost_segment_and_keeps_its_checkpoint(run_copy, capsys
     for path in checkpoint.list_checkpoints(run_copy / "checkpoints"):
         assert checkpoint.contents(path.read_bytes())["steps"] == checkpoint.step_of(path), path
     summary = json.loads((run_copy / "summary.json").read_text())
-    assert summary["resumed_from"] == str(previous) and summary["stop_reason"] == "time budget spent"
+    assert summary["resumed_from"] == str(previous) and summary["stop_reason"] == "env step budget spent"
+    assert summary["env_steps"] == resumed_at + 4 * CHUNK
 
 
 def test_resume_with_flags_that_do_not_fit_changes_nothing(run_copy, capsys):
@@ -253,7 +272,7 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
         return train(self, *args, **kwargs)
     monkeypatch.setattr(Learner, "train", failing_train)
     run_dir = tmp_path / "run"
-    assert launch.main([*RUN_FLAGS, "--run-root", str(tmp_path), "--run-name", "run", "--max-seconds", "60"]) == 1
+    assert launch.main([*RUN_FLAGS, "--run-root", str(tmp_path), "--run-name", "run"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err
     assert err.splitlines()[-1] == ("launch.py: error: the run failed: RuntimeError: CUDA error: an illegal memory "
@@ -261,7 +280,7 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "error" and summary["solved"] is False
     assert summary["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
-    assert summary["env_steps"] == 3 * 256 and summary["run_dir"] == str(run_dir)
+    assert summary["env_steps"] == 3 * CHUNK and summary["run_dir"] == str(run_dir)
     newest = checkpoint.list_checkpoints(run_dir / "checkpoints")
     assert summary["checkpoint"] == (str(newest[0]) if newest else None)
 
@@ -273,7 +292,9 @@ def start_run(tmp_path, *flags) -> subprocess.Popen:
     log = open(tmp_path / "stdout.txt", "w")
     return subprocess.Popen([sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
                              "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags],
-                            cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even when pytest
+                            # runs as a background job, which starts with SIGINT ignored
 
 
 def wait_for(predicate, proc, timeout_s: float, what: str) -> None:
