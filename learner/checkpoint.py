@@ -1,9 +1,9 @@
 """Checkpoint files: atomic writes, the newest N kept, fallback past corrupt files.
 
 A checkpoint is the bytes of `Learner.checkpoint_bytes()` (torch.save format) written as
-run_dir/checkpoints/ckpt-<step>.pt, <step> being the learner step stored inside. Writes go to a temporary file in the same folder,
-are fsynced, then renamed, so a crash never leaves a half-written checkpoint under the
-final name.
+run_dir/checkpoints/ckpt-<step>.pt, <step> being the learner step stored inside. Writes
+go to a temporary file in the same folder, are fsynced, then renamed, so a crash never
+leaves a half-written checkpoint under the final name; an existing file is never replaced.
 """
 import io
 import os
