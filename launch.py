@@ -57,7 +57,7 @@ def cluster_runtime_env(cfg: Config) -> dict:
 
 
 def make_run_dir(cfg: Config) -> Path:
-    """A new run directory (never an existing one), or the one being resumed; config.json,
+    """A new run directory (or an empty one), or the one being resumed; config.json,
     written atomically, holds the config in use. Call only once every check has passed."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -65,7 +65,7 @@ def make_run_dir(cfg: Config) -> Path:
         name = cfg.run_name or f"{cfg.env.replace('/', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(cfg.run_root) / name
         try:
-            run_dir.mkdir(parents=True)
+            run_dir.mkdir(parents=True, exist_ok=True)       # preflight refused an existing run
         except OSError as exc:
             raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
                               f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None

@@ -26,15 +26,16 @@ REPLAY_MEMORY_SHARE = 0.8       # replay may take this share of the memory avail
 
 
 def check_run_root(cfg: Config) -> None:
-    """A new run's folder must not exist yet, and its nearest existing ancestor must be a
-    folder this process can create folders in (run root a file, read-only, or where nothing
-    can be created, such as /proc: refused)."""
+    """A new run's folder must not exist yet (or be an empty folder), and its nearest existing
+    ancestor must be a folder this process can create folders in (run root a file, read-only,
+    or where nothing can be created, such as /proc: refused)."""
     if cfg.resume:
         return
     target = Path(cfg.run_root) / cfg.run_name if cfg.run_name else None
-    if target is not None and (target.exists() or target.is_symlink()):
-        raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists; allowed: a new "
-                          f"name, or --resume {target} to continue that run")
+    if target is not None and (target.is_symlink() or target.exists() and not (target.is_dir() and
+                                                                                 not any(target.iterdir()))):
+        raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists and is not an empty "
+                          f"folder; allowed: a new name, or --resume {target} to continue that run")
     root = Path(cfg.run_root)
     existing = next(p for p in (root, *root.absolute().parents) if p.exists())
     if not existing.is_dir():

@@ -130,7 +130,8 @@ def test_an_existing_run_name_is_refused(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    assert f"--run-name='run' is invalid: {tmp_path / 'run'} already exists; allowed: a new name, or --resume" in line
+    assert (f"--run-name='run' is invalid: {tmp_path / 'run'} already exists and is not an empty folder; allowed: "
+            f"a new name, or --resume {tmp_path / 'run'} to continue that run") in line
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
 
 
