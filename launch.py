@@ -6,14 +6,21 @@ them in this process (`--in-process`), drives training until a separate greedy
 evaluation reaches the solve threshold or a budget runs out, and writes a run
 directory: config.json, metrics.jsonl, tensorboard/, checkpoints/, learning_curve.png
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
+
+Bad input fails before Ray starts or anything is written (exit 2, one line). The first
+Ctrl-C stops the run as a budget would (final checkpoint, policy, summary); a second one
+stops it at once. A run that fails after start-up still writes summary.json, with the error.
 """
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from actors.evaluate import evaluate
 from actors.params import WeightClient, WeightPublisher, load_numpy_state
 from common.weight_store import WeightStore
 from common import envs as envs_lib
-from common import placement
+from common import placement, preflight
 from common.config import Config, ConfigError, parse_config, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
@@ -56,14 +63,19 @@ def cluster_runtime_env(cfg: Config) -> dict:
 
 
 def make_run_dir(cfg: Config) -> Path:
-    """A new run directory, or the one being resumed; config.json holds the config in use."""
+    """A new run directory (or an empty one), or the one being resumed; config.json,
+    written atomically, holds the config in use. Call only once every check has passed."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
         name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(cfg.run_root) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)       # preflight refused an existing run
+        except OSError as exc:
+            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
+                              f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
+    checkpoint.write_atomic(run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
     return run_dir
 
 
@@ -170,10 +182,11 @@ class Components:
 class Trainer:
     """Drives the components and decides when to evaluate, checkpoint and stop."""
 
-    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, run_dir: Path):
-        self.cfg, self.info, self.run_dir = cfg, info, run_dir
+    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, run_dir: Path, resume: preflight.ResumePoint = None):
+        """resume: the checkpoint to continue from (preflight.check_resume), for --resume."""
+        self.cfg, self.info, self.run_dir, self.resume = cfg, info, run_dir, resume
         self.solve_return = cfg.solve_return if cfg.solve_return is not None else info.solve_return
-        self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2))
+        self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2), resume_at=resume and resume.env_steps)
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
         self.screen_seed = self.eval_seed + 7919       # bench/peers/harness.py screens on the same seeds
         self.last_eval = -math.inf      # env steps at the last evaluation
@@ -189,33 +202,24 @@ class Trainer:
         self.nodes = {}                 # node_map() of a Ray run, for summary.json
         self.learner_steps = 0
         self.resumed_from = None        # checkpoint path when --resume
+        self.stop_request = ""          # a stop reason from outside the loop (Ctrl-C: "interrupted")
         self.faults = collections.Counter()     # actor_failures, actors_replaced, ... (summary.json)
         self._failing = collections.Counter()   # consecutive failed calls per actor index
         self._died = collections.Counter()      # consecutive ActorDiedErrors per actor index
-        self._resume_data = None
 
     # -- building and resuming -------------------------------------------------------------
     def build(self, remote: bool) -> "Components":
-        data = self.resume_checkpoint() if self.cfg.resume else None
-        self.components = Components(self.cfg, self.info, remote, data)
-        if data is not None:
+        if self.resume is not None:
+            for error in self.resume.errors:
+                print(f"resume: skipped {error}", flush=True)
+            for path in self.resume.newer:      # unreadable: renamed, so new checkpoints neither collide nor get pruned
+                print(f"resume: renamed {path.name} to {checkpoint.set_aside(path).name}", flush=True)
+            self.resumed_from = str(self.resume.path)
+            print(f"resume: continuing from {self.resume.path}", flush=True)
+        self.components = Components(self.cfg, self.info, remote, self.resume and self.resume.data)
+        if self.resume is not None:
             self.restore(self.components.run_state)
         return self.components
-
-    def resume_checkpoint(self) -> bytes:
-        """Bytes of the newest readable checkpoint; a corrupt newer one is reported and skipped."""
-        if self._resume_data is not None:
-            return self._resume_data
-        path, data, errors = checkpoint.load_newest(self.run_dir / "checkpoints")
-        for error in errors:
-            print(f"resume: skipped {error}", flush=True)
-        if data is None:
-            raise checkpoint.CheckpointError(f"--resume={self.cfg.resume!r}: no readable checkpoint in "
-                                             f"{self.run_dir / 'checkpoints'}")
-        self.resumed_from = str(path)
-        print(f"resume: continuing from {path}", flush=True)
-        self._resume_data = data
-        return data
 
     def restore(self, run_state: dict) -> None:
         self.log.restore(int(run_state.get("env_steps", 0)), int(run_state.get("episodes", 0)),
@@ -338,6 +342,8 @@ class Trainer:
         self._judged(*snapshot, *job.result())
 
     def should_stop(self) -> str:
+        if self.stop_request:
+            return self.stop_request
         if self.solved_at is not None:
             return "solved"
         if self.log.env_steps >= self.cfg.max_env_steps:
@@ -351,7 +357,8 @@ class Trainer:
             return
         self.last_checkpoint = time.monotonic()
         data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
-        checkpoint.save(self.run_dir / "checkpoints", self.learner_steps, data, self.cfg.keep_checkpoints)
+        step = int(checkpoint.contents(data)["steps"])     # the learner's own step: the driver's may lag
+        checkpoint.save(self.run_dir / "checkpoints", step, data, self.cfg.keep_checkpoints)
 
     # -- the two drivers ----------------------------------------------------------------
     def run_in_process(self) -> str:
@@ -434,20 +441,39 @@ class Trainer:
         export_policy(policy, self.info, self.run_dir / "policy.pt2")
         self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
         last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
-        summary = {
-            "env": self.cfg.env, "preset": self.cfg.preset, "seed": self.cfg.seed, "stop_reason": reason,
-            "solved": self.solved_at is not None, "seconds": round(train_seconds, 1), "env_steps": self.log.env_steps,
-            "episodes": self.log.episodes, "learner_steps": int(self.log.latest.get("learner/steps", 0)),
+        summary = self.summary(reason, train_seconds)
+        summary.update({
             "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
-            "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at, "run_dir": str(self.run_dir),
+            "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at,
             "num_actors": self.components.cfg.num_actors, "nodes": self.nodes,
+            "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
+        })
+        self.write_summary(summary)
+        return summary
+
+    def summary(self, reason: str, seconds: float) -> dict:
+        """What summary.json holds for any run, finished or failed."""
+        return {
+            "env": self.cfg.env, "preset": self.cfg.preset, "seed": self.cfg.seed, "stop_reason": reason,
+            "solved": self.solved_at is not None, "seconds": round(seconds, 1), "env_steps": self.log.env_steps,
+            "episodes": self.log.episodes, "learner_steps": int(self.log.latest.get("learner/steps", 0)),
+            "run_dir": str(self.run_dir),
             "faults": dict(self.faults, env_errors=self.faults["env_errors"], replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                            replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
             "resumed_from": self.resumed_from,
-            "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        checkpoint.write_atomic(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self.log.close()
+
+    def fail(self, reason: str, error: str) -> dict:
+        """summary.json of a run that failed after start-up: why it stopped and the newest
+        checkpoint to resume from (nothing else is attempted: the failed part may hang)."""
+        newest = checkpoint.list_checkpoints(self.run_dir / "checkpoints")
+        summary = {**self.summary(reason, self.log.elapsed()), "error": error,
+                   "checkpoint": str(newest[0]) if newest else None}
+        self.write_summary(summary)
         return summary
 
 
@@ -506,40 +532,91 @@ def check_env_starts(cfg: Config) -> None:
         envs.close()
 
 
+def start_ray(cfg: Config) -> None:
+    """Start a local Ray, or join the cluster at --address."""
+    import ray
+    if cfg.address:
+        try:
+            ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
+        except ConnectionError as exc:
+            raise ConfigError(f"--address={cfg.address!r} is invalid: {' '.join(str(exc).split())[:300]}; "
+                              "allowed: 'auto' or HOST:PORT of a running Ray head") from None
+        total, free = ray.cluster_resources(), ray.available_resources()     # what only the cluster can tell
+        placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+    else:
+        port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
+        # address="local": a new local Ray even where `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
+
+
+def shutdown_ray() -> None:
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(trainer: Trainer):
+    """The first Ctrl-C (SIGINT) asks the trainer to stop as a spent budget would (final
+    checkpoint, policy, summary); the second raises KeyboardInterrupt at once. A SIGINT that
+    was ignored when the program started (`nohup`, a shell's background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        if trainer.stop_request:
+            raise KeyboardInterrupt
+        trainer.stop_request = "interrupted"
+        print("\ninterrupted: finishing (final checkpoint, policy, summary); Ctrl-C again stops at once", flush=True)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def error_line(exc: Exception) -> int:
+    print(f"launch.py: error: {exc}", file=sys.stderr, flush=True)
+    return 2
+
+
 def main(argv=None) -> int:
     try:
         cfg = parse_config(argv)
         info = envs_lib.describe(cfg.env)
         cfg.network_spec(info)          # a torso that cannot take these observations stops here
+        resume = preflight.check(cfg, info)
         check_env_starts(cfg)
-    except (ConfigError, envs_lib.EnvError, EnvFailure) as exc:
-        print(f"launch.py: error: {exc}", file=sys.stderr)
-        return 2
-    run_dir = make_run_dir(cfg)
-    trainer = Trainer(cfg, info, run_dir)
-    started_ray = False
+    except (ConfigError, envs_lib.EnvError, checkpoint.CheckpointError, EnvFailure) as exc:
+        return error_line(exc)
     try:
-        if cfg.resume:          # fail fast, before Ray starts, when nothing can be resumed
-            trainer.resume_checkpoint()
         if not cfg.in_process:
-            import ray
-            if cfg.address:
-                ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
-            else:
-                port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
-                ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
-                started_ray = True
-        summary = train(trainer)
-    except checkpoint.CheckpointError as exc:
-        print(f"launch.py: error: {exc}", file=sys.stderr)
-        return 2
+            start_ray(cfg)
+        run_dir = make_run_dir(cfg)
+    except (ConfigError, placement.PlacementError) as exc:
+        shutdown_ray()
+        return error_line(exc)
+    trainer = Trainer(cfg, info, run_dir, resume)
+    try:
+        with stop_on_interrupt(trainer):
+            summary = train(trainer)
+    except KeyboardInterrupt:
+        trainer.fail("interrupted twice", "KeyboardInterrupt")
+        print(f"launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint in {run_dir}",
+              file=sys.stderr, flush=True)
+        return 130
     except EnvFailure as exc:           # the env stopped working mid-run: a failed run, not a bad flag
-        print(f"launch.py: error: {exc}", file=sys.stderr)
+        trainer.fail("error", str(exc))
+        print(f"launch.py: error: {exc} (summary.json in {run_dir})", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        trainer.fail("error", message)
+        print(f"launch.py: error: the run failed: {message} (summary.json in {run_dir})", file=sys.stderr, flush=True)
         return 1
     finally:
-        if started_ray:
-            import ray
-            ray.shutdown()
+        shutdown_ray()
     print(format_summary(summary))
     return 0
 

@@ -209,6 +209,9 @@ CHOICES = {
 }
 
 
+MAX_EVAL_EPISODES = 10_000     # 100x the default; an evaluation is not cut short by --max-seconds, so it must end
+
+
 def validate(cfg: Config) -> Config:
     """Raise ConfigError naming the first bad field; return cfg unchanged otherwise."""
     def bad(name, allowed):
@@ -220,6 +223,12 @@ def validate(cfg: Config) -> Config:
     for f in fields(cfg):  # NaN slips through every `x < 0` check below
         if isinstance(getattr(cfg, f.name), float) and math.isnan(getattr(cfg, f.name)):
             bad(f.name, "must be a number, not NaN")
+    if cfg.seed < 0:
+        bad("seed", "must be a whole number >= 0")
+    if cfg.run_name and (os.path.isabs(cfg.run_name) or os.sep in cfg.run_name or "/" in cfg.run_name
+                         or cfg.run_name in (".", "..")):
+        bad("run_name", "must be a plain folder name (no '/', not '.' or '..'); the run directory is "
+            "created inside --run-root")
     if cfg.num_actors < 0:
         bad("num_actors", "must be a whole number >= 1, or 'auto' (0) to fill the cluster's free CPUs")
     for name in ("num_replay_shards", "replay_error_buffer", "envs_per_actor", "actor_chunk_steps", "weight_pull_every",
@@ -227,6 +236,9 @@ def validate(cfg: Config) -> Config:
                  "depth", "publish_every", "eval_every_env_steps", "eval_episodes", "eval_screen_episodes", "sampled_eval_episodes", "keep_checkpoints", "torch_threads"):
         if getattr(cfg, name) < 1:
             bad(name, "must be a whole number >= 1")
+    for name in ("eval_episodes", "eval_screen_episodes", "sampled_eval_episodes"):
+        if getattr(cfg, name) > MAX_EVAL_EPISODES:
+            bad(name, f"must be <= {MAX_EVAL_EPISODES:,} (evaluations are not cut short by --max-seconds)")
     for name in ("num_cpus", "hidden_size", "support_size", "unroll_steps", "reg_samples", "starts_per_sequence",
                  "lr_decay_steps", "target_blend_every_steps", "max_env_steps", "metrics_export_port"):
         if getattr(cfg, name) < 0:
@@ -339,7 +351,31 @@ def saved_config(run_dir: str, flag: str = "--resume") -> dict:
     if unknown:
         raise ConfigError(f"{flag}={run_dir!r} is invalid: {path} has unknown fields {unknown}; "
                           "allowed: the fields of common/config.Config")
+    for f in fields(Config):
+        if f.name in saved and not _json_value_fits(saved[f.name], f.type):
+            raise ConfigError(f"--resume={run_dir!r} is invalid: {path} field {f.name!r} is "
+                              f"{saved[f.name]!r} ({type(saved[f.name]).__name__}); allowed: {_type_name(f.type)}")
     return saved
+
+
+def _json_value_fits(value, kind) -> bool:
+    """Whether a value read from config.json has the field's type (an int passes for a float;
+    a bool, which JSON keeps apart, passes only for a bool)."""
+    if value is None:
+        return kind in (Optional[float], Optional[str])
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind in (float, Optional[float]):
+        return isinstance(value, (int, float))
+    if kind in (str, Optional[str]):
+        return isinstance(value, str)
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    names = {float: "a number", int: "a whole number", str: "a string", bool: "true or false",
+             Optional[float]: "a number or null", Optional[str]: "a string or null"}
+    return names[kind]
 
 
 def to_dict(cfg: Config) -> dict:

@@ -2,6 +2,7 @@
 learning-curve PNG. Metric names are flat and namespaced (`actor/...`, `learner/...`,
 `loss/...`, `eval/...`)."""
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -9,11 +10,37 @@ from pathlib import Path
 from typing import Dict, Optional
 
 
+def keep_metrics_until(path: Path, env_steps: int) -> None:
+    """Rewrite metrics.jsonl (atomically) without the lines logged past env_steps, and
+    without a last line cut short by a crash: a resumed run goes on from a checkpoint's
+    env steps, and what the lost segment logged after it would make the steps go backwards."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line)["env_steps"] <= env_steps:
+                kept.append(line.rstrip("\n") + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
 class RunLogger:
-    def __init__(self, run_dir: Path, config_text: str, print_every_s: float = 2.0, stream=None):
+    def __init__(self, run_dir: Path, config_text: str, print_every_s: float = 2.0, stream=None,
+                 resume_at: Optional[int] = None):
+        """resume_at: the env steps of the checkpoint a resumed run continues from; what was
+        logged past them is dropped from metrics.jsonl and purged from TensorBoard."""
         from torch.utils.tensorboard import SummaryWriter
         self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if resume_at is not None:
+            keep_metrics_until(self.run_dir / "metrics.jsonl", resume_at)
+        # purge_step: TensorBoard hides the events of earlier files at this step and later
+        purge = None if resume_at is None else resume_at + 1
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
         self.writer.add_text("config", "```\n" + config_text + "\n```", 0)
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # line-buffered
         self.stream = stream or sys.stdout

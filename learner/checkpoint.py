@@ -1,9 +1,9 @@
 """Checkpoint files: atomic writes, the newest N kept, fallback past corrupt files.
 
 A checkpoint is the bytes of `Learner.checkpoint_bytes()` (torch.save format) written as
-run_dir/checkpoints/ckpt-<step>.pt. Writes go to a temporary file in the same folder,
-are fsynced, then renamed, so a crash never leaves a half-written checkpoint under the
-final name.
+run_dir/checkpoints/ckpt-<step>.pt, <step> being the learner step stored inside. Writes
+go to a temporary file in the same folder, are fsynced, then renamed, so a crash never
+leaves a half-written checkpoint under the final name; an existing file is never replaced.
 """
 import io
 import os
@@ -41,14 +41,23 @@ def list_checkpoints(folder: Path) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name))]
+    found = [(step_of(p), p) for p in folder.iterdir() if PATTERN.match(p.name)]
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save(folder: Path, step: int, data: bytes, keep: int) -> Path:
+def step_of(path: Path) -> int:
+    return int(PATTERN.match(Path(path).name).group(1))
+
+
+def save(folder: Path, step: int, data: bytes, keep: int) -> Optional[Path]:
+    """Write ckpt-<step>.pt and delete all but the newest `keep`. An existing checkpoint is
+    never replaced (returns None): one of the same learner step holds the same learner state,
+    and it may be the one a resumed run started from."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt-{step}.pt"
+    if path.exists():
+        return None
     write_atomic(path, data)
     for old in list_checkpoints(folder)[keep:]:
         old.unlink()
@@ -63,12 +72,32 @@ def check_zip(data: bytes) -> None:
         raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
 
 
+def contents(data: bytes) -> dict:
+    """The state stored by Learner.checkpoint_bytes (loaded with weights_only=True, to the CPU)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to <name>.corrupt: kept for inspection, no longer listed,
+    so it neither counts towards --keep-checkpoints nor blocks a new checkpoint of its step."""
+    target = Path(path).with_name(Path(path).name + ".corrupt")
+    os.replace(path, target)
+    return target
+
+
 def read_checked(path: Path) -> bytes:
     """The file's bytes, after checking its zip CRCs and that torch can load them with weights_only=True."""
     data = Path(path).read_bytes()
     try:
         check_zip(data)
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+        # torch.load does not check the zip CRCs: a flipped bit in a tensor would load silently
+        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"CRC mismatch in {bad}")
+        contents(data)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
     return data

@@ -1,0 +1,381 @@
+"""launch.py as a user meets it: bad input stops before Ray or any file (exit 2, one line),
+a run that fails later still writes summary.json, Ctrl-C finishes a run, and --resume
+continues a run's files without a lost segment, a renamed checkpoint or a rewritten config."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import launch
+from learner import checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_digest(folder: Path) -> dict:
+    """{relative path: sha256} of every file below folder ({} when it does not exist)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def main_fails(capsys, argv) -> str:
+    """Run launch.main(argv); it must exit 2 with one line on stderr, nothing on stdout; returns the line.
+    (A short budget, so that a run that wrongly starts ends soon and fails the test.)"""
+    capsys.readouterr()
+    assert launch.main([*argv, "--max-seconds", "2", "--no-dashboard"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("launch.py: error: "), err
+    assert "Traceback" not in err and out == ""
+    return lines[0]
+
+
+def ray_running() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--seed", "-1"], "--seed=-1 is invalid: must be a whole number >= 0"),
+    (["--replay-capacity", str(10**12)], "--replay-capacity=1000000000000 is invalid: its 1,000,000,000,000 "
+                                         "sequences of 446 bytes need 415,369.9 GiB; allowed: at most 80% of the "),
+    (["--eval-episodes", "1000000"], "--eval-episodes=1000000 is invalid: must be <= 10,000"),
+    (["--sampled-eval-episodes", "10001"], "--sampled-eval-episodes=10001 is invalid: must be <= 10,000"),
+    (["--run-name", "{tmp}/elsewhere"], "--run-name='{tmp}/elsewhere' is invalid: must be a plain folder name"),
+    (["--run-name", ".."], "--run-name='..' is invalid: must be a plain folder name"),
+    (["--run-name", "a/b"], "--run-name='a/b' is invalid: must be a plain folder name"),
+])
+@pytest.mark.parametrize("where", [["--in-process"], ["--num-cpus", "1"]])
+def test_bad_flags_stop_before_anything_starts(tmp_path, capsys, flags, expected, where):
+    root = tmp_path / "runs"
+    flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
+    line = main_fails(capsys, ["--run-root", str(root), *where, *flags])
+    assert line.startswith("launch.py: error: " + expected.replace("{tmp}", str(tmp_path))), line
+    assert list(tmp_path.iterdir()) == [] and not ray_running()
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    for where in (["--in-process"], ["--num-cpus", "1"]):       # in-process, and a local Ray
+        line = main_fails(capsys, ["--run-root", str(tmp_path / "runs"), "--device", "cuda", *where])
+        assert line == ("launch.py: error: --device='cuda' is invalid: torch sees no CUDA device on this machine; "
+                        "allowed here: auto, cpu")
+        assert not (tmp_path / "runs").exists() and not ray_running()
+
+
+def test_address_where_nothing_listens_fails_within_seconds(tmp_path, capsys):
+    """Refused at once (port 1 of this machine) or unanswered (a listening socket whose
+    backlog is full drops further connection attempts): one line after at most the probe's
+    2 s, where ray.init waited for minutes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    full = f"127.0.0.1:{server.getsockname()[1]}"
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", server.getsockname()[1]))
+    try:
+        for address, why in (("127.0.0.1:1", "Connection refused"), (full, "TimeoutError")):
+            start = time.monotonic()
+            line = main_fails(capsys, ["--run-root", str(tmp_path / "runs"), "--address", address])
+            assert time.monotonic() - start < 5
+            assert line == (f"launch.py: error: --address='{address}' is invalid: nothing accepts connections at "
+                            f"{address} within 2 s ({why}); allowed: 'auto' or HOST:PORT of a running Ray head "
+                            "(its GCS port, 6379 by default)")
+            assert not (tmp_path / "runs").exists() and not ray_running()
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+    line = main_fails(capsys, ["--address", "headnode"])
+    assert "--address='headnode' is invalid: allowed: 'auto' or HOST:PORT" in line
+
+
+def test_run_root_that_is_a_file_read_only_or_not_creatable(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    cases = [(afile, f"{afile} is a file"), (afile / "sub", f"{afile} is a file"),
+             (Path("/proc/muesli-runs"), "cannot create folders in /proc (No such file or directory)")]
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    # chmod does not stop root; the immutable attribute does
+    immutable = subprocess.run(["chattr", "+i", str(readonly)], capture_output=True).returncode == 0
+    if immutable:
+        cases.append((readonly / "runs", f"cannot create folders in {readonly} (Operation not permitted)"))
+    try:
+        for root, expected in cases:
+            before = tree_digest(tmp_path)
+            line = main_fails(capsys, ["--in-process", "--run-root", str(root)])
+            assert line.startswith(f"launch.py: error: --run-root='{root}' is invalid: {expected}"), line
+            assert tree_digest(tmp_path) == before and not list(tmp_path.rglob(".write-test-*"))
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(readonly)], check=True)
+    assert immutable or not shutil.which("chattr"), "chattr exists but +i failed: the read-only case did not run"
+
+
+def test_an_existing_run_name_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+    line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
+    assert (f"--run-name='run' is invalid: {tmp_path / 'run'} already exists and is not an empty folder; allowed: "
+            f"a new name, or --resume {tmp_path / 'run'} to continue that run") in line
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_path):
+    """The user's path: a fresh interpreter (imports included) against port 1, which hung > 150 s."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "launch.py", "--address", "127.0.0.1:1", "--run-root", str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr.startswith("launch.py: error: --address='127.0.0.1:1' is invalid: nothing accepts connections")
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
+    print(f"launch.py --address 127.0.0.1:1: exit 2 after {time.monotonic() - start:.1f} s")
+
+
+# -- a short run to resume -------------------------------------------------------------------
+
+RUN_FLAGS = ["--in-process", "--seed", "3", "--checkpoint-every-s", "0", "--eval-episodes", "5",
+             "--sampled-eval-episodes", "2", "--solve-return", "1e9", "--keep-checkpoints", "10", "--max-seconds", "120"]
+CHUNK = 256         # --actor-chunk-steps: env steps per in-process driver loop
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """An in-process run of 8 driver loops with a checkpoint after each (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    assert launch.main([*RUN_FLAGS, "--run-root", str(root), "--run-name", "run", "--max-env-steps", str(8 * CHUNK)]) == 0
+    return root / "run"
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def env_steps_of_lines(run_dir: Path, key: str) -> list:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line["env_steps"] for line in lines if key in line]
+
+
+def test_checkpoints_are_named_by_the_learner_step_stored_inside(finished_run):
+    paths = checkpoint.list_checkpoints(finished_run / "checkpoints")
+    assert len(paths) >= 3
+    for path in paths:
+        assert checkpoint.contents(path.read_bytes())["steps"] == checkpoint.step_of(path), path
+
+
+def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(tmp_path):
+    """On Ray the driver knows the learner's step from its last report, while the learner has
+    gone on (ckpt-2250 held step 2300): here the learner trains 7 steps past its report."""
+    from common.config import parse_config
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"])
+    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    c = trainer.build(remote=False)
+    for _ in range(3):
+        trainer.on_actor(c.actors[0].collect(CHUNK))
+    trainer.on_learner(c.learner.train(5))
+    c.learner.train(7)                              # its report has not reached the driver
+    assert (trainer.learner_steps, c.learner.steps) == (5, 12)
+    trainer.maybe_checkpoint(force=True)
+    path, = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert path.name == "ckpt-12.pt" and checkpoint.contents(path.read_bytes())["steps"] == 12
+    trainer.eval_thread.shutdown()
+    trainer.log.close()
+
+
+def test_save_never_replaces_an_existing_checkpoint(tmp_path):
+    assert checkpoint.save(tmp_path, 7, b"resumed from", keep=3) == tmp_path / "ckpt-7.pt"
+    assert checkpoint.save(tmp_path, 7, b"same step, later", keep=3) is None
+    assert (tmp_path / "ckpt-7.pt").read_bytes() == b"resumed from"
+
+
+def test_resume_drops_the_lost_segment_and_keeps_its_checkpoint(run_copy, capsys):
+    """Resume from the second-newest checkpoint (the newest is cut short): what the first run
+    logged after it is gone from metrics.jsonl and TensorBoard, env steps never go back, the
+    checkpoint resumed from is kept as it was, and the cut one is renamed, not deleted."""
+    paths = checkpoint.list_checkpoints(run_copy / "checkpoints")
+    newest, previous = paths[0], paths[1]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    previous_bytes = previous.read_bytes()
+    resumed_at = checkpoint.contents(previous_bytes)["run"]["env_steps"]
+    assert max(env_steps_of_lines(run_copy, "actor/episodes")) > resumed_at      # there is a lost segment
+    assert launch.main(["--resume", str(run_copy), "--max-env-steps", str(resumed_at + 4 * CHUNK)]) == 0
+    out = capsys.readouterr().out
+    assert f"resume: continuing from {previous}" in out and f"resume: renamed {newest.name} to {newest.name}.corrupt" in out
+    steps = env_steps_of_lines(run_copy, "actor/episodes")
+    assert all(a < b for a, b in zip(steps, steps[1:])), "env steps go backwards in metrics.jsonl"
+    assert resumed_at in steps and max(steps) > resumed_at
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_copy / "tensorboard"))
+    events.Reload()
+    tb_steps = [e.step for e in events.Scalars("actor/episodes")]
+    assert tb_steps == steps, "TensorBoard still shows the lost segment"
+
+    assert previous.read_bytes() == previous_bytes
+    assert (run_copy / "checkpoints" / (newest.name + ".corrupt")).stat().st_size == 1000
+    for path in checkpoint.list_checkpoints(run_copy / "checkpoints"):
+        assert checkpoint.contents(path.read_bytes())["steps"] == checkpoint.step_of(path), path
+    summary = json.loads((run_copy / "summary.json").read_text())
+    assert summary["resumed_from"] == str(previous) and summary["stop_reason"] == "env step budget spent"
+    assert summary["env_steps"] == resumed_at + 4 * CHUNK
+
+
+def test_resume_with_flags_that_do_not_fit_changes_nothing(run_copy, capsys):
+    """--width 32 cannot load a width-64 checkpoint: refused before config.json is rewritten,
+    so a later plain --resume still works."""
+    before = tree_digest(run_copy)
+    line = main_fails(capsys, ["--resume", str(run_copy), "--width", "32"])
+    assert line.startswith(f"launch.py: error: --resume='{run_copy}' with these flags is invalid: checkpoint online "
+                           "parameter "), line
+    assert "has shape (64, 4), this config builds (32, 4)" in line
+    assert tree_digest(run_copy) == before and not ray_running()
+
+
+def test_resume_of_a_config_with_a_wrong_typed_field_changes_nothing(run_copy, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    for field, value, allowed in (("batch_size", "64", "a whole number"), ("learning_rate", "3e-3", "a number"),
+                                  ("in_process", 1, "true or false"), ("solve_return", [1], "a number or null")):
+        (run_copy / "config.json").write_text(json.dumps({**config, field: value}))
+        before = tree_digest(run_copy)
+        line = main_fails(capsys, ["--resume", str(run_copy)])
+        assert line == (f"launch.py: error: --resume='{run_copy}' is invalid: {run_copy / 'config.json'} field "
+                        f"'{field}' is {value!r} ({type(value).__name__}); allowed: {allowed}")
+        assert tree_digest(run_copy) == before
+
+
+# -- failures after start-up ---------------------------------------------------------------
+
+def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, monkeypatch):
+    """The learner's third train call raises: exit 1, the traceback and one line on stderr,
+    and summary.json says why the run stopped and where to resume from."""
+    from learner.learner import Learner
+    train, calls = Learner.train, []
+
+    def failing_train(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return train(self, *args, **kwargs)
+    monkeypatch.setattr(Learner, "train", failing_train)
+    run_dir = tmp_path / "run"
+    assert launch.main([*RUN_FLAGS, "--run-root", str(tmp_path), "--run-name", "run"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1] == ("launch.py: error: the run failed: RuntimeError: CUDA error: an illegal memory "
+                                    f"access was encountered (summary.json in {run_dir})")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "error" and summary["solved"] is False
+    assert summary["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert summary["env_steps"] == 3 * CHUNK and summary["run_dir"] == str(run_dir)
+    newest = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    assert summary["checkpoint"] == (str(newest[0]) if newest else None)
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------
+
+def start_run(tmp_path, *flags) -> subprocess.Popen:
+    """`python launch.py` in its own process group, as a terminal's foreground job is."""
+    log = open(tmp_path / "stdout.txt", "w")
+    return subprocess.Popen([sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
+                             "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags],
+                            cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even when pytest
+                            # runs as a background job, which starts with SIGINT ignored
+
+
+def wait_for(predicate, proc, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert proc.poll() is None, f"launch.py exited ({proc.returncode}) before {what}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.2)
+
+
+def learner_has_trained(run_dir: Path) -> bool:
+    path = run_dir / "metrics.jsonl"
+    return path.exists() and '"learner/steps"' in path.read_text()
+
+
+def ctrl_c(proc) -> None:
+    os.killpg(proc.pid, signal.SIGINT)          # what the terminal sends to its foreground job
+
+
+def check_interrupted_run(tmp_path, proc, timeout_s: float) -> dict:
+    """Exit 0 with everything a finished run writes; the final checkpoint holds the summary's env steps."""
+    _, err = proc.communicate(timeout=timeout_s)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    run_dir = tmp_path / "run"
+    out = (tmp_path / "stdout.txt").read_text()
+    assert "interrupted: finishing (final checkpoint, policy, summary); Ctrl-C again stops at once" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and out.splitlines()[-1].startswith("stopped (interrupted)")
+    paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    assert len(paths) == 1                      # --checkpoint-every-s 1000: only the final one
+    state = checkpoint.contents(paths[0].read_bytes())
+    assert state["run"]["env_steps"] == summary["env_steps"] > 0
+    assert state["steps"] == checkpoint.step_of(paths[0]) > 0
+    policy = torch.export.load(str(run_dir / "policy.pt2")).module()
+    assert policy(torch.zeros(3, 4)).shape == (3, 2)
+    return summary
+
+
+def test_first_ctrl_c_finishes_an_in_process_run(tmp_path):
+    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "5")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
+        ctrl_c(proc)
+        check_interrupted_run(tmp_path, proc, 60)
+    finally:
+        proc.kill()
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    """The second Ctrl-C lands in the final evaluation (2,000 episodes, many seconds): the run
+    stops within seconds, exit 130, summary.json says so."""
+    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "2000")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
+        ctrl_c(proc)
+        wait_for(lambda: "interrupted: finishing" in (tmp_path / "stdout.txt").read_text(), proc, 30, "the first stop")
+        time.sleep(0.5)
+        start = time.monotonic()
+        ctrl_c(proc)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 10
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == ("launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint "
+                                    f"in {tmp_path / 'run'}")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted twice" and summary["error"] == "KeyboardInterrupt"
+
+
+def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
+    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
+        ctrl_c(proc)
+        summary = check_interrupted_run(tmp_path, proc, 90)
+    finally:
+        proc.kill()
+    assert summary["num_actors"] >= 1
+    # Ray's processes of this session (gcs_server, raylet, workers) are gone with it
+    session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert session == [], f"processes of the run's session are still alive: {session}"
