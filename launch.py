@@ -74,6 +74,27 @@ def shard_rate_limit(cfg: Config):
     return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(buffer, cfg.batch_size))
 
 
+def remote_classes(cfg: Config, plan: placement.Placement, driver_node_id: str) -> dict:
+    """The component classes wrapped with ray.remote: {plain class: Ray actor class}.
+
+    Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
+    restarts empty, an actor resumes with the newest weights). The store prefers the driver's
+    node and also restarts if its node leaves: it is empty until the learner's next publish.
+    Without --task-events no call is recorded in Ray's task list: the GCS would keep a record of
+    each of the thousands of calls a minute, and its memory grew ~10 MB/min (docs/soak.md)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    restart = dict(max_restarts=cfg.max_restarts)
+    events = dict(enable_task_events=cfg.task_events)
+    here = NodeAffinitySchedulingStrategy(driver_node_id, soft=True)
+    return {
+        WeightStore: ray.remote(**{**plan.store, "scheduling_strategy": here}, max_restarts=-1, **events)(WeightStore),
+        ReplayShard: ray.remote(**plan.shard, **restart, **events)(ReplayShard),
+        Learner: ray.remote(**plan.learner, **events)(Learner),
+        SelfPlayActor: ray.remote(**plan.actor, **restart, **events)(SelfPlayActor),
+    }
+
+
 class Components:
     """The system's parts, either plain objects or Ray actor handles (`remote`)."""
 
@@ -85,20 +106,9 @@ class Components:
         self.spec = spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
         if remote:
             import ray
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             total, free = ray.cluster_resources(), ray.available_resources()
             self.plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
-            # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
-            # restarts empty, an actor resumes with the newest weights). The store prefers the driver's
-            # node and also restarts if its node leaves: it is empty until the learner's next publish.
-            restart = dict(max_restarts=cfg.max_restarts)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-            self.make = {
-                WeightStore: ray.remote(**{**self.plan.store, "scheduling_strategy": here}, max_restarts=-1)(WeightStore),
-                ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
-                Learner: ray.remote(**self.plan.learner)(Learner),
-                SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
-            }
+            self.make = remote_classes(cfg, self.plan, ray.get_runtime_context().get_node_id())
             new = lambda cls, *args: self.make[cls].remote(*args)  # noqa: E731
             num_actors = self.plan.num_actors
         else:
