@@ -169,8 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path, help="write a PNG of RSS over time here")
     parser.add_argument("launch_args", nargs="*", help="after --: extra launch.py flags")
     args = parser.parse_args(argv)
-    if not (args.minutes > 0 and args.interval > 0):
-        parser.error(f"--minutes={args.minutes} and --interval={args.interval} must both be > 0")
+    for name in ("minutes", "interval"):
+        if not getattr(args, name) > 0:
+            print(f"soak.py: error: --{name}={getattr(args, name)} is invalid: must be > 0", file=sys.stderr)
+            return 2
     run_root = Path(tempfile.mkdtemp(prefix="soak-"))
     command = [sys.executable, "launch.py", "--max-seconds", str(args.minutes * 60), "--solve-return", "1e9",
                "--max-env-steps", str(10**12), "--run-root", str(run_root), "--run-name", "soak", *args.launch_args]
