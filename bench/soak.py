@@ -147,14 +147,15 @@ def plot(samples: list, path: Path, title: str) -> None:
     for s in samples:
         for pid, (label, rss) in s["rss"].items():
             series.setdefault(pid, (label, []))[1].append((s["t"] / 60, rss))
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for pid, (label, points) in sorted(series.items(), key=lambda kv: kv[1][0]):
+    fig, ax = plt.subplots(figsize=(11, 5))
+    styles = ("-", "--", ":")                       # with matplotlib's 10 colours: 30 distinct lines
+    for k, (pid, (label, points)) in enumerate(sorted(series.items(), key=lambda kv: kv[1][0])):
         if len(points) > 1:
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=f"{label} ({pid})")
+            ax.plot([p[0] for p in points], [p[1] for p in points], styles[k // 10 % 3], label=f"{label} ({pid})")
     ax.set_xlabel("minutes")
     ax.set_ylabel("RSS (MB)")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
