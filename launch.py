@@ -92,6 +92,25 @@ def shard_rate_limit(cfg: Config):
     return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(buffer, cfg.batch_size))
 
 
+def remote_classes(cfg: Config, plan: placement.Placement) -> dict:
+    """The component classes wrapped with ray.remote as `plan` places them: {plain class: Ray actor class}.
+
+    Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
+    restarts empty, an actor resumes with the newest weights). The store also restarts if its
+    node leaves: it is empty until the learner's next publish.
+    Without --task-events no call is recorded in Ray's task list: the GCS would keep a record of
+    each of the thousands of calls a minute, and its memory grew ~10 MB/min (docs/soak.md)."""
+    import ray
+    restart = dict(max_restarts=cfg.max_restarts)
+    events = dict(enable_task_events=cfg.task_events)
+    return {
+        WeightStore: ray.remote(**plan.store, max_restarts=-1, **events)(WeightStore),
+        ReplayShard: ray.remote(**plan.shard, **restart, **events)(ReplayShard),
+        Learner: ray.remote(**plan.learner, **events)(Learner),
+        SelfPlayActor: ray.remote(**plan.actor, **restart, **events)(SelfPlayActor),
+    }
+
+
 class Components:
     """The system's parts, either plain objects or Ray actor handles (`remote`)."""
 
@@ -116,16 +135,7 @@ class Components:
                 bundles = group.bundle_specs[1:]
                 cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
                 self.plan = placement.inside(placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group))
-            # Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
-            # restarts empty, an actor resumes with the newest weights). The store also restarts if its
-            # node leaves: it is empty until the learner's next publish.
-            restart = dict(max_restarts=cfg.max_restarts)
-            self.make = {
-                WeightStore: ray.remote(**self.plan.store, max_restarts=-1)(WeightStore),
-                ReplayShard: ray.remote(**self.plan.shard, **restart)(ReplayShard),
-                Learner: ray.remote(**self.plan.learner)(Learner),
-                SelfPlayActor: ray.remote(**self.plan.actor, **restart)(SelfPlayActor),
-            }
+            self.make = remote_classes(cfg, self.plan)
             new = lambda cls, *args: self.make[cls].remote(*args)  # noqa: E731
             num_actors = self.plan.num_actors
         else:

@@ -36,6 +36,9 @@ class Config:
     num_cpus: int = 0                   # CPUs for a local Ray (0 = all of this machine's)
     dashboard: bool = True              # start the Ray dashboard with a local Ray
     metrics_export_port: int = 0        # Prometheus endpoint port of a local Ray node (0 = Ray's default)
+    task_events: bool = False           # record every remote call in Ray's task list (dashboard Tasks view,
+                                        # `ray list tasks`): the GCS then keeps one record per call, up to
+                                        # 100k, and its memory grows by ~12 MB/min (docs/soak.md)
     num_actors: int = 1                 # self-play actor processes (0 or 'auto' = one per free cluster CPU)
     num_replay_shards: int = 1          # replay shard processes
     max_restarts: int = 20              # Ray restarts of each actor / shard after a crash or lost node (-1 = no limit)
