@@ -301,3 +301,5 @@ def test_on_a_ray_cluster_the_env_module_ships_errors_are_summed_and_a_give_up_i
     assert rc == 1 and "Traceback" not in err, err         # stderr also holds Ray's INFO lines
     assert_one_line(err.strip().splitlines()[-1], "launch.py: error: actor 0: --env='tests.flaky_envs:ResetFailsOffDriver-v0' failed 5 "
                     "times in a row", flaky_envs.RESET_FAILURE)
+    failed = json.loads((tmp_path / "gives-up" / "summary.json").read_text())      # why it stopped, for later
+    assert failed["stop_reason"] == "error" and "failed 5 times in a row" in failed["error"], failed
