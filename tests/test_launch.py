@@ -379,3 +379,22 @@ def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
     # Ray's processes of this session (gcs_server, raylet, workers) are gone with it
     session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert session == [], f"processes of the run's session are still alive: {session}"
+
+
+def test_without_address_a_new_local_ray_starts_even_where_a_cluster_runs(tmp_path, monkeypatch, capsys):
+    """A cluster left by `ray start` (found by ray.init through RAY_ADDRESS or
+    /tmp/ray/ray_current_cluster) is not joined without --address: joining it with num_cpus
+    set was a ValueError traceback."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    try:
+        rc = launch.main(["--num-cpus", "1", "--no-dashboard", "--max-env-steps", "256", "--eval-episodes", "2",
+                          "--sampled-eval-episodes", "1", "--run-root", str(tmp_path), "--run-name", "run"])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "env step budget spent" and summary["env_steps"] >= 256
