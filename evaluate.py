@@ -81,7 +81,7 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 def checkpoint_policy(cfg: Config, info: envs_lib.EnvInfo, path: Path) -> Callable:
     """The acting network stored in a learner checkpoint (loaded with weights_only=True)."""
     try:
-        state = torch.load(io.BytesIO(checkpoint.read_checked(path)), map_location="cpu", weights_only=True)
+        state = checkpoint.contents(checkpoint.read_checked(path))
         name = acting_network_name(cfg)
         net = build_network(cfg.network_spec(info)).eval()
         check_same_shapes(net.state_dict(), state[name], name)

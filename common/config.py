@@ -356,7 +356,7 @@ def saved_config(run_dir: str, flag: str = "--resume") -> dict:
                           "allowed: the fields of common/config.Config")
     for f in fields(Config):
         if f.name in saved and not _json_value_fits(saved[f.name], f.type):
-            raise ConfigError(f"--resume={run_dir!r} is invalid: {path} field {f.name!r} is "
+            raise ConfigError(f"{flag}={run_dir!r} is invalid: {path} field {f.name!r} is "
                               f"{saved[f.name]!r} ({type(saved[f.name]).__name__}); allowed: {_type_name(f.type)}")
     return saved
 

@@ -22,6 +22,7 @@ from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.batch import to_time_major
 from learner.checkpoint import CheckpointError
+from learner.checkpoint import contents as checkpoint_contents
 
 
 def resolve_device(name: str) -> torch.device:
@@ -283,7 +284,7 @@ class Learner:
         # Loaded to the CPU (RNG states must stay there); load_state_dict copies weights and
         # optimiser moments onto this learner's device.
         try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            state = checkpoint_contents(data)
         except Exception as exc:                        # noqa: BLE001 - whatever torch raises for damaged bytes
             raise CheckpointError(f"checkpoint data is corrupt or truncated ({type(exc).__name__})") from None
         for name, net in (("online", self.online), ("target", self.target)):
