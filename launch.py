@@ -146,7 +146,7 @@ class Components:
         self.store = new(WeightStore)
         capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
         limit = shard_rate_limit(cfg)
-        self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "actor", 1000 + i), i, limit)
+        self.shards = [new(ReplayShard, spec, capacities[i], envs_lib.derive_seed(cfg.seed, "replay", i), i, limit)
                        for i in range(cfg.num_replay_shards)]
         self.learner = new(Learner, cfg, ReplayClient(self.shards, spec, remote), WeightPublisher(self.store, remote))
         self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data) if checkpoint_data else {}
@@ -198,7 +198,7 @@ class Trainer:
         self.solve_return = cfg.solve_return if cfg.solve_return is not None else info.solve_return
         self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2), resume_at=resume and resume.env_steps)
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
-        self.screen_seed = self.eval_seed + 7919       # bench/peers/harness.py screens on the same seeds
+        self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")   # bench/peers/harness.py screens on the same seeds
         self.last_eval = -math.inf      # env steps at the last evaluation
         self.latest = None              # (network, version) of the newest weights fetched
         self.evaluation = None          # ((network, version, env steps), future): running on eval_thread (Ray runs)

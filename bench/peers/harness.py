@@ -24,7 +24,6 @@ from actors.evaluate import evaluate  # noqa: E402
 from common import envs as envs_lib  # noqa: E402
 
 ENV_ID = "CartPole-v1"
-SCREEN_SEED_OFFSET = 7919       # launch.py's screen uses eval seed + 7919
 
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
@@ -75,7 +74,7 @@ class Judge:
         """Screen, then (if it reaches the bar) the full evaluation; True once solved."""
         t = time.monotonic()
         self.evaluations += 1
-        screen = evaluate(policy, ENV_ID, self.args.eval_screen_episodes, self.eval_seed + SCREEN_SEED_OFFSET,
+        screen = evaluate(policy, ENV_ID, self.args.eval_screen_episodes, envs_lib.derive_seed(self.args.seed, "screen"),
                           greedy=True)
         full = None
         if screen.mean() >= self.solve_return:
