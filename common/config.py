@@ -63,7 +63,9 @@ class Config:
     optimizer: str = "adam"             # 'adam' or 'adamw'
     max_grad_norm: float = 5.0          # global-norm clipping (0 = off)
     grad_clip_value: float = 0.0        # element-wise clipping, the seed's choice (0 = off)
-    dynamics_grad: str = "hidden"       # 'hidden': scale the state entering g by 0.5; 'params': scale g's grads by 0.5
+    dynamics_grad: str = "hidden"       # where --dynamics-grad-scale applies: 'hidden', the state entering g
+                                        # (MuZero's scale_gradient); 'params', g's parameter gradients (seed)
+    dynamics_grad_scale: float = 0.5    # gradient scale of the dynamics g (Muesli / MuZero: 0.5; 1.0 = off)
     target_ema: float = 0.1             # alpha in target <- (1 - alpha) target + alpha online, per learner step
     target_blend_every_steps: int = 0   # also blend target <- (target + online) / 2 every N learner steps (seed)
     publish_every: int = 10             # learner steps between weight publications
@@ -88,7 +90,15 @@ class Config:
     discount: float = 0.99
     unroll_steps: int = 5
     retrace_lambda: float = 0.95
-    value_target: str = "retrace"       # 'retrace' or 'mc'
+    value_target: str = "retrace"       # 'retrace' or 'mc' (every trace 1: discounted returns, the seed's)
+    retrace_q: str = "v"                # q terms of Retrace: 'v' (v(s) for both), 'model' (paper: the target's one-step
+                                        # q, E_prior q(s, .) and q(s, a_t)); common/retrace.py
+    value_head_target: str = "return"   # value head target: 'return' (G_t, an estimate of q(s_t, a_t)) or 'value'
+                                        # (V_t = E q + c_t (G_t - q_t), the state value consistent with Retrace)
+    pg_normalizer: str = "own"          # scale of the policy-gradient advantage G - v: 'own' running std, or
+                                        # 'shared' with the CMPO advantages q - v (paper)
+    policy_terms_every_state: bool = False  # L_pg, L_reg, k = 0 value loss on every valid state (paper); only the
+                                        # model unroll then uses --starts-per-sequence
     cmpo_clip: float = 1.0
     reg_weight: float = 1.0
     reg_samples: int = 0                # 0 = exact KL over all actions
@@ -124,11 +134,11 @@ class Config:
                            self.support_size)
 
     def loss_params(self) -> LossParams:
-        names = {f.name for f in fields(LossParams)}
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
-        values["hidden_grad_scale"] = 0.5 if self.dynamics_grad == "hidden" else 1.0
-        values["max_starts"] = self.starts_per_sequence * self.batch_size     # the learner's random_start_mask
-        return LossParams(**values)
+        """The loss's view of this config: its fields of the same name, plus two derived ones."""
+        derived = {"hidden_grad_scale": self.dynamics_grad_scale if self.dynamics_grad == "hidden" else 1.0,
+                   "max_starts": self.starts_per_sequence * self.batch_size}  # the learner's random_start_mask
+        names = {f.name for f in fields(LossParams)} - set(derived) - {"adv_eps"}
+        return LossParams(**{name: getattr(self, name) for name in names}, **derived)
 
 
 PRESETS = {
@@ -207,6 +217,7 @@ PRESETS = {
 
 CHOICES = {
     "preset": tuple(PRESETS), "torso": ("auto",) + TORSOS, "value_target": ("retrace", "mc"),
+    "retrace_q": ("v", "model"), "value_head_target": ("return", "value"), "pg_normalizer": ("own", "shared"),
     "optimizer": ("adam", "adamw"), "dynamics_grad": ("hidden", "params"), "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16"), "compile": ("auto", "on", "off"),
 }
@@ -254,7 +265,7 @@ def validate(cfg: Config) -> Config:
         bad("discount", "must lie in (0, 1]")
     if not 0 < cfg.learning_rate < math.inf:
         bad("learning_rate", "must be > 0 and finite")
-    for name in ("max_grad_norm", "grad_clip_value", "weight_decay", "cmpo_clip", "reg_weight", "value_weight",
+    for name in ("dynamics_grad_scale", "max_grad_norm", "grad_clip_value", "weight_decay", "cmpo_clip", "reg_weight", "value_weight",
                  "reward_weight", "model_weight", "pg_weight", "replay_ratio", "max_seconds", "checkpoint_every_s"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")

@@ -20,6 +20,19 @@ Per start state s_t (Muesli, Hessel et al. 2021; MUESLI.md "Losses"):
   L_reward= CE(two_hot(h(r_{t+k-1})), r_hat_k) k = 1..K
   total   = L_pg + L_reg + w_v L_value + w_r L_reward + w_m L_model
 G is the Retrace (or, for the seed, trace-1 discounted) return computed with the target network.
+
+Choices (LossParams; docs/fidelity.md has the paper's form of each and its measured effect):
+  retrace_q          'v': Retrace with v(s) for E_pi q(s, .) and q(s, a_t); 'model': the target's
+                     one-step q = r_hat + gamma v(g(h(s), a)), the paper's form (common/retrace.py)
+  value_head_target  'return': the value head learns G_{t+k} (an estimate of q(s, a_taken));
+                     'value': V_{t+k} = E_pi q + c (G - q), the state value Retrace bootstraps from
+  pg_normalizer      'own': A_hat's running std is that of G - v; 'shared': that of the CMPO
+                     advantages q - v (the paper's single normaliser)
+  policy_terms_every_state
+                     False: L_pg, L_reg and the k = 0 value term on the unrolled start states only;
+                     True: on every valid state, while only the unroll uses the start subsample
+lambda_reg is a loss weight, as in the paper's objective (rlax's CMPO utilities take their
+`kl_weight` as a temperature inside pi_cmpo instead; the two agree at lambda_reg = 1).
 """
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,29 +42,36 @@ import torch.nn.functional as F
 
 from common import cmpo
 from common import value_transforms as vt
-from common.retrace import retrace
+from common.retrace import retrace, retrace_state_values
 
 
 @dataclass(frozen=True)
 class LossParams:
-    discount: float = 0.99
-    unroll_steps: int = 5             # K
-    retrace_lambda: float = 0.95
-    value_target: str = "retrace"     # 'retrace' or 'mc' (all traces 1: the seed's returns)
-    cmpo_clip: float = 1.0            # c
-    reg_weight: float = 1.0           # lambda_reg
-    reg_samples: int = 0              # N; 0 = exact KL over all actions
-    value_weight: float = 0.25
-    reward_weight: float = 1.0
-    model_weight: float = 1.0
-    pg_weight: float = 1.0
-    adv_beta: float = 0.99
-    adv_eps: float = 1e-12
-    prior_behaviour_weight: float = 0.0
-    prior_uniform_weight: float = 0.0
-    hidden_grad_scale: float = 0.5    # 1.0 when the learner scales dynamics parameter gradients instead
+    """The loss's settings. Built by common/config.Config.loss_params(), where each setting has
+    its default and its description (the loss section of Config); the names are Config's."""
+    discount: float
+    unroll_steps: int                 # K
+    retrace_lambda: float
+    value_target: str                 # 'retrace' or 'mc' (all traces 1: the seed's returns)
+    retrace_q: str                    # 'v': v(s) for both q terms of Retrace; 'model': the target's one-step q
+    value_head_target: str            # 'return': G_t; 'value': V_t = v_t + c_t (G_t - q_t) (common/retrace.py)
+    pg_normalizer: str                # 'own': G - v has its own running scale; 'shared': the CMPO advantages' scale
+    policy_terms_every_state: bool    # L_pg, L_reg and the k = 0 value loss on every valid state, not only the starts
+    cmpo_clip: float                  # c
+    reg_weight: float                 # lambda_reg
+    reg_samples: int                  # N; 0 = exact KL over all actions
+    value_weight: float
+    reward_weight: float
+    model_weight: float
+    pg_weight: float
+    adv_beta: float
+    prior_behaviour_weight: float
+    prior_uniform_weight: float
+    hidden_grad_scale: float          # gradient scale of the state entering g (1.0 when the learner scales
+                                      # the dynamics parameters' gradients instead)
     max_starts: int = 0               # start states unrolled per batch, a fixed number (0 = all T*B); must be
                                       # at least the 1s in start_mask. Fixed shapes let torch.compile build once.
+    adv_eps: float = 1e-12            # epsilon of the advantage normaliser
 
 
 class LossState(NamedTuple):
@@ -64,9 +84,14 @@ def init_loss_state(device=None) -> LossState:
     return LossState(cmpo.init_normalizer(device), cmpo.init_normalizer(device))
 
 
+def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(x * mask), with masked-out entries (padding, possibly inf or NaN) never read."""
+    return torch.where(mask > 0, x * mask, 0.0).sum()
+
+
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum(x * mask) / max(sum(mask), 1), with masked-out entries (padding) never read."""
-    return torch.where(mask > 0, x * mask, 0.0).sum() / mask.sum().clamp(min=1.0)
+    """sum(x * mask) / max(sum(mask), 1)."""
+    return _masked_sum(x, mask) / mask.sum().clamp(min=1.0)
 
 
 def _shift_windows(x: torch.Tensor, steps: int, fill=0) -> torch.Tensor:
@@ -104,7 +129,8 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
 
     Returns (dict of tensors, new LossState):
       value [T+1, B], prior_log_probs [T+1, B, A], adv_norm [T+1, B, A],
-      cmpo_log_probs [T+1, B, A], returns G [T, B], pg_adv [T, B], state_valid [T+1, B]."""
+      cmpo_log_probs [T+1, B, A], returns G [T, B], value_targets [T, B], pg_adv [T, B],
+      state_valid [T+1, B], q [T+1, B, A]."""
     obs, action, mask = batch["obs"], batch["action"], batch["mask"]
     T, B = action.shape
     A = batch["behaviour"].shape[-1]
@@ -143,15 +169,33 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
         traces = mask
     else:
         raise ValueError(f"unknown value_target {p.value_target!r}; allowed: 'retrace', 'mc'")
-    returns = retrace(batch["reward"], discount_t, value, traces)
-    # The return advantage has its own running scale: early in training the model's
-    # one-step advantages are tiny while G - v is not, and a shared scale would blow the
-    # policy-gradient term up by that ratio.
+    if p.retrace_q == "model":      # the paper's Retrace: E_prior q(s, .) and q(s, a_t) from the one-step model
+        state_q = (prior_probs * q).sum(-1)                                   # [T+1, B]
+        taken_q = q[:-1].gather(-1, action[..., None])[..., 0]                # [T, B]
+    elif p.retrace_q == "v":
+        state_q, taken_q = value, None
+    else:
+        raise ValueError(f"unknown retrace_q {p.retrace_q!r}; allowed: 'v', 'model'")
+    returns = retrace(batch["reward"], discount_t, state_q, traces, taken_q)
+    if p.value_head_target == "value":
+        value_targets = retrace_state_values(state_q, traces, returns, taken_q)
+    elif p.value_head_target == "return":
+        value_targets = returns
+    else:
+        raise ValueError(f"unknown value_head_target {p.value_head_target!r}; allowed: 'return', 'value'")
     pg_adv = returns - value[:-1]
-    pg_state = cmpo.update_normalizer(state.pg, pg_adv, p.adv_beta, mask)
-    pg_adv = cmpo.normalize(pg_adv, pg_state, p.adv_beta, p.adv_eps)
+    if p.pg_normalizer == "shared":   # the paper's one scale: that of the CMPO advantages q - v
+        pg_state = state.pg
+        pg_adv = cmpo.normalize(pg_adv, adv_state, p.adv_beta, p.adv_eps)
+    elif p.pg_normalizer == "own":
+        # Early in training the model's one-step advantages are tiny while G - v is not; a
+        # scale of its own keeps the policy-gradient term from growing by that ratio.
+        pg_state = cmpo.update_normalizer(state.pg, pg_adv, p.adv_beta, mask)
+        pg_adv = cmpo.normalize(pg_adv, pg_state, p.adv_beta, p.adv_eps)
+    else:
+        raise ValueError(f"unknown pg_normalizer {p.pg_normalizer!r}; allowed: 'own', 'shared'")
     out = dict(value=value, prior_log_probs=prior_log_probs, adv_norm=adv_norm, cmpo_log_probs=cmpo_log_probs,
-               returns=returns, pg_adv=pg_adv, state_valid=state_valid, q=q)
+               returns=returns, value_targets=value_targets, pg_adv=pg_adv, state_valid=state_valid, q=q)
     return out, LossState(adv_state, pg_state)
 
 
@@ -199,28 +243,46 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
     out = online.unroll(pick(obs[None, :T])[0], pick(_shift_windows(action, K)), p.hidden_grad_scale)
     log_pi = F.log_softmax(out.policy_logits, -1)                             # [K+1, N, A]
 
+    # The k = 0 terms (policy gradient, regulariser, value) on the start states, or, with
+    # policy_terms_every_state and a subsample of starts, on every valid state (one more forward
+    # pass of h and f over all T*B states; only the unroll is subsampled).
+    every_state = p.policy_terms_every_state and (idx is not None or "start_mask" in batch)
+    if every_state:
+        logits0, value_logits0 = online.predict(online.represent(obs[:T].reshape(T * B, *obs.shape[2:])))
+        log_pi0, weight0 = F.log_softmax(logits0, -1), mask.reshape(T * B)    # [T*B, A], [T*B]
+
+        def pick0(x):
+            """[T, B, ...] -> [T*B, ...]: every state."""
+            return x.reshape(T * B, *x.shape[2:])
+    else:
+        log_pi0, value_logits0, weight0 = log_pi[0], out.value_logits[0], weight
+
+        def pick0(x):
+            """[T, B, ...] -> [N, ...] at the chosen start states."""
+            return pick(x[None])[0]
+
     # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
-    a_t = pick(action[None])[0]                                               # [N]
-    log_pi0_a = log_pi[0].gather(-1, a_t[:, None])[:, 0]
-    mu_a = pick(batch["behaviour"][None])[0].gather(-1, a_t[:, None])[:, 0].clamp(min=1e-8)
+    a_t = pick0(action)                                                       # [M]
+    log_pi0_a = log_pi0.gather(-1, a_t[:, None])[:, 0]
+    mu_a = pick0(batch["behaviour"]).gather(-1, a_t[:, None])[:, 0].clamp(min=1e-8)
     ratio = torch.clamp(log_pi0_a.exp() / mu_a, 0.0, 1.0)
-    loss_pg = _masked_mean(-ratio * pick(tq["pg_adv"][None])[0], weight)
+    loss_pg = _masked_mean(-ratio * pick0(tq["pg_adv"]), weight0)
 
     # 2. CMPO regulariser at k = 0.
     if p.reg_samples > 0:
-        prior = pick(tq["prior_log_probs"][None, :T])[0].exp()               # [N, A]
-        samples = torch.multinomial(prior, p.reg_samples, replacement=True)   # [N, N_samples]
-        adv_s = torch.clamp(pick(tq["adv_norm"][None, :T])[0].gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
-        reg = cmpo.sampled_cmpo_regularizer(log_pi[0].gather(-1, samples), adv_s)
+        prior = pick0(tq["prior_log_probs"][:T]).exp()                        # [M, A]
+        samples = torch.multinomial(prior, p.reg_samples, replacement=True)   # [M, N_samples]
+        adv_s = torch.clamp(pick0(tq["adv_norm"][:T]).gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
+        reg = cmpo.sampled_cmpo_regularizer(log_pi0.gather(-1, samples), adv_s)
     else:
-        reg = cmpo.exact_kl(pick(tq["cmpo_log_probs"][None, :T])[0], log_pi[0])
-    loss_reg = _masked_mean(reg, weight)
+        reg = cmpo.exact_kl(pick0(tq["cmpo_log_probs"][:T]), log_pi0)
+    loss_reg = _masked_mean(reg, weight0)
 
     # 3-5. Model losses for k = 1..K, masked past episode ends.
     step_valid = pick(_shift_windows(mask, K + 1)) * weight                   # [K+1, N]: step t+k is real
     state_valid = pick(_shift_windows(tq["state_valid"], K + 1)[:, :T])       # state s_{t+k} is real
     cmpo_targets = pick(_shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T])   # [K+1, N, A]
-    returns = pick(_shift_windows(tq["returns"], K + 1))                      # G_{t+k}
+    value_targets = pick(_shift_windows(tq["value_targets"], K + 1))          # G_{t+k} or V_{t+k}
     if K > 0:
         rewards = pick(_shift_windows(batch["reward"], K))                    # r_{t+k-1}, k = 1..K
         # A model step k >= 1 is valid when action a_{t+k-1} was really taken.
@@ -229,20 +291,27 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
         loss_reward = _masked_mean(_head_loss(out.reward_logits, rewards, support), acted)
     else:
         loss_model = loss_reward = torch.zeros((), device=obs.device)
-    loss_value = _masked_mean(_head_loss(out.value_logits, returns, support), step_valid)
+    if every_state:     # one mean over the k = 0 terms of every state and the k >= 1 terms of the starts
+        terms0 = _head_loss(value_logits0, pick0(tq["value_targets"]), support)
+        terms = _head_loss(out.value_logits[1:], value_targets[1:], support)
+        loss_value = ((_masked_sum(terms0, weight0) + _masked_sum(terms, step_valid[1:]))
+                      / (weight0.sum() + step_valid[1:].sum()).clamp(min=1.0))
+    else:
+        loss_value = _masked_mean(_head_loss(out.value_logits, value_targets, support), step_valid)
 
     loss = (p.pg_weight * loss_pg + p.reg_weight * loss_reg + p.value_weight * loss_value
             + p.reward_weight * loss_reward + p.model_weight * loss_model)
 
     with torch.no_grad():
-        entropy = _masked_mean(-(log_pi[0].exp() * log_pi[0]).sum(-1), weight)
+        entropy = _masked_mean(-(log_pi0.exp() * log_pi0).sum(-1), weight0)
+        pg_scale_state = state.adv if p.pg_normalizer == "shared" else state.pg
         metrics = {
             "loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
             "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward,
             "stats/entropy": entropy,
-            "stats/is_ratio_mean": _masked_mean(ratio, weight),
+            "stats/is_ratio_mean": _masked_mean(ratio, weight0),
             "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
-            "stats/pg_adv_std": torch.sqrt(state.pg.second_moment / (1 - p.adv_beta ** state.pg.count)),
+            "stats/pg_adv_std": torch.sqrt(pg_scale_state.second_moment / (1 - p.adv_beta ** pg_scale_state.count)),
             "stats/value_mean": _masked_mean(tq["value"][:T], mask),
             "stats/return_mean": _masked_mean(tq["returns"], mask),
             "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],

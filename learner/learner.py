@@ -167,7 +167,7 @@ class Learner:
         if cfg.dynamics_grad == "params":
             for p in self.online.dynamics_parameters():
                 if p.grad is not None:
-                    p.grad.mul_(0.5)
+                    p.grad.mul_(cfg.dynamics_grad_scale)
         if cfg.grad_clip_value:
             torch.nn.utils.clip_grad_value_(self.online.parameters(), cfg.grad_clip_value)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm or float("inf")))

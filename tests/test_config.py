@@ -156,6 +156,21 @@ def test_dynamics_grad_choice_maps_to_its_hidden_state_gradient_scale():
     assert Config(dynamics_grad="params").loss_params().hidden_grad_scale == 1.0
     assert parse_config(["--dynamics-grad", "params", "--num-cpus", "1"]).loss_params().hidden_grad_scale == 1.0
     assert parse_config(["--num-cpus", "1"]).loss_params().hidden_grad_scale == 0.5
+    # one named value for both mechanisms: --dynamics-grad-scale
+    assert Config(dynamics_grad="hidden", dynamics_grad_scale=0.25).loss_params().hidden_grad_scale == 0.25
+    assert Config(dynamics_grad="params", dynamics_grad_scale=0.25).loss_params().hidden_grad_scale == 1.0
+
+
+def test_loss_params_are_the_configs_fields_of_the_same_name():
+    """LossParams has no defaults of its own: every field comes from Config (or is derived)."""
+    cfg = Config(discount=0.97, retrace_q="model", value_head_target="value", pg_normalizer="shared",
+                 policy_terms_every_state=True, prior_behaviour_weight=0.1, starts_per_sequence=2, batch_size=8)
+    p = cfg.loss_params()
+    for f in dataclasses.fields(p):
+        if f.name == "max_starts":
+            assert p.max_starts == 16
+        elif f.name not in ("hidden_grad_scale", "adv_eps"):
+            assert getattr(p, f.name) == getattr(cfg, f.name), f.name
 
 
 def test_pacing_defaults_and_flags():

@@ -653,3 +653,25 @@ def test_cuda_checkpoint_resumes_on_cpu_and_on_cuda():
         for name, value in source.online.state_dict().items():
             assert torch.equal(fresh.online.state_dict()[name].cpu(), value.cpu()), (device, name)
         assert np.isfinite(fresh.update(to_time_major(make_arrays(4), device))["loss/total"])
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0])
+def test_params_mode_scales_exactly_the_dynamics_gradients(scale):
+    """--dynamics-grad params: after backward the learner multiplies g's parameter gradients by
+    --dynamics-grad-scale and leaves every other gradient alone (compared with scale 1, hidden mode
+    off in both: the loss and its raw gradients are then the same)."""
+    grads = {}
+    for run_scale in (1.0, scale):
+        cfg = small_config(dynamics_grad="params", dynamics_grad_scale=run_scale, max_grad_norm=0.0)
+        learner, _ = make_learner(cfg)
+        seen = {}
+        learner.optimizer.step = lambda: seen.update(
+            {name: p.grad.clone() for name, p in learner.online.named_parameters() if p.grad is not None})
+        learner.update(make_batch())
+        grads[run_scale] = seen
+    dynamics = {name for name, p in learner.online.named_parameters()
+                if any(p is q for q in learner.online.dynamics_parameters())}
+    assert dynamics and set(grads[1.0]) - dynamics, "both kinds of parameter must be present"
+    for name, base in grads[1.0].items():
+        want = base * scale if name in dynamics else base
+        torch.testing.assert_close(grads[scale][name], want, rtol=0, atol=0, msg=name)

@@ -1,5 +1,6 @@
 """The Muesli loss (common/losses.py) on a small fake batch: T=6, B=4, A=3, obs dim 5."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 
 from common import cmpo
 from common import value_transforms as vt
-from common.losses import LossParams, check_batch, init_loss_state, muesli_loss, target_quantities
+from common.config import Config
+from common.losses import check_batch, init_loss_state, muesli_loss, target_quantities
 from common.networks import NetworkSpec, build_network
 
 T, B, A, D = 6, 4, 3, 5
@@ -17,6 +19,14 @@ T, B, A, D = 6, 4, 3, 5
 #   b=2: time-limit truncation at step 3 -> steps 4.. padding; obs[4] (final obs) bootstraps, obs[5..] unused
 #   b=3: true terminal at the last step T-1 -> obs[T] unused
 TERM_COL, TRUNC_COL, LAST_TERM_COL = 1, 2, 3
+
+
+def params(**changes):
+    """The run defaults' loss view (common/config.Config.loss_params), with every start state
+    unrolled and no prior mixture (the hand computations take the target's policy as the prior),
+    then `changes`."""
+    base = dict(max_starts=0, prior_behaviour_weight=0.0, prior_uniform_weight=0.0)
+    return dataclasses.replace(Config().loss_params(), **{**base, **changes})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +82,7 @@ def loss_and_grads(online, target, batch, p, seed=0):
 def test_loss_finite_and_gradient_reaches_every_online_parameter(support_size, reg_samples):
     online, target = make_nets(support_size)
     batch = make_batch()
-    p = LossParams(unroll_steps=3, reg_samples=reg_samples, prior_behaviour_weight=0.03, prior_uniform_weight=0.003)
+    p = params(unroll_steps=3, reg_samples=reg_samples, prior_behaviour_weight=0.03, prior_uniform_weight=0.003)
     loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) and v == v for v in metrics.values())
@@ -96,7 +106,7 @@ def test_no_gradient_flows_into_batch_tensors_even_if_they_require_grad():
         batch[key].requires_grad_(True)
     for support_size in (5, 0):
         online, target = make_nets(support_size)
-        loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3))
+        loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))
         loss.backward()
         for key, value in batch.items():
             assert value.grad is None, key
@@ -106,7 +116,7 @@ def test_no_gradient_flows_into_batch_tensors_even_if_they_require_grad():
 def test_loss_weights_combine_components():
     online, target = make_nets(5)
     batch = make_batch()
-    p = LossParams(unroll_steps=3, pg_weight=1.3, reg_weight=0.7, value_weight=0.25, reward_weight=2.0,
+    p = params(unroll_steps=3, pg_weight=1.3, reg_weight=0.7, value_weight=0.25, reward_weight=2.0,
                    model_weight=0.5)
     loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
     want = (1.3 * m["loss/pg"] + 0.7 * m["loss/reg"] + 0.25 * m["loss/value"] + 2.0 * m["loss/reward"]
@@ -119,8 +129,8 @@ def test_loss_weights_combine_components():
 def test_hidden_grad_scale_changes_gradient_not_loss():
     online, target = make_nets(5)
     batch = make_batch()
-    l_half, g_half, _, _ = loss_and_grads(online, target, batch, LossParams(unroll_steps=3, hidden_grad_scale=0.5))
-    l_full, g_full, _, _ = loss_and_grads(online, target, batch, LossParams(unroll_steps=3, hidden_grad_scale=1.0))
+    l_half, g_half, _, _ = loss_and_grads(online, target, batch, params(unroll_steps=3, hidden_grad_scale=0.5))
+    l_full, g_full, _, _ = loss_and_grads(online, target, batch, params(unroll_steps=3, hidden_grad_scale=1.0))
     assert l_half.item() == pytest.approx(l_full.item(), abs=1e-6)
     assert not torch.allclose(g_half["represent_head.weight"], g_full["represent_head.weight"])
     # the heads only see gradients from their own outputs: unchanged
@@ -144,8 +154,8 @@ def _edit_padding(batch, seed):
 
 
 @pytest.mark.parametrize("support_size", [5, 0])
-@pytest.mark.parametrize("p", [LossParams(unroll_steps=3), LossParams(unroll_steps=2, value_target="mc"),
-                               LossParams(unroll_steps=3, reg_samples=4, prior_behaviour_weight=0.1,
+@pytest.mark.parametrize("p", [params(unroll_steps=3), params(unroll_steps=2, value_target="mc"),
+                               params(unroll_steps=3, reg_samples=4, prior_behaviour_weight=0.1,
                                           prior_uniform_weight=0.01)])
 def test_padding_does_not_change_loss_or_gradients(support_size, p):
     online, target = make_nets(support_size)
@@ -170,7 +180,7 @@ def test_real_observations_are_used(col, index):
     with torch.no_grad():   # a fresh value head predicts ~0 everywhere: make the target's values depend on obs
         target.value_head.weight.mul_(10.0)
     batch = make_batch()
-    p = LossParams(unroll_steps=3)
+    p = params(unroll_steps=3)
     base_loss, _, _, _ = loss_and_grads(online, target, batch, p)
     edited = {k: v.clone() for k, v in batch.items()}
     edited["obs"][index, col] = torch.randn(D, generator=torch.Generator().manual_seed(3)) * 10
@@ -181,7 +191,7 @@ def test_real_observations_are_used(col, index):
 def test_target_quantities_bootstrap_and_cut():
     online, target = make_nets(5)
     batch = make_batch()
-    p = LossParams(unroll_steps=3, discount=0.9)
+    p = params(unroll_steps=3, discount=0.9)
     tq, _ = target_quantities(target, batch, init_loss_state(), p)
     G, v, r = tq["returns"], tq["value"], batch["reward"]
     # true terminal: the last real step's return is just its reward
@@ -210,8 +220,8 @@ def test_target_quantities_bootstrap_and_cut():
 def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
     online, target = make_nets(5)
     batch = make_batch()
-    tq_r, _ = target_quantities(target, batch, init_loss_state(), LossParams(unroll_steps=3))
-    tq_m, _ = target_quantities(target, batch, init_loss_state(), LossParams(unroll_steps=3, value_target="mc"))
+    tq_r, _ = target_quantities(target, batch, init_loss_state(), params(unroll_steps=3))
+    tq_m, _ = target_quantities(target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc"))
     assert not torch.allclose(tq_r["returns"][:, 0], tq_m["returns"][:, 0])
     # 'mc' = discounted rewards + bootstrap at the end, with terminals cut
     G = tq_m["returns"][:, 0]
@@ -219,18 +229,18 @@ def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
     for t in reversed(range(T)):
         want = batch["reward"][t, 0] + 0.99 * want
         assert G[t].item() == pytest.approx(want.item(), abs=1e-4)
-    loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3, value_target="mc"))
+    loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc"))
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="value_target"):
-        muesli_loss(online, target, batch, init_loss_state(), LossParams(value_target="td"))
+        muesli_loss(online, target, batch, init_loss_state(), params(value_target="td"))
 
 
 def test_exact_and_sampled_regulariser_both_run_and_agree_roughly():
     online, target = make_nets(5)
     batch = make_batch()
-    _, m_exact = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3))[:2]
+    _, m_exact = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))[:2]
     torch.manual_seed(0)
-    _, m_sampled = muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=3,
+    _, m_sampled = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3,
                                                                                     reg_samples=64))[:2]
     assert m_exact["loss/reg"] >= 0
     # exact is KL (the entropy of pi_cmpo subtracted), sampled is a cross-entropy estimate: CE >= KL
@@ -281,7 +291,7 @@ def _loop_model_losses(online, target, batch, p):
 def test_unroll_lengths_match_a_loop_over_start_states(K):
     online, target = make_nets(5)
     batch = make_batch()
-    p = LossParams(unroll_steps=K)
+    p = params(unroll_steps=K)
     _, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
     want = _loop_model_losses(online, target, batch, p)
     for key in ("value", "reward", "model"):
@@ -293,7 +303,7 @@ def test_unroll_lengths_match_a_loop_over_start_states(K):
 def test_start_mask_selects_start_states():
     online, target = make_nets(5)
     batch = make_batch()
-    p = LossParams(unroll_steps=2)
+    p = params(unroll_steps=2)
     base, _, _ = muesli_loss(online, target, batch, init_loss_state(), p)
     same, _, _ = muesli_loss(online, target, dict(batch, start_mask=torch.ones(T, B)), init_loss_state(), p)
     torch.testing.assert_close(same, base)   # start_mask is combined with mask
@@ -324,8 +334,8 @@ def test_a_fixed_number_of_start_states_gives_the_same_loss_and_gradients(max_st
     if max_starts >= 5:
         chosen[[1, 4, 5, 2], [0, 1, 2, 3]] = 1.0
     batch = dict(batch, start_mask=chosen)
-    loss, grads = loss_and_grads(online, target, batch, LossParams(unroll_steps=2))[:2]
-    fixed, fixed_grads = loss_and_grads(online, target, batch, LossParams(unroll_steps=2, max_starts=max_starts))[:2]
+    loss, grads = loss_and_grads(online, target, batch, params(unroll_steps=2))[:2]
+    fixed, fixed_grads = loss_and_grads(online, target, batch, params(unroll_steps=2, max_starts=max_starts))[:2]
     torch.testing.assert_close(fixed, loss)
     for name in grads:
         torch.testing.assert_close(fixed_grads[name], grads[name], msg=name)
@@ -336,7 +346,7 @@ def test_adam_steps_lower_the_loss(support_size):
     online, target = make_nets(support_size, seed=1)
     target.requires_grad_(False)
     batch = make_batch(seed=4)
-    p = LossParams(unroll_steps=3)
+    p = params(unroll_steps=3)
     state = init_loss_state()
     opt = torch.optim.Adam(online.parameters(), lr=3e-3)
     losses = []
@@ -367,7 +377,7 @@ def test_check_batch_names_the_bad_field():
             check_batch(batch, A)
         online, target = make_nets(5)
         with pytest.raises(ValueError, match=key):
-            muesli_loss(online, target, batch, init_loss_state(), LossParams(unroll_steps=2))
+            muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=2))
 
 
 def _uniform_policy_nets(value=1.0, reward=1.0):
@@ -412,7 +422,7 @@ def _hand_retrace_returns(lam=0.95, gamma=0.9, v=1.0):
 
 def test_retrace_traces_are_truncated_at_one():
     _, target = _uniform_policy_nets(value=1.0)
-    p = LossParams(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
+    p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
     tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
     want = _hand_retrace_returns()     # 4.7023, 4.2775, 3.9; untruncated c_1 = 3.17 gives G_0 = 11.24
     torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
@@ -420,7 +430,7 @@ def test_retrace_traces_are_truncated_at_one():
 
 def test_policy_gradient_importance_ratio_is_clipped_at_one():
     online, target = _uniform_policy_nets(value=1.0)
-    p = LossParams(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
+    p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
     _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
     ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]               # min(1, pi/mu): 10/3 clipped to 1
     assert m["stats/is_ratio_mean"] == pytest.approx(sum(ratio) / 3, abs=1e-6)
@@ -437,8 +447,135 @@ def test_sampled_regulariser_clips_the_advantages():
     # so the regulariser is w log 3 whatever actions were drawn.
     online, target = _uniform_policy_nets(value=1.0, reward=1.0)
     N, c = 4, 0.5
-    p = LossParams(unroll_steps=1, discount=0.9, reg_samples=N, cmpo_clip=c)
+    p = params(unroll_steps=1, discount=0.9, reg_samples=N, cmpo_clip=c)
     torch.manual_seed(0)
     _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
     w = N * math.exp(c) / (1 + (N - 1) * math.exp(c))   # 1.1091; unclipped (adv 1) 1.1877
     assert m["loss/reg"] == pytest.approx(w * math.log(3.0), abs=1e-5)
+
+
+# --- the paper's forms (retrace_q, value_head_target, pg_normalizer, policy_terms_every_state) ---
+
+def _hand_model_retrace(lam=0.95, gamma=0.9, q=1.9):
+    """Uniform nets with v = 1 and r_hat = 1: q(s, a) = 1 + 0.9 * 1 = 1.9 for every action, so
+    E_prior q = q(s, a_t) = 1.9 in G_t = r_t + gamma (E q(s_{t+1}) + c_{t+1} (G_{t+1} - q(s_{t+1}, a_{t+1})))."""
+    c1, c2 = lam * 1.0, lam * 5.0 / 9.0
+    g2 = 3.0 + gamma * q
+    g1 = 2.0 + gamma * (q + c2 * (g2 - q))
+    g0 = 1.0 + gamma * (q + c1 * (g1 - q))
+    return [g0, g1, g2]
+
+
+def test_retrace_with_the_models_q_by_hand():
+    _, target = _uniform_policy_nets(value=1.0, reward=1.0)
+    p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95, retrace_q="model")
+    tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    want = _hand_model_retrace()          # 5.7578, 5.1245, 4.71 (with v in place of q: 4.7023, 4.2775, 3.9)
+    torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
+
+
+def _brute_force_targets(tq, batch, p):
+    """Python loops over the Retrace recursion with the model's q, and V_t = E q + c_t (G_t - q_t)."""
+    prior, q = tq["prior_log_probs"].exp(), tq["q"]
+    G, V = torch.zeros(T, B), torch.zeros(T, B)
+    for b in range(B):
+        traces = []
+        for t in range(T):
+            a = batch["action"][t, b]
+            ratio = prior[t, b, a] / batch["behaviour"][t, b, a].clamp(min=1e-8)
+            traces.append(p.retrace_lambda * min(1.0, ratio.item()) * batch["mask"][t, b].item())
+        g_next = None
+        for t in reversed(range(T)):
+            discount = p.discount * (1.0 - batch["terminal"][t, b].item())
+            e_q_next = (prior[t + 1, b] * q[t + 1, b]).sum().item()
+            correction = 0.0
+            if t + 1 < T:
+                correction = traces[t + 1] * (g_next - q[t + 1, b, batch["action"][t + 1, b]].item())
+            G[t, b] = batch["reward"][t, b].item() + discount * (e_q_next + correction)
+            g_next = G[t, b].item()
+            e_q = (prior[t, b] * q[t, b]).sum().item()
+            V[t, b] = e_q + traces[t] * (G[t, b].item() - q[t, b, batch["action"][t, b]].item())
+    return G, V
+
+
+def test_model_q_returns_and_state_value_targets_against_loops():
+    """Random nets (q differs per action), the padded / terminal / truncated columns of make_batch."""
+    _, target = make_nets(5)
+    batch = make_batch()
+    p = params(unroll_steps=3, retrace_q="model", value_head_target="value", prior_behaviour_weight=0.03,
+               prior_uniform_weight=0.003)
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    G, V = _brute_force_targets(tq, batch, p)
+    mask = batch["mask"] > 0
+    torch.testing.assert_close(tq["returns"][mask], G[mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tq["value_targets"][mask], V[mask], rtol=1e-5, atol=1e-5)
+    # the default value head target is the return itself
+    tq_return, _ = target_quantities(target, batch, init_loss_state(), dataclasses.replace(p, value_head_target="return"))
+    torch.testing.assert_close(tq_return["value_targets"], tq_return["returns"], rtol=0, atol=0)
+    assert not torch.allclose(tq["value_targets"][mask], G[mask], atol=1e-3)
+
+
+def test_state_value_target_by_hand_and_used_by_the_value_loss():
+    online, target = _uniform_policy_nets(value=1.0, reward=1.0)
+    p = params(unroll_steps=0, discount=0.9, retrace_lambda=0.95, retrace_q="model", value_head_target="value")
+    batch = _three_step_batch(MU_TAKEN)
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    G = _hand_model_retrace()
+    c = [0.95 * 2.0 / 3.0, 0.95, 0.95 * 5.0 / 9.0]      # lambda min(1, pi/mu) of the taken actions
+    want = [1.9 + ci * (g - 1.9) for ci, g in zip(c, G)]  # 4.3397, 4.9683, 3.3568
+    torch.testing.assert_close(tq["value_targets"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
+    # scalar heads, K = 0: L_value = mean_t 0.5 (v_hat(s_t) - V_t)^2 with v_hat = 1
+    _, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    assert m["loss/value"] == pytest.approx(sum(0.5 * (1.0 - v) ** 2 for v in want) / 3, abs=1e-4)
+
+
+def test_shared_normaliser_scales_the_policy_gradient_by_the_cmpo_advantages():
+    """Uniform nets: q - v = 1.9 - 1 = 0.9 for every state and action, so the shared scale is 0.9,
+    while the own scale is the rms of G - v."""
+    online, target = _uniform_policy_nets(value=1.0, reward=1.0)
+    batch = _three_step_batch(MU_TAKEN)
+    ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]
+    adv = [g - 1.0 for g in _hand_retrace_returns()]
+    for normalizer, scale in (("shared", 0.9), ("own", (sum(a * a for a in adv) / 3) ** 0.5)):
+        p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95, pg_normalizer=normalizer)
+        _, m, state = muesli_loss(online, target, batch, init_loss_state(), p)
+        want = -sum(r * a / scale for r, a in zip(ratio, adv)) / 3
+        assert m["loss/pg"] == pytest.approx(want, abs=1e-5), normalizer
+        assert m["stats/pg_adv_std"] == pytest.approx(scale, abs=1e-5), normalizer
+        assert state.pg.count.item() == (0 if normalizer == "shared" else 1), normalizer
+
+
+def test_policy_terms_on_every_state_while_only_the_unroll_is_subsampled():
+    """With a start subsample and policy_terms_every_state: L_pg and L_reg equal those of a run
+    without the subsample; L_model and L_reward those of the subsampled run; L_value is one mean
+    over the k = 0 terms of every valid state and the k >= 1 terms of the starts (by a loop)."""
+    online, target = make_nets(5)
+    batch = make_batch()
+    chosen = torch.zeros(T, B)
+    chosen[[0, 1, 4, 2], [0, 1, 2, 3]] = 1.0
+    p = params(unroll_steps=2, max_starts=4)
+    _, full, _ = muesli_loss(online, target, batch, init_loss_state(), dataclasses.replace(p, max_starts=0))
+    _, sub, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), p)
+    every = dataclasses.replace(p, policy_terms_every_state=True)
+    _, m, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), every)
+    for name in ("loss/pg", "loss/reg", "stats/entropy", "stats/is_ratio_mean"):
+        assert m[name] == pytest.approx(full[name], rel=1e-5), name
+    for name in ("loss/model", "loss/reward"):
+        assert m[name] == pytest.approx(sub[name], rel=1e-5), name
+    assert m["loss/pg"] != pytest.approx(sub["loss/pg"], rel=1e-3)
+    tq, _ = target_quantities(target, batch, init_loss_state(), p)
+    total, count = 0.0, 0.0
+    for t in range(T):
+        for b in range(B):
+            if batch["mask"][t, b] == 0:
+                continue
+            steps = [0]
+            if chosen[t, b]:
+                steps += [k for k in (1, 2) if t + k < T and batch["mask"][t + k, b] > 0]
+            out = online.unroll(batch["obs"][t, b][None], batch["action"][t:t + 2, b][:, None].clone()
+                                if t + 2 <= T else torch.zeros(2, 1, dtype=torch.long))
+            for k in steps:
+                dist = vt.scalar_to_categorical(tq["value_targets"][t + k, b], 5)
+                total += -(dist * torch.log_softmax(out.value_logits[k, 0], -1)).sum().item()
+                count += 1
+    assert m["loss/value"] == pytest.approx(total / count, rel=1e-5)

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from common.retrace import discounted_returns, retrace, retrace_loop
+from common.retrace import discounted_returns, retrace, retrace_loop, retrace_state_values
 
 F64 = torch.float64
 
@@ -167,3 +167,31 @@ def test_wrong_shapes_raise():
     for fn, (args, message) in itertools.product((retrace, retrace_loop), bad):
         with pytest.raises(ValueError, match=message):
             fn(*args)
+
+
+def test_q_of_the_taken_action_by_hand():
+    """G_1 = r_1 + d v_2 = 2 + 0.9 * 4 = 5.6; G_0 = r_0 + d (v_1 + c_1 (G_1 - q_1)) = 1 + 0.9 (3 + 0.5 (5.6 - 6))
+    = 3.52 (with v_1 = 3 in place of q_1 = 6: 1 + 0.9 (3 + 0.5 * 2.6) = 4.87). V_t = v_t + c_t (G_t - q_t):
+    V_0 = 10 + 0.25 (3.52 - 5) = 9.63, V_1 = 3 + 0.5 (5.6 - 6) = 2.8."""
+    r = torch.tensor([[1.0], [2.0]], dtype=F64)
+    d = torch.full((2, 1), 0.9, dtype=F64)
+    v = torch.tensor([[10.0], [3.0], [4.0]], dtype=F64)
+    c = torch.tensor([[0.25], [0.5]], dtype=F64)
+    q = torch.tensor([[5.0], [6.0]], dtype=F64)
+    for fn in (retrace, retrace_loop):
+        torch.testing.assert_close(fn(r, d, v, c, q), torch.tensor([[3.52], [5.6]], dtype=F64), rtol=0, atol=1e-12)
+    G = retrace(r, d, v, c, q)
+    torch.testing.assert_close(retrace_state_values(v, c, G, q), torch.tensor([[9.63], [2.8]], dtype=F64),
+                               rtol=0, atol=1e-12)
+    # without q the state value stands in for q: V_t = v_t + c_t (G_t - v_t)
+    G_v = retrace(r, d, v, c)
+    torch.testing.assert_close(G_v, torch.tensor([[4.87], [5.6]], dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(retrace_state_values(v, c, G_v), v[:2] + c * (G_v - v[:2]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("T,B", [(1, 3), (5, 4), (30, 8)])
+def test_vectorised_matches_loop_with_q(T, B):
+    for seed in range(3):
+        r, d, v, c = _random_inputs(T, B, 0.95, 0.9, seed=seed * 7 + T)
+        q = torch.randn(T, B, generator=torch.Generator().manual_seed(seed), dtype=F64) * 3
+        torch.testing.assert_close(retrace(r, d, v, c, q), retrace_loop(r, d, v, c, q), rtol=1e-12, atol=1e-10)
