@@ -74,6 +74,22 @@ def test_median_curve_holds_each_seeds_newest_eval_from_where_all_have_one():
     assert ablate.median_curve([[], []]) == []
 
 
+def test_row_gets_the_greedy_curve_and_the_last_greedy_eval_of_its_metrics(tmp_path):
+    run = tmp_path / "base-s3"
+    run.mkdir()
+    lines = [{"env_steps": 256, "time_s": 1.0, "actor/episodes": 4.0},
+             {"env_steps": 256, "time_s": 1.1, "eval/screen_return": 30.0},
+             {"env_steps": 256, "time_s": 1.2, "eval/greedy_return": 12.5, "eval/greedy_return_min": 9.0},
+             {"env_steps": 768, "time_s": 2.0, "eval/greedy_return": 61.0, "eval/greedy_return_min": 20.0},
+             {"env_steps": 1024, "time_s": 2.5, "eval/greedy_return": 40.0, "eval/greedy_return_min": 20.0},
+             {"env_steps": 1024, "time_s": 2.6, "eval/sampled_return": 70.0, "eval/sampled_return_min": 20.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    row = {"config": "base", "seed": 3, "solved": False}
+    assert ablate.with_curve(row, tmp_path) == {**row, "final_greedy_eval": 40.0,
+                                                "curve": [[256, 12.5], [768, 61.0], [1024, 40.0]]}
+    assert ablate.with_curve({**row, "seed": 4}, tmp_path) == {**row, "seed": 4, "final_greedy_eval": None, "curve": []}
+
+
 def test_sets_combine_and_share_base():
     v = ablate.select_variants(["paper", "ablations"], ["lr3=--learning-rate 3e-3"])
     assert list(v)[:2] == ["base", "retrace-model-q"] and v["base"] == []
@@ -131,21 +147,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
+CHEAP = ["--variants", "x=", "--seeds", "0", "--max-env-steps", "1", "--", "--in-process"]   # if a guard failed
+
+
 def test_resume_needs_out(capsys):
-    assert ablate.main(["--variants", "x=", "--resume"]) == 2
+    assert ablate.main(["--resume", *CHEAP]) == 2
     assert capsys.readouterr().err == "ablate.py: error: --resume continues the --out file: give --out\n"
 
 
 def test_existing_out_needs_resume_and_is_left_as_it_was(tmp_path, capsys):
     out = tmp_path / "r.json"
     out.write_text("hours of results\n")
-    assert ablate.main(["--variants", "x=", "--out", str(out)]) == 2
+    assert ablate.main(["--out", str(out), *CHEAP]) == 2
     assert "--out " + str(out) + " exists: add --resume" in capsys.readouterr().err
     assert out.read_text() == "hours of results\n"
 
 
 def test_a_real_run_then_resume_skips_it(tmp_path, capsys):
-    """One in-process CartPole run on a 1024-env-step budget (about 10 s): its row, its greedy
+    """One in-process CartPole run on a 1024-env-step budget (about 10 s alone): its row, its greedy
     curve as metrics.jsonl has it, the final evaluation launch.py reported, the plot; then
     --resume finds nothing to do."""
     out, runs = tmp_path / "r.json", tmp_path / "runs"
