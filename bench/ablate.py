@@ -26,6 +26,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def plot(rows, variants: dict, path: Path, title: str) -> None:
             ax.plot(steps, means, ("-", "--", ":")[i // 10 % 3], drawstyle="steps-post", label=f"{name} ({seeds} seeds)")
     ax.set_xlabel("env steps")
     ax.set_ylabel("greedy eval return (median over seeds)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 120), fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
