@@ -44,10 +44,15 @@ PEERS = {   # name -> (runner script, a module it needs, what to install)
 }
 
 
+def run_dir(run_root: Path, name: str, seed: int) -> Path:
+    """Where launch_command's run of (name, seed) writes: run_root/name-sSEED."""
+    return Path(run_root) / f"{name}-s{seed}"
+
+
 def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Path) -> list:
-    """`python launch.py FLAGS` (or a peer's runner) for one seed, its run directory named `name-sSEED`."""
+    """`python launch.py FLAGS` (or a peer's runner) for one seed, writing to run_dir(run_root, name, seed)."""
     common = ["--seed", str(seed), "--max-seconds", str(max_seconds), "--run-root", str(run_root),
-              "--run-name", f"{name}-s{seed}"]
+              "--run-name", run_dir(run_root, name, seed).name]
     if name in PEERS:
         return [sys.executable, "-W", "ignore", str(ROOT / PEERS[name][0]), *common]
     return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
@@ -58,13 +63,14 @@ def read_run(name: str, seed: int, argv: list, run_root: Path) -> dict:
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - start
-    summary_path = run_root / f"{name}-s{seed}" / "summary.json"
+    summary_path = run_dir(run_root, name, seed) / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
         return {"config": name, "seed": seed, "solved": False, "process_wall_s": round(wall, 1),
                 "error": (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]}
     s = json.loads(summary_path.read_text())
     at = s["solved_at"] or {}
-    return {"config": name, "seed": seed, "solved": s["solved"], "process_wall_s": round(wall, 1),
+    return {"config": name, "seed": seed, "solved": s["solved"], "stop_reason": s["stop_reason"],
+            "process_wall_s": round(wall, 1),
             "solve_s": at.get("seconds"), "env_steps": at.get("env_steps", s["env_steps"]),
             "learner_steps": s["learner_steps"], "greedy_eval": s["greedy_eval_mean"]}
 
@@ -182,7 +188,7 @@ def main() -> None:
                 found = run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus)
             else:
                 found = [dict(run_one(name, seed, args.extra, args.max_seconds, run_root),
-                              run_dir=str(run_root / f"{name}-s{seed}")) for seed in args.seeds]
+                              run_dir=str(run_dir(run_root, name, seed))) for seed in args.seeds]
             for row in found:
                 policy = Path(row.pop("run_dir") or "") / "policy.pt2"
                 if args.check_policy and name not in PEERS and policy.exists():

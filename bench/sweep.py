@@ -13,11 +13,12 @@ them only within one invocation and with --jobs 1.
 """
 import argparse
 import json
+import math
 import shlex
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from solve import launch_command, machine, read_run
@@ -26,6 +27,23 @@ from solve import launch_command, machine, read_run
 def parse_variant(text: str):
     name, _, flags = text.partition("=")
     return name, shlex.split(flags)
+
+
+def run_pairs(pairs, flags: dict, extra, max_seconds: float, run_root: Path, jobs: int):
+    """Each (variant, seed) of pairs as its own `python launch.py flags[variant] EXTRA` process,
+    `jobs` at once; yields read_run's row for each as it finishes (in the order they finish)."""
+    def one(name, seed):
+        return read_run(name, seed, launch_command(name, seed, [*flags[name], *extra], max_seconds, run_root), run_root)
+    with ThreadPoolExecutor(jobs) as pool:
+        for job in as_completed([pool.submit(one, name, seed) for name, seed in pairs]):
+            yield job.result()
+
+
+def median_steps_to_solve(rows) -> float:
+    """Median env steps to solve over every row, an unsolved one counting as infinitely many (so
+    failures move it up: [100, 300, unsolved] -> 300, [100, unsolved] -> inf); 0 for no rows."""
+    every = sorted(r["env_steps"] for r in rows if r["solved"]) + [math.inf] * sum(not r["solved"] for r in rows)
+    return statistics.median(every) if every else 0
 
 
 def main() -> None:
@@ -39,24 +57,19 @@ def main() -> None:
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variants)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        def one(name, seed):
-            argv = launch_command(name, seed, [*variants[name], *args.extra], args.max_seconds, Path(tmp))
-            row = read_run(name, seed, argv, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = [(name, seed) for seed in args.seeds for name in variants]
+        for row in run_pairs(pairs, variants, args.extra, args.max_seconds, Path(tmp), args.jobs):
             print(json.dumps(row), flush=True)
-            return row
-        jobs = [pool.submit(one, name, seed) for seed in args.seeds for name in variants]
-        rows = [job.result() for job in jobs]
+            rows.append(row)
     print(f"\n{'variant':<16}{'solved':>8}{'env steps':>11}{'min':>9}{'max':>9}{'learner':>9}{'wall s':>8}  flags")
     summary = {}
     for name, flags in variants.items():
         mine = [r for r in rows if r["config"] == name]
         solved = [r for r in mine if r["solved"]]
         steps = [r["env_steps"] for r in solved] or [0]
-        # Over every run, an unsolved one counting as more than any solved one (so failures move it up).
-        every = sorted([r["env_steps"] for r in solved]) + [float("inf")] * (len(mine) - len(solved))
         m = {"flags": flags, "runs": len(mine), "solved": len(solved),
-             "median_env_steps": statistics.median(every) if every else 0,
+             "median_env_steps": median_steps_to_solve(mine),
              "min_env_steps": min(steps), "max_env_steps": max(steps),
              "median_learner_steps": statistics.median([r["learner_steps"] for r in solved] or [0]),
              "median_wall_s": statistics.median([r["process_wall_s"] for r in solved] or [0])}
