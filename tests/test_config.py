@@ -174,8 +174,8 @@ def test_seed_preset_pacing_is_the_blogs_per_episode_schedule():
     assert seed["sequence_length"] == seed["sequence_stride"] == 500 and seed["batch_size"] == 6
     assert seed["replay_ratio"] == 20 * seed["batch_size"] == 120
     assert seed["target_blend_every_steps"] == 30 * 20 == 600
-    import launch
-    limit = launch.shard_rate_limit(validate(Config(**{**seed, "num_cpus": 1})))
+    from driver.wiring import shard_rate_limit
+    limit = shard_rate_limit(validate(Config(**{**seed, "num_cpus": 1})))
     assert (limit.min_size, limit.error_buffer) == (6, 120 * 6)        # 6 episodes = 120 updates either way
 
 

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import launch
+from common import envs as envs_lib
+from driver.trainer import Trainer, make_run_dir
 from learner import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,8 +185,8 @@ def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(
     gone on (ckpt-2250 held step 2300): here the learner trains 7 steps past its report."""
     from common.config import parse_config
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"])
-    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
-    c = trainer.build(remote=False)
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    c = trainer.build()
     for _ in range(3):
         trainer.on_actor(c.actors[0].collect(CHUNK))
     trainer.on_learner(c.learner.train(5))
