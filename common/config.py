@@ -90,20 +90,20 @@ class Config:
     hidden_size: int = 64               # model state size (0 = obs_dim // 2, the seed's choice)
     support_size: int = 30              # categorical heads over [-S, S] after h (0 = scalar heads)
     # --- loss (see common/losses.py) ---------------------------------------------------
-    discount: float = 0.99
-    unroll_steps: int = 5
-    retrace_lambda: float = 0.95
+    discount: float = 0.99              # gamma: discount per env step
+    unroll_steps: int = 5               # K: model steps unrolled from each start state
+    retrace_lambda: float = 0.95        # lambda of the Retrace value targets
     value_target: str = "retrace"       # 'retrace' or 'mc'
-    cmpo_clip: float = 1.0
-    reg_weight: float = 1.0
-    reg_samples: int = 0                # 0 = exact KL over all actions
-    value_weight: float = 0.25
-    reward_weight: float = 1.0
-    model_weight: float = 1.0
-    pg_weight: float = 1.0
-    adv_beta: float = 0.99
-    prior_behaviour_weight: float = 0.03
-    prior_uniform_weight: float = 0.003
+    cmpo_clip: float = 1.0              # c: normalised advantages are clipped to [-c, c] in the CMPO policy
+    reg_weight: float = 1.0             # lambda_reg: weight of the CMPO regulariser
+    reg_samples: int = 0                # actions sampled for the CMPO regulariser (0 = exact KL over all actions)
+    value_weight: float = 0.25          # weight of the value loss
+    reward_weight: float = 1.0          # weight of the reward loss
+    model_weight: float = 1.0           # weight of the model's policy loss on the unrolled steps
+    pg_weight: float = 1.0              # weight of the policy-gradient loss
+    adv_beta: float = 0.99              # beta: decay of the advantage normalisers' moving second moment
+    prior_behaviour_weight: float = 0.03  # share of the behaviour policy in the CMPO prior
+    prior_uniform_weight: float = 0.003   # share of the uniform policy in the CMPO prior
     # --- stopping and evaluation -------------------------------------------------------
     eval_episodes: int = 100            # greedy evaluation episodes (own env seeds)
     eval_every_env_steps: int = 2048    # env steps between evaluations (the SB3 peer of bench/solve.py also uses 2048)
