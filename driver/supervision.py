@@ -4,13 +4,14 @@ actor's error is the run's error, so only driver/on_ray.py uses this.
 The first failure after a success is one fault: the chunk in flight (at most
 actor_chunk_steps env steps) is lost, and the line is printed once. While Ray restarts the
 actor its calls fail fast as unavailable (retried every RETRY_S); an actor that is dead for
-good (Ray says it died twice in a row: its restarts are used up) is replaced by a new one.
+good (Ray said it died DEAD_AFTER times with no success between: its restarts are used up) is
+replaced by a new one.
 """
 import collections
 from typing import Callable, Optional
 
 RETRY_S = 1.0           # seconds between calls to an actor that Ray is restarting
-DEAD_AFTER = 2          # consecutive "died" failures that make an actor dead for good
+DEAD_AFTER = 2          # "died" failures with no success between that make an actor dead for good
 
 
 class ActorSupervisor:
@@ -19,7 +20,7 @@ class ActorSupervisor:
         here; log_faults(scalars) records them as faults/<name> metrics."""
         self.chunk_steps, self.faults, self.log_faults = chunk_steps, faults, log_faults
         self.failing = collections.Counter()     # consecutive failed calls per actor index
-        self.died = collections.Counter()        # consecutive "died" failures per actor index
+        self.died = collections.Counter()        # "died" failures since the last success, per actor index
 
     def succeeded(self, index: int) -> None:
         self.failing[index] = self.died[index] = 0
