@@ -4,7 +4,7 @@
   python bench/throughput.py --quick                  # ~1 minute, short windows
   python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
 
-Rows (the real components, built by launch.py's wiring, driver/wiring.py, CartPole-v1 and the
+Rows (the real components, built by launch.py's wiring (driver/wiring.py), CartPole-v1 and the
 default config unless flags say otherwise):
 
 - bare env: the actors' vector env (common/vector_env.py: same env count as one actor,

@@ -1,4 +1,4 @@
-"""Self-play actor (actors/actor.py), in-process: a WeightStore/WeightPublisher as launch.py's
+"""Self-play actor (actors/actor.py), in-process: a WeightStore/WeightPublisher as
 driver/in_process.py builds them, and a ReplayShard behind a ReplayClient.
 
 CartPole's Euler step (x' = x + tau * x_dot, theta' = theta + tau * theta_dot, tau = 0.02)

@@ -1,7 +1,7 @@
 """Env factory (common/envs.py), torso selection and the beyond-CartPole presets.
 
 Each preset builds its env and network, a SelfPlayActor runs a few steps in-process (wired
-as launch.py's Components does with remote=False) and the learner takes a few steps on what
+as driver/wiring.Components does in-process) and the learner takes a few steps on what
 it collected. Image observations go through the codec, replay and the learner's batch as
 uint8. Spaces the system cannot handle give a one-line EnvError naming the space.
 
