@@ -41,8 +41,6 @@ class SerialRounds:
 class InProcess:
     """Where components run: here. Same methods as driver/on_ray.OnRay."""
 
-    plan = None
-
     def __init__(self, cfg):
         self.num_actors = placement.in_process_actors(cfg)
 

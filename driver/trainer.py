@@ -99,7 +99,7 @@ class Trainer:
         return {"env_steps": self.log.env_steps, "episodes": self.log.episodes, "seconds": self.log.elapsed(),
                 "best_eval": self.best_eval, "learner_steps": self.learner_steps}
 
-    # -- shared bookkeeping -------------------------------------------------------------
+    # -- reports -------------------------------------------------------------------------
     def on_actor(self, stats: dict) -> None:
         if self.first_env_step_s is None and stats["env_steps"]:
             self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
