@@ -5,7 +5,7 @@
   python sweep.py --param replay_ratio=loguniform:10:100 --samples 6 --seeds 0
   python sweep.py --space space.yaml --seeds 0 1 2 -- --preset lunarlander
 
-Each trial is one training run (launch.py's Trainer) of the config `launch.py FLAGS
+Each trial is one training run (driver/trainer.py's Trainer) of the config `launch.py FLAGS
 --field value ...` would build, with its own run directory under <out>/runs/. A trial
 runs its components inside the trial's resources: with --trial-cpus 1 in the trial's own
 process (as --in-process), with more as Ray actors in the trial's placement group (the
@@ -141,14 +141,14 @@ def grid_points(space: dict) -> list:
 def run_trial(params: dict, flags: list, run_root: str, trial_cpus: float) -> dict:
     """Tune's function trainable: one training run, its summary reported as the trial's result."""
     from ray import tune
-    import launch
     from common import envs as envs_lib
+    from driver.trainer import Trainer, make_run_dir, train
+    from driver.wiring import placed
 
     name = tune.get_context().get_trial_name()
     placement = ["--in-process"] if trial_cpus <= 1 else []
-    cfg = parse_config(trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name])
-    info = envs_lib.describe(cfg.env)
-    summary = launch.train(launch.Trainer(cfg, info, launch.make_run_dir(cfg)))
+    cfg, where = placed(parse_config(trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name]))
+    summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), where=where))
     at = summary["solved_at"] or {}
     result = {"solved": summary["solved"], "stop_reason": summary["stop_reason"],
               "seconds": at.get("seconds", summary["seconds"]), "env_steps": at.get("env_steps", summary["env_steps"]),
@@ -313,9 +313,9 @@ def main(argv=None) -> int:
     import ray
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)   # a failed trial's traceback: error.txt, its line here
 
-    import launch
+    from driver.on_ray import cluster_runtime_env
     if args.address:
-        ray.init(address=args.address, runtime_env=launch.cluster_runtime_env(Config()), log_to_driver=args.verbose)
+        ray.init(address=args.address, runtime_env=cluster_runtime_env(Config()), log_to_driver=args.verbose)
     else:
         ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=args.verbose)

@@ -19,7 +19,6 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from actors.params import WeightClient, load_numpy_state
 from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
@@ -28,6 +27,7 @@ from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
+from transport.weights import WeightClient, load_numpy_state
 
 HELD_REPORT_S = 1.0     # a collect call held by replay's rate limit returns after this long
 

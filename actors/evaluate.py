@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from common.sampling import sample_categorical
+from common.split import split
 from common.vector_env import VectorEnv
-from replay.client import split
 
 MAX_EVAL_ENVS = 50
 

@@ -4,7 +4,7 @@
   python bench/throughput.py --quick                  # ~1 minute, short windows
   python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
 
-Rows (the real components, built as launch.py builds them, CartPole-v1 and the
+Rows (the real components, built by launch.py's wiring (driver/wiring.py), CartPole-v1 and the
 default config unless flags say otherwise):
 
 - bare env: the actors' vector env (common/vector_env.py: same env count as one actor,
@@ -27,7 +27,6 @@ default config unless flags say otherwise):
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import statistics
@@ -43,17 +42,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from actors.actor import SelfPlayActor  # noqa: E402
-from actors.params import WeightClient, WeightPublisher  # noqa: E402
-from common.weight_store import WeightStore  # noqa: E402
 from common import envs as envs_lib  # noqa: E402
 from common.config import Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
 from common.sequence import SequenceSpec  # noqa: E402
 from common.vector_env import VectorEnv  # noqa: E402
+from driver.wiring import Components, placed  # noqa: E402
 from host import describe  # noqa: E402
 from learner.learner import Learner, resolve_device  # noqa: E402
-from replay.client import ReplayClient, split  # noqa: E402
+from replay.client import ReplayClient  # noqa: E402
 from replay.shard import ReplayShard  # noqa: E402
+from transport.weight_store import WeightStore  # noqa: E402
+from transport.weights import WeightClient, WeightPublisher  # noqa: E402
 
 
 class Table:
@@ -102,11 +102,9 @@ class KeepingShard:
         return float("inf")
 
 
-def published_store(cfg: Config, info, store=None, remote: bool = False):
-    """A WeightStore holding version 0 of a fresh network (what the learner's start publishes)."""
-    store = store if store is not None else WeightStore()
-    WeightPublisher(store, remote).publish(0, build_network(cfg.network_spec(info)))
-    return store
+def publish_initial(cfg: Config, info, publisher) -> None:
+    """Version 0 of a fresh network into the publisher's store (what the learner's start publishes)."""
+    publisher.publish(0, build_network(cfg.network_spec(info)))
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -134,7 +132,8 @@ def bare_env(cfg: Config, info, seconds: float, table: Table) -> float:
 def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare: float, table: Table) -> list:
     """In-process actor with a real shard, then with the sequences discarded; returns payloads
     of the second run (real sequences, for the replay measurements)."""
-    store = published_store(cfg, info)
+    store = WeightStore()
+    publish_initial(cfg, info, WeightPublisher(store))
     chunk = cfg.actor_chunk_steps
     for label, replay in (("in-process, in-process shard", ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec)),
                           ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec))):
@@ -155,22 +154,17 @@ def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare
     return replay.shards[0].payloads
 
 
-def actors_on_ray(cfg: Config, info, spec: SequenceSpec, counts, seconds: float, bare: float, cpus: int,
+def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: float, cpus: int,
                   table: Table) -> None:
     import ray
     chunk = cfg.actor_chunk_steps
     most = max(counts)
-    cfg = dataclasses.replace(cfg, num_actors=most)
-    store = ray.remote(num_cpus=0)(WeightStore).remote()
-    published_store(cfg, info, store, remote=True)
-    capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
-    shards = [ray.remote(num_cpus=0)(ReplayShard).remote(spec, capacities[i], i, i)
-              for i in range(cfg.num_replay_shards)]
-    # The actors share the CPUs as launch.py's placement would (at most one each); idle ones cost nothing.
-    actor_cpus = min(1.0, math.floor(100 * cpus / most) / 100)
-    remote_actor = ray.remote(num_cpus=actor_cpus)(SelfPlayActor)
-    actors = [remote_actor.remote(cfg, i, ReplayClient(shards, spec, True), WeightClient(store, True))
-              for i in range(most)]
+    # Store, shards and actors placed and wrapped as launch.py's run on Ray has them; no learner
+    # starts, so the actors have the CPUs to themselves; idle ones cost nothing.
+    cfg, where = placed(dataclasses.replace(cfg, num_actors=most))
+    c = Components(cfg, info, where)
+    publish_initial(cfg, info, where.weight_publisher(c.store))
+    actors = [c.new_actor(i) for i in range(most)]
     t = time.perf_counter()
     ray.get([a.collect.remote(chunk) for a in actors])           # start-up and warm-up
     print(f"  (ray: {most} actors started and warm in {time.perf_counter() - t:.1f} s)", flush=True)
@@ -198,11 +192,8 @@ def actors_on_ray(cfg: Config, info, spec: SequenceSpec, counts, seconds: float,
                   note=f"{rate / cores / bare:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}); "
                        f"{rate / one:.2f}x 1 actor; inference {statistics.mean(infer):.0%}",
                   actors=n, cores=cores, speedup=rate / one)
-    for a in actors:
-        ray.kill(a)
-    for s in shards:
-        ray.kill(s)
-    ray.kill(store)
+    for handle in [*actors, *c.shards, c.store]:
+        ray.kill(handle)
 
 
 def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table) -> ReplayShard:
@@ -282,7 +273,8 @@ class Fetcher:
     """A Ray actor with a WeightClient, as a self-play actor holds one."""
 
     def __init__(self, store):
-        self.client = WeightClient(store, remote=True)
+        from transport.ray_weights import RayWeightClient
+        self.client = RayWeightClient(store)
 
     def ping(self) -> int:
         return 0
@@ -301,7 +293,8 @@ def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
     store = ray.remote(num_cpus=0)(WeightStore).remote()
     fetcher = ray.remote(num_cpus=0)(Fetcher).remote(store)
     net = build_network(cfg.network_spec(info))
-    publisher = WeightPublisher(store, remote=True)
+    from transport.ray_weights import RayWeightPublisher
+    publisher = RayWeightPublisher(store)
     ray.get(fetcher.ping.remote())
     trips, times = [], []
     for v in range(reps):
@@ -376,7 +369,7 @@ def main() -> int:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         print(f"  (ray.init {time.perf_counter() - t:.1f} s)", flush=True)
         try:
-            actors_on_ray(cfg, info, spec, sorted(set(args.actors)), seconds, bare, cpus, table)
+            actors_on_ray(cfg, info, sorted(set(args.actors)), seconds, bare, cpus, table)
             publish_on_ray(cfg, info, 20 if args.quick else 100, table)
         finally:
             ray.shutdown()

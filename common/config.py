@@ -6,8 +6,13 @@ raises ConfigError with a one-line message naming the field and what is allowed.
 """
 import argparse
 import dataclasses
+import functools
+import inspect
+import io
 import math
 import os
+import re
+import tokenize
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -57,9 +62,9 @@ class Config:
                                         # costs ~40% less per update than all 10 and CartPole needed about as
                                         # many updates (docs/solve-starts-per-sequence.json)
     # --- learner -----------------------------------------------------------------------
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-3         # optimiser step size (the start of the decay with --lr-decay-steps)
     lr_decay_steps: int = 0             # decay the learning rate linearly to 0 over this many steps (0 = constant)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0           # decoupled weight decay with 'adamw', L2 penalty with 'adam'
     optimizer: str = "adam"             # 'adam' or 'adamw'
     max_grad_norm: float = 5.0          # global-norm clipping (0 = off)
     grad_clip_value: float = 0.0        # element-wise clipping, the seed's choice (0 = off)
@@ -82,14 +87,14 @@ class Config:
     compile: str = "auto"               # torch.compile the learner's loss: 'auto' (on CUDA), 'on', 'off'; eager if it fails
     # --- network -----------------------------------------------------------------------
     torso: str = "auto"                 # 'auto' (rank-3 images: conv, else MLP), 'mlp', 'atari', 'minatar'
-    width: int = 64
-    depth: int = 2
+    width: int = 64                     # MLP width of every sub-network
+    depth: int = 2                      # hidden layers per MLP
     hidden_size: int = 64               # model state size (0 = obs_dim // 2, the seed's choice)
     support_size: int = 30              # categorical heads over [-S, S] after h (0 = scalar heads)
     # --- loss (see common/losses.py) ---------------------------------------------------
-    discount: float = 0.99
-    unroll_steps: int = 5
-    retrace_lambda: float = 0.95
+    discount: float = 0.99              # gamma: discount per env step
+    unroll_steps: int = 5               # K: model steps unrolled from each start state
+    retrace_lambda: float = 0.95        # lambda of the Retrace value targets
     value_target: str = "retrace"       # 'retrace' or 'mc' (every trace 1: discounted returns, the seed's)
     retrace_q: str = "v"                # q terms of Retrace: 'v' (v(s) for both), 'model' (paper: the target's one-step
                                         # q, E_prior q(s, .) and q(s, a_t)); common/retrace.py
@@ -99,16 +104,16 @@ class Config:
                                         # 'shared' with the CMPO advantages q - v (paper)
     policy_terms_every_state: bool = False  # L_pg, L_reg, k = 0 value loss on every valid state (paper); only the
                                         # model unroll then uses --starts-per-sequence
-    cmpo_clip: float = 1.0
-    reg_weight: float = 1.0
-    reg_samples: int = 0                # 0 = exact KL over all actions
-    value_weight: float = 0.25
-    reward_weight: float = 1.0
-    model_weight: float = 1.0
-    pg_weight: float = 1.0
-    adv_beta: float = 0.99
-    prior_behaviour_weight: float = 0.03
-    prior_uniform_weight: float = 0.003
+    cmpo_clip: float = 1.0              # c: normalised advantages are clipped to [-c, c] in the CMPO policy
+    reg_weight: float = 1.0             # lambda_reg: weight of the CMPO regulariser (a loss weight, as in the paper)
+    reg_samples: int = 0                # actions sampled for the CMPO regulariser (0 = exact KL over all actions)
+    value_weight: float = 0.25          # weight of the value loss
+    reward_weight: float = 1.0          # weight of the reward loss
+    model_weight: float = 1.0           # weight of the model's policy loss on the unrolled steps
+    pg_weight: float = 1.0              # weight of the policy-gradient loss
+    adv_beta: float = 0.99              # beta: decay of the advantage normalisers' moving second moment
+    prior_behaviour_weight: float = 0.03  # share of the behaviour policy in the CMPO prior
+    prior_uniform_weight: float = 0.003   # share of the uniform policy in the CMPO prior
     # --- stopping and evaluation -------------------------------------------------------
     eval_episodes: int = 100            # greedy evaluation episodes (own env seeds)
     eval_every_env_steps: int = 2048    # env steps between evaluations (the SB3 peer of bench/solve.py also uses 2048)
@@ -116,10 +121,10 @@ class Config:
     sampled_eval_episodes: int = 10     # at the end: sampled (not greedy) episodes of the exported policy
     eval_min_train_return: float = 0.0  # skip evaluation while the recent training return is below this
     solve_return: Optional[float] = None  # stop at this greedy eval mean (None = the env's reward_threshold)
-    max_env_steps: int = 2_000_000
-    max_seconds: float = 600.0
+    max_env_steps: int = 2_000_000      # stop after this many env steps (all actors)
+    max_seconds: float = 600.0          # stop after this many seconds of the run (counted on over --resume)
     checkpoint_every_s: float = 60.0    # seconds between learner checkpoints
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3           # newest checkpoints kept; older ones are deleted
 
     def network_spec(self, info) -> NetworkSpec:
         """Architecture for an env described by common.envs.EnvInfo; ConfigError when --torso
@@ -293,6 +298,27 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def field_help() -> dict:
+    """{field name: its description}, read from the comments in the source of Config (one source
+    of truth): the comment on a field's line plus the comment-only lines indented below it (a
+    comment-only line at the fields' own indentation heads a section and belongs to no field)."""
+    source = inspect.getsource(Config)
+    comments = {tok.start[0]: (tok.start[1], tok.string.lstrip("#").strip())
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    helps, current = {}, None
+    for row, line in enumerate(source.splitlines(), start=1):
+        field_line = re.match(r"    (\w+): ", line)
+        if field_line:
+            current = field_line.group(1)
+            helps[current] = [comments[row][1]] if row in comments else []
+        elif current and row in comments and line.lstrip().startswith("#") and comments[row][0] > 4:
+            helps[current].append(comments[row][1])
+        else:
+            current = None
+    return {name: " ".join(parts) for name, parts in helps.items()}
+
+
 AUTO_FIELDS = ("num_actors",)         # int fields where 'auto' on the command line means 0
 
 
@@ -311,14 +337,17 @@ def _parse_value(kind, auto: bool = False):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per Config field; its help is the field's comment (field_help)."""
     parser = argparse.ArgumentParser(description="Muesli on Ray: train an agent on a gymnasium env.")
+    helps = field_help()
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "").replace("%", "%%")        # argparse formats help with %
         if f.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument(flag, type=_parse_value(f.type, f.name in AUTO_FIELDS), default=None,
-                                metavar=f.name.upper())
+                                metavar=f.name.upper(), help=text)
     return parser
 
 

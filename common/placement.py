@@ -1,7 +1,7 @@
 """Where the components run on a Ray cluster: resource requests and scheduling strategies.
 
 `plan` is a pure function of the config and the cluster's CPU/GPU counts, so it is
-tested without Ray; launch.py reads the counts from Ray and passes the returned
+tested without Ray; driver/on_ray.py reads the counts from Ray and passes the returned
 options to `ray.remote`.
 
 - Learner: one GPU when the cluster has a free one and `--device` allows it (then it

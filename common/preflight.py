@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from common.config import Config, ConfigError
-from common.envs import EnvInfo
+from common.envs import EnvInfo, derive_seed
 from common.networks import build_network
 from common.sequence import SequenceSpec
+from common.vector_env import VectorEnv
 from learner import checkpoint
 from learner.learner import check_same_shapes
 
@@ -146,3 +147,13 @@ def check(cfg: Config, info: EnvInfo) -> Optional[ResumePoint]:
     else:
         probe_address(cfg.address)
     return check_resume(cfg, info)
+
+
+def check_env_starts(cfg: Config) -> None:
+    """Build and reset one env as the actors will (retrying as they do), so an env that cannot
+    start is reported before Ray starts or a run directory is made: EnvFailure."""
+    envs = VectorEnv(cfg.env, 1, owner="start-up check")
+    try:
+        envs.reset(seed=derive_seed(cfg.seed, "check"))
+    finally:
+        envs.close()

@@ -13,7 +13,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from actors.params import WeightPublisher
 from common import envs as envs_lib
 from common.config import Config
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
@@ -23,6 +22,7 @@ from common.ray_metrics import Recorder
 from common.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
+from transport.weights import WeightPublisher
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,8 +117,8 @@ class Learner:
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
         if self.compiled:
-            print("learner: torch.compile is on (--compile); the first update compiles the loss (about 30 s "
-                  "measured on an H100 machine, 40 s on 2 CPU cores; Inductor caches it for later runs)")
+            print("learner: torch.compile is on (--compile); the first update compiles the loss "
+                  "(Inductor caches it for later runs)")
         self.steps = 0
         self.skipped = 0
         self.blends = 0
@@ -302,6 +302,3 @@ class Learner:
         self.publish()
         return state.get("run", {})
 
-    def acting_weights(self) -> dict:
-        """CPU state dict of the acting network (for evaluation and export on the driver)."""
-        return {k: v.detach().cpu().clone() for k, v in self.acting_network().state_dict().items()}

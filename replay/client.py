@@ -1,7 +1,7 @@
-"""Spreads inserts and samples over replay shards, in-process or through Ray handles.
+"""Spreads inserts and samples over replay shards. `ReplayClient` calls shards that are plain
+objects in this process; replay/ray_client.py has the same client through Ray handles.
 
-Inserts are buffered and sent one list per shard per flush (round-robin over
-shards), with a bound on calls in flight so a slow shard pushes back on the actor.
+Inserts are buffered and sent one list per shard per flush (round-robin over shards).
 A batch of B sequences asks every shard for its share and concatenates the answers.
 
 Pacing: each shard answers an insert with the room its rate limit has left
@@ -9,40 +9,31 @@ Pacing: each shard answers an insert with the room its rate limit has left
 shard with room, and `has_room` tells the actor whether to step or hold; a held actor
 asks the shards again (`wait_for_room`). A sample the limit holds back comes back None.
 
-Shards may die (Ray restarts them empty): a failed call is counted, never raised, so
-the actor keeps playing and the learner waits for the restarted shard to refill.
 Counters (`totals`) stay monotonic across a shard restart: when a shard comes back as
 a new instance, what it had counted is carried in an offset; `restore_totals` seeds
 the offsets on resume.
 """
-import time
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from common.sequence import SequenceSpec, decode_batch, encode_sequences
+from common.split import split
 
 
 LEVELS = ("size", "fresh")                  # stats() keys summed over shards but not carried over a restart
 NOT_SUMMED = ("shard", "started")
-MAX_ROOM_POLL_S = 0.02                      # a held actor asks the shards again after 1 ms, doubling up to this
-
-
-def split(total: int, parts: int) -> List[int]:
-    """[total // parts + 1] * (total % parts) + [total // parts] * rest."""
-    base, extra = divmod(total, parts)
-    return [base + (i < extra) for i in range(parts)]
 
 
 class ReplayClient:
-    def __init__(self, shards, spec: SequenceSpec, remote: bool = False, max_inflight: int = 4,
-                 flush_every: int = 32):
-        self.shards, self.spec, self.remote = list(shards), spec, remote
-        self.max_inflight, self.flush_every = max_inflight, flush_every
+    """The shards' client for actors (add, flush, has_room, wait_for_room) and the learner
+    (request/result, totals). In-process: every call answers at once and never fails."""
+
+    def __init__(self, shards, spec: SequenceSpec, flush_every: int = 32):
+        self.shards, self.spec, self.flush_every = list(shards), spec, flush_every
         self._sequences: List[Dict[str, np.ndarray]] = []
         self._next_shard = 0
-        self._inflight = []
-        self.failures = 0                       # shard calls that raised (dead or restarting shard)
+        self.failures = 0                       # shard calls that raised (through Ray: a dead or restarting shard)
         self.lost_stored = 0                    # sequences a restarted shard no longer holds
         self._last: List[dict] = [{} for _ in self.shards]
         self._answering: List[bool] = [True for _ in self.shards]   # did its last stats() call answer
@@ -52,20 +43,13 @@ class ReplayClient:
         # Learner side: the shares of the batch being assembled that have arrived (shard -> arrays).
         self._parts: Dict[int, Dict[str, np.ndarray]] = {}
 
-    def _failed(self, exc: Exception, what: str) -> None:
-        self.failures += 1
-        if self.failures == 1 or self.failures % 100 == 0:
-            print(f"replay client: {what} failed ({type(exc).__name__}); "
-                  f"{self.failures} shard call(s) failed so far", flush=True)
+    def _ask(self, shard, method: str, *args):
+        """Start a call on a shard; its answer comes from `_answer`. In-process: the answer itself."""
+        return getattr(shard, method)(*args)
 
-    def _get(self, refs, what: str, default=None):
-        """ray.get of refs; on a dead or restarting shard, `default` (and the failure counted)."""
-        import ray
-        try:
-            return ray.get(refs)
-        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-            self._failed(exc, what)
-            return default
+    def _answer(self, asked, what: str, default=None):
+        """The answer of a call `_ask` started (through Ray `default` for a shard that failed)."""
+        return asked
 
     # -- actor side ---------------------------------------------------------------------
     def add(self, sequence: Dict[str, np.ndarray]) -> None:
@@ -86,57 +70,22 @@ class ReplayClient:
         index = next((i for i in order if self.room[i] > 0), order[0])
         self._next_shard = (index + 1) % len(self.shards)
         self.room[index] -= count
-        if not self.remote:
-            self.room[index] = self.shards[index].insert([payload])["room"]
-            return
-        self._inflight.append((self.shards[index].insert.remote([payload]), index, count))
-        if len(self._inflight) > self.max_inflight:
-            self._settle(len(self._inflight) - self.max_inflight)
+        self._send(index, payload, count)
 
-    def _settle(self, num: int, timeout=None) -> None:
-        """Wait for `num` of the inserts in flight (fewer after `timeout`) and take the shards'
-        answers: a shard's room is what it said, less what was sent to it after that call."""
-        import ray
-        refs = [ref for ref, _, _ in self._inflight]
-        done, _ = ray.wait(refs, num_returns=min(num, len(refs)), timeout=timeout)
-        done = set(done)
-        for ref, index, _ in self._inflight:
-            if ref in done:
-                answer = self._get(ref, "insert")
-                if answer is not None:
-                    later = sum(n for r, i, n in self._inflight if i == index and r not in done)
-                    self.room[index] = answer["room"] - later
-        self._inflight = [call for call in self._inflight if call[0] not in done]
+    def _send(self, index: int, payload: bytes, count: int) -> None:
+        """Insert `payload` (count sequences) into shard `index`; its answer is that shard's room."""
+        self.room[index] = self.shards[index].insert([payload])["room"]
 
     def has_room(self) -> bool:
-        """Whether some shard takes more data now (as far as its answers so far tell): the count
-        kept here first, and only when that says no, the answers that have arrived since."""
-        if max(self.room) <= 0 and self._inflight:
-            self._settle(len(self._inflight), timeout=0)
+        """Whether some shard takes more data now (as far as its answers so far tell)."""
         return max(self.room) > 0
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Held by every shard's rate limit: flush what is buffered, then ask the shards for their
-        room until one has some or `timeout_s` passes (in-process nothing moves while we wait:
-        one look). Returns has_room(). A shard that does not answer counts as full."""
+        room (in-process nothing moves while we wait: one look). Returns has_room()."""
         self.flush()
-        if not self.remote:
-            self.room = [shard.room() for shard in self.shards]
-            return self.has_room()
-        import ray
-        deadline, pause = time.monotonic() + timeout_s, 0.001
-        while True:
-            if self._inflight:
-                self._settle(len(self._inflight), timeout=max(0.0, deadline - time.monotonic()))
-            else:
-                refs = [shard.room.remote() for shard in self.shards]
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
-                ready = set(ready)
-                self.room = [self._get(ref, "room", 0.0) if ref in ready else 0.0 for ref in refs]
-            if max(self.room) > 0 or time.monotonic() >= deadline:
-                return max(self.room) > 0
-            time.sleep(pause)
-            pause = min(2 * pause, MAX_ROOM_POLL_S)
+        self.room = [shard.room() for shard in self.shards]
+        return self.has_room()
 
     # -- learner side -------------------------------------------------------------------
     def shares(self, batch_size: int) -> List[int]:
@@ -166,13 +115,13 @@ class ReplayClient:
         for i, (shard, n) in enumerate(zip(self.shards, shares)):
             if n and i not in self._parts:
                 online = int(round(n * (1.0 - replay_fraction)))
-                calls.append((i, shard.sample.remote(online, n - online) if self.remote else shard.sample(online, n - online)))
+                calls.append((i, self._ask(shard, "sample", online, n - online)))
         return calls
 
     def result(self, handle) -> Optional[Dict[str, np.ndarray]]:
         """Batch-major arrays [B, ...] in shard order, or None while some shard's share is missing."""
         for i, answer in handle:
-            payload = self._get(answer, "sample") if self.remote else answer
+            payload = self._answer(answer, "sample")
             if payload is not None:
                 self._parts[i] = decode_batch(payload, self.spec)
         missing = [i for i, _ in handle if i not in self._parts]
@@ -188,10 +137,8 @@ class ReplayClient:
 
     def stats(self) -> List[Optional[dict]]:
         """Each shard's stats(); None for a shard that did not answer."""
-        if not self.remote:
-            return [shard.stats() for shard in self.shards]
-        refs = [shard.stats.remote() for shard in self.shards]
-        return [self._get(ref, "stats") for ref in refs]
+        asked = [self._ask(shard, "stats") for shard in self.shards]
+        return [self._answer(a, "stats") for a in asked]
 
     def totals(self) -> dict:
         """Counters summed over shards (inserts, samples, ...: monotonic across shard restarts and

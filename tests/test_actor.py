@@ -1,5 +1,5 @@
-"""Self-play actor (actors/actor.py), in-process: a WeightStore/WeightPublisher as launch.py's
-Components builds them with remote=False, and a ReplayShard behind a ReplayClient.
+"""Self-play actor (actors/actor.py), in-process: a WeightStore/WeightPublisher as
+driver/in_process.py builds them, and a ReplayShard behind a ReplayClient.
 
 CartPole's Euler step (x' = x + tau * x_dot, theta' = theta + tau * theta_dot, tau = 0.02)
 lets a test check, from a stored sequence alone, that obs[t + 1] is the observation that
@@ -12,13 +12,13 @@ import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from actors.actor import SelfPlayActor, SequenceCutter
-from actors.params import WeightClient, WeightPublisher
-from common.weight_store import WeightStore
 from common import envs as envs_lib
 from common.config import Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec, decode_sequences
 from replay.client import ReplayClient
+from transport.weight_store import WeightStore
+from transport.weights import WeightClient, WeightPublisher
 from replay.rate_limit import SampleToInsertRatio
 from tests.recording import RecordingShard
 
@@ -43,7 +43,7 @@ def build(cfg: Config, index: int = 0, version: int = 7, net_seed: int = 0, rate
     torch.manual_seed(net_seed)
     net = build_network(cfg.network_spec(info)).eval()
     store = WeightStore()
-    publisher = WeightPublisher(store, remote=False)
+    publisher = WeightPublisher(store)
     publisher.publish(version, net)
     shard = RecordingShard(spec, cfg.replay_capacity, rate_limit=rate_limit)
     actor = SelfPlayActor(cfg, index, ReplayClient([shard], spec, flush_every=flush_every), WeightClient(store))

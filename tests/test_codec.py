@@ -325,7 +325,7 @@ def test_weights_with_the_wrong_tensor_names_are_rejected():
 
 # -- no pickle -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", ["common/codec.py", "common/sequence.py", "actors/params.py"])
+@pytest.mark.parametrize("module", ["common/codec.py", "common/sequence.py", "transport/weights.py", "transport/ray_weights.py"])
 def test_codec_modules_use_no_pickle(module):
     """Source with docstrings and comments removed must not mention pickle or msgpack object hooks."""
     source = (ROOT / module).read_text()

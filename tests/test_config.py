@@ -189,8 +189,8 @@ def test_seed_preset_pacing_is_the_blogs_per_episode_schedule():
     assert seed["sequence_length"] == seed["sequence_stride"] == 500 and seed["batch_size"] == 6
     assert seed["replay_ratio"] == 20 * seed["batch_size"] == 120
     assert seed["target_blend_every_steps"] == 30 * 20 == 600
-    import launch
-    limit = launch.shard_rate_limit(validate(Config(**{**seed, "num_cpus": 1})))
+    from driver.wiring import shard_rate_limit
+    limit = shard_rate_limit(validate(Config(**{**seed, "num_cpus": 1})))
     assert (limit.min_size, limit.error_buffer) == (6, 120 * 6)        # 6 episodes = 120 updates either way
 
 
@@ -227,6 +227,29 @@ def test_every_config_field_has_a_flag():
         assert "--" + f.name.replace("_", "-") in flags, f.name
         if f.type is bool:
             assert "--no-" + f.name.replace("_", "-") in flags, f.name
+
+
+def test_help_describes_every_flag_with_its_fields_comment():
+    """`python launch.py --help` shows each Config field's comment (common/config.field_help) as
+    its flag's help: the comment on the field's line, continued by the comment lines indented
+    below it, never a section header."""
+    proc = subprocess.run([sys.executable, "launch.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    shown = " ".join(proc.stdout.split())
+    packed = "".join(shown.split())                 # argparse wraps lines, also at hyphens
+    actions = [a for a in build_parser()._actions if a.dest != "help"]
+    assert len(actions) == len(dataclasses.fields(Config))
+    for action in actions:
+        assert action.help and action.help.strip(), action.option_strings
+        assert "".join(action.help.replace("%%", "%").split()) in packed, action.option_strings
+    helps = {a.dest: a.help for a in actions}
+    assert helps["resume"] == "run directory to continue: its config.json, newest readable checkpoint"
+    assert helps["task_events"] == ("record every remote call in Ray's task list (dashboard Tasks view, "
+                                    "`ray list tasks`): the GCS then keeps one record per call, up to 100k, "
+                                    "and its memory grows by ~12 MB/min (docs/soak.md)")
+    assert ("--starts-per-sequence STARTS_PER_SEQUENCE start states unrolled per sequence (0 = all valid ones); "
+            "3 of T = 10 costs ~40% less per update") in shown
 
 
 # -- launch.py exits cleanly on a bad value ------------------------------------------------

@@ -18,6 +18,8 @@ import pytest
 
 import launch
 from common import envs as envs_lib
+from common.config import parse_config
+from driver import on_ray
 from common import vector_env
 from common.vector_env import EnvFailure, VectorEnv, rebuild_seed
 from tests import flaky_envs
@@ -230,11 +232,11 @@ def test_module_env_ids_load_and_bad_modules_are_one_line_env_errors():
     with pytest.raises(envs_lib.EnvError) as excinfo:
         envs_lib.describe("tests.flaky_envs:NotRegistered-v0")
     assert_one_line(str(excinfo.value), "--env='tests.flaky_envs:NotRegistered-v0' cannot be made")
-    assert envs_lib.local_module_path(FLAKY) == launch.PROJECT_ROOT / "tests"
+    assert envs_lib.local_module_path(FLAKY) == on_ray.PROJECT_ROOT / "tests"
     assert envs_lib.local_module_path("gymnasium.envs.classic_control.cartpole:CartPole-v1") is None
     assert envs_lib.local_module_path("CartPole-v1") is None
-    cfg = launch.parse_config(["--env", FLAKY, "--address", "10.0.0.1:6379"])
-    assert launch.cluster_runtime_env(cfg)["py_modules"] == [str(launch.PROJECT_ROOT / "tests")]
+    cfg = parse_config(["--env", FLAKY, "--address", "10.0.0.1:6379"])
+    assert on_ray.cluster_runtime_env(cfg)["py_modules"] == [str(on_ray.PROJECT_ROOT / "tests")]
 
 
 # -- launch.py ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Env factory (common/envs.py), torso selection and the beyond-CartPole presets.
 
 Each preset builds its env and network, a SelfPlayActor runs a few steps in-process (wired
-as launch.py's Components does with remote=False) and the learner takes a few steps on what
+as driver/wiring.Components does in-process) and the learner takes a few steps on what
 it collected. Image observations go through the codec, replay and the learner's batch as
 uint8. Spaces the system cannot handle give a one-line EnvError naming the space.
 
@@ -18,8 +18,6 @@ import torch
 from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
-from actors.params import WeightClient, WeightPublisher
-from common.weight_store import WeightStore
 from common import envs as envs_lib
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
@@ -28,6 +26,8 @@ from common.sequence import SequenceSpec, decode_sequences
 from common.vector_env import VectorEnv
 from learner.learner import Learner
 from replay.client import ReplayClient
+from transport.weight_store import WeightStore
+from transport.weights import WeightClient, WeightPublisher
 from tests.recording import RecordingShard
 
 # preset -> (modules it needs, pip name, expected obs shape, obs dtype, actions, torso)
@@ -194,7 +194,7 @@ def small(preset: str, **overrides) -> Config:
 
 
 def build(cfg: Config):
-    """Weight store, one shard, learner and actor as launch.Components(remote=False) wires them."""
+    """Weight store, one shard, learner and actor as driver/wiring.Components wires them in-process."""
     info = envs_lib.describe(cfg.env)
     spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
     store = WeightStore()

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 import launch
-from common.config import parse_config
+from common import envs as envs_lib
+from common.config import parse_config, to_dict
+from driver.trainer import Trainer, make_run_dir
 from learner import checkpoint
 
 
@@ -44,8 +46,8 @@ def test_resume_skips_a_corrupt_checkpoint_and_continues_the_counters(tmp_path, 
                          "learner_steps": trainer.learner_steps, "best_eval": trainer.best_eval,
                          "learner.steps": learner.steps, "seconds": trainer.log.elapsed()})
 
-    real_restore = launch.Trainer.restore
-    monkeypatch.setattr(launch.Trainer, "restore", spy_restore)
+    real_restore = Trainer.restore
+    monkeypatch.setattr(Trainer, "restore", spy_restore)
     assert launch.main(["--resume", str(run_dir), "--max-seconds", "20"]) == 0
     run = stored["run"]
     assert len(restored) == 1
@@ -70,7 +72,7 @@ def test_resume_without_a_readable_checkpoint_exits_2_with_one_line(tmp_path, ca
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     cfg = parse_config(["--in-process"])
-    (run_dir / "config.json").write_text(json.dumps(launch.to_dict(cfg)))
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg)))
     (run_dir / "checkpoints" / "ckpt-5.pt").write_bytes(b"not a checkpoint")
     assert launch.main(["--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -148,14 +150,14 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
                         "--solve-return", "300", "--eval-episodes", "20", "--eval-every-env-steps", "5000",
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(address=cluster.address)
-    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
     chunks = []                         # (arrival time, actor index, that actor process's env steps so far)
     count_chunk = trainer.on_actor
     trainer.on_actor = lambda stats: (chunks.append((time.monotonic(), stats["actor"], stats["total_env_steps"])),
                                       count_chunk(stats))
     injector = Injector(trainer, cluster)
     injector.start()
-    reason = trainer.run_on_ray()
+    reason = trainer.run()
     summary = trainer.finish(reason)
     injector.join(timeout=5)
     assert injector.error is None, injector.error
@@ -188,7 +190,7 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
                         "--run-root", str(tmp_path), "--run-name", "run"])
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+        trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
         killed_at, errors = [], []
 
         def kill_the_shard():
@@ -200,7 +202,7 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
                 errors.append(exc)
 
         threading.Thread(target=kill_the_shard, daemon=True).start()
-        summary = trainer.finish(trainer.run_on_ray())
+        summary = trainer.finish(trainer.run())
     finally:
         ray.shutdown()
     assert not errors and killed_at, errors
@@ -212,7 +214,7 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
 def test_replay_fault_counts_of_a_report_without_updates_still_reach_the_summary(tmp_path):
     """A learner starved by a lost shard reports no update; its replay fault counters must not be dropped with it."""
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
     trainer.on_learner({"learner/updates_in_call": 5, "learner/steps": 5, "loss/total": 1.0, "learner/policy_lag": 2.0,
                         "replay/failed_calls": 0, "replay/lost_sequences": 0})
     trainer.on_learner({"learner/updates_in_call": 0, "learner/steps": 5, "replay/failed_calls": 2,

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import launch
+from common import envs as envs_lib
+from driver.trainer import Trainer, make_run_dir
 from learner import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +148,16 @@ def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_pat
     print(f"launch.py --address 127.0.0.1:1: exit 2 after {time.monotonic() - start:.1f} s")
 
 
+def test_config_json_records_the_actor_count_the_run_used(tmp_path):
+    """--num-actors auto (0) is resolved before config.json is written: it records the count the
+    run started (in-process: one), as summary.json does, so a resume or a reader sees real figures."""
+    assert launch.main(["--in-process", "--num-actors", "auto", "--max-env-steps", "256", "--eval-episodes", "2",
+                        "--sampled-eval-episodes", "1", "--run-root", str(tmp_path), "--run-name", "run"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert config["num_actors"] == summary["num_actors"] == 1
+
+
 # -- a short run to resume -------------------------------------------------------------------
 
 RUN_FLAGS = ["--in-process", "--seed", "3", "--checkpoint-every-s", "0", "--eval-episodes", "5",
@@ -183,8 +195,8 @@ def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(
     gone on (ckpt-2250 held step 2300): here the learner trains 7 steps past its report."""
     from common.config import parse_config
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"])
-    trainer = launch.Trainer(cfg, launch.envs_lib.describe(cfg.env), launch.make_run_dir(cfg))
-    c = trainer.build(remote=False)
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    c = trainer.build()
     for _ in range(3):
         trainer.on_actor(c.actors[0].collect(CHUNK))
     trainer.on_learner(c.learner.train(5))
@@ -391,10 +403,13 @@ def test_without_address_a_new_local_ray_starts_even_where_a_cluster_runs(tmp_pa
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
     try:
         rc = launch.main(["--num-cpus", "1", "--no-dashboard", "--max-env-steps", "256", "--eval-episodes", "2",
-                          "--sampled-eval-episodes", "1", "--run-root", str(tmp_path), "--run-name", "run"])
+                          "--sampled-eval-episodes", "1", "--num-actors", "auto",
+                          "--run-root", str(tmp_path), "--run-name", "run"])
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert rc == 0, capsys.readouterr().err
+    # auto on one CPU: half for the learner, one actor on the rest; config.json records it, resolved
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_actors"] == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stop_reason"] == "env step budget spent" and summary["env_steps"] >= 256

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from actors.params import WeightPublisher
-from common.weight_store import WeightStore
 from common import codec
 from common.config import Config, validate
 from common.batch import to_time_major
@@ -22,6 +20,8 @@ from learner import checkpoint
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner
 from replay.client import ReplayClient
+from transport.weight_store import WeightStore
+from transport.weights import WeightPublisher
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
 

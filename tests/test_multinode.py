@@ -339,6 +339,7 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, t
     nodes = summary["nodes"]
     assert {n["ip"] for n in nodes.values()} == {head_ip, worker_ip}, nodes
     assert summary["num_actors"] == HEAD_CPUS + WORKER_CPUS - 1, summary   # auto: a CPU each, less the learner's
+    assert json.loads((tmp_path / "mn" / "config.json").read_text())["num_actors"] == summary["num_actors"]
     assert sum(n["actors"] for n in nodes.values()) == summary["num_actors"], nodes
     assert nodes[node_of_ip[worker_ip]]["actors"] >= 1, nodes
     assert sum(n["learner"] for n in nodes.values()) == 1 and sum(n["shards"] for n in nodes.values()) == 1, nodes

@@ -1,5 +1,5 @@
-"""Sample-to-insert rate limiter (replay/rate_limit.py) and how launch.py sizes each shard's
-(launch.shard_rate_limit). Pure Python, no Ray.
+"""Sample-to-insert rate limiter (replay/rate_limit.py) and how the driver sizes each shard's
+(driver/wiring.shard_rate_limit). Pure Python, no Ray.
 
 Worked example used below, r = 2 samples per insert, m = 3, e = 4, counted in sequences:
   diff = 2 I - S
@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.config import Config, validate
+from common.split import split
+from driver import wiring
 from replay.rate_limit import SampleToInsertRatio
 
 
@@ -166,12 +168,11 @@ def test_smallest_valid_arguments_are_accepted():
     assert limit.can_insert()
 
 
-# -- launch.shard_rate_limit ---------------------------------------------------------------
+# -- driver/wiring.shard_rate_limit --------------------------------------------------------
 
 def shard_limit(**overrides):
-    import launch
     base = dict(num_cpus=1, replay_capacity=1000)
-    return launch.shard_rate_limit(validate(Config(**{**base, **overrides})))
+    return wiring.shard_rate_limit(validate(Config(**{**base, **overrides})))
 
 
 def test_shard_rate_limit_splits_the_minimum_and_the_buffer_over_shards():
@@ -217,30 +218,25 @@ def test_shard_rate_limit_is_off_at_ratio_zero():
 
 def test_default_config_limits_each_shard():
     cfg = validate(Config(num_cpus=1))
-    import launch
-    limit = launch.shard_rate_limit(cfg)
+    limit = wiring.shard_rate_limit(cfg)
     per_shard = math.ceil(max(cfg.min_replay, cfg.batch_size) / cfg.num_replay_shards)
     assert limit.samples_per_insert == cfg.replay_ratio == 38.4 and limit.min_size == per_shard
 
 
 def test_every_presets_shards_can_hold_the_minimum_their_limit_waits_for():
-    import launch
     from common.config import PRESETS
-    from replay.client import split
     for name, values in PRESETS.items():
         for shards in (1, 2, 3, 4):
             cfg = validate(Config(**{**values, "preset": name, "num_cpus": 1, "num_replay_shards": shards}))
-            limit = launch.shard_rate_limit(cfg)
+            limit = wiring.shard_rate_limit(cfg)
             assert min(split(cfg.replay_capacity, shards)) >= limit.min_size, (name, shards)
 
 
 def test_every_shard_can_hold_the_minimum_its_limit_waits_for():
-    import launch
     from common.config import ConfigError
-    from replay.client import split
     try:
         cfg = validate(Config(num_cpus=1, replay_capacity=10, min_replay=10, batch_size=9, num_replay_shards=3))
     except ConfigError:
         return                                                  # refusing the config is a fix too
-    limit = launch.shard_rate_limit(cfg)
+    limit = wiring.shard_rate_limit(cfg)
     assert min(split(cfg.replay_capacity, cfg.num_replay_shards)) >= limit.min_size     # [4, 3, 3] vs 4

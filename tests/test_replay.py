@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.sequence import SequenceSpec, decode_batch, decode_sequences, encode_sequence, encode_sequences
-from replay.client import ReplayClient, split
+from common.split import split
+from replay.client import ReplayClient
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
 
@@ -215,7 +216,7 @@ def make_client(capacities, flush_every=2, seed=0, limits=None):
     limits = limits or [None] * len(capacities)
     shards = [ReplayShard(SPEC, c, seed=seed + i, index=i, rate_limit=limit)
               for i, (c, limit) in enumerate(zip(capacities, limits))]
-    return ReplayClient(shards, SPEC, remote=False, flush_every=flush_every), shards
+    return ReplayClient(shards, SPEC, flush_every=flush_every), shards
 
 
 def count_insert_calls(shard) -> list:
@@ -530,7 +531,7 @@ def test_wait_for_room_sees_a_restarted_shard_empty_and_open():
 
 def take_turns(num_shards: int, batch: int = 12, ratio: float = 4.0, rounds: int = 2000):
     """Each round the actor adds one sequence if some shard has room and the learner asks for one
-    batch; the limits are what launch.shard_rate_limit builds. Returns (inserted, delivered,
+    batch; the limits are what driver/wiring.shard_rate_limit builds. Returns (inserted, delivered,
     sampled): sequences sent, sequences in the batches the learner got, samples the shards counted."""
     m = -(-batch // num_shards)
     limit = SampleToInsertRatio(ratio, m, max(ratio * m, batch))

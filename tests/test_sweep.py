@@ -118,14 +118,15 @@ def test_a_trials_components_run_inside_its_placement_group(tmp_path):
 
         @ray.remote(num_cpus=1)
         def build_and_ask(run_root):
-            import launch
             from common.config import parse_config
-            cfg = parse_config(["--run-root", run_root, "--run-name", "t", "--num-actors", "2"])
-            c = launch.Components(cfg, launch.envs_lib.describe(cfg.env), remote=True)
+            from common.envs import describe
+            from driver.wiring import Components, placed
+            cfg, where = placed(parse_config(["--run-root", run_root, "--run-name", "t", "--num-actors", "2"]))
+            c = Components(cfg, describe(cfg.env), where).start()
             ask = lambda _self: ray.util.get_current_placement_group().id.hex()  # noqa: E731
             handles = [c.learner, c.store, *c.actors, *c.shards]
             # an actor placed outside the group would wait for a CPU the group holds: time out, not hang
-            return c.plan.num_actors, c.plan.learner["num_cpus"], ray.get([h.__ray_call__.remote(ask) for h in handles],
+            return where.plan.num_actors, where.plan.learner["num_cpus"], ray.get([h.__ray_call__.remote(ask) for h in handles],
                                                                           timeout=120)
 
         strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)

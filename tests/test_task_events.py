@@ -1,14 +1,14 @@
 """The GCS keeps a record of every remote call that reports task events, and a run makes
 thousands a minute: its memory grew ~10 MB/min without bound (docs/soak.md). The component
-classes launch.py builds report none unless --task-events asks for Ray's task list."""
+classes driver/on_ray.py builds report none unless --task-events asks for Ray's task list."""
 import time
 
 import pytest
 
-import launch
 from common import placement
 from common.config import parse_config
-from common.weight_store import WeightStore
+from driver.on_ray import remote_classes
+from transport.weight_store import WeightStore
 
 CALLS = 5
 
@@ -16,7 +16,7 @@ CALLS = 5
 def store_class(ray, *flags):
     cfg = parse_config(["--num-cpus", "1", *flags])
     plan = placement.plan(cfg, 1.0, 1.0, 0.0)
-    return launch.remote_classes(cfg, plan)[WeightStore]
+    return remote_classes(cfg, plan)[WeightStore]
 
 
 def calls_recorded(ray, actor_id: str) -> int:

@@ -1,4 +1,4 @@
-"""The driver's evaluation bookkeeping (launch.Trainer), in-process and without training:
+"""The driver's evaluation bookkeeping (driver/trainer.Trainer), in-process and without training:
 which weights solve a run, and that exactly those are exported and summarised."""
 import json
 
@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-import launch
+from common import envs as envs_lib
 from common.config import parse_config
 from common.networks import build_network
+from driver.trainer import Trainer, make_run_dir
 
 
 def make_trainer(tmp_path, *flags):
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3", *flags])
-    info = launch.envs_lib.describe(cfg.env)
-    trainer = launch.Trainer(cfg, info, launch.make_run_dir(cfg))
-    trainer.build(remote=False)
+    info = envs_lib.describe(cfg.env)
+    trainer = Trainer(cfg, info, make_run_dir(cfg))
+    trainer.build()
     return trainer
 
 
@@ -67,16 +68,16 @@ def test_newest_waits_for_the_stores_answer_on_ray():
     after request() has no answer yet (the evaluation would judge the previous snapshot's
     weights, one evaluation period old); newest() waits for it."""
     ray = pytest.importorskip("ray")
-    from actors.params import WeightClient, WeightPublisher
-    from common.weight_store import WeightStore
+    from transport.ray_weights import RayWeightClient, RayWeightPublisher
+    from transport.weight_store import WeightStore
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         store = ray.remote(num_cpus=0)(WeightStore).remote()
-        net = build_network(parse_config(["--num-cpus", "1"]).network_spec(launch.envs_lib.describe("CartPole-v1")))
-        publisher = WeightPublisher(store, remote=True)
+        net = build_network(parse_config(["--num-cpus", "1"]).network_spec(envs_lib.describe("CartPole-v1")))
+        publisher = RayWeightPublisher(store)
         publisher.publish(0, net)
-        client = WeightClient(store, remote=True)
+        client = RayWeightClient(store)
         assert client.wait()[0] == 0
         publisher.publish(7, net)
         ray.get(store.version.remote())                     # the publish has landed in the store

@@ -1,12 +1,12 @@
 """The weight store: holds the newest (version, payload) the learner published, for actors and
-the evaluator to fetch (actors/params.py has the publishing and fetching sides). Plain class;
-launch code wraps it with ray.remote. No torch here, so its Ray process starts quickly.
+the evaluator to fetch (transport/weights.py has the publishing and fetching sides). Plain class;
+driver/on_ray.py wraps it with ray.remote. No torch here, so its Ray process starts quickly.
 """
 from typing import Tuple
 
 
 class WeightStore:
-    """Holds the newest published version. Plain class; launch code wraps it with ray.remote."""
+    """Holds the newest published version."""
 
     def __init__(self):
         self._version = -1

@@ -1,11 +1,11 @@
 """Weight flow: the learner publishes (version, weights) once; actors and the evaluator fetch it.
 
-The payload is the msgpack-encoded weight dict (common.codec), so no pickle crosses
-from the learner to actors. With Ray the learner `ray.put`s the payload once per
-publish and hands the store a reference wrapped in a list (so Ray passes the reference
-instead of resolving it); every actor then reads the same object from the object store.
-Without Ray the store keeps the bytes themselves.
+The payload is the msgpack-encoded weight dict (common.codec), so no pickle crosses from the
+learner to actors. The classes here are the in-process transport: the store is a plain
+WeightStore in this process, which keeps the bytes themselves, and a fetch answers at once.
+transport/ray_weights.py has the Ray transport behind the same methods.
 """
+import time
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -30,76 +30,55 @@ def load_numpy_state(module: torch.nn.Module, arrays: Dict[str, np.ndarray]) -> 
 
 
 class WeightPublisher:
-    """Learner side: encode once, put once, tell the store."""
+    """Learner side: encode once, hand the payload to the store."""
 
-    def __init__(self, store, remote: bool = False):
-        self.store, self.remote = store, remote
+    def __init__(self, store):
+        self.store = store
 
     def publish(self, version: int, module: torch.nn.Module) -> None:
-        payload = codec.encode_weights(state_to_numpy(module))
-        if self.remote:
-            import ray
-            self.store.publish.remote(version, [ray.put(payload)])
-        else:
-            self.store.publish(version, payload)
+        self._send(version, codec.encode_weights(state_to_numpy(module)))
+
+    def _send(self, version: int, payload: bytes) -> None:
+        self.store.publish(version, payload)
 
 
 class WeightClient:
-    """Actor side: `poll()` never blocks on the learner. With Ray it keeps one request to
-    the store in flight and picks the answer up once it has arrived."""
+    """Actor side: `request()` asks for the newest weights, `poll()` returns them once they are
+    here and never blocks on the learner. In-process the store answers at once, so `poll()`
+    reads it and `request()` has nothing to start."""
 
-    def __init__(self, store, remote: bool = False):
-        self.store, self.remote = store, remote
+    def __init__(self, store):
+        self.store = store
         self.version = -1
         self.pulls = 0
-        self._pending = None
 
-    def _resolve(self, answer) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
-        version, payload = answer
+    def _accept(self, version: int, payload) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+        """(version, arrays) of a store's answer if newer than what this client has, else None."""
         if version <= self.version or payload is None:
             return None
-        if self.remote:
-            import ray
-            payload = ray.get(payload[0])
+        payload = self._bytes(payload)
         self.version = version
         self.pulls += 1
         return version, codec.decode_weights(payload)
 
+    def _bytes(self, payload) -> bytes:
+        """The encoded weights of what the store holds (in-process: the bytes themselves)."""
+        return payload
+
     def request(self) -> None:
-        """Ask for the newest weights (no-op locally or while a request is in flight)."""
-        if self.remote and self._pending is None:
-            self._pending = self.store.latest.remote()
+        """Ask for the newest weights (in-process: nothing to start)."""
 
     def poll(self) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
         """Newer (version, arrays) if available now, else None."""
-        if not self.remote:
-            return self._resolve(self.store.latest())
-        if self._pending is None:
-            return None
-        import ray
-        ready, _ = ray.wait([self._pending], timeout=0)
-        if not ready:
-            return None
-        pending, self._pending = self._pending, None
-        try:
-            answer = ray.get(pending)
-            return self._resolve(answer)
-        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
-            # The store is restarting (its node left): ask again later; the learner republishes.
-            return None
+        return self._accept(*self.store.latest())
 
     def newest(self, timeout_s: float = 10.0) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
         """Ask the store and wait for its answer (one round trip, unlike poll): the newest
         (version, arrays) if newer than what this client has, else None."""
-        if self.remote:
-            import ray
-            self.request()
-            ray.wait([self._pending], timeout=timeout_s)
         return self.poll()
 
     def wait(self, timeout_s: float = 120.0) -> Tuple[int, Dict[str, np.ndarray]]:
         """Block until some version has been published (start-up)."""
-        import time
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.request()

@@ -1,0 +1,200 @@
+"""Every component a Ray actor, placed on the cluster this process is connected to: Sample
+Factory's parallel mode. Ray is imported here and in the Ray transports (transport/ray_weights.py,
+replay/ray_client.py) only; an in-process run never imports it.
+
+A round takes whatever reports have arrived: every actor always has a chunk in flight and the
+learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
+"""
+import concurrent.futures
+import dataclasses
+import time
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+from actors.actor import SelfPlayActor
+from common import envs as envs_lib
+from common import placement
+from common.config import Config, ConfigError
+from common.vector_env import EnvFailure
+from learner.learner import Learner
+from replay.ray_client import RayReplayClient
+from replay.shard import ReplayShard
+from transport.ray_weights import RayWeightClient, RayWeightPublisher
+from transport.weight_store import WeightStore
+
+LEARNER_CALL_STEPS = 50      # updates per learner call before it reports back
+LEARNER_WAIT_S = 0.5         # a learner call held by replay returns after this long
+ROUND_WAIT_S = 0.5           # a round waits this long for a first report
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def cluster_runtime_env(cfg: Config) -> dict:
+    """Ray runtime_env for a cluster run: this project's code as the working directory of every
+    component process on every node (Ray uploads it once, honouring .gitignore), so a node needs
+    only the installed requirements. Run output stays with the driver and is never uploaded. The
+    module of a `--env module:EnvId` travels too (py_modules) unless it is installed."""
+    if not cfg.ship_code:
+        return {}
+    runtime_env = {"working_dir": str(PROJECT_ROOT),
+                   "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"]}
+    env_module = envs_lib.local_module_path(cfg.env)
+    if env_module is not None:
+        runtime_env["py_modules"] = [str(env_module)]
+    return runtime_env
+
+
+def start_ray(cfg: Config) -> None:
+    """Start a local Ray, or join the cluster at --address."""
+    if cfg.address:
+        try:
+            ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
+        except ConnectionError as exc:
+            raise ConfigError(f"--address={cfg.address!r} is invalid: {' '.join(str(exc).split())[:300]}; "
+                              "allowed: 'auto' or HOST:PORT of a running Ray head") from None
+    else:
+        port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
+        # address="local": a new local Ray even where `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
+
+
+def remote_classes(cfg: Config, plan: placement.Placement) -> dict:
+    """The component classes wrapped with ray.remote as `plan` places them: {plain class: Ray actor class}.
+
+    Actors and shards come back after a crash or a lost node (Ray re-runs __init__: a shard
+    restarts empty, an actor resumes with the newest weights). The store also restarts if its
+    node leaves: it is empty until the learner's next publish.
+    Without --task-events no call is recorded in Ray's task list: the GCS would keep a record of
+    each of the thousands of calls a minute, and its memory grew ~10 MB/min (docs/soak.md)."""
+    restart = dict(max_restarts=cfg.max_restarts)
+    events = dict(enable_task_events=cfg.task_events)
+    return {
+        WeightStore: ray.remote(**plan.store, max_restarts=-1, **events)(WeightStore),
+        ReplayShard: ray.remote(**plan.shard, **restart, **events)(ReplayShard),
+        Learner: ray.remote(**plan.learner, **events)(Learner),
+        SelfPlayActor: ray.remote(**plan.actor, **restart, **events)(SelfPlayActor),
+    }
+
+
+def cluster_plan(cfg: Config) -> placement.Placement:
+    """common/placement.py's plan for the cluster's CPUs and GPUs; inside a Ray Tune trial
+    (sweep.py), for the bundles of its placement group after its own first one."""
+    group = ray.util.get_current_placement_group()
+    if group is None:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+        # The store prefers the driver's node (soft: it restarts elsewhere if that node leaves).
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return dataclasses.replace(plan, store={**plan.store, "scheduling_strategy": here})
+    bundles = group.bundle_specs[1:]
+    cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
+    return placement.inside(placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group))
+
+
+def format_placement(plan: placement.Placement, nodes: dict) -> str:
+    """One line: what each component asked for and which nodes it landed on."""
+    where = "; ".join(f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
+                      for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"]))
+    learner = "GPU + " if plan.learner_uses_gpu else ""
+    spread = plan.actor.get("scheduling_strategy")
+    spread = spread if isinstance(spread, str) else "in the trial's placement group"
+    return (f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
+            f"{plan.actor['num_cpus']:g} CPU ({spread}), shards {spread} | {len(nodes)} node(s): {where}")
+
+
+class RayRounds:
+    def __init__(self, components, chunk_steps: int, supervisor):
+        self.c, self.chunk_steps, self.supervisor = components, chunk_steps, supervisor
+        self.pending = {a.collect.remote(chunk_steps): i for i, a in enumerate(components.actors)}  # ref -> actor
+        self.retry_at = {}                                                                           # actor -> time
+        self.learner_call = self._train()
+
+    def _train(self):
+        return self.c.learner.train.remote(LEARNER_CALL_STEPS, LEARNER_WAIT_S)
+
+    def reports(self):
+        """("actor", stats) and ("learner", metrics) of every call that has finished: waits for
+        one, then takes everything ready in one pass, so the learner's report is never queued
+        behind a stream of fast actor chunks. A failed actor call goes to the supervisor."""
+        for index, when in list(self.retry_at.items()):
+            if time.monotonic() >= when:
+                del self.retry_at[index]
+                self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
+        refs = [self.learner_call] + list(self.pending)
+        ray.wait(refs, num_returns=1, timeout=ROUND_WAIT_S)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            if ref == self.learner_call:
+                yield "learner", ray.get(ref)
+                self.learner_call = self._train()
+                continue
+            index = self.pending.pop(ref)
+            try:
+                stats = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:     # died, restarting, or its node left
+                self.retry_at[index] = time.monotonic() + self._failed(index, exc)
+                continue
+            except EnvFailure as exc:       # RayTaskError(EnvFailure): its text holds the remote traceback
+                raise exc.cause from None
+            self.supervisor.succeeded(index)
+            yield "actor", stats
+            self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
+
+    def _failed(self, index: int, exc: Exception) -> float:
+        """Seconds until actor `index` is called again, after replacing it if the supervisor says so."""
+        wait = self.supervisor.failed(index, type(exc).__name__, isinstance(exc, ray.exceptions.ActorDiedError))
+        if wait is None:
+            ray.kill(self.c.actors[index], no_restart=True)
+            self.c.actors[index] = self.c.new_actor(index)
+            wait = 0.0
+        return wait
+
+    def last_reports(self):
+        """A last learner report that has arrived counts; none is waited for."""
+        done, _ = ray.wait([self.learner_call], timeout=0)
+        return [("learner", ray.get(self.learner_call))] if done else []
+
+
+class OnRay:
+    """Where components run: Ray actors placed by `cluster_plan`. Same methods as
+    driver/in_process.InProcess."""
+
+    def __init__(self, cfg: Config):
+        self.plan = cluster_plan(cfg)
+        self.num_actors = self.plan.num_actors
+        self.classes = remote_classes(cfg, self.plan)
+
+    def new(self, cls, *args):
+        return self.classes[cls].remote(*args)
+
+    def call(self, handle, method: str, *args):
+        return ray.get(getattr(handle, method).remote(*args))
+
+    replay_client = RayReplayClient
+    weight_client = RayWeightClient
+    weight_publisher = RayWeightPublisher
+
+    def node_map(self, components) -> dict:
+        """{node_id: {"ip", "learner", "actors", "shards"}}: component counts per node. Asks each
+        Ray actor for its node id, so it needs no dashboard."""
+        c = components
+        where = lambda _self: ray.get_runtime_context().get_node_id()  # noqa: E731
+        roles = [("learner", c.learner)] + [("actors", a) for a in c.actors] + [("shards", s) for s in c.shards]
+        node_ids = ray.get([handle.__ray_call__.remote(where) for _, handle in roles])
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        out = {}
+        for (role, _), node_id in zip(roles, node_ids):
+            node = out.setdefault(node_id, {"ip": ips.get(node_id, "?"), "learner": 0, "actors": 0, "shards": 0})
+            node[role] += 1
+        return out
+
+    def describe(self, nodes: dict) -> str:
+        return format_placement(self.plan, nodes)
+
+    def rounds(self, components, chunk_steps: int, supervisor) -> RayRounds:
+        return RayRounds(components, chunk_steps, supervisor)
+
+    def evaluator(self):
+        """A driver thread: the driver keeps feeding actors and learner while an evaluation runs."""
+        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="evaluate")

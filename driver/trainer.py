@@ -1,0 +1,289 @@
+"""The training driver: one loop for every placement (driver/wiring.py), the evaluation
+schedule, checkpoints and summary.json.
+
+A round takes the reports of the actors' chunks and the learner's calls, then logs progress,
+evaluates when due (a cheap screen first, the full greedy evaluation if the screen reaches the
+bar), checkpoints every --checkpoint-every-s and stops when the run is solved, a budget is spent
+or a stop is asked for. The end writes the final checkpoint, policy.pt2 and summary.json.
+"""
+import collections
+import json
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+
+from actors.evaluate import evaluate
+from common import envs as envs_lib
+from common import preflight
+from common.config import Config, ConfigError, to_dict
+from common.metrics import RunLogger
+from common.networks import build_network
+from driver.supervision import ActorSupervisor
+from driver.wiring import Components, placed
+from learner import checkpoint
+from learner.export import export_policy
+from transport.weights import load_numpy_state
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """A new run directory (or an empty one), or the one being resumed; config.json,
+    written atomically, holds the config in use. Call only once every check has passed."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+    else:
+        name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = Path(cfg.run_root) / name
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)       # preflight refused an existing run
+        except OSError as exc:
+            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
+                              f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
+    checkpoint.write_atomic(run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
+    return run_dir
+
+
+class Trainer:
+    """Drives the components and decides when to evaluate, checkpoint and stop."""
+
+    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, run_dir: Path, resume: preflight.ResumePoint = None,
+                 where=None):
+        """resume: the checkpoint to continue from (preflight.check_resume), for --resume; where:
+        the placement (driver/wiring.placed), else placed here (cfg.num_actors resolved by it)."""
+        if where is None:
+            cfg, where = placed(cfg)
+        self.cfg, self.info, self.run_dir, self.resume, self.where = cfg, info, run_dir, resume, where
+        self.solve_return = cfg.solve_return if cfg.solve_return is not None else info.solve_return
+        self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2), resume_at=resume and resume.env_steps)
+        self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
+        self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")   # bench/peers/harness.py screens on the same seeds
+        self.last_eval = -math.inf      # env steps at the last evaluation
+        self.latest = None              # (network, version) of the newest weights fetched
+        self.evaluation = None          # ((network, version, env steps), future): running on eval_thread
+        self.eval_thread = where.evaluator()    # on Ray a driver thread, in-process inline
+        self.solved_net = None          # the network whose evaluation solved the run
+        self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
+        self.last_checkpoint = time.monotonic()
+        self.best_eval = -math.inf
+        self.solved_at = None
+        self.components = None
+        self.nodes = {}                 # node_map() of a Ray run, for summary.json
+        self.learner_steps = 0
+        self.resumed_from = None        # checkpoint path when --resume
+        self.stop_request = ""          # a stop reason from outside the loop (Ctrl-C: "interrupted")
+        self.faults = collections.Counter()     # actor_failures, actors_replaced, ... (summary.json)
+        self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
+
+    # -- building and resuming -------------------------------------------------------------
+    def build(self) -> Components:
+        if self.resume is not None:
+            for error in self.resume.errors:
+                print(f"resume: skipped {error}", flush=True)
+            for path in self.resume.newer:      # unreadable: renamed, so new checkpoints neither collide nor get pruned
+                print(f"resume: renamed {path.name} to {checkpoint.set_aside(path).name}", flush=True)
+            self.resumed_from = str(self.resume.path)
+            print(f"resume: continuing from {self.resume.path}", flush=True)
+        self.components = Components(self.cfg, self.info, self.where).start(self.resume and self.resume.data)
+        if self.resume is not None:
+            self.restore(self.components.run_state)
+        return self.components
+
+    def restore(self, run_state: dict) -> None:
+        self.log.restore(int(run_state.get("env_steps", 0)), int(run_state.get("episodes", 0)),
+                         float(run_state.get("seconds", 0.0)))
+        self.best_eval = float(run_state.get("best_eval", -math.inf))
+        self.learner_steps = int(run_state.get("learner_steps", 0))
+
+    def run_state(self) -> dict:
+        """The driver's bookkeeping stored in each checkpoint (plain numbers)."""
+        return {"env_steps": self.log.env_steps, "episodes": self.log.episodes, "seconds": self.log.elapsed(),
+                "best_eval": self.best_eval, "learner_steps": self.learner_steps}
+
+    # -- reports -------------------------------------------------------------------------
+    def on_actor(self, stats: dict) -> None:
+        if self.first_env_step_s is None and stats["env_steps"]:
+            self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
+        self.log.actor(stats)
+        if stats["env_errors"]:
+            self.faults["env_errors"] += stats["env_errors"]
+            self.log.scalars({"faults/env_errors": self.faults["env_errors"]})
+
+    def on_learner(self, metrics: dict) -> None:
+        """A learner.train report; of one that made no update (data or throttle held it back)
+        only the replay fault counters are kept (the summary reports them)."""
+        if not metrics.get("learner/updates_in_call"):
+            self.log.latest.update({k: v for k, v in metrics.items() if k in ("replay/failed_calls", "replay/lost_sequences")})
+            return
+        self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
+        # The lag in env steps: learner steps behind, at the run's env steps per learner step.
+        per_step = self.log.env_steps / max(self.learner_steps, 1)
+        self.log.scalars({**metrics, "learner/policy_lag_env_steps": metrics.get("learner/policy_lag", 0.0) * per_step})
+
+    def _snapshot(self) -> tuple:
+        """(network with the newest published weights, its version, env steps now): what an
+        evaluation judges, kept as it is while training goes on."""
+        weights = self.components.weights
+        got = weights.newest()          # not poll(): on Ray its answer would come only by the next evaluation
+        if got is None and self.latest is None:
+            got = weights.wait()
+        if got is not None:
+            net = build_network(self.cfg.network_spec(self.info)).eval()
+            load_numpy_state(net, got[1])
+            self.latest = (net, got[0])
+        return (*self.latest, self.log.env_steps)
+
+    def _judge(self, net, full_only: bool = False) -> tuple:
+        """Greedy returns of net: a cheap screen on its own seeds first (unless full_only), then
+        the full evaluation only if the screen reaches the bar. Returns (screen returns or None,
+        full returns or None)."""
+        screen = None
+        n_screen = min(self.cfg.eval_screen_episodes, self.cfg.eval_episodes)
+        if not full_only and self.solve_return is not None and n_screen < self.cfg.eval_episodes:
+            screen = evaluate(net, self.cfg.env, n_screen, self.screen_seed, greedy=True)
+            if screen.mean() < self.solve_return:
+                return screen, None
+        return screen, evaluate(net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
+
+    def _judged(self, net, version: int, env_steps: int, screen, full) -> None:
+        """Log an evaluation of the weights as of env_steps; the first that reaches the bar solves
+        the run, and its network is the one exported."""
+        if screen is not None:
+            self.log.scalars({"eval/screen_return": float(screen.mean())}, env_steps)
+        if full is None:
+            return
+        self.log.evaluation(full, env_steps=env_steps)
+        mean = float(full.mean())
+        self.best_eval = max(self.best_eval, mean)
+        if self.solve_return is not None and mean >= self.solve_return and self.solved_at is None:
+            self.solved_at = dict(seconds=self.log.elapsed(), env_steps=env_steps, version=version,
+                                  eval_mean=mean, eval_std=float(full.std()))
+            self.solved_net = net
+
+    def maybe_evaluate(self) -> None:
+        """Every eval_every_env_steps (once training returns reach eval_min_train_return) judge a
+        snapshot of the newest weights on eval_thread (on Ray the driver keeps feeding actors and
+        learner meanwhile); one evaluation at a time, taken as soon as it is done."""
+        if self.evaluation is not None:
+            if not self.evaluation[1].done():
+                return
+            self._take_evaluation()
+        due = self.log.env_steps - self.last_eval >= self.cfg.eval_every_env_steps
+        warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
+        if not (due and warm):
+            return
+        self.last_eval = self.log.env_steps
+        net, version, env_steps = self._snapshot()
+        self.evaluation = ((net, version, env_steps), self.eval_thread.submit(self._judge, net))
+        if self.evaluation[1].done():
+            self._take_evaluation()
+
+    def _take_evaluation(self) -> None:
+        """Log the evaluation from eval_thread (waiting for it if it still runs)."""
+        (snapshot, job), self.evaluation = self.evaluation, None
+        self._judged(*snapshot, *job.result())
+
+    def should_stop(self) -> str:
+        if self.stop_request:
+            return self.stop_request
+        if self.solved_at is not None:
+            return "solved"
+        if self.log.env_steps >= self.cfg.max_env_steps:
+            return "env step budget spent"
+        if self.log.elapsed() >= self.cfg.max_seconds:
+            return "time budget spent"
+        return ""
+
+    def maybe_checkpoint(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
+            return
+        self.last_checkpoint = time.monotonic()
+        data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
+        step = int(checkpoint.contents(data)["steps"])     # the learner's own step: the driver's may lag
+        checkpoint.save(self.run_dir / "checkpoints", step, data, self.cfg.keep_checkpoints)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until a stop reason: each round takes the actors' and the learner's reports (as
+        the placement's rounds deliver them), then logs, evaluates and checkpoints when due."""
+        c = self.build()
+        self.nodes = c.node_map()
+        line = self.where.describe(self.nodes)
+        if line:
+            print(line, flush=True)
+        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor)
+        reason = ""
+        while not reason:
+            self.take(rounds.reports())
+            self.log.progress()
+            self.maybe_evaluate()
+            self.maybe_checkpoint()
+            reason = self.should_stop()
+        self.take(rounds.last_reports())
+        return reason
+
+    def take(self, reports) -> None:
+        for kind, report in reports:
+            (self.on_actor if kind == "actor" else self.on_learner)(report)
+
+    # -- the end --------------------------------------------------------------------------
+    def finish(self, reason: str) -> dict:
+        """Final checkpoint; the evaluation still running is waited for; a run that did not solve
+        gets a last full greedy evaluation of its newest weights. The exported policy and the
+        summary are those of the weights that solved (else the newest), and their cheap sampled
+        evaluation (--sampled-eval-episodes)."""
+        train_seconds = self.log.elapsed()
+        finish_start = time.monotonic()
+        self.log.progress(force=True)
+        self.maybe_checkpoint(force=True)
+        if self.evaluation is not None:
+            self._take_evaluation()
+        self.eval_thread.shutdown()
+        if self.solved_at is None:
+            net, version, env_steps = self._snapshot()
+            self._judged(net, version, env_steps, *self._judge(net, full_only=True))
+        policy = self.solved_net or self.latest[0]
+        sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
+        self.log.evaluation(sampled, greedy=False)
+        export_policy(policy, self.info, self.run_dir / "policy.pt2")
+        self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
+        last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
+        summary = self.summary(reason, train_seconds)
+        summary.update({
+            "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
+            "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at,
+            "num_actors": self.cfg.num_actors, "nodes": self.nodes,
+            "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
+        })
+        self.write_summary(summary)
+        return summary
+
+    def summary(self, reason: str, seconds: float) -> dict:
+        """What summary.json holds for any run, finished or failed."""
+        return {
+            "env": self.cfg.env, "preset": self.cfg.preset, "seed": self.cfg.seed, "stop_reason": reason,
+            "solved": self.solved_at is not None, "seconds": round(seconds, 1), "env_steps": self.log.env_steps,
+            "episodes": self.log.episodes, "learner_steps": int(self.log.latest.get("learner/steps", 0)),
+            "run_dir": str(self.run_dir),
+            "faults": dict(self.faults, env_errors=self.faults["env_errors"], replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+                           replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
+            "resumed_from": self.resumed_from,
+        }
+
+    def write_summary(self, summary: dict) -> None:
+        checkpoint.write_atomic(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        self.log.close()
+
+    def fail(self, reason: str, error: str) -> dict:
+        """summary.json of a run that failed after start-up: why it stopped and the newest
+        checkpoint to resume from (nothing else is attempted: the failed part may hang)."""
+        newest = checkpoint.list_checkpoints(self.run_dir / "checkpoints")
+        summary = {**self.summary(reason, self.log.elapsed()), "error": error,
+                   "checkpoint": str(newest[0]) if newest else None}
+        self.write_summary(summary)
+        return summary
+
+
+def train(trainer: Trainer) -> dict:
+    """Run to the end; returns the summary (also in summary.json). sweep.py runs each Tune trial
+    through here."""
+    return trainer.finish(trainer.run())
