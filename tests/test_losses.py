@@ -412,7 +412,9 @@ MU_TAKEN = (0.5, 0.1, 0.6)
 
 
 def _hand_retrace_returns(lam=0.95, gamma=0.9, v=1.0):
-    """Retrace with c_t = lam * min(1, pi/mu): c_1 = lam * 1 (10/3 truncated), c_2 = lam * 5/9."""
+    """Retrace with c_t = lam * min(1, pi/mu): c_1 = lam * 1 (10/3 truncated), c_2 = lam * 5/9, and
+    v standing for E q(s, .) and q(s, a_t) alike: the state value, or the model's q where every
+    action's q is the same."""
     c1, c2 = lam * 1.0, lam * 5.0 / 9.0
     g2 = 3.0 + gamma * v
     g1 = 2.0 + gamma * (v + c2 * (g2 - v))
@@ -456,21 +458,12 @@ def test_sampled_regulariser_clips_the_advantages():
 
 # --- the paper's forms (retrace_q, value_head_target, pg_normalizer, policy_terms_every_state) ---
 
-def _hand_model_retrace(lam=0.95, gamma=0.9, q=1.9):
-    """Uniform nets with v = 1 and r_hat = 1: q(s, a) = 1 + 0.9 * 1 = 1.9 for every action, so
-    E_prior q = q(s, a_t) = 1.9 in G_t = r_t + gamma (E q(s_{t+1}) + c_{t+1} (G_{t+1} - q(s_{t+1}, a_{t+1})))."""
-    c1, c2 = lam * 1.0, lam * 5.0 / 9.0
-    g2 = 3.0 + gamma * q
-    g1 = 2.0 + gamma * (q + c2 * (g2 - q))
-    g0 = 1.0 + gamma * (q + c1 * (g1 - q))
-    return [g0, g1, g2]
-
-
 def test_retrace_with_the_models_q_by_hand():
     _, target = _uniform_policy_nets(value=1.0, reward=1.0)
+    # uniform nets with v = 1 and r_hat = 1: q(s, a) = 1 + 0.9 * 1 = 1.9 for every action
     p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95, retrace_q="model")
     tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    want = _hand_model_retrace()          # 5.7578, 5.1245, 4.71 (with v in place of q: 4.7023, 4.2775, 3.9)
+    want = _hand_retrace_returns(v=1.9)          # 5.7578, 5.1245, 4.71 (with v in place of q: 4.7023, 4.2775, 3.9)
     torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
 
 
@@ -520,7 +513,7 @@ def test_state_value_target_by_hand_and_used_by_the_value_loss():
     p = params(unroll_steps=0, discount=0.9, retrace_lambda=0.95, retrace_q="model", value_head_target="value")
     batch = _three_step_batch(MU_TAKEN)
     tq, _ = target_quantities(target, batch, init_loss_state(), p)
-    G = _hand_model_retrace()
+    G = _hand_retrace_returns(v=1.9)
     c = [0.95 * 2.0 / 3.0, 0.95, 0.95 * 5.0 / 9.0]      # lambda min(1, pi/mu) of the taken actions
     want = [1.9 + ci * (g - 1.9) for ci, g in zip(c, G)]  # 4.3397, 4.9683, 3.3568
     torch.testing.assert_close(tq["value_targets"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
