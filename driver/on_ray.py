@@ -137,15 +137,10 @@ class RayRounds:
                 yield "learner", ray.get(ref)
                 self.learner_call = self._train()
                 continue
-            index = self.pending.pop(ref, None)
-            if index is None:                   # queued behind a call that failed: dropped with it
-                continue
+            index = self.pending.pop(ref)
             try:
                 stats = ray.get(ref)
             except ray.exceptions.RayActorError as exc:     # died, restarting, or its node left
-                # The calls queued behind it fail the same way: one failure, not one per call.
-                for queued in [r for r, i in self.pending.items() if i == index]:
-                    del self.pending[queued]
                 self.retry_at[index] = time.monotonic() + self._failed(index, exc)
                 continue
             except EnvFailure as exc:       # RayTaskError(EnvFailure): its text holds the remote traceback

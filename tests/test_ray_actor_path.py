@@ -3,6 +3,7 @@
 (transport/ray_weights.py), inserts in large payloads that the end of a collect call does not
 send (replay/ray_client.py). One local Ray for the module."""
 import collections
+import os
 import time
 from types import SimpleNamespace
 
@@ -114,6 +115,9 @@ class Player:
         time.sleep(0.05)
         return {"env_steps": steps}
 
+    def crash(self) -> None:
+        os._exit(1)
+
 
 class Trainer:
     def train(self, steps: int, wait_s: float) -> dict:
@@ -122,8 +126,9 @@ class Trainer:
 
 
 def test_queued_calls_of_a_restarting_actor_are_one_failure_and_it_is_fed_again():
-    """With PIPELINE calls queued, a killed actor fails all of them; that is one failure, the
-    actor is not taken for dead for good, and once Ray has restarted it, it gets calls again."""
+    """With PIPELINE calls queued, an actor whose process dies fails all of them (Ray says died);
+    that is one failure, not the DEAD_AFTER died failures that make an actor dead for good, and
+    once Ray has restarted it, it gets calls again."""
     from driver.on_ray import PIPELINE, RayRounds
     assert PIPELINE == 2
     player = ray.remote(max_restarts=1)(Player).remote()
@@ -132,12 +137,37 @@ def test_queued_calls_of_a_restarting_actor_are_one_failure_and_it_is_fed_again(
     faults = collections.Counter()
     supervisor = ActorSupervisor(64, faults, lambda scalars: None)
     rounds = RayRounds(components, 64, supervisor)
-    assert sorted(rounds.pending.values()) == [0, 0]
+    assert list(rounds.pending.values()) == [0, 0]
     while not any(kind == "actor" for kind, _ in rounds.reports()):
         pass
-    ray.kill(player, no_restart=False)
+    player.crash.remote()                                   # its process dies: Ray restarts it
     deadline, after = time.monotonic() + 20, 0
     while time.monotonic() < deadline and after < 3:
         after += sum(kind == "actor" for kind, _ in rounds.reports() if faults["actor_failures"])
     assert (faults["actor_failures"], faults["actors_replaced"], after) == (1, 0, 3)
     assert components.actors[0] is player and list(rounds.pending.values()) == [0, 0]
+
+
+def test_queued_calls_of_a_dead_actor_count_as_one_death_until_its_retry():
+    """Killed for good, both queued calls fail as died: one death (DEAD_AFTER = 2 deaths make it
+    dead for good), so the actor is retried after RETRY_S, found dead again and only then replaced."""
+    from driver.on_ray import RayRounds
+    from driver.supervision import RETRY_S
+    player = ray.remote(Player).remote()
+    components = SimpleNamespace(actors=[player], learner=ray.remote(Trainer).remote(),
+                                 new_actor=lambda index: ray.remote(Player).remote())
+    faults = collections.Counter()
+    supervisor = ActorSupervisor(64, faults, lambda scalars: None)
+    rounds = RayRounds(components, 64, supervisor)
+    while not any(kind == "actor" for kind, _ in rounds.reports()):
+        pass
+    ray.kill(player, no_restart=True)
+    killed = time.monotonic()
+    while time.monotonic() - killed < RETRY_S / 2:
+        list(rounds.reports())
+    assert (supervisor.died[0], faults["actors_replaced"], list(rounds.pending.values())) == (1, 0, [])
+    deadline, after = time.monotonic() + 20, 0
+    while time.monotonic() < deadline and after < 3:
+        after += sum(kind == "actor" for kind, _ in rounds.reports())
+    assert (faults["actor_failures"], faults["actors_replaced"], after) == (1, 1, 3)
+    assert components.actors[0] is not player
