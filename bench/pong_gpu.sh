@@ -6,7 +6,7 @@
 # if ale-py or OpenCV is missing it tries that install once, within INSTALL_S seconds.
 # 1. the CUDA learner tests (tests/test_learner.py -k cuda), at most TESTS_S seconds;
 # 2. `launch.py --preset atari-pong` with the learner on the GPU (torch.compile and bf16 where the
-#    GPU has it: --compile auto, --precision auto) and one actor per other free core, for what is
+#    GPU has it: --compile auto, --precision auto) and 12 actors on the other cores, for what is
 #    left of BUDGET_S after the tests, less FINISH_S for the end (the last greedy evaluation,
 #    export, plot) and START_S for Ray and the first chunk;
 # 3. bench/run_report.py: env frames/s, learner updates/s, the greedy evaluations.
@@ -14,15 +14,17 @@
 # metrics.jsonl, report.json; prints the report at the end.
 #
 # Settings beyond the preset (flags here, not preset changes: nothing of them is measured on a GPU
-# yet). bench/throughput.py on the 2-core machine (docs/benchmarks.md) measured one Pong actor
-# (8 envs, conv inference on its core) at ~50% of ALE's ~1,100 agent steps/s per core, so ~14
-# actors give ~8k agent steps/s; at the preset's replay ratio of 3.2 sampled sequences per
-# inserted one (stride 10) a learner batch of 32 needs ~80 updates/s, past what a launch-bound
-# compiled update at that size gives (docs/benchmarks.md, H100: ~11 ms an update at B = 64 for
-# CartPole), so the batch goes to 128 (same ratio: 4x fewer, 4x larger updates), and replay to
-# 20,000 sequences over 2 shards (~12 GB of frames, ~200k agent steps, ~25 s of play) so that it
-# is not all from the last 4 s. Evaluations: from the start (the preset waits for a training
-# return of 15), 4 greedy episodes every 400k agent steps, 8 at the end, 2 sampled.
+# yet). bench/throughput.py on the 2-core machine (docs/benchmarks.md, 2026-12-02) measured one
+# Pong actor (8 envs, its conv inference on its own core) at ~45-55% of ALE's ~1,000 agent
+# steps/s per core, and the replay shards decoding 0.6 MB sequences as a real cost, so 12 actors
+# (16 cores less the learner, 2 shards and the driver with its evaluations) give ~6k agent
+# steps/s. At the preset's replay ratio of 3.2 sampled sequences per inserted one (stride 10),
+# a batch of 32 would need ~60 updates/s, more than a launch-bound compiled update of that size
+# gives (H100: ~11 ms an update at B = 64 for CartPole), so the batch goes to 128 (the same ratio:
+# 4x fewer, 4x larger updates, ~15 a second), and replay to 20,000 sequences over 2 shards
+# (~12 GB of frames, ~200k agent steps, ~30 s of play) so that it is not only the last 5 s.
+# Evaluations: from the start (the preset waits for a training return of 15), 4 greedy episodes
+# every 400k agent steps, 8 at the end, 2 sampled.
 set -u
 out=${1:-${OUT:-pong-gpu-out}}
 py=${PYTHON:-python3}
@@ -38,7 +40,7 @@ if [ -n "${SMOKE:-}" ]; then
                --eval-episodes 1 --sampled-eval-episodes 1 --eval-min-train-return -21 --checkpoint-every-s 1000)
 else
     finish_s=${FINISH_S:-100}; start_s=${START_S:-25}
-    run_flags=(--device cuda --compile auto --precision auto --num-actors auto --batch-size 128
+    run_flags=(--device cuda --compile auto --precision auto --num-actors 12 --batch-size 128
                --replay-capacity 20000 --num-replay-shards 2 --eval-every-env-steps 400000
                --eval-screen-episodes 4 --eval-episodes 8 --sampled-eval-episodes 2 --eval-min-train-return -21)
 fi
