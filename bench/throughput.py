@@ -3,9 +3,11 @@
   python bench/throughput.py                          # ~2-3 minutes
   python bench/throughput.py --quick                  # ~1 minute, short windows
   python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
+  python bench/throughput.py --presets cartpole atari-pong --actor-rows-only --actors 1 2 --seconds 10
 
-Rows (the real components, built by launch.py's wiring (driver/wiring.py), CartPole-v1 and the
-default config unless flags say otherwise):
+Rows (the real components, built by launch.py's wiring (driver/wiring.py), with the config of each
+--presets preset (default: cartpole), its replay rate limit off; the env, actor and EnvPool rows are
+repeated per preset, the replay, learner and weights rows are for the first preset):
 
 - bare env: the actors' vector env (common/vector_env.py: same env count as one actor,
   same-step autoreset), random actions, one process: the ceiling for one core.
@@ -13,8 +15,11 @@ default config unless flags say otherwise):
   and encoding; replay's rate limit is off (replay_ratio = 0), the weights are a
   WeightStore with published initial weights, no learner. In-process with an in-process replay shard (as --in-process),
   in-process with the sequences discarded (the actor alone), and on a local Ray with
-  1, 2, 4 actors and Ray replay shards. `/ bare per core` divides the rate by the cores
-  the actors can use (min(actors, CPUs)) and by the bare env rate.
+  1, 2, 4 actors and Ray replay shards, each actor with RayRounds' PIPELINE calls in flight as a
+  run has them. `/ bare per core` divides the rate by the cores the actors can use
+  (min(actors, CPUs)) and by the bare env rate.
+- envpool (Atari presets, when the `envpool` package imports): EnvPool's C++ vector env with the
+  same preprocessing (common/envpool_env.py), random actions, one worker thread and one per CPU.
 - replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
   stacked by the actor's ReplayClient from its real sequences, 32 per payload), and sample + decode through
   ReplayClient as the learner sees it.
@@ -26,6 +31,7 @@ default config unless flags say otherwise):
 """
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -43,10 +49,11 @@ import torch  # noqa: E402
 
 from actors.actor import SelfPlayActor  # noqa: E402
 from common import envs as envs_lib  # noqa: E402
-from common.config import Config, validate  # noqa: E402
+from common.config import PRESETS, Config, validate  # noqa: E402
 from common.networks import build_network  # noqa: E402
 from common.sequence import SequenceSpec  # noqa: E402
 from common.vector_env import VectorEnv  # noqa: E402
+from driver.on_ray import PIPELINE  # noqa: E402
 from driver.wiring import Components, placed  # noqa: E402
 from host import describe  # noqa: E402
 from learner.learner import Learner, resolve_device  # noqa: E402
@@ -63,7 +70,10 @@ class Table:
         self.rows = []
 
     def add(self, section: str, what: str, value: float, unit: str, ratio=None, note: str = "", **extra) -> dict:
-        row = {"section": section, "what": what, "value": value, "unit": unit, "ratio": ratio, "note": note, **extra}
+        load = os.getloadavg()[0]
+        note = f"{note}; load {load:.1f}" if note else f"load {load:.1f}"
+        row = {"section": section, "what": what, "value": value, "unit": unit, "ratio": ratio, "note": note,
+               "load_average": round(load, 2), **extra}
         self.rows.append(row)
         shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
         print(f"  {section:<8} {what:<46} {shown:>12} {unit}" + (f"  ({note})" if note else ""), flush=True)
@@ -108,33 +118,48 @@ def publish_initial(cfg: Config, info, publisher) -> None:
 
 
 # -- measurements --------------------------------------------------------------------------
-def bare_env(cfg: Config, info, seconds: float, table: Table) -> float:
-    envs = VectorEnv(cfg.env, cfg.envs_per_actor)
-    envs.reset(seed=0)
-    actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, cfg.envs_per_actor))
-    i = 0
+class Bare:
+    """The bare vector env (the actors' VectorEnv, random actions, this process), measured again
+    around every actor row: on a shared machine the rate moves by 2x within a minute, so each
+    ratio divides by the mean of the bare rates measured just before and just after its row."""
 
-    def step():
-        nonlocal i
-        for _ in range(64):
-            envs.step(actions[i % len(actions)])
-            i += 1
-        return 64 * cfg.envs_per_actor
+    def __init__(self, cfg: Config, info):
+        self.envs, self.E = VectorEnv(cfg.env, cfg.envs_per_actor), cfg.envs_per_actor
+        self.envs.reset(seed=0)
+        self.actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, self.E))
+        self.i = 0
 
-    steps, elapsed = timed(seconds, step)
-    envs.close()
-    rate = steps / elapsed
-    table.add("env", f"bare vector env, {cfg.envs_per_actor} envs, random actions", rate, "env steps/s",
-              note="one process, one core")
-    return rate
+    def measure(self, seconds: float) -> float:
+        def step():
+            for _ in range(16):
+                self.envs.step(self.actions[self.i % len(self.actions)])
+                self.i += 1
+            return 16 * self.E
+
+        steps, elapsed = timed(seconds, step)
+        return steps / elapsed
+
+    def around(self, seconds: float, measure):
+        """(measure()'s result, bare rate: the mean of seconds / 2 of it before and after)."""
+        before = self.measure(seconds / 2)
+        result = measure()
+        return result, (before + self.measure(seconds / 2)) / 2
 
 
-def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare: float, table: Table) -> list:
+def bare_env(cfg: Config, info, seconds: float, table: Table, label: str = "") -> Bare:
+    bare = Bare(cfg, info)
+    table.add("env", f"{label}bare vector env, {cfg.envs_per_actor} envs, random actions", bare.measure(seconds),
+              "env steps/s", note="one process, one core")
+    return bare
+
+
+def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare: Bare, table: Table,
+                     label: str = "") -> list:
     """In-process actor with a real shard, then with the sequences discarded; returns payloads
     of the second run (real sequences, for the replay measurements)."""
     store = WeightStore()
     publish_initial(cfg, info, WeightPublisher(store))
-    chunk = cfg.actor_chunk_steps
+    chunk, prefix = cfg.actor_chunk_steps, label
     for label, replay in (("in-process, in-process shard", ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec)),
                           ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec))):
         actor = SelfPlayActor(cfg, 0, replay, WeightClient(store))
@@ -146,16 +171,18 @@ def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare
             infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
             return stats["env_steps"]
 
-        steps, elapsed = timed(seconds, step)
+        (steps, elapsed), bare_rate = bare.around(seconds, lambda: timed(seconds, step))
         rate = steps / elapsed
-        table.add("actor", f"1 actor, {label}", rate, "env steps/s", ratio=rate / bare,
-                  note=f"{rate / bare:.0%} of bare; inference {statistics.mean(infer):.0%} of its time",
-                  actors=1, cores=1)
+        table.add("actor", f"{prefix}1 actor, {label}", rate, "env steps/s", ratio=rate / bare_rate,
+                  note=f"{rate / bare_rate:.0%} of bare ({bare_rate:,.0f} around it); inference "
+                       f"{statistics.mean(infer):.0%} of its time", actors=1, cores=1, bare=bare_rate)
     return replay.shards[0].payloads
 
 
-def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: float, cpus: int,
-                  table: Table) -> None:
+def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: Bare, cpus: int,
+                  table: Table, label: str = "") -> None:
+    """As RayRounds feeds actors in a run: every actor always has PIPELINE collect calls queued,
+    so it never waits for this driver between chunks."""
     import ray
     chunk = cfg.actor_chunk_steps
     most = max(counts)
@@ -170,30 +197,63 @@ def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: float, cpus: 
     print(f"  (ray: {most} actors started and warm in {time.perf_counter() - t:.1f} s)", flush=True)
     one = None
     for n in counts:
-        busy = actors[:n]
-        start = time.perf_counter()
-        pending = {a.collect.remote(chunk): a for a in busy}
-        steps, infer = 0, []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                actor = pending.pop(ref)
-                stats = ray.get(ref)
-                steps += stats["env_steps"]
-                infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
-                if time.perf_counter() - start < seconds:
-                    pending[actor.collect.remote(chunk)] = actor
-        elapsed = time.perf_counter() - start
-        rate = steps / elapsed
+        (rate, infer), bare_rate = bare.around(seconds, lambda: run_actors(actors[:n], chunk, seconds))
         cores = min(n, cpus)
         one = one or rate
-        table.add("actor", f"{n} actor{'s' if n > 1 else ''} on Ray, {cfg.num_replay_shards} Ray shard(s)", rate,
-                  "env steps/s", ratio=rate / cores / bare,
-                  note=f"{rate / cores / bare:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}); "
-                       f"{rate / one:.2f}x 1 actor; inference {statistics.mean(infer):.0%}",
-                  actors=n, cores=cores, speedup=rate / one)
+        table.add("actor", f"{label}{n} actor{'s' if n > 1 else ''} on Ray, {cfg.num_replay_shards} Ray shard(s)", rate,
+                  "env steps/s", ratio=rate / cores / bare_rate,
+                  note=f"{rate / cores / bare_rate:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}; bare "
+                       f"{bare_rate:,.0f} around it); {rate / one:.2f}x 1 actor; inference {infer:.0%}",
+                  actors=n, cores=cores, speedup=rate / one, bare=bare_rate)
     for handle in [*actors, *c.shards, c.store]:
         ray.kill(handle)
+
+
+def run_actors(actors: list, chunk: int, seconds: float) -> tuple:
+    """(env steps/s, mean share of inference in collect) of Ray actors fed for `seconds` as
+    RayRounds feeds them: PIPELINE calls queued per actor."""
+    import ray
+    start = time.perf_counter()
+    pending = {a.collect.remote(chunk): a for a in actors for _ in range(PIPELINE)}
+    steps, infer = 0, []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            actor = pending.pop(ref)
+            stats = ray.get(ref)
+            steps += stats["env_steps"]
+            infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
+            if time.perf_counter() - start < seconds:
+                pending[actor.collect.remote(chunk)] = actor
+    return steps / (time.perf_counter() - start), statistics.mean(infer)
+
+
+def envpool_env(cfg: Config, info, seconds: float, bare: Bare, cpus: int, table: Table, label: str = "") -> None:
+    """EnvPool with the same preprocessing (common/envpool_env.py), random actions: one worker
+    thread (per core, against the bare row), then one per CPU."""
+    from common.envpool_env import make_envpool
+    actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, cfg.envs_per_actor))
+    for threads in sorted({1, cpus}):
+        envs = make_envpool(cfg.env, cfg.envs_per_actor, seed=0, num_threads=threads)
+        obs, _ = envs.reset()
+        assert obs.shape[1:] == info.obs_shape and obs.dtype == np.uint8, (obs.shape, obs.dtype)
+        i = 0
+
+        def step():
+            nonlocal i
+            for _ in range(16):
+                envs.step(actions[i % len(actions)])
+                i += 1
+            return 16 * cfg.envs_per_actor
+
+        (steps, elapsed), bare_rate = bare.around(seconds, lambda: timed(seconds, step))
+        envs.close()
+        rate = steps / elapsed
+        per_core = rate / min(threads, cpus)
+        table.add("envpool", f"{label}EnvPool, {cfg.envs_per_actor} envs, {threads} thread(s), random actions", rate,
+                  "env steps/s", ratio=per_core / bare_rate,
+                  note=f"{per_core / bare_rate:.2f}x bare per core ({bare_rate:,.0f} around it)", threads=threads,
+                  bare=bare_rate)
 
 
 def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table) -> ReplayShard:
@@ -293,7 +353,7 @@ def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
     store = ray.remote(num_cpus=0)(WeightStore).remote()
     fetcher = ray.remote(num_cpus=0)(Fetcher).remote(store)
     net = build_network(cfg.network_spec(info))
-    from transport.ray_weights import RayWeightPublisher
+    from transport.ray_weights import MIN_REQUEST_INTERVAL_S, RayWeightPublisher
     publisher = RayWeightPublisher(store)
     ray.get(fetcher.ping.remote())
     trips, times = [], []
@@ -307,7 +367,8 @@ def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
         times.append(time.perf_counter() - t)
     table.add("weights", "publish + fetch by another Ray actor (median)", 1000 * statistics.median(times), "ms",
               note=f"p90 {1000 * np.percentile(times, 90):.2f} ms; includes one actor call round trip "
-                   f"({1000 * statistics.median(trips):.2f} ms)")
+                   f"({1000 * statistics.median(trips):.2f} ms) and the client's pause of up to "
+                   f"{1000 * MIN_REQUEST_INTERVAL_S:.0f} ms between requests")
     ray.kill(fetcher)
     ray.kill(store)
 
@@ -327,7 +388,12 @@ def main() -> int:
                         help="learner: CPU always; CUDA too with 'cuda', or with 'auto' when CUDA exists")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
     parser.add_argument("--no-cpu-learner", action="store_true", help="skip the CPU learner rows (GPU runs)")
-    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=["cartpole"],
+                        help="configs to measure (common/config.py PRESETS), each with its env, network and envs "
+                             "per actor; the replay, learner and weights rows use the first")
+    parser.add_argument("--actor-rows-only", action="store_true",
+                        help="only the env, actor and EnvPool rows (no replay, learner or weights rows)")
+    parser.add_argument("--env", default=None, help="replaces each preset's env")
     parser.add_argument("--envs-per-actor", type=int, default=None)
     parser.add_argument("--num-replay-shards", type=int, default=1)
     parser.add_argument("--learner-batch-sizes", nargs="+", type=int, default=None,
@@ -340,37 +406,48 @@ def main() -> int:
         parser.error("--device cuda: torch sees no CUDA device")
     seconds = args.seconds or (1.5 if args.quick else 8.0)
     cpus = os.cpu_count() or 1
-    cfg = Config(env=args.env, replay_ratio=0.0,
-                 num_replay_shards=args.num_replay_shards, num_cpus=cpus, dashboard=False)
-    if args.envs_per_actor:
-        cfg.envs_per_actor = args.envs_per_actor
-    validate(cfg)
-    info = envs_lib.describe(cfg.env)
-    spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
     table, begin = Table(), time.perf_counter()
     load_before = os.getloadavg()[0]
-    print(f"throughput: {cfg.env}, {cfg.envs_per_actor} envs per actor, {seconds:g} s per measurement, "
-          f"{cpus} CPUs, load average {load_before:.1f}", flush=True)
-
-    bare = bare_env(cfg, info, seconds, table)
-    payloads = actor_in_process(cfg, info, spec, seconds, bare, table)
-    shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
-    devices = [] if args.no_cpu_learner else ["cpu"]
-    if resolve_device(args.device).type == "cuda":
-        devices.append("cuda")
-    for device in devices:
-        for compile in args.learner_compile:
-            for batch_size in args.learner_batch_sizes or [cfg.batch_size]:
-                learner_rate(cfg, spec, shard, device, seconds, table, batch_size, compile)
-    publish_in_process(cfg, info, 50 if args.quick else 200, table)
+    runs = []                                   # (label, cfg, info, bare) per preset
+    for preset in args.presets:
+        cfg = Config(**{**PRESETS[preset], "preset": preset, "replay_ratio": 0.0,
+                        "num_replay_shards": args.num_replay_shards, "num_cpus": cpus, "dashboard": False})
+        if args.env:
+            cfg.env = args.env
+        if args.envs_per_actor:
+            cfg.envs_per_actor = args.envs_per_actor
+        validate(cfg)
+        info = envs_lib.describe(cfg.env)
+        spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+        label = f"[{preset}] " if len(args.presets) > 1 else ""
+        print(f"throughput: {label}{cfg.env}, {cfg.envs_per_actor} envs per actor, {seconds:g} s per measurement, "
+              f"{cpus} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        bare = bare_env(cfg, info, seconds, table, label)
+        payloads = actor_in_process(cfg, info, spec, seconds, bare, table, label)
+        if envs_lib.is_atari(cfg.env) and importlib.util.find_spec("envpool"):
+            envpool_env(cfg, info, seconds, bare, cpus, table, label)
+        runs.append((label, cfg, info, bare))
+        if len(runs) > 1 or args.actor_rows_only:
+            continue
+        shard = replay_rates(cfg, spec, payloads, seconds / 2, table)
+        devices = [] if args.no_cpu_learner else ["cpu"]
+        if resolve_device(args.device).type == "cuda":
+            devices.append("cuda")
+        for device in devices:
+            for compile in args.learner_compile:
+                for batch_size in args.learner_batch_sizes or [cfg.batch_size]:
+                    learner_rate(cfg, spec, shard, device, seconds, table, batch_size, compile)
+        publish_in_process(cfg, info, 50 if args.quick else 200, table)
     if not args.no_ray:
         import ray
         t = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         print(f"  (ray.init {time.perf_counter() - t:.1f} s)", flush=True)
         try:
-            actors_on_ray(cfg, info, sorted(set(args.actors)), seconds, bare, cpus, table)
-            publish_on_ray(cfg, info, 20 if args.quick else 100, table)
+            for label, cfg, info, bare in runs:
+                actors_on_ray(cfg, info, sorted(set(args.actors)), seconds, bare, cpus, table, label)
+            if not args.actor_rows_only:
+                publish_on_ray(runs[0][1], runs[0][2], 20 if args.quick else 100, table)
         finally:
             ray.shutdown()
     table.print()
@@ -385,7 +462,7 @@ def main() -> int:
         doc = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(),
                "seconds_per_measurement": seconds,
                "load_average": [round(load_before, 2), round(load_after, 2)],
-               "config": dataclasses.asdict(cfg), "rows": table.rows,
+               "configs": {cfg.preset: dataclasses.asdict(cfg) for _, cfg, _, _ in runs}, "rows": table.rows,
                "total_s": round(total, 1)}
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     return 0

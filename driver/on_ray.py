@@ -2,7 +2,8 @@
 Factory's parallel mode. Ray is imported here and in the Ray transports (transport/ray_weights.py,
 replay/ray_client.py) only; an in-process run never imports it.
 
-A round takes whatever reports have arrived: every actor always has a chunk in flight and the
+A round takes whatever reports have arrived: every actor always has PIPELINE chunks queued (Ray
+runs an actor's calls in order, so the next one starts the moment the last returns) and the
 learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
 """
 import concurrent.futures
@@ -24,6 +25,7 @@ from replay.shard import ReplayShard
 from transport.ray_weights import RayWeightClient, RayWeightPublisher
 from transport.weight_store import WeightStore
 
+PIPELINE = 2                 # collect calls queued per actor: one running, one waiting behind it
 LEARNER_CALL_STEPS = 50      # updates per learner call before it reports back
 LEARNER_WAIT_S = 0.5         # a learner call held by replay returns after this long
 ROUND_WAIT_S = 0.5           # a round waits this long for a first report
@@ -106,9 +108,15 @@ def format_placement(plan: placement.Placement, nodes: dict) -> str:
 class RayRounds:
     def __init__(self, components, chunk_steps: int, supervisor):
         self.c, self.chunk_steps, self.supervisor = components, chunk_steps, supervisor
-        self.pending = {a.collect.remote(chunk_steps): i for i, a in enumerate(components.actors)}  # ref -> actor
-        self.retry_at = {}                                                                           # actor -> time
+        self.pending = {}                       # collect call ref -> actor index
+        self.retry_at = {}                      # actor index -> when to call it again
+        for index in range(len(components.actors)):
+            self._queue(index, PIPELINE)
         self.learner_call = self._train()
+
+    def _queue(self, index: int, calls: int = 1) -> None:
+        for _ in range(calls):
+            self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
 
     def _train(self):
         return self.c.learner.train.remote(LEARNER_CALL_STEPS, LEARNER_WAIT_S)
@@ -120,7 +128,7 @@ class RayRounds:
         for index, when in list(self.retry_at.items()):
             if time.monotonic() >= when:
                 del self.retry_at[index]
-                self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
+                self._queue(index, PIPELINE)
         refs = [self.learner_call] + list(self.pending)
         ray.wait(refs, num_returns=1, timeout=ROUND_WAIT_S)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -139,7 +147,7 @@ class RayRounds:
                 raise exc.cause from None
             self.supervisor.succeeded(index)
             yield "actor", stats
-            self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
+            self._queue(index)
 
     def _failed(self, index: int, exc: Exception) -> float:
         """Seconds until actor `index` is called again, after replacing it if the supervisor says so."""

@@ -4,10 +4,14 @@ The learner `ray.put`s each payload once and hands the store (a Ray actor) a ref
 in a list, so Ray passes the reference instead of resolving it; every actor then reads the
 same object from the object store.
 """
+import math
+import time
+
 import ray
 
 from transport.weights import WeightClient, WeightPublisher
 
+MIN_REQUEST_INTERVAL_S = 0.05       # at most 20 weight requests a second per client
 STORE_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
 
@@ -17,19 +21,24 @@ class RayWeightPublisher(WeightPublisher):
 
 
 class RayWeightClient(WeightClient):
-    """Keeps one request to the store in flight and picks the answer up once it has arrived."""
+    """Keeps one request to the store in flight and picks the answer up once it has arrived.
+    A request goes out at most every MIN_REQUEST_INTERVAL_S: an actor asks every
+    --weight-pull-every env steps, which at CartPole's speed is ~100 times a second, while
+    the learner publishes a few times a second, and each ask is a Ray call on the actor's core."""
 
     def __init__(self, store):
         super().__init__(store)
         self._pending = None
+        self._asked_at = -math.inf
 
     def _bytes(self, payload) -> bytes:
         return ray.get(payload[0])
 
     def request(self) -> None:
         """Ask for the newest weights (no-op while a request is in flight)."""
-        if self._pending is None:
-            self._pending = self.store.latest.remote()
+        now = time.monotonic()
+        if self._pending is None and now - self._asked_at >= MIN_REQUEST_INTERVAL_S:
+            self._pending, self._asked_at = self.store.latest.remote(), now
 
     def poll(self):
         if self._pending is None:
@@ -45,6 +54,7 @@ class RayWeightClient(WeightClient):
             return None
 
     def newest(self, timeout_s: float = 10.0):
-        self.request()
+        if self._pending is None:
+            self._pending, self._asked_at = self.store.latest.remote(), time.monotonic()
         ray.wait([self._pending], timeout=timeout_s)
         return self.poll()
