@@ -219,22 +219,38 @@ def median_curve(curves) -> list:
     return out
 
 
+def solved_fraction(rows) -> list:
+    """[[env_steps, share of the runs solved by then], ...] at each solved run's env steps."""
+    steps = sorted(r["env_steps"] for r in rows if r["solved"])
+    return [[x, (i + 1) / len(rows)] for i, x in enumerate(steps)]
+
+
 def plot(rows, variants: dict, path: Path, title: str) -> None:
+    """Two panels per variant: the share of seeds solved by each env-step count, and the median
+    over seeds of the greedy evaluations."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (solved_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 5))
     for i, name in enumerate(variants):
-        curve = median_curve([r.get("curve") for r in rows if r["config"] == name])
+        mine = [r for r in rows if r["config"] == name]
+        style, label = ("-", "--", ":")[i // 10 % 3], f"{name} ({len(mine)} seeds)"
+        share = solved_fraction(mine)
+        if share:
+            steps, shares = zip(*([[0, 0.0]] + share))
+            solved_ax.plot(steps, shares, style, drawstyle="steps-post", label=label)
+        curve = median_curve([r.get("curve") for r in mine])
         if curve:
             steps, means = zip(*curve)
-            seeds = sum(r["config"] == name for r in rows)
-            ax.plot(steps, means, ("-", "--", ":")[i // 10 % 3], drawstyle="steps-post", label=f"{name} ({seeds} seeds)")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("greedy eval return (median over seeds)")
-    ax.set_title(textwrap.fill(title, 120), fontsize=7)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+            eval_ax.plot(steps, means, style, drawstyle="steps-post", label=label)
+    solved_ax.set_ylabel("share of seeds solved")
+    eval_ax.set_ylabel("greedy eval (median over seeds)")
+    for ax in (solved_ax, eval_ax):
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(textwrap.fill(title, 160), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -187,3 +187,9 @@ def test_a_real_run_then_resume_skips_it(tmp_path, capsys):
     assert ablate.main(["--resume", *argv]) == 0
     assert "0 runs to do, 1 done already" in capsys.readouterr().out
     assert json.loads(out.read_text())["rows"] == result["rows"]
+
+
+def test_solved_fraction_steps_at_each_solved_run():
+    rows = [{"solved": True, "env_steps": 300}, {"solved": False, "env_steps": 800},
+            {"solved": True, "env_steps": 100}, {"solved": True, "env_steps": 200}]
+    assert ablate.solved_fraction(rows) == [[100, 0.25], [200, 0.5], [300, 0.75]]
