@@ -43,7 +43,7 @@ SETS = {
         "retrace-model-q": ["--retrace-q", "model"],
         "value-consistent": ["--value-head-target", "value"],
         "one-normaliser": ["--pg-normalizer", "shared"],
-        "policy-every-state": ["--policy-terms-every-state"],
+        "start-states-only": ["--no-policy-terms-every-state"],   # the default before the ablations
         "paper-all": ["--retrace-q", "model", "--value-head-target", "value", "--pg-normalizer", "shared",
                       "--policy-terms-every-state"],
     },

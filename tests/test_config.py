@@ -270,3 +270,10 @@ def test_launch_exits_2_with_one_line_on_bad_values(tmp_path):
         assert len(lines) == 1 and lines[0].startswith(cases[name][1]), err
         assert out == ""
         assert not (tmp_path / name).exists()        # nothing was started or written
+
+
+def test_policy_terms_cover_every_state_except_in_the_seed_preset():
+    """The default follows docs/ablations.md (the paper's form); the seed preset reproduces the blog,
+    whose policy terms use its 5 start states only."""
+    assert parse_config(["--num-cpus", "1"]).loss_params().policy_terms_every_state is True
+    assert parse_config(["--preset", "seed", "--num-cpus", "1"]).loss_params().policy_terms_every_state is False

@@ -23,9 +23,9 @@ TERM_COL, TRUNC_COL, LAST_TERM_COL = 1, 2, 3
 
 def params(**changes):
     """The run defaults' loss view (common/config.Config.loss_params), with every start state
-    unrolled and no prior mixture (the hand computations take the target's policy as the prior),
-    then `changes`."""
-    base = dict(max_starts=0, prior_behaviour_weight=0.0, prior_uniform_weight=0.0)
+    unrolled, no prior mixture (the hand computations take the target's policy as the prior) and
+    the policy terms on the start states (so a start_mask selects them too), then `changes`."""
+    base = dict(max_starts=0, prior_behaviour_weight=0.0, prior_uniform_weight=0.0, policy_terms_every_state=False)
     return dataclasses.replace(Config().loss_params(), **{**base, **changes})
 
 
