@@ -189,7 +189,7 @@ class SelfPlayActor:
             self.env_steps += taken
             self.steps_since_pull += taken
             self._maybe_pull()
-        self.replay.chunk_done()
+        self.replay.flush()
         elapsed = time.perf_counter() - start
         env_errors, self._reported_env_errors = self.envs.errors - self._reported_env_errors, self.envs.errors
         self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors)

@@ -72,10 +72,6 @@ class ReplayClient:
         self.room[index] -= count
         self._send(index, payload, count)
 
-    def chunk_done(self) -> None:
-        """The actor's collect call ends: send what is buffered (in-process the learner runs next)."""
-        self.flush()
-
     def _send(self, index: int, payload: bytes, count: int) -> None:
         """Insert `payload` (count sequences) into shard `index`; its answer is that shard's room."""
         self.room[index] = self.shards[index].insert([payload])["room"]

@@ -2,34 +2,23 @@
 in-process client).
 
 Inserts go out without waiting for the answer, with a bound on calls in flight, so a slow shard
-pushes back on the actor. Each insert is a Ray call that costs the actor a millisecond or more of
-its core, so sequences go out in payloads of up to RAY_FLUSH_EVERY sequences or RAY_FLUSH_BYTES
-(CartPole's defaults: one insert per ~2.5 collect calls; Pong's: ~55 sequences of 0.6 MB), and
-the end of a collect call sends nothing (the actor's next call, queued behind it, goes on at
-once). A payload also goes out as soon as the buffer holds all the room the shards have left,
-so the rate limit holds the actor no later than with small payloads. Shards may die (Ray restarts them empty): a failed call is counted,
+pushes back on the actor. Shards may die (Ray restarts them empty): a failed call is counted,
 never raised, so the actor keeps playing and the learner waits for the restarted shard to refill.
 """
-import math
 import time
 
-import numpy as np
 import ray
 
 from common.sequence import SequenceSpec
 from replay.client import ReplayClient
 
 SHARD_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
-RAY_FLUSH_EVERY = 128                       # sequences per insert call, at most
-RAY_FLUSH_BYTES = 32 << 20                  # bytes of sequences per insert call, at most
 MAX_ROOM_POLL_S = 0.02                      # a held actor asks the shards again after 1 ms, doubling up to this
 
 
 class RayReplayClient(ReplayClient):
-    def __init__(self, shards, spec: SequenceSpec, flush_every: int = 0, max_inflight: int = 4):
-        """flush_every: sequences per insert (0: as many as RAY_FLUSH_EVERY and RAY_FLUSH_BYTES allow)."""
-        per_sequence = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in spec.fields().values())
-        super().__init__(shards, spec, flush_every or max(1, min(RAY_FLUSH_EVERY, RAY_FLUSH_BYTES // per_sequence)))
+    def __init__(self, shards, spec: SequenceSpec, flush_every: int = 32, max_inflight: int = 4):
+        super().__init__(shards, spec, flush_every)
         self.max_inflight = max_inflight
         self._inflight = []                     # (ref, shard index, sequences) of inserts not yet answered
 
@@ -51,15 +40,6 @@ class RayReplayClient(ReplayClient):
             return default
 
     # -- actor side ---------------------------------------------------------------------
-    def add(self, sequence) -> None:
-        """Buffer one sequence; flush at flush_every, or once the buffer fills the room left."""
-        self._sequences.append(sequence)
-        if len(self._sequences) >= min(self.flush_every, max(self.room)):
-            self.flush()
-
-    def chunk_done(self) -> None:
-        """The actor's collect call ends: nothing to send yet (its next call follows at once)."""
-
     def _send(self, index: int, payload: bytes, count: int) -> None:
         self._inflight.append((self.shards[index].insert.remote([payload]), index, count))
         if len(self._inflight) > self.max_inflight:

@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH = str(Path(__file__).resolve().parents[1] / "bench")
+_root_sweep = sys.modules.pop("sweep", None)
+sys.path.insert(0, BENCH)
 import ablate  # noqa: E402
-import sweep as bench_sweep  # noqa: E402  (bench/sweep.py; the root sweep.py is another module)
+import sweep as bench_sweep  # noqa: E402  (bench/sweep.py)
+# The root sweep.py is also `sweep` (tests/test_sweep.py): leave neither bench/ on the path nor
+# bench/sweep.py under that name for the modules imported after this one.
+sys.path.remove(BENCH)
+del sys.modules["sweep"]
+if _root_sweep is not None:
+    sys.modules["sweep"] = _root_sweep
 from common.config import ConfigError  # noqa: E402
 
 ROWS = [  # variant a: two of three seeds solved; b: one of three; c: none run yet

@@ -1,7 +1,6 @@
 """What keeps a Ray actor's loop from blocking (issue 19): collect calls queued behind each other
 (driver/on_ray.py RayRounds), weight requests at most every MIN_REQUEST_INTERVAL_S
-(transport/ray_weights.py), inserts in large payloads that the end of a collect call does not
-send (replay/ray_client.py). One local Ray for the module."""
+(transport/ray_weights.py). One local Ray for the module."""
 import collections
 import os
 import time
@@ -11,16 +10,11 @@ import numpy as np
 import pytest
 
 from common import codec
-from common.sequence import SequenceSpec
 from driver.supervision import ActorSupervisor
-from replay.rate_limit import SampleToInsertRatio
-from replay.shard import ReplayShard
 from transport.weight_store import WeightStore
 
 ray = pytest.importorskip("ray")
 
-CARTPOLE = SequenceSpec(10, (4,), "float32", 2)
-PONG = SequenceSpec(20, (4, 84, 84), "uint8", 18)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,53 +22,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def sequence(spec: SequenceSpec) -> dict:
-    seq = spec.empty()
-    seq["mask"][:] = True
-    seq["behaviour"][:] = 1.0 / spec.num_actions
-    return seq
-
-
-def test_payload_size_follows_the_sequence_bytes():
-    """Pong: 21 x 4 x 84 x 84 uint8 frames (592,704 B) + action, reward (80 B each), behaviour
-    (1,440 B), three bool masks (60 B), version (160 B) = 594,524 B a sequence: 32 MiB hold 56."""
-    from replay.ray_client import RayReplayClient
-    assert RayReplayClient([], PONG).flush_every == 56
-    assert RayReplayClient([], CARTPOLE).flush_every == 128      # capped by RAY_FLUSH_EVERY
-    assert RayReplayClient([], CARTPOLE, flush_every=5).flush_every == 5
-
-
-def test_inserts_go_out_whole_and_the_end_of_a_chunk_sends_nothing():
-    from replay.ray_client import RayReplayClient
-    shard = ray.remote(ReplayShard).remote(CARTPOLE, 1000)
-    client = RayReplayClient([shard], CARTPOLE)
-    for _ in range(130):
-        client.add(sequence(CARTPOLE))
-    client.chunk_done()
-    ray.get([ref for ref, _, _ in client._inflight])
-    stats = ray.get(shard.stats.remote())
-    assert (stats["sequences"], len(client._sequences)) == (128, 2)
-    client.flush()
-    ray.get([ref for ref, _, _ in client._inflight])
-    assert ray.get(shard.stats.remote())["sequences"] == 130
-
-
-def test_a_buffer_that_fills_the_room_left_is_sent_at_once():
-    """Rate limit r = 1, m = 2, e = 1: room 3 at the start; after one insert the shard says 2,
-    so the second buffered sequence goes out without waiting for 128."""
-    from replay.ray_client import RayReplayClient
-    shard = ray.remote(ReplayShard).remote(CARTPOLE, 1000, 0, 0, SampleToInsertRatio(1.0, 2, 1.0))
-    client = RayReplayClient([shard], CARTPOLE)
-    client.add(sequence(CARTPOLE))
-    assert client.wait_for_room(5.0) and client.room == [2.0]
-    client.add(sequence(CARTPOLE))
-    assert len(client._sequences) == 1
-    client.add(sequence(CARTPOLE))
-    assert client._sequences == []
-    ray.get([ref for ref, _, _ in client._inflight])
-    assert ray.get(shard.stats.remote())["sequences"] == 3
 
 
 class CountingStore(WeightStore):
