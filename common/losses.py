@@ -94,13 +94,20 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _masked_sum(x, mask) / mask.sum().clamp(min=1.0)
 
 
-def _shift_windows(x: torch.Tensor, steps: int, fill=0) -> torch.Tensor:
-    """x [L, B, ...] -> [steps, L, B, ...] with out[k, t] = x[t + k] (fill past the end)."""
-    if steps == 0:  # torch.stack([]) raises; K = 0 is allowed by the config
-        return x.new_zeros((0,) + tuple(x.shape))
-    pad = torch.full((steps,) + tuple(x.shape[1:]), fill, dtype=x.dtype, device=x.device)
-    ext = torch.cat([x, pad])
-    return torch.stack([ext[k:k + x.shape[0]] for k in range(steps)])
+def _windows(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """x [L, B, ...] -> [K+1, N, ...] with out[k, n] = x[t + k, b] for the start state
+    index[0, n] = t B + b (index[k] = index[0] + k B, from `window_index`); 0 past x's end.
+    `rows` (fixed by T, K and B) is how many flat rows the padding makes, so no shape
+    depends on the data."""
+    flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+    if rows > flat.shape[0]:
+        flat = torch.cat([flat, flat.new_zeros((rows - flat.shape[0],) + tuple(flat.shape[1:]))])
+    return flat[index]
+
+
+def window_index(starts: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
+    """Flat indices t B + b of start states [N] -> those of s_{t+k}, k = 0..steps-1: [steps, N]."""
+    return starts[None, :] + batch * torch.arange(steps, device=starts.device)[:, None]
 
 
 def _head_loss(logits: torch.Tensor, target: torch.Tensor, support_size: int) -> torch.Tensor:
@@ -135,19 +142,21 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
     T, B = action.shape
     A = batch["behaviour"].shape[-1]
     flat_obs = obs.reshape((T + 1) * B, *obs.shape[2:])
-    hidden = target.represent(flat_obs)                                      # [(T+1)B, H]
-    prior_logits, value_logits = target.predict(hidden)
-    value = target.to_scalar(value_logits).reshape(T + 1, B)
+    n = (T + 1) * B
+    hidden = target.represent(flat_obs)                                      # [n, H]
     # One-step lookahead for every action in one batched call: q = r_hat + gamma v(g(h, a)).
-    hidden_a = hidden.repeat_interleave(A, 0)                                 # [(T+1)B A, H]
-    actions_a = torch.arange(A, device=obs.device).repeat((T + 1) * B)
-    next_hidden, reward_logits = target.dynamics(hidden_a, actions_a)
-    next_value = target.to_scalar(target.predict(next_hidden)[1])
-    q = (target.to_scalar(reward_logits) + p.discount * next_value).reshape(T + 1, B, A)
+    actions_a = torch.arange(A, device=obs.device).repeat(n)
+    next_hidden, reward_logits = target.dynamics(hidden.repeat_interleave(A, 0), actions_a)   # [n A, ...]
+    # f once over s_j and every g(s_j, a), and one decoding of all value and reward heads.
+    logits, value_logits = target.predict(torch.cat([hidden, next_hidden]))
+    scalars = target.to_scalar(torch.cat([value_logits, reward_logits]))    # [n + n A + n A]
+    value = scalars[:n].reshape(T + 1, B)
+    next_value, reward_hat = scalars[n:n + n * A], scalars[n + n * A:]
+    q = (reward_hat + p.discount * next_value).reshape(T + 1, B, A)
 
-    behaviour_ext = torch.cat([batch["behaviour"], torch.softmax(prior_logits, -1).reshape(T + 1, B, A)[-1:]])
-    prior_probs = cmpo.mix_prior(torch.softmax(prior_logits, -1).reshape(T + 1, B, A), behaviour_ext,
-                                 p.prior_behaviour_weight, p.prior_uniform_weight)
+    target_probs = torch.softmax(logits[:n], -1).reshape(T + 1, B, A)
+    behaviour_ext = torch.cat([batch["behaviour"], target_probs[-1:]])
+    prior_probs = cmpo.mix_prior(target_probs, behaviour_ext, p.prior_behaviour_weight, p.prior_uniform_weight)
     prior_log_probs = torch.log(prior_probs.clamp(min=1e-12))
 
     # s_j is a real, non-terminal state for j < T where step j exists, and s_T when the
@@ -211,10 +220,14 @@ def metrics_to_floats(metrics: dict) -> dict:
     return dict(zip(metrics, values))
 
 
-def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams):
+def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams, stats: bool = True):
     """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
-    no data-dependent shape, so torch.compile can capture it whole.
+    no data-dependent shape, so torch.compile can capture it whole. `stats=False` leaves out
+    the stats/* metrics (the loss/* terms are always there).
 
+    Each network function runs once over everything it applies to: h over every state, g K
+    times from the chosen start states, f once over those K + 1 sets of hidden states, one
+    log-softmax, one cross-entropy for every value and reward head.
     Gradient reaches only `online`; targets are computed under no_grad with `target`."""
     check_batch(batch, online.spec.num_actions)
     # Batch entries are data: never let the gradient flow into them (reward/behaviour/mask enter the graph).
@@ -223,43 +236,51 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
     obs, action, mask = batch["obs"], batch["action"], batch["mask"]
     T, B = action.shape
     K = p.unroll_steps
+    support = online.spec.support_size
     # Only the chosen start states are unrolled: N of the T*B (flattened index t*B + b), N fixed
     # (p.max_starts, else all T*B) so shapes never depend on the data; `weight` [N] is 1 for a
     # chosen start state and 0 for a filler.
     start = (batch.get("start_mask", mask) * mask).reshape(T * B)
-    if 0 < p.max_starts < T * B:
-        idx = torch.topk(start, p.max_starts, sorted=False).indices            # [N]: every 1 of start, then fillers
-        weight = start[idx]
+    subsampled = 0 < p.max_starts < T * B
+    if subsampled:
+        starts = torch.topk(start, p.max_starts, sorted=False).indices        # [N]: every 1 of start, then fillers
+        weight = start[starts]
     else:
-        idx, weight = None, start
-    support = online.spec.support_size
+        starts, weight = torch.arange(T * B, device=obs.device), start
+    N = starts.shape[0]
+    index = window_index(starts, K + 1, B)                                    # [K+1, N]: s_{t+k}
 
-    def pick(x):
-        """[L, T, B, ...] -> [L, N, ...] at the chosen start states."""
-        x = x.reshape(x.shape[0], T * B, *x.shape[3:])
-        return x if idx is None else x[:, idx]
+    def windows(x):
+        """[T or T+1, B, ...] -> [K+1, N, ...]: x at t+k for each chosen start t."""
+        return _windows(x, index, (T + K) * B)
 
-    # Unroll the online model from each start state s_t along a_t .. a_{t+K-1}.
-    out = online.unroll(pick(obs[None, :T])[0], pick(_shift_windows(action, K)), p.hidden_grad_scale)
-    log_pi = F.log_softmax(out.policy_logits, -1)                             # [K+1, N, A]
-
-    # The k = 0 terms (policy gradient, regulariser, value) on the start states, or, with
-    # policy_terms_every_state and a subsample of starts, on every valid state (one more forward
-    # pass of h and f over all T*B states; only the unroll is subsampled).
-    every_state = p.policy_terms_every_state and (idx is not None or "start_mask" in batch)
-    if every_state:
-        logits0, value_logits0 = online.predict(online.represent(obs[:T].reshape(T * B, *obs.shape[2:])))
-        log_pi0, weight0 = F.log_softmax(logits0, -1), mask.reshape(T * B)    # [T*B, A], [T*B]
+    # The k = 0 terms (policy gradient, regulariser, value) are on the M = N start states, or,
+    # with policy_terms_every_state and a subsample of starts, on every valid state (M = T*B;
+    # only the unroll is subsampled). h runs over those M states; the unroll starts from them.
+    every_state = p.policy_terms_every_state and (subsampled or "start_mask" in batch)
+    flat_obs = obs[:T].reshape(T * B, *obs.shape[2:])
+    if every_state or not subsampled:
+        hidden0 = online.represent(flat_obs)                                  # [T*B, H]
+        weight0 = mask.reshape(T * B) if every_state else weight
+        hidden_starts = hidden0[starts] if subsampled else hidden0
 
         def pick0(x):
             """[T, B, ...] -> [T*B, ...]: every state."""
             return x.reshape(T * B, *x.shape[2:])
     else:
-        log_pi0, value_logits0, weight0 = log_pi[0], out.value_logits[0], weight
+        hidden0 = hidden_starts = online.represent(flat_obs[starts])          # [N, H]
+        weight0 = weight
 
         def pick0(x):
             """[T, B, ...] -> [N, ...] at the chosen start states."""
-            return pick(x[None])[0]
+            return x.reshape(T * B, *x.shape[2:])[starts]
+    M = hidden0.shape[0]
+
+    # Unroll g from each start along a_t .. a_{t+K-1}, then f over all k = 0..K states at once.
+    hidden_k, reward_logits = online.unroll_dynamics(hidden_starts, windows(action)[:K], p.hidden_grad_scale)
+    policy_logits, value_logits = online.predict(torch.cat([hidden0, hidden_k.reshape(K * N, hidden_k.shape[-1])]))
+    log_pi_all = F.log_softmax(policy_logits, -1)                             # [M + K N, A]
+    log_pi0, log_pi = log_pi_all[:M], log_pi_all[M:].reshape(K, N, log_pi_all.shape[-1])
 
     # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
     a_t = pick0(action)                                                       # [M]
@@ -278,43 +299,38 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
         reg = cmpo.exact_kl(pick0(tq["cmpo_log_probs"][:T]), log_pi0)
     loss_reg = _masked_mean(reg, weight0)
 
-    # 3-5. Model losses for k = 1..K, masked past episode ends.
-    step_valid = pick(_shift_windows(mask, K + 1)) * weight                   # [K+1, N]: step t+k is real
-    state_valid = pick(_shift_windows(tq["state_valid"], K + 1)[:, :T])       # state s_{t+k} is real
-    cmpo_targets = pick(_shift_windows(tq["cmpo_log_probs"], K + 1)[:, :T])   # [K+1, N, A]
-    value_targets = pick(_shift_windows(tq["value_targets"], K + 1))          # G_{t+k} or V_{t+k}
-    if K > 0:
-        rewards = pick(_shift_windows(batch["reward"], K))                    # r_{t+k-1}, k = 1..K
-        # A model step k >= 1 is valid when action a_{t+k-1} was really taken.
-        acted = step_valid[:K]
-        loss_model = _masked_mean(cmpo.exact_kl(cmpo_targets[1:], log_pi[1:]), acted * state_valid[1:])
-        loss_reward = _masked_mean(_head_loss(out.reward_logits, rewards, support), acted)
-    else:
-        loss_model = loss_reward = torch.zeros((), device=obs.device)
-    if every_state:     # one mean over the k = 0 terms of every state and the k >= 1 terms of the starts
-        terms0 = _head_loss(value_logits0, pick0(tq["value_targets"]), support)
-        terms = _head_loss(out.value_logits[1:], value_targets[1:], support)
-        loss_value = ((_masked_sum(terms0, weight0) + _masked_sum(terms, step_valid[1:]))
-                      / (weight0.sum() + step_valid[1:].sum()).clamp(min=1.0))
-    else:
-        loss_value = _masked_mean(_head_loss(out.value_logits, value_targets, support), step_valid)
+    # 3. Model policy loss for k = 1..K, masked past episode ends: step t+k-1 was really taken
+    # (acted) and s_{t+k} is a real state.
+    step_valid = windows(mask) * weight                                       # [K+1, N]: step t+k is real
+    acted = step_valid[:K]
+    loss_model = _masked_mean(cmpo.exact_kl(windows(tq["cmpo_log_probs"])[1:], log_pi),
+                              acted * windows(tq["state_valid"])[1:])
+
+    # 4-5. Value (k = 0 on the M states, k >= 1 on the starts: one mean over all of them) and
+    # reward (r_{t+k-1}, k = 1..K): one cross-entropy over every head.
+    value_targets = torch.cat([pick0(tq["value_targets"]), windows(tq["value_targets"])[1:].reshape(K * N)])
+    value_weights = torch.cat([weight0, step_valid[1:].reshape(K * N)])
+    head_terms = _head_loss(torch.cat([value_logits, reward_logits.reshape(K * N, reward_logits.shape[-1])]),
+                            torch.cat([value_targets, windows(batch["reward"])[:K].reshape(K * N)]), support)
+    loss_value = _masked_mean(head_terms[:M + K * N], value_weights)
+    loss_reward = _masked_mean(head_terms[M + K * N:], acted.reshape(K * N))
 
     loss = (p.pg_weight * loss_pg + p.reg_weight * loss_reg + p.value_weight * loss_value
             + p.reward_weight * loss_reward + p.model_weight * loss_model)
-
-    with torch.no_grad():
-        entropy = _masked_mean(-(log_pi0.exp() * log_pi0).sum(-1), weight0)
-        pg_scale_state = state.adv if p.pg_normalizer == "shared" else state.pg
-        metrics = {
-            "loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
-            "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward,
-            "stats/entropy": entropy,
-            "stats/is_ratio_mean": _masked_mean(ratio, weight0),
-            "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
-            "stats/pg_adv_std": torch.sqrt(pg_scale_state.second_moment / (1 - p.adv_beta ** pg_scale_state.count)),
-            "stats/value_mean": _masked_mean(tq["value"][:T], mask),
-            "stats/return_mean": _masked_mean(tq["returns"], mask),
-            "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
-                                                              tq["prior_log_probs"][:T]), mask),
-        }
+    metrics = {"loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
+               "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward}
+    if stats:
+        with torch.no_grad():
+            pg_scale_state = state.adv if p.pg_normalizer == "shared" else state.pg
+            metrics.update({
+                "stats/entropy": _masked_mean(-(log_pi0.exp() * log_pi0).sum(-1), weight0),
+                "stats/is_ratio_mean": _masked_mean(ratio, weight0),
+                "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
+                "stats/pg_adv_std": torch.sqrt(pg_scale_state.second_moment
+                                               / (1 - p.adv_beta ** pg_scale_state.count)),
+                "stats/value_mean": _masked_mean(tq["value"][:T], mask),
+                "stats/return_mean": _masked_mean(tq["returns"], mask),
+                "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
+                                                                  tq["prior_log_probs"][:T]), mask),
+            })
     return loss, metrics, state

@@ -154,9 +154,29 @@ class MuesliNet(nn.Module):
     def dynamics(self, hidden: torch.Tensor, action: torch.Tensor):
         """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S].
         Head outputs are float32 even under bf16 autocast, so all loss math runs in float32."""
-        one_hot = nn.functional.one_hot(action.long(), self.spec.num_actions).to(hidden.dtype)
-        x = self.dynamics_net(torch.cat([hidden, one_hot], -1))
+        x = self._dynamics_trunk(hidden, nn.functional.one_hot(action.long(), self.spec.num_actions))
         return torch.tanh(self.dynamics_state(x)), self.dynamics_reward(x).float()
+
+    def _dynamics_trunk(self, hidden: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        """The MLP of g over [hidden, one_hot(action)], before its state and reward heads."""
+        return self.dynamics_net(torch.cat([hidden, one_hot.to(hidden.dtype)], -1))
+
+    def unroll_dynamics(self, hidden: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5):
+        """K steps of g from hidden [N, H] along actions [K, N]:
+          hidden_k = g_state(scale_gradient(hidden_{k-1}, s), a_{k-1}),  k = 1..K
+        -> hidden states [K, N, H] and reward logits [K, N, S]. The recursion needs one trunk
+        call per step; the reward head runs once over all K steps."""
+        K, N = actions.shape
+        if K == 0:
+            return hidden.new_zeros((0, N, hidden.shape[-1])), hidden.new_zeros((0, N, self.num_bins)).float()
+        one_hots = nn.functional.one_hot(actions.long(), self.spec.num_actions)        # [K, N, A]
+        states, trunks = [], []
+        for k in range(K):
+            x = self._dynamics_trunk(scale_gradient(hidden, hidden_grad_scale), one_hots[k])
+            hidden = torch.tanh(self.dynamics_state(x))
+            states.append(hidden)
+            trunks.append(x)
+        return torch.stack(states), self.dynamics_reward(torch.stack(trunks)).float()
 
     def predict(self, hidden: torch.Tensor):
         """hidden [B, H] -> policy logits [B, A], value logits [B, S] (float32, as in dynamics)."""
@@ -176,24 +196,18 @@ class MuesliNet(nn.Module):
         return self.policy_head(self.prediction_net(self.represent(obs))).float()
 
     def unroll(self, obs: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5) -> UnrollOutput:
-        """Unroll the model K steps from obs [B, *O] along actions [K, B].
+        """Unroll the model K steps from obs [B, *O] along actions [K, B]: h, then g K times
+        (unroll_dynamics), then f once over all K + 1 hidden states.
 
         The hidden state entering each dynamics step has its gradient scaled by
         `hidden_grad_scale` (0.5 in Muesli / MuZero; 1.0 disables it)."""
         if actions.dim() != 2 or actions.shape[1] != obs.shape[0]:
             raise ValueError(f"actions must be [K, B] with B={obs.shape[0]}, got {tuple(actions.shape)}")
         hidden = self.represent(obs)
-        logits, values = self.predict(hidden)
-        all_logits, all_values, all_rewards = [logits], [values], []
-        for k in range(actions.shape[0]):
-            hidden, reward = self.dynamics(scale_gradient(hidden, hidden_grad_scale), actions[k])
-            logits, values = self.predict(hidden)
-            all_logits.append(logits)
-            all_values.append(values)
-            all_rewards.append(reward)
-        reward_logits = (torch.stack(all_rewards) if all_rewards
-                         else torch.zeros(0, obs.shape[0], self.num_bins, device=obs.device))
-        return UnrollOutput(torch.stack(all_logits), torch.stack(all_values), reward_logits)
+        states, reward_logits = self.unroll_dynamics(hidden, actions, hidden_grad_scale)
+        K, B = actions.shape
+        logits, values = self.predict(torch.cat([hidden[None], states]).reshape((K + 1) * B, -1))
+        return UnrollOutput(logits.reshape(K + 1, B, -1), values.reshape(K + 1, B, -1), reward_logits)
 
     def dynamics_parameters(self):
         """Parameters of g (for the seed's 'scale dynamics parameter gradients' option)."""

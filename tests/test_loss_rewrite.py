@@ -1,0 +1,113 @@
+"""The batched loss (common/losses.py) against the one-call-per-quantity form it replaced
+(tests/reference_loss.py) on random batches: the same loss, metrics, normaliser state and
+gradients within float rounding, for every loss option and start-state layout."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import tests.reference_loss as reference
+from common.config import Config
+from common.losses import init_loss_state, muesli_loss_tensors
+from common.networks import NetworkSpec, build_network
+
+T, B, A, D = 7, 5, 3, 4
+
+
+def random_batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(T, B)
+    terminal = torch.zeros(T, B)
+    for b in range(B):                          # random episode ends: terminal or time limit, or none
+        end = int(torch.randint(1, T + 3, (), generator=g))
+        if end < T:
+            mask[end + 1:, b] = 0.0
+            terminal[end, b] = float(torch.rand((), generator=g) < 0.5)
+    return dict(obs=torch.randn(T + 1, B, D, generator=g), action=torch.randint(0, A, (T, B), generator=g),
+                reward=3 * torch.randn(T, B, generator=g), mask=mask, terminal=terminal,
+                behaviour=torch.softmax(torch.randn(T, B, A, generator=g), -1))
+
+
+def nets(support_size, seed):
+    torch.manual_seed(seed)
+    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=12, depth=2, hidden_size=6, support_size=support_size)
+    online = build_network(spec)
+    target = copy.deepcopy(online)
+    with torch.no_grad():
+        for q in target.parameters():
+            q.add_(0.1 * torch.randn(q.shape))
+    return online, target
+
+
+def run(loss_fn, online, target, batch, p, state):
+    online.zero_grad()
+    torch.manual_seed(123)                      # the sampled regulariser draws from the global generator
+    loss, metrics, new_state = loss_fn(online, target, batch, state, p)
+    loss.backward()
+    return loss.detach(), metrics, new_state, {n: q.grad for n, q in online.named_parameters()}
+
+
+CASES = [
+    dict(),                                                             # the run defaults (every state, 3 starts)
+    dict(policy_terms_every_state=False),
+    dict(max_starts=0),                                                 # every start unrolled
+    dict(max_starts=0, with_start_mask=True),                           # start mask without a subsample
+    dict(policy_terms_every_state=False, with_start_mask=True, max_starts=0),
+    dict(unroll_steps=0), dict(unroll_steps=1, max_starts=0), dict(unroll_steps=8),   # K beyond T
+    dict(reg_samples=2), dict(retrace_q="model"), dict(value_head_target="value"), dict(pg_normalizer="shared"),
+    dict(value_target="mc", hidden_grad_scale=1.0),
+    dict(support_size=0), dict(support_size=0, policy_terms_every_state=False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "defaults" for c in CASES])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_loss_equals_the_reference(case, seed):
+    case = dict(case)
+    support = case.pop("support_size", 5)
+    with_start_mask = case.pop("with_start_mask", False)
+    p = dataclasses.replace(Config().loss_params(), **{"max_starts": 3 * B, **case})
+    online, target = nets(support, seed)
+    batch = random_batch(seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    if with_start_mask or p.max_starts:
+        # as the learner's random_start_mask: at most max_starts ones, on valid steps
+        scores = torch.where(batch["mask"] > 0, torch.rand(T, B, generator=g), torch.full((T, B), -1.0))
+        chosen = torch.zeros(T, B).scatter_(0, scores.topk(3, dim=0).indices, 1.0) * batch["mask"]
+        batch["start_mask"] = chosen
+    state = init_loss_state()
+    state = state._replace(adv=state.adv._replace(second_moment=torch.tensor(0.7), count=torch.tensor(3.0)))
+    new = run(muesli_loss_tensors, online, target, batch, p, state)
+    old = run(reference.muesli_loss_tensors, online, target, batch, p, state)
+    torch.testing.assert_close(new[0], old[0], rtol=1e-5, atol=1e-6)
+    assert new[1].keys() == old[1].keys()
+    for key in old[1]:
+        torch.testing.assert_close(new[1][key], old[1][key], rtol=1e-5, atol=1e-6, msg=key)
+    for a, b in zip(new[2], old[2]):
+        torch.testing.assert_close(tuple(a), tuple(b))
+    for name in old[3]:
+        if old[3][name] is None:                 # g's parameters with K = 0
+            assert new[3][name] is None, name
+        else:
+            torch.testing.assert_close(new[3][name], old[3][name], rtol=1e-4, atol=1e-6, msg=name)
+    assert any(g is not None and g.abs().sum() > 0 for g in new[3].values())
+
+
+def test_stats_off_leaves_the_loss_and_drops_only_stats():
+    online, target = nets(5, 0)
+    p = dataclasses.replace(Config().loss_params(), max_starts=0)
+    batch = random_batch(0)
+    with_stats = muesli_loss_tensors(online, target, batch, init_loss_state(), p)
+    without = muesli_loss_tensors(online, target, batch, init_loss_state(), p, stats=False)
+    assert torch.equal(with_stats[0], without[0])
+    assert set(without[1]) == {k for k in with_stats[1] if k.startswith("loss/")}
+
+
+@pytest.mark.parametrize("K", [0, 1, 4])
+def test_batched_unroll_equals_the_reference(K):
+    online, _ = nets(5, 3)
+    obs, actions = torch.randn(9, D), torch.randint(0, A, (K, 9))
+    new, old = online.unroll(obs, actions, 0.5), reference.unroll(online, obs, actions, 0.5)
+    for a, b in zip(new, old):
+        torch.testing.assert_close(a, b)
