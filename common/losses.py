@@ -113,7 +113,7 @@ def window_index(starts: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
 def _head_loss(logits: torch.Tensor, target: torch.Tensor, support_size: int) -> torch.Tensor:
     """Cross-entropy against two_hot(h(target)) for categorical heads, 0.5 squared error for scalar."""
     if support_size > 0:
-        return -(vt.scalar_to_categorical(target, support_size) * F.log_softmax(logits, -1)).sum(-1)
+        return vt.two_hot_cross_entropy(logits, vt.h(target), support_size)
     return 0.5 * (logits[..., 0] - target) ** 2
 
 

@@ -63,7 +63,7 @@ def from_two_hot(probs: torch.Tensor, s_max: int) -> torch.Tensor:
     """Expected value of a distribution [..., S] over the integer support -> [...]."""
     if probs.shape[-1] != 2 * s_max + 1:
         raise ValueError(f"expected {2 * s_max + 1} bins for s_max={s_max}, got shape {tuple(probs.shape)}")
-    return (probs * support(s_max, probs.device)).sum(-1)
+    return probs @ support(s_max, probs.device).to(probs.dtype)       # one matrix-vector product
 
 
 def scalar_to_categorical(x: torch.Tensor, s_max: int) -> torch.Tensor:
@@ -74,3 +74,17 @@ def scalar_to_categorical(x: torch.Tensor, s_max: int) -> torch.Tensor:
 def categorical_to_scalar(logits: torch.Tensor, s_max: int) -> torch.Tensor:
     """Raw scalar from head logits [..., S]: h^-1(E_softmax[support])."""
     return h_inv(from_two_hot(torch.softmax(logits, -1), s_max))
+
+
+def two_hot_cross_entropy(logits: torch.Tensor, y: torch.Tensor, s_max: int) -> torch.Tensor:
+    """-sum_i two_hot(y)_i log_softmax(logits)_i  [...] for logits [..., S], y [...] (already
+    transformed by h). two_hot(y) has at most two non-zero bins, lo = floor(y) and lo + 1, so
+    this reads those two: -((1 - f) ls[lo] + f ls[lo + 1]), f = y - lo, without building the
+    [..., S] distribution. NaN in y stays NaN (a non-finite loss the learner skips)."""
+    y = torch.clamp(y, -s_max, s_max)
+    lo = torch.floor(torch.nan_to_num(y, nan=0.0))
+    frac = y - lo
+    lo_idx = (lo + s_max).long()
+    bins = torch.stack([lo_idx, torch.clamp(lo_idx + 1, max=2 * s_max)], -1)       # [..., 2]
+    weights = torch.stack([1.0 - frac, frac], -1)
+    return -(torch.log_softmax(logits, -1).gather(-1, bins) * weights).sum(-1)

@@ -6,9 +6,17 @@ import torch
 import torch.nn.functional as F
 
 from common import cmpo
-from common.losses import LossParams, LossState, _head_loss, _masked_mean, _masked_sum, check_batch
+from common import value_transforms as vt
+from common.losses import LossParams, LossState, _masked_mean, _masked_sum, check_batch
 from common.networks import UnrollOutput, scale_gradient
 from common.retrace import retrace, retrace_state_values
+
+
+def _head_loss(logits, target, support_size):
+    """Cross-entropy against the built two_hot(h(target)) distribution; 0.5 squared error for scalar heads."""
+    if support_size > 0:
+        return -(vt.scalar_to_categorical(target, support_size) * F.log_softmax(logits, -1)).sum(-1)
+    return 0.5 * (logits[..., 0] - target) ** 2
 
 
 def unroll(net, obs, actions, hidden_grad_scale=0.5) -> UnrollOutput:
