@@ -21,11 +21,24 @@ from torch import nn
 from common import value_transforms as vt
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward, gradient times `scale` backward: one op each way."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity forward; backward multiplies the gradient by `scale` (MuZero)."""
     if scale == 1.0:
         return x
-    return x * scale + x.detach() * (1.0 - scale)
+    return _ScaleGradient.apply(x, scale)
 
 
 def mlp(sizes: Sequence[int], activate_last: bool = False) -> nn.Sequential:
