@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
-from common.config import Config
+from common.config import Config, to_dict
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
+from common.sequence import SequenceSpec
 from common.cmpo import NormalizerState
 from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.batch import to_time_major
+from learner import compiled as compiled_lib
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
 from transport.weights import WeightPublisher
@@ -42,27 +44,31 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def compile_or_eager(fn):
-    """torch.compile(fn), falling back to fn itself (with a one-line note) if compiling fails,
-    e.g. on a machine without a C++ compiler. When the compiled call raises, fn runs eagerly on
-    the same arguments: if that raises too, the error is fn's own (bad data) and surfaces as
-    itself with compilation kept on; only if fn succeeds was it the compiler, and fn is used from then on."""
-    compiled = torch.compile(fn, dynamic=False)
-
+def with_eager_fallback(compiled, eager, what: str = "torch.compile"):
+    """compiled(*args), falling back to eager(*args) for good (with a one-line note) when it
+    raises for a reason of its own. When the compiled call raises, eager runs on the same
+    arguments: if that raises too, the error is the data's and surfaces as eager's own with
+    the compiled function kept; only if eager succeeds was it the compiler, and eager is used
+    from then on."""
     def call(*args):
         nonlocal compiled
         if compiled is None:
-            return fn(*args)
+            return eager(*args)
         try:
             return compiled(*args)
         except Exception as exc:                        # noqa: BLE001 - told apart by the eager call below
             failure = exc
-        result = fn(*args)                              # outside the except: fn's own error is not chained
+        result = eager(*args)                           # outside the except: eager's own error is not chained
         first_line = (str(failure).strip().splitlines() or [""])[0][:200]
-        print(f"learner: torch.compile failed ({type(failure).__name__}: {first_line}); running the loss eagerly")
+        print(f"learner: {what} failed ({type(failure).__name__}: {first_line}); running the loss eagerly")
         compiled = None
         return result
     return call
+
+
+def compile_or_eager(fn):
+    """torch.compile(fn) with with_eager_fallback, e.g. on a machine without a C++ compiler."""
+    return with_eager_fallback(torch.compile(fn, dynamic=False), fn)
 
 
 def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Generator) -> torch.Tensor:
@@ -114,11 +120,13 @@ class Learner:
         self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                  fused=True)
         self.loss_state = init_loss_state(self.device)
+        self.sequence_spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
         self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
         if self.compiled:
             print("learner: torch.compile is on (--compile); the first update compiles the loss "
                   "(Inductor caches it for later runs)")
+        self.cached_loss = self._cached_loss() if cfg.compile == "auto" and not self.compiled else None
         self.steps = 0
         self.skipped = 0
         self.blends = 0
@@ -127,6 +135,40 @@ class Learner:
         self._pending = None
         self.metrics = Recorder("learner")
         self.publish()
+
+    def _cached_loss(self):
+        """On CPU with --compile auto: this config's compiled loss loading from the cache, or,
+        if it is not there yet, a background build of it for later runs (learner/compiled.py)."""
+        root = compiled_lib.cache_root()
+        if root is None:
+            return None
+        key = compiled_lib.cache_key(self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
+                                     self.sequence_spec.obs_dtype, str(self.device), self.bf16)
+        folder = root / "compiled" / key
+        if (folder / "loss.bin").exists():
+            return compiled_lib.CachedLoss(folder)
+        if compiled_lib.start_build(root / "compiled", key, to_dict(self.cfg)):
+            print(f"learner: learning eagerly; compiling the loss for later runs in the background "
+                  f"(nice 19) into {folder}")
+        return None
+
+    def loss_args(self, batch: dict) -> tuple:
+        """The loss's arguments for a time-major batch: with --starts-per-sequence, the batch gets
+        its random start mask."""
+        if self.cfg.starts_per_sequence:
+            batch = dict(batch, start_mask=random_start_mask(batch["mask"], self.cfg.starts_per_sequence,
+                                                             self.generator))
+        return self.online, self.target, batch, self.loss_state, self.params
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _swap_in_cached_loss(self) -> None:
+        fn = self.cached_loss.take()
+        if self.cached_loss.done():
+            self.cached_loss = None
+            if fn is not None:
+                self.loss_fn, self.compiled = with_eager_fallback(fn, muesli_loss_tensors, "the compiled loss"), True
 
     def __repr__(self) -> str:
         return f"Learner(step={self.steps})"
@@ -151,14 +193,19 @@ class Learner:
             torch._foreach_lerp_(target, online, 0.5)
 
     # -- one update ---------------------------------------------------------------------
-    def update(self, batch: dict) -> dict:
+    def update(self, batch: dict, stats: bool = True) -> dict:
         """One optimiser step on a time-major batch (common/losses.py). A non-finite loss or
-        gradient skips the step and leaves weights, optimiser and normaliser untouched."""
+        gradient skips the step and leaves weights, optimiser and normaliser untouched.
+        `stats=False` skips the stats/* metrics where that saves work (the eager loss)."""
         cfg = self.cfg
-        if cfg.starts_per_sequence:
-            batch = dict(batch, start_mask=random_start_mask(batch["mask"], cfg.starts_per_sequence, self.generator))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, metrics, new_state = self.loss_fn(self.online, self.target, batch, self.loss_state, self.params)
+        if self.cached_loss is not None:
+            self._swap_in_cached_loss()
+        args = self.loss_args(batch)
+        with self.autocast():
+            if self.compiled:       # the compiled graph has one signature: stats included (fused, nearly free)
+                loss, metrics, new_state = self.loss_fn(*args)
+            else:
+                loss, metrics, new_state = muesli_loss_tensors(*args, stats=stats)
         metrics = metrics_to_floats(metrics)
         self.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(metrics["loss/total"]):     # already on the host: no extra GPU sync
@@ -211,7 +258,7 @@ class Learner:
         Returns averaged metrics and counters."""
         start = time.perf_counter()
         deadline = start + wait_s
-        sums, count, batch_wait, lags = {}, 0, 0.0, []
+        sums, counts, count, batch_wait, lags = {}, {}, 0, 0.0, []
         held = False
         self._refresh_totals()
         while count < max_steps:
@@ -233,13 +280,15 @@ class Learner:
             held = False
             valid = arrays["mask"]
             lags.append(self.steps - float(arrays["version"][valid].mean()))
-            metrics = self.update(to_time_major(arrays, self.device))
+            # stats/* of the first update of each call only: they are logged per call, not per update
+            metrics = self.update(to_time_major(arrays, self.device), stats=count == 0)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
             count += 1
             if count % 20 == 0:
                 self._refresh_totals()
-        out = {key: value / count for key, value in sums.items()} if count else {}
+        out = {key: value / counts[key] for key, value in sums.items()}
         out.update({"learner/steps": self.steps, "learner/updates_in_call": count,
                     "learner/seconds": time.perf_counter() - start, "learner/batch_wait_s": batch_wait,
                     "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
