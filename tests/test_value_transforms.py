@@ -169,3 +169,21 @@ def test_categorical_round_trip_clips_out_of_range():
     limit = ((math.sqrt(1.024004) - 1.0) / 0.002) ** 2 - 1.0                 # 34.5862...
     assert limit == pytest.approx(_decimal_h_inv(5.0), rel=1e-9)
     torch.testing.assert_close(back, torch.tensor([limit, -limit], dtype=torch.float64), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("s_max", [1, 5, 30])
+def test_two_hot_cross_entropy_equals_the_built_distribution_form(s_max):
+    """Across the whole support, its ends, beyond them and on every bin edge: the two-bin read
+    equals -sum(two_hot(y) * log_softmax(logits)), and so do the gradients."""
+    g = torch.Generator().manual_seed(s_max)
+    y = torch.cat([torch.linspace(-s_max - 2, s_max + 2, 401, dtype=torch.float64),
+                   torch.arange(-s_max, s_max + 1, dtype=torch.float64),
+                   torch.tensor([s_max - 0.5, -s_max + 0.5, s_max - 1e-9], dtype=torch.float64)])
+    logits = torch.randn(y.shape[0], 2 * s_max + 1, generator=g, dtype=torch.float64, requires_grad=True)
+    got = vt.two_hot_cross_entropy(logits, y, s_max)
+    want = -(vt.two_hot(y, s_max) * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    (g_got,) = torch.autograd.grad(got.sum(), logits)
+    (g_want,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+    assert torch.isnan(vt.two_hot_cross_entropy(logits[:1], torch.tensor([float("nan")], dtype=torch.float64), s_max)).all()
