@@ -136,18 +136,24 @@ class Learner:
         self.metrics = Recorder("learner")
         self.publish()
 
-    def _cached_loss(self):
-        """On CPU with --compile auto: this config's compiled loss loading from the cache, or,
-        if it is not there yet, a background build of it for later runs (learner/compiled.py)."""
+    def compiled_folder(self):
+        """Where this config's compiled loss is cached (learner/compiled.py); None with the cache off."""
         root = compiled_lib.cache_root()
         if root is None:
             return None
-        key = compiled_lib.cache_key(self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
-                                     self.sequence_spec.obs_dtype, str(self.device), self.bf16)
-        folder = root / "compiled" / key
+        return root / "compiled" / compiled_lib.cache_key(
+            self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
+            self.sequence_spec.obs_dtype, str(self.device), self.bf16)
+
+    def _cached_loss(self):
+        """On CPU with --compile auto: this config's compiled loss loading from the cache, or,
+        if it is not there yet, a background build of it for later runs (learner/compiled.py)."""
+        folder = self.compiled_folder()
+        if folder is None:
+            return None
         if (folder / "loss.bin").exists():
             return compiled_lib.CachedLoss(folder)
-        if compiled_lib.start_build(root / "compiled", key, to_dict(self.cfg)):
+        if compiled_lib.start_build(folder.parent, folder.name, to_dict(self.cfg)):
             print(f"learner: learning eagerly; compiling the loss for later runs in the background "
                   f"(nice 19) into {folder}")
         return None

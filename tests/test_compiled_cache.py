@@ -23,13 +23,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "compiled"
 
 
-def key_folder(learner):
-    cfg = learner.cfg
-    return compiled_lib.cache_root() / "compiled" / compiled_lib.cache_key(
-        learner.online.spec, learner.params, cfg.sequence_length, cfg.batch_size, learner.sequence_spec.obs_dtype,
-        str(learner.device), learner.bf16)
-
-
 def wait_for(condition, seconds):
     deadline = time.monotonic() + seconds
     while not condition():
@@ -39,7 +32,7 @@ def wait_for(condition, seconds):
 
 def test_a_learner_builds_the_cache_in_the_background_and_a_later_one_swaps_it_in(cache, capsys):
     first, _ = make_learner(small_config(**CFG))
-    folder = key_folder(first)
+    folder = first.compiled_folder()
     assert "compiling the loss for later runs in the background" in capsys.readouterr().out
     assert first.cached_loss is None and not first.compiled          # this run learns eagerly
     first.update(make_batch(0))
@@ -66,11 +59,11 @@ def test_a_learner_builds_the_cache_in_the_background_and_a_later_one_swaps_it_i
 
 def test_a_build_killed_part_way_leaves_nothing_and_the_next_run_builds_again(cache):
     learner, _ = make_learner(small_config(**CFG, seed=1))
-    folder = key_folder(learner)
+    folder = learner.compiled_folder()
     lock = cache / f"{folder.name}.lock"
     wait_for(lambda: lock.read_text().strip(), 10)
     pid = int(lock.read_text())
-    wait_for(lambda: list(cache.glob(".staging-*/inductor")), 120)   # part-way: kernels being written
+    wait_for(lambda: list(cache.glob("*/inductor")), 120)            # part-way: kernels being written
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not compiled_lib._pid_alive(pid) or _reaped(pid), 10)
     assert not folder.exists()                                       # nothing a later run would load
@@ -90,7 +83,7 @@ def _reaped(pid):
 
 def test_a_damaged_cache_gives_one_line_and_eager_learning(cache, capsys):
     learner, _ = make_learner(small_config(**CFG, seed=2))
-    folder = key_folder(learner)
+    folder = learner.compiled_folder()
     os.kill(int((cache / f"{folder.name}.lock").read_text()), signal.SIGKILL)
     (folder / "inductor").mkdir(parents=True)
     (folder / "loss.bin").write_bytes(b"not a compiled function")
