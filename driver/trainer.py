@@ -210,7 +210,7 @@ class Trainer:
         line = self.where.describe(self.nodes)
         if line:
             print(line, flush=True)
-        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor)
+        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor, self.should_stop)
         reason = ""
         while not reason:
             self.take(rounds.reports())
