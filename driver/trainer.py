@@ -28,14 +28,22 @@ from transport.weights import load_numpy_state
 
 def make_run_dir(cfg: Config) -> Path:
     """A new run directory (or an empty one), or the one being resumed; config.json,
-    written atomically, holds the config in use. Call only once every check has passed."""
+    written atomically, holds the config in use. Call only once every check has passed.
+
+    A new run claims its folder by creating checkpoints/ in it without exist_ok, before it
+    writes anything: of two runs with one name that both passed preflight (on Ray, ray.init
+    lies between the two), one gets it and the other stops with ConfigError."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
         name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(cfg.run_root) / name
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)       # preflight refused an existing run
+            run_dir.mkdir(parents=True, exist_ok=True)       # may exist empty (preflight allows that)
+            (run_dir / "checkpoints").mkdir()                # the claim: atomic, whoever is first
+        except FileExistsError:
+            raise ConfigError(f"--run-name={name!r} is invalid: {run_dir} was taken by another run that started "
+                              "at the same time; allowed: a new name") from None
         except OSError as exc:
             raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
                               f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
@@ -64,6 +72,7 @@ class Trainer:
         self.solved_net = None          # the network whose evaluation solved the run
         self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
         self.last_checkpoint = time.monotonic()
+        self.first_checkpoint_due = resume is None      # a resumed run has one already
         self.best_eval = -math.inf
         self.solved_at = None
         self.components = None
@@ -194,8 +203,12 @@ class Trainer:
         return ""
 
     def maybe_checkpoint(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
+        """Every --checkpoint-every-s, and a first one once the learner has trained, so that a run
+        killed before --checkpoint-every-s (SIGKILL, a lost machine) leaves one to --resume from."""
+        first = self.first_checkpoint_due and self.learner_steps > 0
+        if not (force or first) and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
             return
+        self.first_checkpoint_due = False
         self.last_checkpoint = time.monotonic()
         data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
         step = int(checkpoint.contents(data)["steps"])     # the learner's own step: the driver's may lag
