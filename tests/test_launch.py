@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -471,6 +472,39 @@ def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
     check_finished_files(tmp_path / "run", summary)
 
 
+def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored():
+    """Signals sent to this process: the first asks for a stop, the second raises; SIGHUP ignored
+    at the start (nohup) is left ignored, and every handler is put back afterwards."""
+    trainer = SimpleNamespace(stop_request="")      # the handlers touch only stop_request (and log, on EIO)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        term = signal.getsignal(signal.SIGTERM)
+        with launch.stop_on_signals(trainer):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)                    # the handler runs in this thread at the next bytecode
+            assert trainer.stop_request == "sigterm"
+            with pytest.raises(launch.StopAtOnce) as stopped:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            assert stopped.value.signum == signal.SIGTERM and str(stopped.value) == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is term and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_second_sigterm_exits_143_with_a_summary(tmp_path, capsys, monkeypatch):
+    def stopped_twice(trainer):
+        trainer.stop_request = "sigterm"
+        raise launch.StopAtOnce(signal.SIGTERM)
+    monkeypatch.setattr(launch, "train", stopped_twice)
+    assert launch.main(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"]) == 143
+    assert capsys.readouterr().err.splitlines() == [
+        f"launch.py: stopped at once (second signal: SIGTERM); resume from the newest checkpoint in {tmp_path / 'run'}"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "sigterm twice" and summary["error"] == "SIGTERM"
+
+
 def test_a_run_killed_before_its_first_checkpoint_interval_can_be_resumed(tmp_path):
     """--checkpoint-every-s 1000 and SIGKILL soon after the learner starts: its first checkpoint,
     written once it has trained, is there to --resume from (before, there was none: --resume exited 2)."""
@@ -502,6 +536,21 @@ def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
         proc.kill()
     assert summary["num_actors"] >= 1
     # Ray's processes of this session (gcs_server, raylet, workers) are gone with it
+    session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert session == [], f"processes of the run's session are still alive: {session}"
+
+
+def test_sigterm_to_a_local_ray_runs_process_group_finishes_it(tmp_path):
+    """systemd stops a unit with SIGTERM to each of its processes: the run's handler, not the one
+    ray.init installs (sys.exit(15), which wrote nothing), ends the run, and Ray's processes last
+    until it has finished."""
+    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
+        os.killpg(proc.pid, signal.SIGTERM)
+        check_interrupted_run(tmp_path, proc, 90, "sigterm", 143)
+    finally:
+        proc.kill()
     session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert session == [], f"processes of the run's session are still alive: {session}"
 
