@@ -26,27 +26,37 @@ from learner.export import export_policy
 from transport.weights import load_numpy_state
 
 
-def make_run_dir(cfg: Config) -> Path:
-    """A new run directory (or an empty one), or the one being resumed; config.json,
-    written atomically, holds the config in use. Call only once every check has passed.
+def claim_run_dir(run_dir: Path) -> bool:
+    """Create run_dir (it may exist empty: preflight allows that) and claim it by creating
+    checkpoints/ in it without exist_ok, an atomic step: of two runs that both found the folder
+    free (on Ray, ray.init lies between preflight and here), one gets True, the other False."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / "checkpoints").mkdir()
+    except FileExistsError:
+        return False
+    return True
 
-    A new run claims its folder by creating checkpoints/ in it without exist_ok, before it
-    writes anything: of two runs with one name that both passed preflight (on Ray, ray.init
-    lies between the two), one gets it and the other stops with ConfigError."""
+
+def make_run_dir(cfg: Config) -> Path:
+    """A new run directory (or an empty one), claimed before anything is written in it, or the
+    one being resumed; config.json, written atomically, holds the config in use. Call only once
+    every check has passed. A --run-name another run has claimed is a ConfigError; a default name
+    taken (the same config started in the same second) gets a suffix."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
         name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = Path(cfg.run_root) / name
+        names = [name] if cfg.run_name else [name] + [f"{name}-{i}" for i in range(2, 100)]
+        root = Path(cfg.run_root)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)       # may exist empty (preflight allows that)
-            (run_dir / "checkpoints").mkdir()                # the claim: atomic, whoever is first
-        except FileExistsError:
-            raise ConfigError(f"--run-name={name!r} is invalid: {run_dir} was taken by another run that started "
-                              "at the same time; allowed: a new name") from None
+            run_dir = next((root / n for n in names if claim_run_dir(root / n)), None)
         except OSError as exc:
-            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
+            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {root / name} "
                               f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
+        if run_dir is None:
+            raise ConfigError(f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
+                              "at the same time; allowed: a new name")
     checkpoint.write_atomic(run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
     return run_dir
 

@@ -176,6 +176,16 @@ def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(tmp_path,
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints", "config.json", "metrics.jsonl"]
 
 
+def test_a_default_run_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+    """Two runs of one config started in the same second (without --run-name) get folders of their own."""
+    import datetime
+    from driver import trainer
+    monkeypatch.setattr(trainer, "datetime", SimpleNamespace(now=lambda: datetime.datetime(2026, 1, 2, 3, 4, 5)))
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path)])
+    first, second = make_run_dir(cfg), make_run_dir(cfg)
+    assert (first.name, second.name) == ("CartPole-v1-cartpole-s0-20260102-030405", "CartPole-v1-cartpole-s0-20260102-030405-2")
+
+
 def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_path):
     """The user's path: a fresh interpreter (imports included) against port 1, which hung > 150 s."""
     start = time.monotonic()
