@@ -8,10 +8,13 @@ directory holds config.json, metrics.jsonl, tensorboard/, checkpoints/, learning
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
 
 Bad input fails before Ray starts or anything is written (exit 2, one line). The first
-Ctrl-C stops the run as a budget would (final checkpoint, policy, summary); a second one
-stops it at once. A run that fails after start-up still writes summary.json, with the error.
+Ctrl-C, SIGTERM or SIGHUP stops the run as a budget would (final checkpoint, policy, summary);
+a second one stops it at once. A run that fails after start-up still writes summary.json, with
+the error. Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
+input, 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP; 130 a second Ctrl-C).
 """
 import contextlib
+import os
 import signal
 import sys
 import traceback
@@ -40,25 +43,56 @@ def shutdown_ray() -> None:
         sys.modules["ray"].shutdown()
 
 
-@contextlib.contextmanager
-def stop_on_interrupt(trainer: Trainer):
-    """The first Ctrl-C (SIGINT) asks the trainer to stop as a spent budget would (final
-    checkpoint, policy, summary); the second raises KeyboardInterrupt at once. A SIGINT that
-    was ignored when the program started (`nohup`, a shell's background job) stays ignored."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield
-        return
+STOP_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "sigterm", signal.SIGHUP: "sighup"}
 
-    def on_sigint(signum, frame):
+
+class StopAtOnce(KeyboardInterrupt):
+    """A second stop signal (SIGTERM or SIGHUP; a second Ctrl-C is a plain KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def detach_from_a_closed_terminal(trainer: Trainer) -> None:
+    """After SIGHUP the terminal may be gone, and every print would raise OSError (EIO): the
+    rest of the run writes its output to /dev/null instead (its files hold everything)."""
+    devnull = open(os.devnull, "w")
+    sys.stdout = sys.stderr = trainer.log.stream = devnull
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer):
+    """The first Ctrl-C (SIGINT), SIGTERM (Kubernetes, `ray job stop`, systemd, Docker) or SIGHUP
+    (a closed terminal) asks the trainer to stop as a spent budget would (final checkpoint,
+    policy, summary); a second one raises KeyboardInterrupt at once. A signal that was ignored
+    when the program started (`nohup`, a shell's background job) stays ignored. These handlers
+    replace the one ray.init installs for SIGTERM (sys.exit, which wrote nothing)."""
+    def on_signal(signum, frame):
         if trainer.stop_request:
-            raise KeyboardInterrupt
-        trainer.stop_request = "interrupted"
-        print("\ninterrupted: finishing (final checkpoint, policy, summary); Ctrl-C again stops at once", flush=True)
-    previous = signal.signal(signal.SIGINT, on_sigint)
+            raise KeyboardInterrupt if signum == signal.SIGINT else StopAtOnce(signum)
+        trainer.stop_request = STOP_REASONS[signum]
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+        try:
+            print(f"\n{trainer.stop_request}: finishing (final checkpoint, policy, summary); {again} stops at once",
+                  flush=True)
+        except OSError:
+            detach_from_a_closed_terminal(trainer)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_REASONS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def exit_code(summary: dict) -> int:
+    """0 for a run that ended on its own or by Ctrl-C; 128 + N for one that signal N stopped
+    (the shell's convention), so a scheduler that sent SIGTERM sees the run did not finish."""
+    return {"sigterm": 128 + signal.SIGTERM, "sighup": 128 + signal.SIGHUP}.get(summary["stop_reason"], 0)
 
 
 def error_line(exc: Exception) -> int:
@@ -83,10 +117,15 @@ def main(argv=None) -> int:
         return error_line(exc)
     trainer = Trainer(cfg, info, run_dir, resume, where)
     try:
-        with stop_on_interrupt(trainer):
+        with stop_on_signals(trainer):
             summary = train(trainer)
+    except StopAtOnce as exc:
+        trainer.fail(f"{trainer.stop_request} twice", str(exc))
+        print(f"launch.py: stopped at once (second signal: {exc}); resume from the newest checkpoint in {run_dir}",
+              file=sys.stderr, flush=True)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        trainer.fail("interrupted twice", "KeyboardInterrupt")
+        trainer.fail(f"{trainer.stop_request or 'interrupted'} twice", "KeyboardInterrupt")
         print(f"launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint in {run_dir}",
               file=sys.stderr, flush=True)
         return 130
@@ -103,7 +142,7 @@ def main(argv=None) -> int:
     finally:
         shutdown_ray()
     print(format_summary(summary))
-    return 0
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

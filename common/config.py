@@ -78,7 +78,7 @@ class Config:
     replay_error_buffer: int = 64       # how far (in inserted sequences) actors may run ahead of the replay ratio or
                                         # the learner behind it; at least a batch of samples (replay/rate_limit.py)
     replay_ratio: float = 38.4          # sampled sequences per inserted sequence, enforced by each replay shard
-                                        # (replay/rate_limit.py; 0 = no limit). With stride s each inserted
+                                        # (replay/rate_limit.py; 0 = no limit; finite). With stride s each inserted
                                         # sequence brings about s new env steps: updates per env step are about
                                         # replay_ratio / (batch_size * s). Not the paper's replay proportion,
                                         # which is --replay-fraction.
@@ -276,6 +276,8 @@ def validate(cfg: Config) -> Config:
                  "reward_weight", "model_weight", "pg_weight", "replay_ratio", "max_seconds", "checkpoint_every_s"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")
+    if cfg.replay_ratio == math.inf:    # a limit no insert can satisfy: actors and learner both wait forever
+        bad("replay_ratio", "must be finite (0 = no limit)")
     if cfg.prior_behaviour_weight + cfg.prior_uniform_weight > 1.0:
         bad("prior_behaviour_weight", "prior_behaviour_weight + prior_uniform_weight must be <= 1")
     if cfg.sequence_stride > cfg.sequence_length:

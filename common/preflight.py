@@ -35,6 +35,10 @@ def check_run_root(cfg: Config) -> None:
     target = Path(cfg.run_root) / cfg.run_name if cfg.run_name else None
     if target is not None and (target.is_symlink() or target.exists() and not (target.is_dir() and
                                                                                  not any(target.iterdir()))):
+        if target.is_dir() and not checkpoint.list_checkpoints(target / "checkpoints"):
+            raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists and holds no "
+                              f"checkpoint to resume from; allowed: a new name, or delete {target} (if no run "
+                              "is using it) and start again")
         raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists and is not an empty "
                           f"folder; allowed: a new name, or --resume {target} to continue that run")
     root = Path(cfg.run_root)
@@ -127,7 +131,9 @@ def check_resume(cfg: Config, info: EnvInfo) -> Optional[ResumePoint]:
     folder = Path(cfg.resume) / "checkpoints"
     path, data, errors = checkpoint.load_newest(folder)
     if data is None:
-        raise checkpoint.CheckpointError(f"--resume={cfg.resume!r}: no readable checkpoint in {folder}")
+        raise checkpoint.CheckpointError(f"--resume={cfg.resume!r}: no readable checkpoint in {folder}; allowed: a run "
+                                         f"folder with one, or delete {cfg.resume} (if no run is using it) and "
+                                         "start that run again")
     state = checkpoint.contents(data)
     net = build_network(cfg.network_spec(info))
     try:

@@ -1,15 +1,19 @@
 """Every component a plain object in this process (--in-process): Sample Factory's serial mode.
 
 A round runs every actor's chunk, then as many learner updates as replay allows, in turn, so
-a run is deterministic for a seed. Clients call the components directly (transport/weights.py,
-replay/client.py); nothing can fail apart from the components themselves, whose errors are
-the run's.
+a run is deterministic for a seed (unless one round's learning runs past ROUND_LEARNER_S).
+Clients call the components directly (transport/weights.py, replay/client.py); nothing can fail
+apart from the components themselves, whose errors are the run's.
 """
 import concurrent.futures
+import time
 
 from common import placement
 from replay.client import ReplayClient
 from transport.weights import WeightClient, WeightPublisher
+
+LEARNER_CALL_STEPS = 50     # updates per learner call; between calls a round looks for a stop (Ctrl-C, budgets)
+ROUND_LEARNER_S = 10.0      # a round's learning ends after this long: replay may never hold the learner back
 
 
 class Inline:
@@ -25,14 +29,26 @@ class Inline:
 
 
 class SerialRounds:
-    def __init__(self, components, chunk_steps: int):
-        self.c, self.chunk_steps = components, chunk_steps
+    def __init__(self, components, chunk_steps: int, stop=lambda: ""):
+        """stop: returns a stop reason, or "" while the run goes on (Trainer.should_stop)."""
+        self.c, self.chunk_steps, self.stop = components, chunk_steps, stop
+        self.limited = bool(components.cfg.replay_ratio)
 
     def reports(self):
-        """("actor", stats) of each actor's chunk, then ("learner", metrics) of one learner.train."""
+        """("actor", stats) of each actor's chunk, then ("learner", metrics) of each learner call
+        of LEARNER_CALL_STEPS updates, until a call makes fewer (replay held the learner back: the
+        replay ratio's share of this round is done), a stop is due, ROUND_LEARNER_S have passed (a
+        ratio so high that replay never holds it back), or after one call with --replay-ratio 0
+        (no limit: the learner's turn is one call, as a learner call on Ray)."""
         for actor in self.c.actors:
             yield "actor", actor.collect(self.chunk_steps)
-        yield "learner", self.c.learner.train(10**9, wait_s=0.0)
+        start = time.monotonic()
+        while True:
+            metrics = self.c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0)
+            yield "learner", metrics        # taken by the trainer before the stop check below
+            if (not self.limited or metrics["learner/updates_in_call"] < LEARNER_CALL_STEPS or self.stop()
+                    or time.monotonic() - start >= ROUND_LEARNER_S):
+                return
 
     def last_reports(self):
         return ()
@@ -60,8 +76,8 @@ class InProcess:
     def describe(self, nodes: dict) -> str:
         return ""
 
-    def rounds(self, components, chunk_steps: int, supervisor) -> SerialRounds:
-        return SerialRounds(components, chunk_steps)
+    def rounds(self, components, chunk_steps: int, supervisor, stop) -> SerialRounds:
+        return SerialRounds(components, chunk_steps, stop)
 
     def evaluator(self) -> Inline:
         return Inline()

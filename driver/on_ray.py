@@ -200,7 +200,8 @@ class OnRay:
     def describe(self, nodes: dict) -> str:
         return format_placement(self.plan, nodes)
 
-    def rounds(self, components, chunk_steps: int, supervisor) -> RayRounds:
+    def rounds(self, components, chunk_steps: int, supervisor, stop=None) -> RayRounds:
+        """stop: not needed here, as a round waits at most ROUND_WAIT_S and a learner call is short."""
         return RayRounds(components, chunk_steps, supervisor)
 
     def evaluator(self):

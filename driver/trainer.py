@@ -26,19 +26,37 @@ from learner.export import export_policy
 from transport.weights import load_numpy_state
 
 
+def claim_run_dir(run_dir: Path) -> bool:
+    """Create run_dir (it may exist empty: preflight allows that) and claim it by creating
+    checkpoints/ in it without exist_ok, an atomic step: of two runs that both found the folder
+    free (on Ray, ray.init lies between preflight and here), one gets True, the other False."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / "checkpoints").mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def make_run_dir(cfg: Config) -> Path:
-    """A new run directory (or an empty one), or the one being resumed; config.json,
-    written atomically, holds the config in use. Call only once every check has passed."""
+    """A new run directory (or an empty one), claimed before anything is written in it, or the
+    one being resumed; config.json, written atomically, holds the config in use. Call only once
+    every check has passed. A --run-name another run has claimed is a ConfigError; a default name
+    taken (the same config started in the same second) gets a suffix."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
         name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = Path(cfg.run_root) / name
+        names = [name] if cfg.run_name else [name] + [f"{name}-{i}" for i in range(2, 100)]
+        root = Path(cfg.run_root)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)       # preflight refused an existing run
+            run_dir = next((root / n for n in names if claim_run_dir(root / n)), None)
         except OSError as exc:
-            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {run_dir} "
+            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {root / name} "
                               f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
+        if run_dir is None:
+            raise ConfigError(f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
+                              "at the same time; allowed: a new name")
     checkpoint.write_atomic(run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
     return run_dir
 
@@ -64,6 +82,7 @@ class Trainer:
         self.solved_net = None          # the network whose evaluation solved the run
         self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
         self.last_checkpoint = time.monotonic()
+        self.first_checkpoint_due = resume is None      # a resumed run has one already
         self.best_eval = -math.inf
         self.solved_at = None
         self.components = None
@@ -194,8 +213,12 @@ class Trainer:
         return ""
 
     def maybe_checkpoint(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
+        """Every --checkpoint-every-s, and a first one once the learner has trained, so that a run
+        killed before --checkpoint-every-s (SIGKILL, a lost machine) leaves one to --resume from."""
+        first = self.first_checkpoint_due and self.learner_steps > 0
+        if not (force or first) and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
             return
+        self.first_checkpoint_due = False
         self.last_checkpoint = time.monotonic()
         data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
         step = int(checkpoint.contents(data)["steps"])     # the learner's own step: the driver's may lag
@@ -210,7 +233,7 @@ class Trainer:
         line = self.where.describe(self.nodes)
         if line:
             print(line, flush=True)
-        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor)
+        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor, self.should_stop)
         reason = ""
         while not reason:
             self.take(rounds.reports())

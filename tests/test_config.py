@@ -39,6 +39,7 @@ def test_defaults_and_every_preset_are_valid():
     (["--max-grad-norm", "-0.5"], "--max-grad-norm=-0.5 is invalid: must be >= 0"),
     (["--replay-ratio", "-1"], "--replay-ratio=-1.0 is invalid: must be >= 0"),
     (["--replay-ratio", "nan"], "--replay-ratio=nan is invalid: must be a number, not NaN"),
+    (["--replay-ratio", "inf"], "--replay-ratio=inf is invalid: must be finite (0 = no limit)"),
     (["--eval-every-env-steps", "0"], "--eval-every-env-steps=0 is invalid: must be a whole number >= 1"),
     (["--target-blend-every-steps", "-1"], "--target-blend-every-steps=-1 is invalid: must be >= 0"),
     # the pacing flags that the replay ratio replaced are gone

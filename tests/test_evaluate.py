@@ -53,6 +53,11 @@ def final_checkpoint(run_dir) -> str:
     return json.loads((run_dir / "summary.json").read_text())["learner_steps"]
 
 
+def first_checkpoint(run_dir) -> int:
+    """The step of the checkpoint written once the learner had trained (before the final one)."""
+    return min(int(p.name[len("ckpt-"):-len(".pt")]) for p in (run_dir / "checkpoints").glob("ckpt-*.pt"))
+
+
 def test_policy_episodes_are_plausible_and_videos_decode_to_their_episodes(run_dir):
     result = cli.watch(args(run_dir, "--episodes", 6, "--video", 2))
     returns, lengths = result["episodes"]
@@ -155,7 +160,8 @@ BAD = {
     "no policy": lambda r, t, m: no_policy(r, t),
     "corrupt policy": lambda r, t, m: corrupt_policy(r, t),
     "no such checkpoint": lambda r, t, m: ([r, "--checkpoint", 7], f"--checkpoint='7' is invalid: no file {r}/checkpoints/"
-                                           f"ckpt-7.pt; allowed: a step or path of ckpt-{final_checkpoint(r)}.pt"),
+                                           f"ckpt-7.pt; allowed: a step or path of ckpt-{final_checkpoint(r)}.pt, "
+                                           f"ckpt-{first_checkpoint(r)}.pt"),
     "corrupt checkpoint": lambda r, t, m: corrupt_checkpoint(r, t),
     "env package missing": missing_env_package,
     "video package missing": missing_video_package,

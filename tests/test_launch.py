@@ -1,6 +1,7 @@
 """launch.py as a user meets it: bad input stops before Ray or any file (exit 2, one line),
 a run that fails later still writes summary.json, Ctrl-C finishes a run, and --resume
 continues a run's files without a lost segment, a renamed checkpoint or a rewritten config."""
+import contextlib
 import hashlib
 import json
 import os
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import launch
 from common import envs as envs_lib
+from common.config import parse_config, to_dict
 from driver.trainer import Trainer, make_run_dir
 from learner import checkpoint
 
@@ -57,6 +60,7 @@ def ray_running() -> bool:
     (["--run-name", "{tmp}/elsewhere"], "--run-name='{tmp}/elsewhere' is invalid: must be a plain folder name"),
     (["--run-name", ".."], "--run-name='..' is invalid: must be a plain folder name"),
     (["--run-name", "a/b"], "--run-name='a/b' is invalid: must be a plain folder name"),
+    (["--replay-ratio", "inf"], "--replay-ratio=inf is invalid: must be finite (0 = no limit)"),   # deadlocked
 ])
 @pytest.mark.parametrize("where", [["--in-process"], ["--num-cpus", "1"]])
 def test_bad_flags_stop_before_anything_starts(tmp_path, capsys, flags, expected, where):
@@ -129,12 +133,57 @@ def test_run_root_that_is_a_file_read_only_or_not_creatable(tmp_path, capsys):
 
 
 def test_an_existing_run_name_is_refused(tmp_path, capsys):
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "run" / "checkpoints" / "ckpt-5.pt").write_bytes(b"a checkpoint")
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
     assert (f"--run-name='run' is invalid: {tmp_path / 'run'} already exists and is not an empty folder; allowed: "
             f"a new name, or --resume {tmp_path / 'run'} to continue that run") in line
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_a_run_folder_without_a_checkpoint_says_how_to_free_its_name(tmp_path, capsys):
+    """A run killed before its first checkpoint: --resume cannot continue it, so neither line sends the user there."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    (run_dir / "config.json").write_text(json.dumps(to_dict(parse_config(["--in-process"]))))
+    line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
+    assert line == (f"launch.py: error: --run-name='run' is invalid: {run_dir} already exists and holds no checkpoint "
+                    f"to resume from; allowed: a new name, or delete {run_dir} (if no run is using it) and start again")
+    line = main_fails(capsys, ["--resume", str(run_dir)])
+    assert line.endswith(f"no readable checkpoint in {run_dir / 'checkpoints'}; allowed: a run folder with one, or "
+                         f"delete {run_dir} (if no run is using it) and start that run again")
+    shutil.rmtree(run_dir)              # what the line says: then the name is free again
+    assert launch.main(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--max-env-steps", "256",
+                        "--eval-episodes", "2", "--sampled-eval-episodes", "1"]) == 0
+
+
+def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Two runs with one name both pass preflight (on Ray, ray.init lies between preflight and the
+    folder): the one that claims the folder second stops with one line and writes nothing into it."""
+    real_placed = launch.placed
+
+    def placed_while_another_run_claims_the_folder(cfg, connect=False):
+        other = make_run_dir(cfg)                  # the other run, claiming the folder first
+        (other / "metrics.jsonl").write_text("the other run\n")
+        return real_placed(cfg, connect)
+    monkeypatch.setattr(launch, "placed", placed_while_another_run_claims_the_folder)
+    line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
+    assert line == (f"launch.py: error: --run-name='run' is invalid: {tmp_path / 'run'} was taken by another run "
+                    "that started at the same time; allowed: a new name")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == "the other run\n"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+
+def test_a_default_run_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+    """Two runs of one config started in the same second (without --run-name) get folders of their own."""
+    import datetime
+    from driver import trainer
+    monkeypatch.setattr(trainer, "datetime", SimpleNamespace(now=lambda: datetime.datetime(2026, 1, 2, 3, 4, 5)))
+    cfg = parse_config(["--in-process", "--run-root", str(tmp_path)])
+    first, second = make_run_dir(cfg), make_run_dir(cfg)
+    assert (first.name, second.name) == ("CartPole-v1-cartpole-s0-20260102-030405", "CartPole-v1-cartpole-s0-20260102-030405-2")
 
 
 def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_path):
@@ -306,8 +355,14 @@ def start_run(tmp_path, *flags) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
                              "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags],
                             cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even when pytest
-                            # runs as a background job, which starts with SIGINT ignored
+                            preexec_fn=default_stop_signals)
+
+
+def default_stop_signals() -> None:
+    """SIGINT and SIGHUP as a terminal's job has them, even when pytest runs as a background job
+    (which starts with SIGINT ignored) or under nohup (SIGHUP ignored)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def wait_for(predicate, proc, timeout_s: float, what: str) -> None:
@@ -327,24 +382,30 @@ def ctrl_c(proc) -> None:
     os.killpg(proc.pid, signal.SIGINT)          # what the terminal sends to its foreground job
 
 
-def check_interrupted_run(tmp_path, proc, timeout_s: float) -> dict:
-    """Exit 0 with everything a finished run writes; the final checkpoint holds the summary's env steps."""
+def check_interrupted_run(tmp_path, proc, timeout_s: float, reason: str = "interrupted", rc: int = 0) -> dict:
+    """Exit rc with everything a finished run writes; the final checkpoint holds the summary's env steps."""
     _, err = proc.communicate(timeout=timeout_s)
-    assert proc.returncode == 0, err
+    assert proc.returncode == rc, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     run_dir = tmp_path / "run"
     out = (tmp_path / "stdout.txt").read_text()
-    assert "interrupted: finishing (final checkpoint, policy, summary); Ctrl-C again stops at once" in out
+    again = "Ctrl-C again" if reason == "interrupted" else "a second signal"
+    assert f"{reason}: finishing (final checkpoint, policy, summary); {again} stops at once" in out
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stop_reason"] == "interrupted" and out.splitlines()[-1].startswith("stopped (interrupted)")
+    assert summary["stop_reason"] == reason and out.splitlines()[-1].startswith(f"stopped ({reason})")
+    check_finished_files(run_dir, summary)
+    return summary
+
+
+def check_finished_files(run_dir: Path, summary: dict) -> None:
+    """The final checkpoint (holding the summary's env steps) and policy.pt2 of a run that finished."""
     paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    assert len(paths) == 1                      # --checkpoint-every-s 1000: only the final one
+    assert 1 <= len(paths) <= 2                 # --checkpoint-every-s 1000: the first (once trained) and the final
     state = checkpoint.contents(paths[0].read_bytes())
     assert state["run"]["env_steps"] == summary["env_steps"] > 0
     assert state["steps"] == checkpoint.step_of(paths[0]) > 0
     policy = torch.export.load(str(run_dir / "policy.pt2")).module()
     assert policy(torch.zeros(3, 4)).shape == (3, 2)
-    return summary
 
 
 def test_first_ctrl_c_finishes_an_in_process_run(tmp_path):
@@ -379,6 +440,102 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     assert summary["stop_reason"] == "interrupted twice" and summary["error"] == "KeyboardInterrupt"
 
 
+def test_sigterm_finishes_an_in_process_run_with_exit_143(tmp_path):
+    """Kubernetes, `ray job stop`, systemd and Docker stop a run with SIGTERM: it ends as after a
+    Ctrl-C, with exit 128 + 15 (it did not end on its own); it wrote nothing at all before."""
+    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "5")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
+        proc.send_signal(signal.SIGTERM)
+        check_interrupted_run(tmp_path, proc, 60, "sigterm", 143)
+    finally:
+        proc.kill()
+
+
+def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
+    """Closing the terminal of a run hangs it up (every later write to it fails with EIO) and sends
+    SIGHUP: the run still ends as after a Ctrl-C, its output going nowhere, with exit 128 + 1."""
+    master, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "launch.py", "--in-process", "--run-root", str(tmp_path), "--run-name",
+                             "run", "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000",
+                             "--max-seconds", "300", "--eval-episodes", "5"],
+                            cwd=ROOT, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+                            preexec_fn=default_stop_signals)
+    os.close(terminal)
+    os.set_blocking(master, False)
+    shown = []                  # what the terminal showed: read as it comes, so the run never blocks on it
+
+    def read_terminal():
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(master, 65536):
+                shown.append(chunk)
+    try:
+        wait_for(lambda: read_terminal() or learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
+        os.close(master)                            # the terminal closes...
+        proc.send_signal(signal.SIGHUP)             # ...and the kernel sends SIGHUP
+        assert proc.wait(timeout=60) == 129, b"".join(shown)[-2000:]
+    finally:
+        proc.kill()
+    assert b"Traceback" not in b"".join(shown)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "sighup"
+    check_finished_files(tmp_path / "run", summary)
+
+
+def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored():
+    """Signals sent to this process: the first asks for a stop, the second raises; SIGHUP ignored
+    at the start (nohup) is left ignored, and every handler is put back afterwards."""
+    trainer = SimpleNamespace(stop_request="")      # the handlers touch only stop_request (and log, on EIO)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        term = signal.getsignal(signal.SIGTERM)
+        with launch.stop_on_signals(trainer):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)                    # the handler runs in this thread at the next bytecode
+            assert trainer.stop_request == "sigterm"
+            with pytest.raises(launch.StopAtOnce) as stopped:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            assert stopped.value.signum == signal.SIGTERM and str(stopped.value) == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is term and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_second_sigterm_exits_143_with_a_summary(tmp_path, capsys, monkeypatch):
+    def stopped_twice(trainer):
+        trainer.stop_request = "sigterm"
+        raise launch.StopAtOnce(signal.SIGTERM)
+    monkeypatch.setattr(launch, "train", stopped_twice)
+    assert launch.main(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"]) == 143
+    assert capsys.readouterr().err.splitlines() == [
+        f"launch.py: stopped at once (second signal: SIGTERM); resume from the newest checkpoint in {tmp_path / 'run'}"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "sigterm twice" and summary["error"] == "SIGTERM"
+
+
+def test_a_run_killed_before_its_first_checkpoint_interval_can_be_resumed(tmp_path):
+    """--checkpoint-every-s 1000 and SIGKILL soon after the learner starts: its first checkpoint,
+    written once it has trained, is there to --resume from (before, there was none: --resume exited 2)."""
+    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "2",
+                     "--sampled-eval-episodes", "1")
+    folder = tmp_path / "run" / "checkpoints"
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
+        wait_for(lambda: checkpoint.list_checkpoints(folder), proc, 5, "checkpoint once the learner trained")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    stored = checkpoint.contents(checkpoint.list_checkpoints(folder)[0].read_bytes())
+    assert stored["steps"] > 0 and stored["run"]["env_steps"] > 0
+    more = stored["run"]["env_steps"] + 4 * CHUNK         # replay refills in 2 rounds, then the learner goes on
+    assert launch.main(["--resume", str(tmp_path / "run"), "--max-env-steps", str(more)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["resumed_from"] and summary["learner_steps"] > stored["steps"]
+
+
 def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
     proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
     try:
@@ -389,6 +546,21 @@ def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
         proc.kill()
     assert summary["num_actors"] >= 1
     # Ray's processes of this session (gcs_server, raylet, workers) are gone with it
+    session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert session == [], f"processes of the run's session are still alive: {session}"
+
+
+def test_sigterm_to_a_local_ray_runs_process_group_finishes_it(tmp_path):
+    """systemd stops a unit with SIGTERM to each of its processes: the run's handler, not the one
+    ray.init installs (sys.exit(15), which wrote nothing), ends the run, and Ray's processes last
+    until it has finished."""
+    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
+        os.killpg(proc.pid, signal.SIGTERM)
+        check_interrupted_run(tmp_path, proc, 90, "sigterm", 143)
+    finally:
+        proc.kill()
     session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert session == [], f"processes of the run's session are still alive: {session}"
 
