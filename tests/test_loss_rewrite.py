@@ -111,3 +111,34 @@ def test_batched_unroll_equals_the_reference(K):
     new, old = online.unroll(obs, actions, 0.5), reference.unroll(online, obs, actions, 0.5)
     for a, b in zip(new, old):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("limit_rows", [1, 7, 16])
+def test_the_loss_in_cache_sized_pieces_equals_the_reference(monkeypatch, limit_rows):
+    """The networks' rows split into pieces of at most `limit_rows` (width 12): same loss and gradients."""
+    from common import losses
+    monkeypatch.setattr(losses, "PIECE_BYTES", 4 * 12 * limit_rows)
+    p = dataclasses.replace(Config().loss_params(), max_starts=3 * B)
+    online, target = nets(5, 4)
+    batch = random_batch(4)
+    batch["start_mask"] = torch.zeros(T, B).index_fill_(0, torch.tensor([0, 3, 5]), 1.0) * batch["mask"]
+    new = run(muesli_loss_tensors, online, target, batch, p, init_loss_state())
+    old = run(reference.muesli_loss_tensors, online, target, batch, p, init_loss_state())
+    torch.testing.assert_close(new[0], old[0], rtol=1e-5, atol=1e-6)
+    for name in old[3]:
+        torch.testing.assert_close(new[3][name], old[3][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_pieces_cover_every_row_once_in_order():
+    from common.losses import _in_pieces
+    calls = []
+
+    def fn(x, y):
+        calls.append(x.shape[0])
+        return x * 2, y + 1
+    parts = [(torch.arange(10.0), torch.arange(10)), (torch.arange(10.0, 13.0), torch.arange(10, 13))]
+    a, b = _in_pieces(fn, 1, parts)        # width 1: PIECE_BYTES // 4 rows a call, one call here
+    assert calls == [13] and torch.equal(a, 2 * torch.arange(13.0)) and torch.equal(b, torch.arange(1, 14))
+    calls.clear()
+    a, b = _in_pieces(fn, (1 << 20) // 4 // 4, parts)     # 4 rows a call: 10 -> 4+4+2, then 3 (2 + 3 > 4)
+    assert calls == [4, 4, 2, 3] and torch.equal(a, 2 * torch.arange(13.0)) and torch.equal(b, torch.arange(1, 14))
