@@ -23,6 +23,7 @@ or need fewer env steps.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -58,10 +59,10 @@ def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Pa
     return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
 
 
-def read_run(name: str, seed: int, argv: list, run_root: Path) -> dict:
+def read_run(name: str, seed: int, argv: list, run_root: Path, env=None) -> dict:
     """Run argv as its own process; one row from the summary.json it wrote (wall time of the whole process)."""
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.monotonic() - start
     summary_path = run_dir(run_root, name, seed) / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
@@ -75,9 +76,21 @@ def read_run(name: str, seed: int, argv: list, run_root: Path) -> dict:
             "learner_steps": s["learner_steps"], "greedy_eval": s["greedy_eval_mean"]}
 
 
-def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path) -> dict:
-    flags = [] if name in PEERS else [*CONFIGS[name], *extra]
-    return read_run(name, seed, launch_command(name, seed, flags, max_seconds, run_root), run_root)
+def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path, compile_cache: str = "user") -> dict:
+    """One process; `compile_cache` is what our run finds of learner/compiled.py's cache: 'user'
+    (the user's, as it is), 'fresh' (an empty one, as on a fresh machine; the background build
+    it starts is stopped when the run ends) or 'off'."""
+    if name in PEERS:
+        return read_run(name, seed, launch_command(name, seed, [], max_seconds, run_root), run_root)
+    argv = launch_command(name, seed, [*CONFIGS[name], *extra], max_seconds, run_root)
+    if compile_cache == "user":
+        return read_run(name, seed, argv, run_root)
+    if compile_cache == "off":
+        return read_run(name, seed, argv, run_root, dict(os.environ, MUESLI_RAY_CACHE="off"))
+    with tempfile.TemporaryDirectory(prefix="muesli-ray-fresh-cache-") as cache:
+        row = read_run(name, seed, argv, run_root, dict(os.environ, MUESLI_RAY_CACHE=cache))
+        subprocess.run(["pkill", "-f", cache], check=False)     # its build would outlive the run
+        return row
 
 
 def run_seeds_as_trials(name: str, seeds, extra, max_seconds: float, run_root: Path, trial_cpus: float) -> list:
@@ -175,6 +188,9 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true",
                         help="run our configs' seeds as Ray Tune trials through sweep.py (no whole-process wall times)")
     parser.add_argument("--trial-cpus", type=float, default=2.0, help="with --tune: CPUs per trial of a Ray config")
+    parser.add_argument("--compile-cache", choices=("user", "fresh", "off"), default="user",
+                        help="the compiled-loss cache our runs find: the user's as it is (warm once built), "
+                             "a fresh empty one per run (a first run on a new machine), or none")
     parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
     args = parser.parse_args()
     missing = missing_peers(args.configs)
@@ -183,18 +199,23 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run_root = args.keep_runs or Path(tmp)
-        for name in args.configs:
+
+        def keep(row):
+            policy = Path(row.pop("run_dir") or "") / "policy.pt2"
+            if args.check_policy and row["config"] not in PEERS and policy.exists():
+                row.update(check_policy(policy.parent, row["seed"]))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+        for name in args.configs:       # Tune runs all of a config's seeds at once
             if args.tune and name not in PEERS:
-                found = run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus)
-            else:
-                found = [dict(run_one(name, seed, args.extra, args.max_seconds, run_root),
-                              run_dir=str(run_dir(run_root, name, seed))) for seed in args.seeds]
-            for row in found:
-                policy = Path(row.pop("run_dir") or "") / "policy.pt2"
-                if args.check_policy and name not in PEERS and policy.exists():
-                    row.update(check_policy(policy.parent, row["seed"]))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for row in run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus):
+                    keep(row)
+        for seed in args.seeds:         # one process each, seed by seed: the machine's drift hits every config alike
+            for name in args.configs:
+                if not (args.tune and name not in PEERS):
+                    keep(dict(run_one(name, seed, args.extra, args.max_seconds, run_root, args.compile_cache),
+                              run_dir=str(run_dir(run_root, name, seed))))
     print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}"
           f"{'policy.pt2':>12}")
     for r in rows:
@@ -217,6 +238,7 @@ def main() -> None:
             print(f"{p['ours']} / {p['peer']}: wall {wall}, env steps {p['env_steps']:.2f}x "
                   f"(seeds solved {p['solved']})")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds,
+              "compile_cache": args.compile_cache,
               "max_seconds": args.max_seconds, "summary": summary, "ratios": pairs}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
