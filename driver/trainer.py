@@ -12,6 +12,7 @@ and matplotlib up for the same reason. summary.json's "timeline" holds the miles
 start and the end (common/timeline.py).
 """
 import collections
+import concurrent.futures
 import json
 import math
 import time
@@ -279,21 +280,25 @@ class Trainer:
         finish_start = time.monotonic()
         self.timeline.mark("finish")
         self.log.progress(force=True)
-        self.maybe_checkpoint(force=True)
+        # The final checkpoint waits for the learner's call in flight (up to LEARNER_CALL_STEPS
+        # updates on Ray): it is saved on a thread of its own while the rest is done here.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as saver:
+            saving = saver.submit(self.maybe_checkpoint, True)
+            if self.evaluation is not None:
+                self._take_evaluation()
+            self.eval_thread.shutdown()
+            if self.solved_at is None:
+                net, version, env_steps = self._snapshot()
+                self._judged(net, version, env_steps, *self._judge(net, full_only=True), time.time())
+            policy = self.solved_net or self.latest[0]
+            sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
+            self.log.evaluation(sampled, greedy=False)
+            if self.exported_net is not policy:
+                self._export(policy)
+            self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
+            self.timeline.mark("plot")
+            saving.result()
         self.timeline.mark("final_checkpoint")
-        if self.evaluation is not None:
-            self._take_evaluation()
-        self.eval_thread.shutdown()
-        if self.solved_at is None:
-            net, version, env_steps = self._snapshot()
-            self._judged(net, version, env_steps, *self._judge(net, full_only=True), time.time())
-        policy = self.solved_net or self.latest[0]
-        sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
-        self.log.evaluation(sampled, greedy=False)
-        if self.exported_net is not policy:
-            self._export(policy)
-        self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
-        self.timeline.mark("plot")
         last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
         summary = self.summary(reason, train_seconds)
         summary.update({

@@ -136,3 +136,25 @@ def test_a_failed_export_leaves_the_previous_policy_whole(tmp_path, monkeypatch)
     assert path.read_bytes() == before
     trainer.eval_thread.shutdown()
     trainer.log.close()
+
+
+def test_the_final_checkpoint_is_saved_while_finish_goes_on(tmp_path, monkeypatch):
+    """On Ray the final checkpoint waits for the learner's call in flight; the sampled evaluation,
+    the export and the plot do not wait for it, and summary.json comes after it."""
+    import threading
+    trainer = make_trainer(tmp_path, "--solve-return", "100", "--sampled-eval-episodes", "1")
+    trainer._judged(net_with_bias(trainer, 1.0), 5, 512, None, np.array([150.0]))
+    plotted, order = threading.Event(), []
+    real_plot = trainer.log.plot
+
+    def plot(*args):
+        real_plot(*args)
+        plotted.set()
+    monkeypatch.setattr(trainer.log, "plot", plot)
+
+    def slow_checkpoint(force=False):
+        order.append(("checkpoint saw the plot", plotted.wait(timeout=10)))
+    monkeypatch.setattr(trainer, "maybe_checkpoint", slow_checkpoint)
+    summary = trainer.finish("solved")
+    assert order == [("checkpoint saw the plot", True)]
+    assert summary["timeline"]["plot"] <= summary["timeline"]["final_checkpoint"] <= summary["timeline"]["summary"]
