@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each folder and mode")
     parser.add_argument("--modes", nargs="+", default=["ray", "in-process"], choices=["ray", "in-process"])
     parser.add_argument("--out", type=Path, help="write the runs and medians here (JSON)")
+    parser.add_argument("--pause", type=float, default=3.0,
+                        help="seconds between runs: a Ray run's processes end after its driver has exited")
     args = parser.parse_args(argv)
     dirs = [d.resolve() for d in args.dirs]
     runs = []
@@ -83,6 +85,8 @@ def main(argv=None) -> int:
         for r in range(args.runs):
             for code in dirs:
                 for mode in args.modes:
+                    if runs:
+                        time.sleep(args.pause)
                     out = run_once(code, mode, launch_args, Path(tmp), f"{len(runs)}")
                     runs.append({"dir": str(code), "mode": mode, "run": r, **out})
                     shown = {k: out.get(k) for k in FIGURES} if "error" not in out else out
