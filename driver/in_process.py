@@ -70,7 +70,13 @@ class InProcess:
     weight_client = WeightClient
     weight_publisher = WeightPublisher
 
-    def node_map(self, components) -> dict:
+    def ask_components(self, components):
+        """Every component here is up once built: [(role, "", now)] for each (OnRay's form)."""
+        now = time.time()
+        roles = ["store"] + ["shard"] * len(components.shards) + ["learner"] + ["actor"] * len(components.actors)
+        return lambda: [(role, "", now) for role in roles]
+
+    def node_map(self, answers) -> dict:
         return {}
 
     def describe(self, nodes: dict) -> str:

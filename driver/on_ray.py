@@ -7,6 +7,7 @@ runs an actor's calls in order, so the next one starts the moment the last retur
 learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
 """
 import concurrent.futures
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -59,6 +60,19 @@ def start_ray(cfg: Config) -> None:
         port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
         # address="local": a new local Ray even where `ray start` left one running on this machine
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
+
+
+def shutdown_ray() -> None:
+    """ray.shutdown() without the second a local Ray loses on its autoscaler monitor: asked to
+    stop (SIGTERM) after the GCS is gone, the monitor tries to report its own end to the GCS,
+    and Ray waits a second before it kills it. Killed first, it takes no time. Where Ray's
+    internals differ from 2.60's, a plain ray.shutdown()."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and node.is_head():
+        for info in getattr(node, "all_processes", {}).get("monitor", []):
+            with contextlib.suppress(AttributeError, OSError):
+                info.process.kill()
+    ray.shutdown()
 
 
 def remote_classes(cfg: Config, plan: placement.Placement) -> dict:
@@ -172,6 +186,7 @@ class OnRay:
         self.plan = cluster_plan(cfg)
         self.num_actors = self.plan.num_actors
         self.classes = remote_classes(cfg, self.plan)
+        self.ready_at = time.time()             # Ray is up and the plan made (summary.json timeline)
 
     def new(self, cls, *args):
         return self.classes[cls].remote(*args)
@@ -183,18 +198,28 @@ class OnRay:
     weight_client = RayWeightClient
     weight_publisher = RayWeightPublisher
 
-    def node_map(self, components) -> dict:
-        """{node_id: {"ip", "learner", "actors", "shards"}}: component counts per node. Asks each
-        Ray actor for its node id, so it needs no dashboard."""
+    def ask_components(self, components):
+        """Ask every component for its node and the wall time of its answer, without waiting: a
+        Ray actor runs its calls in order, so one asked before any other call answers as soon as
+        its constructor has returned. Returns a function that waits for the answers:
+        [(role, node_id, time), ...] with role 'store', 'shard', 'learner' or 'actor'."""
         c = components
-        where = lambda _self: ray.get_runtime_context().get_node_id()  # noqa: E731
-        roles = [("learner", c.learner)] + [("actors", a) for a in c.actors] + [("shards", s) for s in c.shards]
-        node_ids = ray.get([handle.__ray_call__.remote(where) for _, handle in roles])
+        where = lambda _self: (ray.get_runtime_context().get_node_id(), time.time())  # noqa: E731
+        roles = ([("store", c.store)] + [("shard", s) for s in c.shards] + [("learner", c.learner)]
+                 + [("actor", a) for a in c.actors])
+        refs = [handle.__ray_call__.remote(where) for _, handle in roles]
+        return lambda: [(role, *answer) for (role, _), answer in zip(roles, ray.get(refs))]
+
+    def node_map(self, answers) -> dict:
+        """{node_id: {"ip", "learner", "actors", "shards"}}: component counts per node, from the
+        answers of `ask_components` (so it needs no dashboard)."""
         ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
         out = {}
-        for (role, _), node_id in zip(roles, node_ids):
+        for role, node_id, _ in answers:
+            if role == "store":
+                continue
             node = out.setdefault(node_id, {"ip": ips.get(node_id, "?"), "learner": 0, "actors": 0, "shards": 0})
-            node[role] += 1
+            node[{"learner": "learner", "actor": "actors", "shard": "shards"}[role]] += 1
         return out
 
     def describe(self, nodes: dict) -> str:

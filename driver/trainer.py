@@ -5,8 +5,14 @@ A round takes the reports of the actors' chunks and the learner's calls, then lo
 evaluates when due (a cheap screen first, the full greedy evaluation if the screen reaches the
 bar), checkpoints every --checkpoint-every-s and stops when the run is solved, a budget is spent
 or a stop is asked for. The end writes the final checkpoint, policy.pt2 and summary.json.
+
+The solving evaluation writes policy.pt2 itself (on the evaluation thread, on Ray), so the
+export is not on the path from the solve to the exit; the first evaluation warms torch.export
+and matplotlib up for the same reason. summary.json's "timeline" holds the milestones of the
+start and the end (common/timeline.py).
 """
 import collections
+import concurrent.futures
 import json
 import math
 import time
@@ -19,10 +25,11 @@ from common import preflight
 from common.config import Config, ConfigError, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
+from common.timeline import Timeline
 from driver.supervision import ActorSupervisor
 from driver.wiring import Components, placed
 from learner import checkpoint
-from learner.export import export_policy
+from learner import export
 from transport.weights import load_numpy_state
 
 
@@ -80,6 +87,12 @@ class Trainer:
         self.evaluation = None          # ((network, version, env steps), future): running on eval_thread
         self.eval_thread = where.evaluator()    # on Ray a driver thread, in-process inline
         self.solved_net = None          # the network whose evaluation solved the run
+        self.exported_net = None        # the network policy.pt2 holds (written by the solving evaluation, or at the end)
+        self.warmed_up = False          # torch.export and matplotlib imported and set up (first evaluation)
+        self.timeline = Timeline()      # milestones in seconds since this process started (summary.json)
+        if getattr(where, "ready_at", None):
+            self.timeline.mark("ray_up", where.ready_at)
+        self.timeline.mark("trainer")
         self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
         self.last_checkpoint = time.monotonic()
         self.first_checkpoint_due = resume is None      # a resumed run has one already
@@ -122,6 +135,7 @@ class Trainer:
     def on_actor(self, stats: dict) -> None:
         if self.first_env_step_s is None and stats["env_steps"]:
             self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
+            self.timeline.mark("first_env_step", time.time() - stats["seconds"])
         self.log.actor(stats)
         if stats["env_errors"]:
             self.faults["env_errors"] += stats["env_errors"]
@@ -134,6 +148,8 @@ class Trainer:
             self.log.latest.update({k: v for k, v in metrics.items() if k in ("replay/failed_calls", "replay/lost_sequences")})
             return
         self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
+        updating_s = metrics.get("learner/seconds", 0.0) - metrics.get("learner/batch_wait_s", 0.0)
+        self.timeline.mark("first_learner_step", time.time() - updating_s)      # about: the call's waits come first
         # The lag in env steps: learner steps behind, at the run's env steps per learner step.
         per_step = self.log.env_steps / max(self.learner_steps, 1)
         self.log.scalars({**metrics, "learner/policy_lag_env_steps": metrics.get("learner/policy_lag", 0.0) * per_step})
@@ -163,9 +179,31 @@ class Trainer:
                 return screen, None
         return screen, evaluate(net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
 
-    def _judged(self, net, version: int, env_steps: int, screen, full) -> None:
-        """Log an evaluation of the weights as of env_steps; the first that reaches the bar solves
-        the run, and its network is the one exported."""
+    def _passes(self, full) -> bool:
+        return self.solve_return is not None and float(full.mean()) >= self.solve_return
+
+    def _evaluation_job(self, net) -> tuple:
+        """What eval_thread runs: warm-up (first time), then _judge; a full evaluation that reaches
+        the bar solves the run (no evaluation follows one that passes), so its policy is exported
+        here, before the driver hears of the solve. Returns (screen, full, wall time it ended)."""
+        if not self.warmed_up:
+            export.warm_up(net, self.info)
+            self.log.warm_up_plot()
+            self.warmed_up = True
+        screen, full = self._judge(net)
+        ended = time.time()
+        if full is not None and self._passes(full):
+            self._export(net)
+        return screen, full, ended
+
+    def _export(self, net) -> None:
+        export.export_policy(net, self.info, self.run_dir / "policy.pt2")
+        self.exported_net = net
+        self.timeline.mark("export")
+
+    def _judged(self, net, version: int, env_steps: int, screen, full, ended: float = None) -> None:
+        """Log an evaluation of the weights as of env_steps (`ended`: the wall time it ended); the
+        first that reaches the bar solves the run, and its network is the one exported."""
         if screen is not None:
             self.log.scalars({"eval/screen_return": float(screen.mean())}, env_steps)
         if full is None:
@@ -173,10 +211,11 @@ class Trainer:
         self.log.evaluation(full, env_steps=env_steps)
         mean = float(full.mean())
         self.best_eval = max(self.best_eval, mean)
-        if self.solve_return is not None and mean >= self.solve_return and self.solved_at is None:
+        if self._passes(full) and self.solved_at is None:
             self.solved_at = dict(seconds=self.log.elapsed(), env_steps=env_steps, version=version,
                                   eval_mean=mean, eval_std=float(full.std()))
             self.solved_net = net
+            self.timeline.mark("solved", ended)
 
     def maybe_evaluate(self) -> None:
         """Every eval_every_env_steps (once training returns reach eval_min_train_return) judge a
@@ -186,13 +225,15 @@ class Trainer:
             if not self.evaluation[1].done():
                 return
             self._take_evaluation()
+        if self.solved_at is not None:      # solved: the exported policy is that evaluation's
+            return
         due = self.log.env_steps - self.last_eval >= self.cfg.eval_every_env_steps
         warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
         if not (due and warm):
             return
         self.last_eval = self.log.env_steps
         net, version, env_steps = self._snapshot()
-        self.evaluation = ((net, version, env_steps), self.eval_thread.submit(self._judge, net))
+        self.evaluation = ((net, version, env_steps), self.eval_thread.submit(self._evaluation_job, net))
         if self.evaluation[1].done():
             self._take_evaluation()
 
@@ -229,11 +270,16 @@ class Trainer:
         """Train until a stop reason: each round takes the actors' and the learner's reports (as
         the placement's rounds deliver them), then logs, evaluates and checkpoints when due."""
         c = self.build()
-        self.nodes = c.node_map()
+        answers = c.ask_components()        # asked before any other call, so each answers once it is up
+        # actors act from here on
+        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor, self.should_stop)
+        answers = answers()
+        for role, _, at in answers:
+            self.timeline.mark(f"{role}_up", at)
+        self.nodes = c.node_map(answers)
         line = self.where.describe(self.nodes)
         if line:
             print(line, flush=True)
-        rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor, self.should_stop)
         reason = ""
         while not reason:
             self.take(rounds.reports())
@@ -256,19 +302,27 @@ class Trainer:
         evaluation (--sampled-eval-episodes)."""
         train_seconds = self.log.elapsed()
         finish_start = time.monotonic()
+        self.timeline.mark("finish")
         self.log.progress(force=True)
-        self.maybe_checkpoint(force=True)
-        if self.evaluation is not None:
-            self._take_evaluation()
-        self.eval_thread.shutdown()
-        if self.solved_at is None:
-            net, version, env_steps = self._snapshot()
-            self._judged(net, version, env_steps, *self._judge(net, full_only=True))
-        policy = self.solved_net or self.latest[0]
-        sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
-        self.log.evaluation(sampled, greedy=False)
-        export_policy(policy, self.info, self.run_dir / "policy.pt2")
-        self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
+        # The final checkpoint waits for the learner's call in flight (up to LEARNER_CALL_STEPS
+        # updates on Ray): it is saved on a thread of its own while the rest is done here.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as saver:
+            saving = saver.submit(self.maybe_checkpoint, True)
+            if self.evaluation is not None:
+                self._take_evaluation()
+            self.eval_thread.shutdown()
+            if self.solved_at is None:
+                net, version, env_steps = self._snapshot()
+                self._judged(net, version, env_steps, *self._judge(net, full_only=True), time.time())
+            policy = self.solved_net or self.latest[0]
+            sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
+            self.log.evaluation(sampled, greedy=False)
+            if self.exported_net is not policy:
+                self._export(policy)
+            self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
+            self.timeline.mark("plot")
+            saving.result()
+        self.timeline.mark("final_checkpoint")
         last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
         summary = self.summary(reason, train_seconds)
         summary.update({
@@ -293,6 +347,9 @@ class Trainer:
         }
 
     def write_summary(self, summary: dict) -> None:
+        """summary.json (atomically), with the timeline up to now."""
+        self.timeline.mark("summary")
+        summary["timeline"] = self.timeline.as_dict()
         checkpoint.write_atomic(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self.log.close()
 

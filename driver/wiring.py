@@ -87,6 +87,13 @@ class Components:
         """Blocking call on a component, wherever it runs."""
         return self.where.call(handle, method, *args)
 
-    def node_map(self) -> dict:
-        """Where the components run: {node_id: {"ip", "learner", "actors", "shards"}} on Ray, {} in-process."""
-        return self.where.node_map(self)
+    def ask_components(self):
+        """Ask every component where it runs, without waiting; returns a function that waits for
+        the answers, [(role, node_id, wall time its constructor was done by)] (the placement's
+        ask_components)."""
+        return self.where.ask_components(self)
+
+    def node_map(self, answers) -> dict:
+        """Where the components run, from ask_components' answers: {node_id: {"ip", "learner",
+        "actors", "shards"}} on Ray, {} in-process."""
+        return self.where.node_map(answers)

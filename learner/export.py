@@ -1,6 +1,7 @@
 """The trained policy as a standalone file: obs [B, *O] (float32, or uint8 for image envs) ->
 action logits [B, A], saved with torch.export (dynamic batch); load it with torch.export.load,
 no project code needed."""
+import os
 from pathlib import Path
 
 import torch
@@ -19,8 +20,22 @@ class Policy(torch.nn.Module):
         return self.inner.policy_logits(obs)
 
 
-def export_policy(net: torch.nn.Module, info: EnvInfo, path: Path) -> None:
+def export_program(net: torch.nn.Module, info: EnvInfo) -> torch.export.ExportedProgram:
     example = torch.zeros(2, *info.obs_shape, dtype=getattr(torch, info.obs_dtype))
     batch = torch.export.Dim("B", min=1, max=4096)
-    program = torch.export.export(Policy(net).eval(), (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+    return torch.export.export(Policy(net).eval(), (example,), dynamic_shapes=({0: batch},))
+
+
+def warm_up(net: torch.nn.Module, info: EnvInfo) -> None:
+    """Export net once without saving it: a process's first torch.export costs about a second
+    (torch._dynamo's set-up), later ones a tenth of that, so a run warms it up before the end."""
+    export_program(net, info)
+
+
+def export_policy(net: torch.nn.Module, info: EnvInfo, path: Path) -> None:
+    """Write net's policy to `path` atomically (a temp file, then os.replace): a reader never
+    sees a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)      # torch.export.save wants a .pt2 name
+    torch.export.save(export_program(net, info), str(tmp))
+    os.replace(tmp, path)

@@ -86,3 +86,75 @@ def test_newest_waits_for_the_stores_answer_on_ray():
         assert client.newest() is None                      # nothing newer since
     finally:
         ray.shutdown()
+
+
+def test_the_solving_evaluation_exports_on_its_thread_and_finish_does_not_again(tmp_path, monkeypatch):
+    """The export is off the path from the solve to the exit (issue 24): the evaluation job that
+    passes writes policy.pt2 before the driver hears of it, and finish() does not export again."""
+    trainer = make_trainer(tmp_path, "--solve-return", "5", "--eval-episodes", "2", "--eval-screen-episodes", "1",
+                           "--sampled-eval-episodes", "1")
+    solved = net_with_bias(trainer, 3.0)                     # always action 1: about 10 steps an episode
+    screen, full, ended = trainer._evaluation_job(solved)
+    assert full is not None and full.mean() >= 5 and (trainer.run_dir / "policy.pt2").exists()
+    trainer._judged(solved, 5, 512, screen, full, ended)
+    exports = []
+    monkeypatch.setattr("learner.export.export_policy", lambda *args: exports.append(args))
+    summary = trainer.finish("solved")
+    assert exports == [] and trainer.exported_net is solved
+    policy = torch.export.load(str(trainer.run_dir / "policy.pt2")).module()
+    assert torch.allclose(policy(torch.zeros(2, 4)), torch.tensor([[0.0, 3.0]] * 2))
+    timeline = summary["timeline"]
+    assert timeline["solved"] <= timeline["export"] <= timeline["finish"] <= timeline["summary"]
+
+
+def test_no_evaluation_starts_after_the_run_is_solved(tmp_path, monkeypatch):
+    """Another evaluation after the solving one would hold the exit up, and could write policy.pt2 over the one that passed."""
+    trainer = make_trainer(tmp_path, "--solve-return", "100", "--eval-every-env-steps", "1")
+    trainer._judged(net_with_bias(trainer, 1.0), 5, 512, None, np.array([150.0]))
+    trainer.log.env_steps = 10_000                          # an evaluation is due
+    monkeypatch.setattr(trainer, "_evaluation_job", lambda net: pytest.fail("an evaluation started"))
+    trainer.maybe_evaluate()
+    assert trainer.evaluation is None
+    trainer.eval_thread.shutdown()
+    trainer.log.close()
+
+
+def test_a_failed_export_leaves_the_previous_policy_whole(tmp_path, monkeypatch):
+    from learner import export
+    trainer = make_trainer(tmp_path)
+    path = trainer.run_dir / "policy.pt2"
+    export.export_policy(net_with_bias(trainer, 1.0), trainer.info, path)
+    before = path.read_bytes()
+
+    def cut_short(program, f):
+        with open(f, "wb") as out:
+            out.write(before[:100])
+        raise OSError("disk full")
+    monkeypatch.setattr(torch.export, "save", cut_short)
+    with pytest.raises(OSError):
+        export.export_policy(net_with_bias(trainer, 2.0), trainer.info, path)
+    assert path.read_bytes() == before
+    trainer.eval_thread.shutdown()
+    trainer.log.close()
+
+
+def test_the_final_checkpoint_is_saved_while_finish_goes_on(tmp_path, monkeypatch):
+    """On Ray the final checkpoint waits for the learner's call in flight; the sampled evaluation,
+    the export and the plot do not wait for it, and summary.json comes after it."""
+    import threading
+    trainer = make_trainer(tmp_path, "--solve-return", "100", "--sampled-eval-episodes", "1")
+    trainer._judged(net_with_bias(trainer, 1.0), 5, 512, None, np.array([150.0]))
+    plotted, order = threading.Event(), []
+    real_plot = trainer.log.plot
+
+    def plot(*args):
+        real_plot(*args)
+        plotted.set()
+    monkeypatch.setattr(trainer.log, "plot", plot)
+
+    def slow_checkpoint(force=False):
+        order.append(("checkpoint saw the plot", plotted.wait(timeout=10)))
+    monkeypatch.setattr(trainer, "maybe_checkpoint", slow_checkpoint)
+    summary = trainer.finish("solved")
+    assert order == [("checkpoint saw the plot", True)]
+    assert summary["timeline"]["plot"] <= summary["timeline"]["final_checkpoint"] <= summary["timeline"]["summary"]
