@@ -17,6 +17,7 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
 """
 import itertools
 import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +26,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 FLAKY_ID, COUNTING_ID, RESET_FAILS_ID = "FlakyCartPole-v0", "CountingEnv-v0", "ResetFails-v0"
 OFF_DRIVER_ID, DRIVER_PID_VAR = "ResetFailsOffDriver-v0", "FLAKY_ENVS_DRIVER_PID"
+SLOW_RESET_ID = "SlowResetCartPole-v0"    # CartPole whose reset takes 3 ms: long evaluations, whatever the policy
 RESET_FAILURE = "simulator lost its licence server"
 _instances = itertools.count()
 made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}      # instances built in this process
@@ -92,7 +94,14 @@ class ResetFailsOffDriver(CartPoleEnv):
         return super().reset(seed=seed, options=options)
 
 
+class SlowResetCartPole(CartPoleEnv):
+    def reset(self, *, seed=None, options=None):
+        time.sleep(0.003)
+        return super().reset(seed=seed, options=options)
+
+
 for env_id, entry_point, limit in ((FLAKY_ID, FlakyCartPole, 500), (COUNTING_ID, CountingEnv, None),
-                                   (RESET_FAILS_ID, ResetFails, 500), (OFF_DRIVER_ID, ResetFailsOffDriver, 500)):
+                                   (RESET_FAILS_ID, ResetFails, 500), (OFF_DRIVER_ID, ResetFailsOffDriver, 500),
+                                   (SLOW_RESET_ID, SlowResetCartPole, 500)):
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=entry_point, max_episode_steps=limit, reward_threshold=475.0)
