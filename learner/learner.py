@@ -172,9 +172,11 @@ class Learner:
     def _swap_in_cached_loss(self) -> None:
         fn = self.cached_loss.take()
         if self.cached_loss.done():
-            self.cached_loss = None
+            self.cached_loss_s, self.cached_loss = self.cached_loss.seconds, None
             if fn is not None:
                 self.loss_fn, self.compiled = with_eager_fallback(fn, muesli_loss_tensors, "the compiled loss"), True
+                print(f"learner: compiled loss loaded from the cache in {self.cached_loss_s:.1f} s; "
+                      f"in use from update {self.steps}")
 
     def __repr__(self) -> str:
         return f"Learner(step={self.steps})"
