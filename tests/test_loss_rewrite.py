@@ -1,7 +1,6 @@
 """The batched loss (common/losses.py) against the one-call-per-quantity form it replaced
 (tests/reference_loss.py) on random batches: the same loss, metrics, normaliser state and
 gradients within float rounding, for every loss option and start-state layout."""
-import copy
 import dataclasses
 
 import pytest
@@ -10,9 +9,9 @@ import torch
 import tests.reference_loss as reference
 from common.config import Config
 from common.losses import init_loss_state, muesli_loss_tensors
-from common.networks import NetworkSpec, build_network
+from tests.test_losses import A, D, make_nets
 
-T, B, A, D = 7, 5, 3, 4
+T, B = 7, 5
 
 
 def random_batch(seed):
@@ -30,14 +29,8 @@ def random_batch(seed):
 
 
 def nets(support_size, seed):
-    torch.manual_seed(seed)
-    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=12, depth=2, hidden_size=6, support_size=support_size)
-    online = build_network(spec)
-    target = copy.deepcopy(online)
-    with torch.no_grad():
-        for q in target.parameters():
-            q.add_(0.1 * torch.randn(q.shape))
-    return online, target
+    """test_losses' online and (perturbed) target networks: obs dim 5, 3 actions."""
+    return make_nets(support_size, seed)
 
 
 def run(loss_fn, online, target, batch, p, state):
@@ -115,9 +108,9 @@ def test_batched_unroll_equals_the_reference(K):
 
 @pytest.mark.parametrize("limit_rows", [1, 7, 16])
 def test_the_loss_in_cache_sized_pieces_equals_the_reference(monkeypatch, limit_rows):
-    """The networks' rows split into pieces of at most `limit_rows` (width 12): same loss and gradients."""
+    """The networks' rows split into pieces of at most `limit_rows` (width 16): same loss and gradients."""
     from common import losses
-    monkeypatch.setattr(losses, "PIECE_BYTES", 4 * 12 * limit_rows)
+    monkeypatch.setattr(losses, "PIECE_BYTES", 4 * 16 * limit_rows)
     p = dataclasses.replace(Config().loss_params(), max_starts=3 * B)
     online, target = nets(5, 4)
     batch = random_batch(4)
