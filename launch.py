@@ -26,7 +26,7 @@ from common.config import ConfigError, parse_config
 from common.vector_env import EnvFailure
 from driver.trainer import Trainer, make_run_dir, train
 from driver.wiring import placed
-from learner import checkpoint
+from learner import checkpoint, compiled
 
 
 def format_summary(s: dict) -> str:
@@ -144,6 +144,9 @@ def main(argv=None) -> int:
     finally:
         shutdown_ray()
     print(format_summary(summary))
+    building = compiled.build_after_run(cfg, info)
+    if building:
+        print(f"compiling the loss for later runs in the background (nice 19) into {building}")
     return exit_code(summary)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
-from common.config import Config, to_dict
+from common.config import Config
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
 from common.sequence import SequenceSpec
 from common.cmpo import NormalizerState
@@ -138,25 +138,16 @@ class Learner:
 
     def compiled_folder(self):
         """Where this config's compiled loss is cached (learner/compiled.py); None with the cache off."""
-        root = compiled_lib.cache_root()
-        if root is None:
-            return None
-        return root / "compiled" / compiled_lib.cache_key(
-            self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
-            self.sequence_spec.obs_dtype, str(self.device), self.bf16)
+        return compiled_lib.folder_for(self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
+                                       self.sequence_spec.obs_dtype, str(self.device), self.bf16)
 
     def _cached_loss(self):
-        """On CPU with --compile auto: this config's compiled loss loading from the cache, or,
-        if it is not there yet, a background build of it for later runs (learner/compiled.py)."""
+        """On CPU with --compile auto: this config's compiled loss loading from the cache (None
+        when it is not there yet: launch.py builds it for later runs once this one has ended)."""
         folder = self.compiled_folder()
-        if folder is None:
+        if folder is None or not (folder / "loss.bin").exists():
             return None
-        if (folder / "loss.bin").exists():
-            return compiled_lib.CachedLoss(folder)
-        if compiled_lib.start_build(folder.parent, folder.name, to_dict(self.cfg)):
-            print(f"learner: learning eagerly; compiling the loss for later runs in the background "
-                  f"(nice 19) into {folder}")
-        return None
+        return compiled_lib.CachedLoss(folder)
 
     def loss_args(self, batch: dict) -> tuple:
         """The loss's arguments for a time-major batch: with --starts-per-sequence, the batch gets

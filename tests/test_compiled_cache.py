@@ -1,7 +1,7 @@
 """The compiled loss cache (learner/compiled.py): a learner with --compile auto on CPU learns
-eagerly, builds the compiled loss for later runs in a background process, and a later learner
-loads it while it learns and swaps it in with the same numbers; a build cut short, a damaged
-cache or a changed source never reaches a run."""
+eagerly when its compiled loss is not cached, the end of the run builds it in a background
+process, and a later learner loads it while it learns and swaps it in with the same numbers; a
+build cut short, a damaged cache or a changed source never reaches a run."""
 import os
 import signal
 import time
@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from common import envs as envs_lib
 from learner import compiled as compiled_lib
 from tests.test_learner import make_batch, make_learner, small_config
 
@@ -30,15 +31,23 @@ def wait_for(condition, seconds):
         time.sleep(0.2)
 
 
-def test_a_learner_builds_the_cache_in_the_background_and_a_later_one_swaps_it_in(cache, capsys):
+def build_after_run(cfg):
+    """What launch.py does when a run ends."""
+    return compiled_lib.build_after_run(cfg, envs_lib.describe(cfg.env))
+
+
+def test_the_end_of_a_run_builds_the_cache_and_a_later_learner_swaps_it_in(cache, capsys):
     first, _ = make_learner(small_config(**CFG))
     folder = first.compiled_folder()
-    assert "compiling the loss for later runs in the background" in capsys.readouterr().out
-    assert first.cached_loss is None and not first.compiled          # this run learns eagerly
+    assert first.cached_loss is None and not first.compiled          # not cached: this run learns eagerly
+    assert not cache.exists()                                        # and builds nothing while it runs
     first.update(make_batch(0))
+    assert build_after_run(first.cfg) == folder
+    assert build_after_run(first.cfg) is None                        # one build at a time
     wait_for(lambda: (folder / "loss.bin").exists(), 600)            # nice 19: slow under load
     wait_for(lambda: not (cache / f"{folder.name}.lock").exists(), 30)
     assert not list(cache.glob(".staging-*"))
+    assert build_after_run(first.cfg) is None                        # built: nothing to do
 
     later, _ = make_learner(small_config(**CFG))
     twin, _ = make_learner(small_config(compile="off", starts_per_sequence=2))
@@ -59,7 +68,7 @@ def test_a_learner_builds_the_cache_in_the_background_and_a_later_one_swaps_it_i
 
 def test_a_build_killed_part_way_leaves_nothing_and_the_next_run_builds_again(cache):
     learner, _ = make_learner(small_config(**CFG, seed=1))
-    folder = learner.compiled_folder()
+    folder = build_after_run(learner.cfg)
     lock = cache / f"{folder.name}.lock"
     wait_for(lambda: lock.read_text().strip(), 10)
     pid = int(lock.read_text())
@@ -69,6 +78,7 @@ def test_a_build_killed_part_way_leaves_nothing_and_the_next_run_builds_again(ca
     assert not folder.exists()                                       # nothing a later run would load
     again, _ = make_learner(small_config(**CFG, seed=1))
     assert again.cached_loss is None
+    assert build_after_run(again.cfg) == folder
     assert int(lock.read_text()) != pid                              # the dead builder's lock was taken over
     assert not [p for p in cache.glob(".staging-*") if p.name.endswith(f"-{pid}")]   # its leftovers removed
     os.kill(int(lock.read_text()), signal.SIGKILL)
@@ -84,7 +94,6 @@ def _reaped(pid):
 def test_a_damaged_cache_gives_one_line_and_eager_learning(cache, capsys):
     learner, _ = make_learner(small_config(**CFG, seed=2))
     folder = learner.compiled_folder()
-    os.kill(int((cache / f"{folder.name}.lock").read_text()), signal.SIGKILL)
     (folder / "inductor").mkdir(parents=True)
     (folder / "loss.bin").write_bytes(b"not a compiled function")
     damaged, _ = make_learner(small_config(**CFG, seed=2))
@@ -118,3 +127,10 @@ def test_cache_off_neither_reads_nor_builds(tmp_path, monkeypatch):
     monkeypatch.setenv(compiled_lib.CACHE_ENV, "off")
     learner, _ = make_learner(small_config(**CFG))
     assert learner.cached_loss is None and compiled_lib.cache_root() is None
+    assert build_after_run(learner.cfg) is None
+
+
+@pytest.mark.parametrize("flags", [dict(compile="off"), dict(compile="on"), dict(address="auto")])
+def test_no_build_after_a_run_that_does_not_use_the_cache(cache, flags):
+    assert build_after_run(small_config(**{**CFG, **flags})) is None
+    assert not cache.exists()
