@@ -209,7 +209,8 @@ def main() -> None:
 
         for name in args.configs:       # Tune runs all of a config's seeds at once
             if args.tune and name not in PEERS:
-                for row in run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus):
+                trials = run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus)
+                for row in trials:
                     keep(row)
         for seed in args.seeds:         # one process each, seed by seed: the machine's drift hits every config alike
             for name in args.configs:

@@ -306,7 +306,8 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
 
     # Unroll g from each start along a_t .. a_{t+K-1}, then f over all k = 0..K states at once.
     hidden_k, reward_logits = online.unroll_dynamics(hidden_starts, windows(action)[:K], p.hidden_grad_scale)
-    policy_logits, value_logits = _in_pieces(online.predict, online.spec.width, [(hidden0,)] + [(h,) for h in hidden_k])
+    policy_logits, value_logits = _in_pieces(online.predict, online.spec.width,
+                                             [(hidden0,)] + [(h,) for h in hidden_k])
     log_pi_all = F.log_softmax(policy_logits, -1)                             # [M + K N, A]
     log_pi0, log_pi = log_pi_all[:M], log_pi_all[M:].reshape(K, N, log_pi_all.shape[-1])
 
