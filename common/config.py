@@ -84,7 +84,9 @@ class Config:
                                         # which is --replay-fraction.
     device: str = "auto"                # learner device: 'auto' (CUDA when present), 'cpu', 'cuda'
     precision: str = "auto"             # learner matmuls: 'auto' (bf16 on a CUDA device that has it, else fp32), 'fp32', 'bf16'
-    compile: str = "auto"               # torch.compile the learner's loss: 'auto' (on CUDA), 'on', 'off'; eager if it fails
+    compile: str = "auto"               # torch.compile the learner's loss: 'auto' (CUDA: at the first update; CPU: from
+                                        # the user's cache, built after a config's first run, never waited for), 'on'
+                                        # (at the first update), 'off'; eager if it fails
     # --- network -----------------------------------------------------------------------
     torso: str = "auto"                 # 'auto' (rank-3 images: conv, else MLP), 'mlp', 'atari', 'minatar'
     width: int = 64                     # MLP width of every sub-network
