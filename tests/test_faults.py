@@ -173,8 +173,10 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     shard = ray.get(trainer.components.shards[0].stats.remote(), timeout=30)
     assert shard["started"] != injector.shard_instance and shard["sequences"] > 0, shard
     faults = summary["faults"]
-    # one failure each: the killed actor and the actor on the lost node (one CPU: one actor per worker node)
-    assert faults["actor_failures"] == 2, faults
+    # The killed actor's failure, and the lost node's actor's (one CPU: one actor per worker node)
+    # when a call of it was in flight as the node went, which timing decides: 1 was seen once in
+    # CI (2026-12-03), 2 otherwise. The killed actor's return is asserted above.
+    assert faults["actor_failures"] in (1, 2), faults
     assert faults["replay_failed_calls"] >= 1, faults     # at least the learner's sample in flight to the killed shard
     assert faults["replay_sequences_lost"] > 0, faults    # the killed shard held sequences
     print("faults:", injector.done, faults, "solved at", summary["solved_at"])
