@@ -13,13 +13,14 @@ needs pip install -r requirements-video.txt).
 Bad input (no such run, no policy, a checkpoint that is missing or corrupt, a missing env or
 video package, a bad flag) prints one line and exits with code 2.
 """
+
 import argparse
 import io
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch
 from actors.evaluate import Episodes, num_eval_envs, play
 from actors.video import EpisodeVideo, missing_video_packages
 from common import envs as envs_lib
+from common.cli import OneLineParser, UsageError
 from common.config import Config, ConfigError, saved_config
 from common.networks import build_network
 from learner import checkpoint
@@ -35,29 +37,42 @@ from learner.learner import acting_network_name, check_same_shapes
 POLICY_FILE = "policy.pt2"
 
 
-class UsageError(ValueError):
-    """Bad input: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line instead of usage + message
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evaluate.py", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a run directory written by launch.py (runs/<name>)")
+    parser = OneLineParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "run_dir", type=Path, help="a run directory written by launch.py (runs/<name>)"
+    )
     parser.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--greedy", dest="greedy", action="store_true", default=True,
-                      help="argmax actions (the default, as the run's own evaluations)")
-    mode.add_argument("--sampled", dest="greedy", action="store_false", help="actions sampled from the policy")
-    parser.add_argument("--checkpoint", default=None, metavar="STEP_OR_PATH",
-                        help="play a learner checkpoint instead of policy.pt2: a step (checkpoints/ckpt-STEP.pt) or a path")
-    parser.add_argument("--video", type=int, default=0, metavar="N",
-                        help="write MP4 videos of the first N episodes to RUN_DIR/videos/ (N <= min(episodes, 50))")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="which set of unseen env seeds: index of the 'watch' seed role (default 0)")
+    mode.add_argument(
+        "--greedy",
+        dest="greedy",
+        action="store_true",
+        default=True,
+        help="argmax actions (the default, as the run's own evaluations)",
+    )
+    mode.add_argument(
+        "--sampled", dest="greedy", action="store_false", help="actions sampled from the policy"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="STEP_OR_PATH",
+        help="play a learner checkpoint instead of policy.pt2: a step (checkpoints/ckpt-STEP.pt) or a path",
+    )
+    parser.add_argument(
+        "--video",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write MP4 videos of the first N episodes to RUN_DIR/videos/ (N <= min(episodes, 50))",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="which set of unseen env seeds: index of the 'watch' seed role (default 0)",
+    )
     return parser
 
 
@@ -73,8 +88,10 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     path = run_dir / "checkpoints" / f"ckpt-{which}.pt" if which.isdigit() else Path(which)
     if not path.is_file():
         steps = [p.name for p in checkpoint.list_checkpoints(run_dir / "checkpoints")]
-        raise UsageError(f"--checkpoint={which!r} is invalid: no file {path}; allowed: a step or path of "
-                         f"{', '.join(steps) if steps else 'a checkpoint (this run has none)'}")
+        raise UsageError(
+            f"--checkpoint={which!r} is invalid: no file {path}; allowed: a step or path of "
+            f"{', '.join(steps) if steps else 'a checkpoint (this run has none)'}"
+        )
     return path
 
 
@@ -95,15 +112,20 @@ def exported_policy(run_dir: Path) -> Callable:
     """RUN_DIR/policy.pt2: obs [B, *O] -> logits [B, A] (torch.export program)."""
     path = run_dir / POLICY_FILE
     if not path.is_file():
-        raise UsageError(f"run_dir={str(run_dir)!r} has no {POLICY_FILE} (a run writes it when it ends); "
-                         "allowed: a finished run, or --checkpoint STEP for one of its checkpoints")
+        raise UsageError(
+            f"run_dir={str(run_dir)!r} has no {POLICY_FILE} (a run writes it when it ends); "
+            "allowed: a finished run, or --checkpoint STEP for one of its checkpoints"
+        )
     try:
         data = path.read_bytes()
-        checkpoint.check_zip(data)      # before torch.export.load, which logs a traceback on a bad file
+        # before torch.export.load, which logs a traceback on a bad file
+        checkpoint.check_zip(data)
         return torch.export.load(io.BytesIO(data)).module()
     except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{path} cannot be loaded ({type(exc).__name__}); allowed: a policy.pt2 written by "
-                         "launch.py") from None
+        raise UsageError(
+            f"{path} cannot be loaded ({type(exc).__name__}); allowed: a policy.pt2 written by "
+            "launch.py"
+        ) from None
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -111,12 +133,16 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--episodes={args.episodes} is invalid: must be a whole number >= 1")
     most = num_eval_envs(args.episodes)
     if not 0 <= args.video <= most:
-        raise UsageError(f"--video={args.video} is invalid: must lie in [0, {most}] (at most one video per "
-                         f"evaluation env: min(--episodes, 50))")
+        raise UsageError(
+            f"--video={args.video} is invalid: must lie in [0, {most}] (at most one video per "
+            f"evaluation env: min(--episodes, 50))"
+        )
     missing = missing_video_packages() if args.video else []
     if missing:
-        raise UsageError(f"--video needs the packages {', '.join(missing)}, which are not installed: "
-                         "pip install -r requirements-video.txt")
+        raise UsageError(
+            f"--video needs the packages {', '.join(missing)}, which are not installed: "
+            "pip install -r requirements-video.txt"
+        )
 
 
 class Progress:
@@ -132,10 +158,13 @@ class Progress:
         done = len(self.returns)
         if done % self.batch and done != self.total:
             return
-        last = self.returns[-((done - 1) % self.batch + 1):]
-        print(f"[{time.monotonic() - self.start:7.1f}s] episodes {done:>5}/{self.total} | this batch: mean "
-              f"{np.mean(last):9.2f}, min {min(last):9.2f}, max {max(last):9.2f} | all: mean "
-              f"{np.mean(self.returns):9.2f}", flush=True)
+        last = self.returns[-((done - 1) % self.batch + 1) :]
+        print(
+            f"[{time.monotonic() - self.start:7.1f}s] episodes {done:>5}/{self.total} | this batch: mean "
+            f"{np.mean(last):9.2f}, min {min(last):9.2f}, max {max(last):9.2f} | all: mean "
+            f"{np.mean(self.returns):9.2f}",
+            flush=True,
+        )
 
 
 def watch(args: argparse.Namespace) -> dict:
@@ -144,8 +173,10 @@ def watch(args: argparse.Namespace) -> dict:
     check_flags(args)
     run_dir = args.run_dir
     if not run_dir.is_dir():
-        raise UsageError(f"run_dir={str(run_dir)!r} is invalid: no such directory; allowed: a run directory "
-                         "written by launch.py (runs/<name>)")
+        raise UsageError(
+            f"run_dir={str(run_dir)!r} is invalid: no such directory; allowed: a run directory "
+            "written by launch.py (runs/<name>)"
+        )
     cfg = load_config(run_dir)
     try:
         info = envs_lib.describe(cfg.env)
@@ -159,24 +190,49 @@ def watch(args: argparse.Namespace) -> dict:
     seed = envs_lib.derive_seed(cfg.seed, "watch", args.seed)
     num_envs = num_eval_envs(args.episodes)
     mode = "greedy" if args.greedy else "sampled"
-    paths = [run_dir / "videos" / f"{Path(source).stem}-{mode}-seed{args.seed}-episode{k}.mp4" for k in range(args.video)]
-    watched = [lambda env, p=p: EpisodeVideo(env, p, envs_lib.video_fps(cfg.env, env)) for p in paths]
-    print(f"evaluate.py: {run_dir} | {cfg.env} | {source} | {mode} | {args.episodes} episodes on {num_envs} envs, "
-          f"env seeds {seed}..{seed + num_envs - 1} (role 'watch', --seed {args.seed})", flush=True)
-    episodes = play(policy, cfg.env, args.episodes, seed, args.greedy, watched, Progress(args.episodes, num_envs))
-    return {"episodes": episodes, "videos": [p for p in paths if p.is_file()], "source": source, "mode": mode,
-            "seed": seed}
+    paths = [
+        run_dir / "videos" / f"{Path(source).stem}-{mode}-seed{args.seed}-episode{k}.mp4"
+        for k in range(args.video)
+    ]
+    watched = [
+        lambda env, p=p: EpisodeVideo(env, p, envs_lib.video_fps(cfg.env, env)) for p in paths
+    ]
+    print(
+        f"evaluate.py: {run_dir} | {cfg.env} | {source} | {mode} | {args.episodes} episodes on {num_envs} envs, "
+        f"env seeds {seed}..{seed + num_envs - 1} (role 'watch', --seed {args.seed})",
+        flush=True,
+    )
+    episodes = play(
+        policy,
+        cfg.env,
+        args.episodes,
+        seed,
+        args.greedy,
+        watched,
+        Progress(args.episodes, num_envs),
+    )
+    return {
+        "episodes": episodes,
+        "videos": [p for p in paths if p.is_file()],
+        "source": source,
+        "mode": mode,
+        "seed": seed,
+    }
 
 
 def format_table(result: dict) -> str:
     e: Episodes = result["episodes"]
     r = e.returns
-    lines = [f"\n{'policy':<22}{'mode':<9}{'episodes':>9}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}{'mean steps':>12}",
-             f"{result['source']:<22}{result['mode']:<9}{len(r):>9}{r.mean():>10.2f}{r.std():>10.2f}{r.min():>10.2f}"
-             f"{r.max():>10.2f}{e.lengths.mean():>12.1f}"]
+    lines = [
+        f"\n{'policy':<22}{'mode':<9}{'episodes':>9}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}{'mean steps':>12}",
+        f"{result['source']:<22}{result['mode']:<9}{len(r):>9}{r.mean():>10.2f}{r.std():>10.2f}{r.min():>10.2f}"
+        f"{r.max():>10.2f}{e.lengths.mean():>12.1f}",
+    ]
     for k, path in enumerate(result["videos"]):
-        lines.append(f"video: {path} (episode {k}: return {r[k]:.2f}, {e.lengths[k]} steps, "
-                     f"{e.lengths[k] + 1} frames)")
+        lines.append(
+            f"video: {path} (episode {k}: return {r[k]:.2f}, {e.lengths[k]} steps, "
+            f"{e.lengths[k] + 1} frames)"
+        )
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ a second one stops it at once. A run that fails after start-up still writes summ
 the error. Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
 input, 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP; 130 a second Ctrl-C).
 """
+
 import contextlib
 import gc
 import os
@@ -32,16 +33,19 @@ from learner import checkpoint, compiled
 def format_summary(s: dict) -> str:
     head = "solved" if s["solved"] else f"stopped ({s['stop_reason']})"
     at = s["solved_at"] or {}
-    return (f"{head} {s['env']} [{s['preset']}, seed {s['seed']}] in {at.get('seconds', s['seconds']):.1f} s, "
-            f"{at.get('env_steps', s['env_steps']):,} env steps, {s['learner_steps']:,} learner steps: "
-            f"greedy eval {s['greedy_eval_mean']:.1f}, sampled eval {s['sampled_eval_mean']:.1f} "
-            f"-> {s['run_dir']}")
+    return (
+        f"{head} {s['env']} [{s['preset']}, seed {s['seed']}] in {at.get('seconds', s['seconds']):.1f} s, "
+        f"{at.get('env_steps', s['env_steps']):,} env steps, {s['learner_steps']:,} learner steps: "
+        f"greedy eval {s['greedy_eval_mean']:.1f}, sampled eval {s['sampled_eval_mean']:.1f} "
+        f"-> {s['run_dir']}"
+    )
 
 
 def shutdown_ray() -> None:
     """Stop the Ray this process started or joined, if any (an in-process run never imports Ray)."""
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         from driver import on_ray
+
         on_ray.shutdown_ray()
 
 
@@ -70,16 +74,20 @@ def stop_on_signals(trainer: Trainer):
     policy, summary); a second one raises KeyboardInterrupt at once. A signal that was ignored
     when the program started (`nohup`, a shell's background job) stays ignored. These handlers
     replace the one ray.init installs for SIGTERM (sys.exit, which wrote nothing)."""
+
     def on_signal(signum, frame):
         if trainer.stop_request:
             raise KeyboardInterrupt if signum == signal.SIGINT else StopAtOnce(signum)
         trainer.stop_request = STOP_REASONS[signum]
         again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
         try:
-            print(f"\n{trainer.stop_request}: finishing (final checkpoint, policy, summary); {again} stops at once",
-                  flush=True)
+            print(
+                f"\n{trainer.stop_request}: finishing (final checkpoint, policy, summary); {again} stops at once",
+                flush=True,
+            )
         except OSError:
             detach_from_a_closed_terminal(trainer)
+
     previous = {signum: signal.getsignal(signum) for signum in STOP_REASONS}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
@@ -94,7 +102,9 @@ def stop_on_signals(trainer: Trainer):
 def exit_code(summary: dict) -> int:
     """0 for a run that ended on its own or by Ctrl-C; 128 + N for one that signal N stopped
     (the shell's convention), so a scheduler that sent SIGTERM sees the run did not finish."""
-    return {"sigterm": 128 + signal.SIGTERM, "sighup": 128 + signal.SIGHUP}.get(summary["stop_reason"], 0)
+    return {"sigterm": 128 + signal.SIGTERM, "sighup": 128 + signal.SIGHUP}.get(
+        summary["stop_reason"], 0
+    )
 
 
 def error_line(exc: Exception) -> int:
@@ -106,13 +116,14 @@ def main(argv=None) -> int:
     try:
         cfg = parse_config(argv)
         info = envs_lib.describe(cfg.env)
-        cfg.network_spec(info)          # a torso that cannot take these observations stops here
+        cfg.network_spec(info)  # a torso that cannot take these observations stops here
         resume = preflight.check(cfg, info)
         preflight.check_env_starts(cfg)
     except (ConfigError, envs_lib.EnvError, checkpoint.CheckpointError, EnvFailure) as exc:
         return error_line(exc)
     try:
-        cfg, where = placed(cfg, connect=True)      # num_actors resolved before config.json is written
+        # num_actors resolved before config.json is written
+        cfg, where = placed(cfg, connect=True)
         run_dir = make_run_dir(cfg)
     except (ConfigError, placement.PlacementError) as exc:
         shutdown_ray()
@@ -123,15 +134,22 @@ def main(argv=None) -> int:
             summary = train(trainer)
     except StopAtOnce as exc:
         trainer.fail(f"{trainer.stop_request} twice", str(exc))
-        print(f"launch.py: stopped at once (second signal: {exc}); resume from the newest checkpoint in {run_dir}",
-              file=sys.stderr, flush=True)
+        print(
+            f"launch.py: stopped at once (second signal: {exc}); resume from the newest checkpoint in {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + exc.signum
     except KeyboardInterrupt:
         trainer.fail(f"{trainer.stop_request or 'interrupted'} twice", "KeyboardInterrupt")
-        print(f"launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint in {run_dir}",
-              file=sys.stderr, flush=True)
+        print(
+            f"launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint in {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130
-    except EnvFailure as exc:           # the env stopped working mid-run: a failed run, not a bad flag
+    # the env stopped working mid-run: a failed run, not a bad flag
+    except EnvFailure as exc:
         trainer.fail("error", str(exc))
         print(f"launch.py: error: {exc} (summary.json in {run_dir})", file=sys.stderr, flush=True)
         return 1
@@ -139,7 +157,11 @@ def main(argv=None) -> int:
         traceback.print_exc()
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         trainer.fail("error", message)
-        print(f"launch.py: error: the run failed: {message} (summary.json in {run_dir})", file=sys.stderr, flush=True)
+        print(
+            f"launch.py: error: the run failed: {message} (summary.json in {run_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         shutdown_ray()

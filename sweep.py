@@ -22,6 +22,7 @@ finished trial, then a table of every trial and one of medians per configuration
 seeds; an unsolved trial counts as more env steps than any solved one); --out also gets
 results.json and Tune's own files.
 """
+
 import argparse
 import dataclasses
 import json
@@ -32,12 +33,15 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import OneLineParser, UsageError
 from common.config import Config, ConfigError, parse_config
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-METRICS = ("greedy_eval", "sampled_eval", "env_steps", "seconds")     # a trial's results --search optuna can optimise
-RUN_FIELDS = ("run_root", "run_name", "resume", "address", "in_process")   # the sweep sets these itself
+# a trial's results --search optuna can optimise
+METRICS = ("greedy_eval", "sampled_eval", "env_steps", "seconds")
+# the sweep sets these itself
+RUN_FIELDS = ("run_root", "run_name", "resume", "address", "in_process")
 
 
 def typed(text):
@@ -59,7 +63,9 @@ def parse_entry(text: str) -> tuple:
     name, eq, spec = text.partition("=")
     kind, colon, args = spec.partition(":")
     if not eq or not colon or kind not in KINDS:
-        raise ConfigError(f"--param {text!r} is invalid: allowed: NAME=KIND:ARGS with KIND one of {', '.join(KINDS)}")
+        raise ConfigError(
+            f"--param {text!r} is invalid: allowed: NAME=KIND:ARGS with KIND one of {', '.join(KINDS)}"
+        )
     values = args.split(",") if kind in ("grid", "choice") else args.split(":")
     return name.replace("-", "_"), kind, [typed(v) for v in values]
 
@@ -67,15 +73,24 @@ def parse_entry(text: str) -> tuple:
 def check_entry(name: str, kind: str, values: list) -> None:
     """One line naming what is wrong with a search-space entry."""
     if name not in FIELDS or name in RUN_FIELDS:
-        raise ConfigError(f"search space: {name!r} is not a Config field a trial can vary "
-                          "(see python launch.py --help; run and placement fields are the sweep's)")
+        raise ConfigError(
+            f"search space: {name!r} is not a Config field a trial can vary "
+            "(see python launch.py --help; run and placement fields are the sweep's)"
+        )
     if kind in ("grid", "choice") and not values:
         raise ConfigError(f"search space: {name}={kind} needs at least one value")
     if kind in ("uniform", "loguniform", "randint"):
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
-                or not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
-            raise ConfigError(f"search space: {name}={kind}:{':'.join(map(str, values))} is invalid: "
-                              f"allowed: {kind}:LO:HI with numbers LO < HI" + (", LO > 0" if kind == "loguniform" else ""))
+        if (
+            len(values) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            or not values[0] < values[1]
+            or (kind == "loguniform" and values[0] <= 0)
+        ):
+            raise ConfigError(
+                f"search space: {name}={kind}:{':'.join(map(str, values))} is invalid: "
+                f"allowed: {kind}:LO:HI with numbers LO < HI"
+                + (", LO > 0" if kind == "loguniform" else "")
+            )
 
 
 def read_space(entries, path=None, seeds=()) -> dict:
@@ -83,18 +98,26 @@ def read_space(entries, path=None, seeds=()) -> dict:
     space = {}
     if path is not None:
         import yaml
+
         try:
             data = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--space {str(path)!r} cannot be read: {exc}".splitlines()[0]) from None
+            raise ConfigError(
+                f"--space {str(path)!r} cannot be read: {exc}".splitlines()[0]
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"--space {str(path)!r}: expected a mapping NAME: {{KIND: [values]}}")
         for name, spec in data.items():
             if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS):
-                raise ConfigError(f"--space {str(path)!r}: {name}: expected {{KIND: [values]}} with KIND one of "
-                                  + ", ".join(KINDS))
-            (kind, values), = spec.items()
-            space[name] = (kind, [typed(v) for v in (values if isinstance(values, list) else [values])])
+                raise ConfigError(
+                    f"--space {str(path)!r}: {name}: expected {{KIND: [values]}} with KIND one of "
+                    + ", ".join(KINDS)
+                )
+            ((kind, values),) = spec.items()
+            space[name] = (
+                kind,
+                [typed(v) for v in (values if isinstance(values, list) else [values])],
+            )
     for text in entries:
         name, kind, values = parse_entry(text)
         space[name] = (kind, values)
@@ -110,9 +133,14 @@ def read_space(entries, path=None, seeds=()) -> dict:
 def tune_space(space: dict) -> dict:
     """The Tune param_space for read_space's dict."""
     from ray import tune
-    make = {"grid": tune.grid_search, "choice": tune.choice,
-            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
-            "randint": lambda v: tune.randint(*v)}
+
+    make = {
+        "grid": tune.grid_search,
+        "choice": tune.choice,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(*v),
+    }
     return {name: make[kind](values) for name, (kind, values) in space.items()}
 
 
@@ -141,19 +169,30 @@ def grid_points(space: dict) -> list:
 def run_trial(params: dict, flags: list, run_root: str, trial_cpus: float) -> dict:
     """Tune's function trainable: one training run, its summary reported as the trial's result."""
     from ray import tune
+
     from common import envs as envs_lib
     from driver.trainer import Trainer, make_run_dir, train
     from driver.wiring import placed
 
     name = tune.get_context().get_trial_name()
     placement = ["--in-process"] if trial_cpus <= 1 else []
-    cfg, where = placed(parse_config(trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name]))
+    cfg, where = placed(
+        parse_config(
+            trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name]
+        )
+    )
     summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), where=where))
     at = summary["solved_at"] or {}
-    result = {"solved": summary["solved"], "stop_reason": summary["stop_reason"],
-              "seconds": at.get("seconds", summary["seconds"]), "env_steps": at.get("env_steps", summary["env_steps"]),
-              "learner_steps": summary["learner_steps"], "greedy_eval": summary["greedy_eval_mean"],
-              "sampled_eval": summary["sampled_eval_mean"], "run_dir": summary["run_dir"]}
+    result = {
+        "solved": summary["solved"],
+        "stop_reason": summary["stop_reason"],
+        "seconds": at.get("seconds", summary["seconds"]),
+        "env_steps": at.get("env_steps", summary["env_steps"]),
+        "learner_steps": summary["learner_steps"],
+        "greedy_eval": summary["greedy_eval_mean"],
+        "sampled_eval": summary["sampled_eval_mean"],
+        "run_dir": summary["run_dir"],
+    }
     tune.report(result)
     return result
 
@@ -167,6 +206,7 @@ def trial_resources(trial_cpus: float):
     """The trial's placement group: one bundle for the trial's own process (the driver of its
     components), and with --trial-cpus > 1 a second one for its learner, actors and shards."""
     from ray import tune
+
     if trial_cpus <= 1:
         return tune.PlacementGroupFactory([{"CPU": trial_cpus}])
     return tune.PlacementGroupFactory([{"CPU": 1}, {"CPU": trial_cpus - 1}], strategy="PACK")
@@ -174,8 +214,14 @@ def trial_resources(trial_cpus: float):
 
 def config_key(params: dict) -> str:
     """The trial's configuration without its seed: trials that differ only in seed share it."""
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in sorted(params.items()) if k != "seed") or "(base)"
+    return (
+        " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(params.items())
+            if k != "seed"
+        )
+        or "(base)"
+    )
 
 
 def medians(rows: list) -> dict:
@@ -186,11 +232,18 @@ def medians(rows: list) -> dict:
         mine = [r for r in rows if r["config"] == key]
         solved = [r for r in mine if r.get("solved")]
         steps = sorted(r["env_steps"] for r in solved) + [math.inf] * (len(mine) - len(solved))
-        out[key] = {"trials": len(mine), "solved": len(solved), "failed": sum(1 for r in mine if r.get("error")),
-                    "median_env_steps": statistics.median(steps),
-                    "median_seconds": statistics.median([r["seconds"] for r in solved]) if solved else None,
-                    "median_greedy_eval": statistics.median([r["greedy_eval"] for r in mine if "greedy_eval" in r])
-                    if any("greedy_eval" in r for r in mine) else None}
+        out[key] = {
+            "trials": len(mine),
+            "solved": len(solved),
+            "failed": sum(1 for r in mine if r.get("error")),
+            "median_env_steps": statistics.median(steps),
+            "median_seconds": statistics.median([r["seconds"] for r in solved]) if solved else None,
+            "median_greedy_eval": statistics.median(
+                [r["greedy_eval"] for r in mine if "greedy_eval" in r]
+            )
+            if any("greedy_eval" in r for r in mine)
+            else None,
+        }
     return out
 
 
@@ -199,47 +252,83 @@ def format_row(r: dict) -> str:
     if r.get("error"):
         return f"{r['trial']:<20} FAILED    {r['config']}{seed}: {r['error']}"
     state = "solved" if r["solved"] else "unsolved"
-    return (f"{r['trial']:<20} {state:<9} {r['env_steps']:>9,} env steps {r['seconds']:>7.1f} s  "
-            f"greedy {r['greedy_eval']:>6.1f}  {r['config']}{seed}")
+    return (
+        f"{r['trial']:<20} {state:<9} {r['env_steps']:>9,} env steps {r['seconds']:>7.1f} s  "
+        f"greedy {r['greedy_eval']:>6.1f}  {r['config']}{seed}"
+    )
 
 
 def format_tables(rows: list, summary: dict) -> str:
     lines = ["", "trials:"] + ["  " + format_row(r) for r in rows]
-    lines += ["", f"{'configuration':<40}{'solved':>9}{'failed':>7}{'env steps':>11}{'seconds':>9}{'greedy':>8}"]
+    lines += [
+        "",
+        f"{'configuration':<40}{'solved':>9}{'failed':>7}{'env steps':>11}{'seconds':>9}{'greedy':>8}",
+    ]
     for key, m in summary.items():
         steps = "inf" if math.isinf(m["median_env_steps"]) else f"{m['median_env_steps']:,.0f}"
         secs = "-" if m["median_seconds"] is None else f"{m['median_seconds']:.1f}"
         greedy = "-" if m["median_greedy_eval"] is None else f"{m['median_greedy_eval']:.1f}"
-        lines.append(f"{key:<40}{m['solved']:>5}/{m['trials']:<3}{m['failed']:>7}{steps:>11}{secs:>9}{greedy:>8}")
+        lines.append(
+            f"{key:<40}{m['solved']:>5}/{m['trials']:<3}{m['failed']:>7}{steps:>11}{secs:>9}{greedy:>8}"
+        )
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweep.py", description="Seeds and sweeps as Ray Tune trials.",
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=KIND:ARGS",
-                        help="a search-space entry over a Config field (repeatable)")
-    parser.add_argument("--space", type=Path, default=None, help="YAML file of search-space entries")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[], help="seeds (a grid over --seed)")
-    parser.add_argument("--samples", type=int, default=1, help="draws of the random entries per grid point")
-    parser.add_argument("--search", choices=("random", "optuna"), default="random",
-                        help="how random entries are drawn: independently, or by Optuna's TPE (pip install optuna)")
-    parser.add_argument("--metric", choices=METRICS, default="greedy_eval", help="what --search optuna optimises")
-    parser.add_argument("--mode", choices=("max", "min"), default="max", help="maximise or minimise --metric")
-    parser.add_argument("--trial-cpus", type=float, default=1.0,
-                        help="CPUs per trial: 1 = its components in the trial's process, more = Ray actors")
-    parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = as many as fit)")
-    parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local Ray)")
+    parser = OneLineParser(
+        prog="sweep.py",
+        description="Seeds and sweeps as Ray Tune trials.",
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=KIND:ARGS",
+        help="a search-space entry over a Config field (repeatable)",
+    )
+    parser.add_argument(
+        "--space", type=Path, default=None, help="YAML file of search-space entries"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[], help="seeds (a grid over --seed)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=1, help="draws of the random entries per grid point"
+    )
+    parser.add_argument(
+        "--search",
+        choices=("random", "optuna"),
+        default="random",
+        help="how random entries are drawn: independently, or by Optuna's TPE (pip install optuna)",
+    )
+    parser.add_argument(
+        "--metric", choices=METRICS, default="greedy_eval", help="what --search optuna optimises"
+    )
+    parser.add_argument(
+        "--mode", choices=("max", "min"), default="max", help="maximise or minimise --metric"
+    )
+    parser.add_argument(
+        "--trial-cpus",
+        type=float,
+        default=1.0,
+        help="CPUs per trial: 1 = its components in the trial's process, more = Ray actors",
+    )
+    parser.add_argument(
+        "--max-concurrent", type=int, default=0, help="trials at once (0 = as many as fit)"
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: start a local Ray)"
+    )
     parser.add_argument("--num-cpus", type=int, default=0, help="CPUs of a local Ray (0 = all)")
-    parser.add_argument("--verbose", action="store_true", help="show each trial's own progress lines")
-    parser.add_argument("--out", type=Path, default=None, help="sweep directory (default runs/sweep-<time>)")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show each trial's own progress lines"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="sweep directory (default runs/sweep-<time>)"
+    )
     parser.add_argument("flags", nargs="*", help="launch.py flags for every trial (after --)")
     return parser
-
-
-class _OneLine(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(message)
 
 
 def trial_lines():
@@ -248,98 +337,187 @@ def trial_lines():
 
     class TrialLines(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            print(format_row(row(trial_name(trial), trial.config, trial.last_result, None)), flush=True)
+            print(
+                format_row(row(trial_name(trial), trial.config, trial.last_result, None)),
+                flush=True,
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            print(format_row(row(trial_name(trial), trial.config, {}, "raised (its error is in the final table)")), flush=True)
+            print(
+                format_row(
+                    row(
+                        trial_name(trial),
+                        trial.config,
+                        {},
+                        "raised (its error is in the final table)",
+                    )
+                ),
+                flush=True,
+            )
+
     return TrialLines()
 
 
 def row(trial: str, params: dict, metrics: dict, error) -> dict:
     """One trial's row: its name, configuration (without seed), seed, and results or error line."""
-    out = {"trial": trial, "config": config_key(params), "seed": params.get("seed"), "params": params}
+    out = {
+        "trial": trial,
+        "config": config_key(params),
+        "seed": params.get("seed"),
+        "params": params,
+    }
     if error is not None:
         lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
         out["error"] = lines[-1][:300] if lines else type(error).__name__
     else:
-        out.update({k: metrics[k] for k in ("solved", "stop_reason", "seconds", "env_steps", "learner_steps",
-                                            "greedy_eval", "sampled_eval", "run_dir")})
+        out.update(
+            {
+                k: metrics[k]
+                for k in (
+                    "solved",
+                    "stop_reason",
+                    "seconds",
+                    "env_steps",
+                    "learner_steps",
+                    "greedy_eval",
+                    "sampled_eval",
+                    "run_dir",
+                )
+            }
+        )
     return out
 
 
 def collect_rows(grid) -> list:
     """One row per trial of Tune's ResultGrid (failed trials too), sorted by configuration and seed."""
-    rows = [row(Path(r.path).name if r.path else "?", r.config or {}, r.metrics or {}, r.error)
-            for r in grid]
+    rows = [
+        row(Path(r.path).name if r.path else "?", r.config or {}, r.metrics or {}, r.error)
+        for r in grid
+    ]
     return sorted(rows, key=lambda r: (r["config"], str(r["seed"])))
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    parser.__class__ = _OneLine
     try:
         args = parser.parse_args(argv)
         space = read_space(args.param, args.space, args.seeds)
         for name in RUN_FIELDS:
-            if any(a == "--" + name.replace("_", "-") or a.startswith("--" + name.replace("_", "-") + "=")
-                   for a in args.flags):
-                raise ConfigError(f"--{name.replace('_', '-')} is set by sweep.py for each trial; remove it")
+            if any(
+                a == "--" + name.replace("_", "-")
+                or a.startswith("--" + name.replace("_", "-") + "=")
+                for a in args.flags
+            ):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} is set by sweep.py for each trial; remove it"
+                )
         if args.search == "optuna" and any(kind == "grid" for kind, _ in space.values()):
-            raise ConfigError("--search optuna draws every entry itself: use choice instead of grid (and no --seeds)")
+            raise ConfigError(
+                "--search optuna draws every entry itself: use choice instead of grid (and no --seeds)"
+            )
         if args.samples < 1 or args.trial_cpus <= 0 or args.max_concurrent < 0:
             raise ConfigError("--samples must be >= 1, --trial-cpus > 0 and --max-concurrent >= 0")
-        for params in grid_points(space):       # bad flags and grid values stop here, before Ray starts
+        # bad flags and grid values stop here, before Ray starts
+        for params in grid_points(space):
             parse_config(trial_argv(args.flags, params) + ["--in-process"])
-    except ConfigError as exc:
+    except UsageError as exc:
         print(f"sweep.py: error: {exc}", file=sys.stderr)
         return 2
     try:
-        import pandas  # noqa: F401  (one of ray[tune]'s dependencies; Tune's import fails without them)
+        import pandas  # noqa: F401 (a ray[tune] dependency; Tune's import fails without it)
         from ray import tune
+
         searcher = None
         if args.search == "optuna":
             from ray.tune.search.optuna import OptunaSearch
+
             searcher = OptunaSearch(metric=args.metric, mode=args.mode, seed=0)
-    except (ImportError, AssertionError) as exc:   # OptunaSearch asserts optuna is importable
-        want = "pip install optuna" if args.search == "optuna" else "pip install -r requirements-tune.txt"
-        print(f"sweep.py: error: --search {args.search} needs packages that are not installed ({str(exc).splitlines()[0]}); "
-              f"{want}", file=sys.stderr)
+    except (ImportError, AssertionError) as exc:  # OptunaSearch asserts optuna is importable
+        want = (
+            "pip install optuna"
+            if args.search == "optuna"
+            else "pip install -r requirements-tune.txt"
+        )
+        print(
+            f"sweep.py: error: --search {args.search} needs packages that are not installed ({str(exc).splitlines()[0]}); "
+            f"{want}",
+            file=sys.stderr,
+        )
         return 2
     out = (args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")    # with verbose=0: no status tables, our lines only
+    # with verbose=0: no status tables, our lines only
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import logging
+
     import ray
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)   # a failed trial's traceback: error.txt, its line here
+
+    # a failed trial's traceback: error.txt, its line here
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
     from driver.on_ray import cluster_runtime_env
+
     if args.address:
-        ray.init(address=args.address, runtime_env=cluster_runtime_env(Config()), log_to_driver=args.verbose)
+        ray.init(
+            address=args.address,
+            runtime_env=cluster_runtime_env(Config()),
+            log_to_driver=args.verbose,
+        )
     else:
-        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
-                 log_to_driver=args.verbose)
+        ray.init(
+            address="local",
+            num_cpus=args.num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=args.verbose,
+        )
     try:
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, flags=args.flags, run_root=str(out / "runs"), trial_cpus=args.trial_cpus),
-            trial_resources(args.trial_cpus))
+            tune.with_parameters(
+                run_trial, flags=args.flags, run_root=str(out / "runs"), trial_cpus=args.trial_cpus
+            ),
+            trial_resources(args.trial_cpus),
+        )
         tuner = tune.Tuner(
-            trainable, param_space=tune_space(space),
-            tune_config=tune.TuneConfig(num_samples=args.samples, search_alg=searcher, max_concurrent_trials=args.max_concurrent or None,
-                                        trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[trial_lines()]))
+            trainable,
+            param_space=tune_space(space),
+            tune_config=tune.TuneConfig(
+                num_samples=args.samples,
+                search_alg=searcher,
+                max_concurrent_trials=args.max_concurrent or None,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(out),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[trial_lines()],
+            ),
+        )
         grid = tuner.fit()
     finally:
         ray.shutdown()
     rows = collect_rows(grid)
     summary = medians(rows)
     print(format_tables(rows, summary))
-    (out / "results.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "flags": args.flags,
-                                                  "space": {k: [kind, v] for k, (kind, v) in space.items()},
-                                                  "samples": args.samples, "trial_cpus": args.trial_cpus,
-                                                  "summary": summary, "rows": rows}, indent=2, default=str) + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "flags": args.flags,
+                "space": {k: [kind, v] for k, (kind, v) in space.items()},
+                "samples": args.samples,
+                "trial_cpus": args.trial_cpus,
+                "summary": summary,
+                "rows": rows,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     print(f"-> {out / 'results.json'}")
     failed = sum(1 for r in rows if r.get("error"))
     return 1 if failed else 0

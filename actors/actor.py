@@ -13,8 +13,8 @@ with a bootstrap observation, as every non-final sequence does), and the env's n
 sequence starts at the rebuilt env's first observation, so no sequence spans an error.
 The lost step is not counted as an env step and the lost episode not as an episode.
 """
+
 import time
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -23,13 +23,13 @@ from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
 from common.numpy_policy import policy_layers, policy_probs
-from common.sampling import sample_categorical
 from common.ray_metrics import Recorder
+from common.sampling import sample_categorical
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
 from transport.weights import WeightClient, load_numpy_state
 
-HELD_REPORT_S = 1.0     # a collect call held by replay's rate limit returns after this long
+HELD_REPORT_S = 1.0  # a collect call held by replay's rate limit returns after this long
 
 
 class SequenceCutter:
@@ -38,12 +38,22 @@ class SequenceCutter:
     def __init__(self, spec: SequenceSpec, num_envs: int, stride: int, first_obs: np.ndarray):
         self.spec, self.stride, self.E = spec, stride, num_envs
         self.buf = spec.empty(leading=(num_envs,))
-        self.fill = np.zeros(num_envs, dtype=np.int64)   # steps stored per env
+        self.fill = np.zeros(num_envs, dtype=np.int64)  # steps stored per env
         self.buf["obs"][:, 0] = first_obs
         self._rows = np.arange(num_envs)
 
-    def add(self, action, reward, behaviour, terminal, truncated, version, next_obs, final_obs,
-            lost=None) -> List[Dict]:
+    def add(
+        self,
+        action,
+        reward,
+        behaviour,
+        terminal,
+        truncated,
+        version,
+        next_obs,
+        final_obs,
+        lost=None,
+    ) -> list[dict]:
         """Record one vector step; `final_obs` [E, *O] replaces next_obs where an episode ended.
         Where `lost` [E] is True the env raised (common/vector_env.py): what the buffer holds of
         its episode is dropped, never emitted, and the env's next sequence starts at next_obs.
@@ -57,10 +67,13 @@ class SequenceCutter:
         b["truncated"][rows, n] = truncated
         b["version"][rows, n] = version
         done = terminal | truncated
-        b["obs"][rows, n + 1] = np.where(done.reshape((-1,) + (1,) * (next_obs.ndim - 1)), final_obs, next_obs)
+        b["obs"][rows, n + 1] = np.where(
+            done.reshape((-1,) + (1,) * (next_obs.ndim - 1)), final_obs, next_obs
+        )
         n += 1
         for j in np.flatnonzero(lost if lost is not None else []):
-            self._restart(j, next_obs[j])        # fill 0 and done False: nothing of it is emitted below
+            # fill 0 and done False: nothing of it is emitted below
+            self._restart(j, next_obs[j])
         out = []
         for j in np.flatnonzero(done | (n == self.spec.length)):
             out.append({k: v[j].copy() for k, v in b.items()})
@@ -82,7 +95,7 @@ class SequenceCutter:
         s, T = self.stride, self.spec.length
         for name, v in self.buf.items():
             keep = T + 1 - s if name == "obs" else T - s
-            v[j, :keep] = v[j, s:s + keep]
+            v[j, :keep] = v[j, s : s + keep]
             v[j, keep:] = 0
         self.fill[j] = T - s
 
@@ -97,11 +110,13 @@ class SelfPlayActor:
         self.net = build_network(cfg.network_spec(info)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+        self.spec = SequenceSpec(
+            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
+        )
         self.envs = VectorEnv(cfg.env, cfg.envs_per_actor, owner=f"actor {index}")
         self.env_seed = envs_lib.derive_seed(cfg.seed, "actor", index)
         self.rng = np.random.default_rng(self.env_seed)
-        self.obs = self.cutter = None        # set by the first collect (_start_envs)
+        self.obs = self.cutter = None  # set by the first collect (_start_envs)
         self.episode_return = np.zeros(cfg.envs_per_actor)
         self.episode_length = np.zeros(cfg.envs_per_actor, dtype=np.int64)
         self.env_steps = 0
@@ -118,7 +133,7 @@ class SelfPlayActor:
 
     def _load(self, version: int, arrays) -> None:
         load_numpy_state(self.net, arrays)
-        self.numpy_policy = policy_layers(self.net)    # None for conv torsos: torch acts then
+        self.numpy_policy = policy_layers(self.net)  # None for conv torsos: torch acts then
         self.version = version
 
     def _policy(self, obs: np.ndarray) -> np.ndarray:
@@ -133,7 +148,9 @@ class SelfPlayActor:
         cannot start (EnvFailure) fails a call, which reaches the driver as that error; on Ray a
         failing __init__ reaches it only as a dead actor."""
         self.obs = self.envs.reset(seed=self.env_seed)
-        self.cutter = SequenceCutter(self.spec, self.cfg.envs_per_actor, self.cfg.sequence_stride, self.obs)
+        self.cutter = SequenceCutter(
+            self.spec, self.cfg.envs_per_actor, self.cfg.sequence_stride, self.obs
+        )
 
     def _maybe_pull(self) -> None:
         if self.steps_since_pull >= self.cfg.weight_pull_every:
@@ -159,7 +176,8 @@ class SelfPlayActor:
                 t = time.perf_counter()
                 room = self.replay.wait_for_room(max(0.0, HELD_REPORT_S - (t - start)))
                 waits += time.perf_counter() - t
-                self.steps_since_pull = self.cfg.weight_pull_every       # the learner moved on: look for weights
+                # the learner moved on: look for weights
+                self.steps_since_pull = self.cfg.weight_pull_every
                 self._maybe_pull()
                 if not room:
                     break
@@ -169,13 +187,23 @@ class SelfPlayActor:
             action = sample_categorical(probs, self.rng)
             infer_s += time.perf_counter() - t
             out = self.envs.step(action)
-            for seq in self.cutter.add(action, out.reward, probs, out.terminated, out.truncated, self.version,
-                                       out.obs, out.final_obs, out.lost):
+            for seq in self.cutter.add(
+                action,
+                out.reward,
+                probs,
+                out.terminated,
+                out.truncated,
+                self.version,
+                out.obs,
+                out.final_obs,
+                out.lost,
+            ):
                 self.replay.add(seq)
                 sent += 1
             self.episode_return += out.reward
             self.episode_length += 1
-            self.episode_return[out.lost] = 0.0          # a lost episode is neither logged nor counted
+            # a lost episode is neither logged nor counted
+            self.episode_return[out.lost] = 0.0
             self.episode_length[out.lost] = 0
             for j in np.flatnonzero(out.terminated | out.truncated):
                 returns.append(float(self.episode_return[j]))
@@ -184,22 +212,45 @@ class SelfPlayActor:
                 self.episode_length[j] = 0
                 self.episodes += 1
             self.obs = out.obs
-            taken = E - int(out.lost.sum())              # a step that raised is not an env step
+            taken = E - int(out.lost.sum())  # a step that raised is not an env step
             steps += taken
             self.env_steps += taken
             self.steps_since_pull += taken
             self._maybe_pull()
         self.replay.flush()
         elapsed = time.perf_counter() - start
-        env_errors, self._reported_env_errors = self.envs.errors - self._reported_env_errors, self.envs.errors
-        self._record_metrics(steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors)
-        return {"actor": self.index, "env_steps": steps, "total_env_steps": self.env_steps, "episodes": len(returns),
-                "returns": returns, "lengths": lengths, "sequences": sent, "seconds": elapsed,
-                "inference_s": infer_s, "wait_s": waits, "version": self.version, "pulls": self.weights.pulls,
-                "env_errors": env_errors}
+        env_errors, self._reported_env_errors = (
+            self.envs.errors - self._reported_env_errors,
+            self.envs.errors,
+        )
+        self._record_metrics(
+            steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors
+        )
+        return {
+            "actor": self.index,
+            "env_steps": steps,
+            "total_env_steps": self.env_steps,
+            "episodes": len(returns),
+            "returns": returns,
+            "lengths": lengths,
+            "sequences": sent,
+            "seconds": elapsed,
+            "inference_s": infer_s,
+            "wait_s": waits,
+            "version": self.version,
+            "pulls": self.weights.pulls,
+            "env_errors": env_errors,
+        }
 
-    def _record_metrics(self, steps: int, returns: List[float], elapsed: float, forward_s: float, wait_s: float,
-                        env_errors: int):
+    def _record_metrics(
+        self,
+        steps: int,
+        returns: list[float],
+        elapsed: float,
+        forward_s: float,
+        wait_s: float,
+        env_errors: int,
+    ):
         m = self.metrics
         m.inc("env_errors", env_errors)
         m.inc("env_steps", steps)
@@ -212,4 +263,3 @@ class SelfPlayActor:
         m.inc("weight_pulls", self.weights.pulls - self._reported_pulls)
         self._reported_pulls = self.weights.pulls
         m.set("policy_version", self.version)
-

@@ -5,7 +5,9 @@ are not over-counted; the episodes counted are the first `quota[j]` of each env 
 Sub-env j is reset with seed `seed + j`. An episode whose env raised (common/vector_env.py)
 is not counted: the rebuilt env plays another in its place.
 """
-from typing import Callable, NamedTuple, Optional
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +23,9 @@ class Episodes(NamedTuple):
     """Per-episode results in round order: the first episode of every env (env 0, 1, ...),
     then the second of those that run two, and so on; so episode k < num_envs is the first
     episode of sub-env k (the one a watched sub-env records)."""
-    returns: np.ndarray     # [episodes] undiscounted returns
-    lengths: np.ndarray     # [episodes] agent steps
+
+    returns: np.ndarray  # [episodes] undiscounted returns
+    lengths: np.ndarray  # [episodes] agent steps
 
 
 def num_eval_envs(episodes: int) -> int:
@@ -30,8 +33,15 @@ def num_eval_envs(episodes: int) -> int:
 
 
 @torch.no_grad()
-def play(logits_fn: Callable[[torch.Tensor], torch.Tensor], env_id: str, episodes: int, seed: int,
-         greedy: bool = True, watched=(), on_episode: Optional[Callable[[float, int], None]] = None) -> Episodes:
+def play(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    env_id: str,
+    episodes: int,
+    seed: int,
+    greedy: bool = True,
+    watched=(),
+    on_episode: Callable[[float, int], None] | None = None,
+) -> Episodes:
     """Play `episodes` episodes with the policy logits_fn(obs [B, *O]) -> logits [B, A].
 
     watched: wrappers of the leading sub-envs (common/vector_env.VectorEnv), e.g. video
@@ -44,7 +54,7 @@ def play(logits_fn: Callable[[torch.Tensor], torch.Tensor], env_id: str, episode
         obs = envs.reset(seed=seed)
         running = np.zeros(num_envs)
         steps = np.zeros(num_envs, dtype=np.int64)
-        finished = [[] for _ in range(num_envs)]     # (return, length) per env
+        finished = [[] for _ in range(num_envs)]  # (return, length) per env
         while any(len(done) < q for done, q in zip(finished, quota)):
             logits = logits_fn(torch.as_tensor(obs))
             if greedy:
@@ -63,10 +73,16 @@ def play(logits_fn: Callable[[torch.Tensor], torch.Tensor], env_id: str, episode
                 running[j], steps[j] = 0.0, 0
     finally:
         envs.close()
-    rounds = [per_env[k] for k in range(int(quota.max())) for per_env in finished if k < len(per_env)]
-    return Episodes(np.array([r for r, _ in rounds]), np.array([n for _, n in rounds], dtype=np.int64))
+    rounds = [
+        per_env[k] for k in range(int(quota.max())) for per_env in finished if k < len(per_env)
+    ]
+    return Episodes(
+        np.array([r for r, _ in rounds]), np.array([n for _, n in rounds], dtype=np.int64)
+    )
 
 
-def evaluate(net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy: bool = True) -> np.ndarray:
+def evaluate(
+    net: torch.nn.Module, env_id: str, episodes: int, seed: int, greedy: bool = True
+) -> np.ndarray:
     """Returns the undiscounted returns of `episodes` episodes of net.policy_logits [episodes]."""
     return play(net.policy_logits, env_id, episodes, seed, greedy).returns

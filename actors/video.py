@@ -7,17 +7,17 @@ step, so an episode of L steps gives L + 1 frames. The file is written to `<name
 while the episode runs and renamed to its final name when the episode ends; an episode that
 never ends (closed early, or reset before its end) leaves no file.
 """
+
 import importlib.util
 import math
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
 
-MIN_VIDEO_SIDE = 160        # smaller screens (MinAtar's 10x10) are scaled up by a whole factor
+MIN_VIDEO_SIDE = 160  # smaller screens (MinAtar's 10x10) are scaled up by a whole factor
 VIDEO_PACKAGES = ("imageio", "imageio_ffmpeg")
 
 
@@ -57,7 +57,7 @@ class EpisodeVideo(gym.Wrapper):
         self.tmp = self.path.with_name(self.path.stem + ".tmp" + self.path.suffix)
         self.writer = None
         self.frames = 0
-        self.written: Optional[Path] = None
+        self.written: Path | None = None
 
     def _add_frame(self) -> None:
         with warnings.catch_warnings():
@@ -76,14 +76,16 @@ class EpisodeVideo(gym.Wrapper):
             self.frames = 0
 
     def reset(self, **kwargs):
-        self._discard()                 # a reset before the episode ended: that video is dropped
+        self._discard()  # a reset before the episode ended: that video is dropped
         obs, info = self.env.reset(**kwargs)
         if self.written is None:
             import imageio.v2 as imageio
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # macro_block_size 2: H.264 in yuv420p needs even sides; Atari's 210x160 stays unscaled
-            self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=self.fps, codec="libx264",
-                                             macro_block_size=2)
+            self.writer = imageio.get_writer(
+                self.tmp, format="FFMPEG", fps=self.fps, codec="libx264", macro_block_size=2
+            )
             self._add_frame()
         return obs, info
 

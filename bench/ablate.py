@@ -19,6 +19,7 @@ own clock, start-up excluded), median over the solved seeds; the final greedy ev
 (the last one in the run's metrics.jsonl: the one that solved, or the one after the budget
 ran out), median and min-max over seeds. Wall times depend on --jobs and on what else runs.
 """
+
 import argparse
 import json
 import math
@@ -31,21 +32,30 @@ import time
 from pathlib import Path
 
 from solve import PEERS, ROOT, machine, run_dir
+
 from sweep import median_steps_to_solve, parse_variant, run_pairs
 
 sys.path.insert(0, str(ROOT))
+from common.cli import OneLineParser, UsageError
 from common.config import ConfigError, parse_config  # noqa: E402
 from learner.checkpoint import write_atomic  # noqa: E402
 
 SETS = {
-    "paper": {     # the paper's forms (issue 18): each alone, then all together
+    "paper": {  # the paper's forms (issue 18): each alone, then all together
         "base": [],
         "retrace-model-q": ["--retrace-q", "model"],
         "value-consistent": ["--value-head-target", "value"],
         "one-normaliser": ["--pg-normalizer", "shared"],
-        "start-states-only": ["--no-policy-terms-every-state"],   # the default before the ablations
-        "paper-all": ["--retrace-q", "model", "--value-head-target", "value", "--pg-normalizer", "shared",
-                      "--policy-terms-every-state"],
+        "start-states-only": ["--no-policy-terms-every-state"],  # the default before the ablations
+        "paper-all": [
+            "--retrace-q",
+            "model",
+            "--value-head-target",
+            "value",
+            "--pg-normalizer",
+            "shared",
+            "--policy-terms-every-state",
+        ],
     },
     "ablations": {  # the parts of Muesli the paper ablates
         "base": [],
@@ -61,22 +71,40 @@ SETS = {
 }
 
 
-class _OneLine(argparse.ArgumentParser):
-    def error(self, message):   # one line instead of usage + message
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLine(prog="ablate.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--set", nargs="+", default=[], dest="sets", help=f"variant sets: {', '.join(SETS)}")
-    parser.add_argument("--variants", nargs="+", default=[], help='more variants: NAME="--flag value ..." (NAME= for none)')
+    parser = OneLineParser(prog="ablate.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--set", nargs="+", default=[], dest="sets", help=f"variant sets: {', '.join(SETS)}"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[],
+        help='more variants: NAME="--flag value ..." (NAME= for none)',
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="each run's time budget")
-    parser.add_argument("--max-env-steps", type=int, default=None, help="each run's env-step budget (default: launch.py's)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON, rewritten after every run; the plot next to it (.png)")
-    parser.add_argument("--resume", action="store_true", help="continue --out: skip the (variant, seed) pairs it holds")
-    parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run directories below this folder")
+    parser.add_argument(
+        "--max-env-steps",
+        type=int,
+        default=None,
+        help="each run's env-step budget (default: launch.py's)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON, rewritten after every run; the plot next to it (.png)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out: skip the (variant, seed) pairs it holds",
+    )
+    parser.add_argument(
+        "--keep-runs", type=Path, default=None, help="keep the run directories below this folder"
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     parser.add_argument("extra", nargs="*", help="launch.py flags for every run (after --)")
     return parser
@@ -89,14 +117,24 @@ def select_variants(sets, adhoc) -> dict:
     for name in sets:
         if name not in SETS:
             raise ConfigError(f"--set {name!r} is not a variant set; allowed: {', '.join(SETS)}")
-    for name, flags in [v for s in sets for v in SETS[s].items()] + [parse_variant(v) for v in adhoc]:
+    for name, flags in [v for s in sets for v in SETS[s].items()] + [
+        parse_variant(v) for v in adhoc
+    ]:
         if not name or name in PEERS:
-            raise ConfigError(f"variant name {name!r} is invalid; allowed: a non-empty name other than {', '.join(PEERS)}")
+            raise ConfigError(
+                f"variant name {name!r} is invalid; allowed: a non-empty name other than {', '.join(PEERS)}"
+            )
         if chosen.setdefault(name, flags) != flags:
-            raise ConfigError(f"variant {name!r} is given twice with different flags: {shlex.join(chosen[name])!r} "
-                              f"and {shlex.join(flags)!r}")
+            raise ConfigError(
+                f"variant {name!r} is given twice with different flags: {shlex.join(chosen[name])!r} "
+                f"and {shlex.join(flags)!r}"
+            )
     if not chosen:
-        raise ConfigError("no variants: give --set NAME (allowed: " + ", ".join(SETS) + ") or --variants NAME=FLAGS")
+        raise ConfigError(
+            "no variants: give --set NAME (allowed: "
+            + ", ".join(SETS)
+            + ") or --variants NAME=FLAGS"
+        )
     return chosen
 
 
@@ -114,20 +152,28 @@ def resumed_rows(path: Path, variants: dict, seeds, settings: dict) -> list:
         old = json.loads(path.read_text())
         old_variants, old_rows = old["variants"], old["rows"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--resume: {path} cannot be read as an ablate.py result ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(
+            f"--resume: {path} cannot be read as an ablate.py result ({type(exc).__name__}: {exc})"
+        ) from None
     for name, flags in old_variants.items():
         if name not in variants:
-            raise ConfigError(f"--resume: {path} has variant {name!r}, which is not asked for now; allowed: "
-                              f"the same variants or more ({', '.join(variants)})")
+            raise ConfigError(
+                f"--resume: {path} has variant {name!r}, which is not asked for now; allowed: "
+                f"the same variants or more ({', '.join(variants)})"
+            )
         if flags != variants[name]:
-            raise ConfigError(f"--resume: variant {name!r} in {path} ran with {shlex.join(flags)!r}, "
-                              f"now {shlex.join(variants[name])!r}")
+            raise ConfigError(
+                f"--resume: variant {name!r} in {path} ran with {shlex.join(flags)!r}, "
+                f"now {shlex.join(variants[name])!r}"
+            )
     for key, value in settings.items():
         if old.get(key) != value:
             raise ConfigError(f"--resume: {path} ran with {key} {old.get(key)!r}, now {value!r}")
     extra_seeds = sorted({r["seed"] for r in old_rows} - set(seeds))
     if extra_seeds:
-        raise ConfigError(f"--resume: {path} has seeds {extra_seeds} that --seeds {list(seeds)} leaves out")
+        raise ConfigError(
+            f"--resume: {path} has seeds {extra_seeds} that --seeds {list(seeds)} leaves out"
+        )
     return [r for r in old_rows if "error" not in r]
 
 
@@ -163,11 +209,18 @@ def summarize(rows, variants: dict) -> dict:
         solved = [r for r in mine if r["solved"]]
         median_steps = median_steps_to_solve(mine) if mine else None
         steps = spread(r["env_steps"] for r in solved)
-        out[name] = {"flags": flags, "runs": len(mine), "solved": len(solved),
-                     "median_env_steps": None if median_steps == math.inf else median_steps,
-                     "min_env_steps": steps["min"], "max_env_steps": steps["max"],
-                     "median_solve_s": spread(r["solve_s"] for r in solved)["median"],
-                     "final_eval": spread(r["final_greedy_eval"] for r in mine if r.get("final_greedy_eval") is not None)}
+        out[name] = {
+            "flags": flags,
+            "runs": len(mine),
+            "solved": len(solved),
+            "median_env_steps": None if median_steps == math.inf else median_steps,
+            "min_env_steps": steps["min"],
+            "max_env_steps": steps["max"],
+            "median_solve_s": spread(r["solve_s"] for r in solved)["median"],
+            "final_eval": spread(
+                r["final_greedy_eval"] for r in mine if r.get("final_greedy_eval") is not None
+            ),
+        }
     return out
 
 
@@ -178,15 +231,39 @@ def _num(value, digits: int = 0) -> str:
 def table_cells(name: str, m: dict) -> list:
     """One variant's cells: variant, solved k/n, env steps median (min-max), s to solve, final eval median (min-max), flags."""
     if m["median_env_steps"] is None:
-        steps = "unsolved" if not m["solved"] else f"unsolved ({_num(m['min_env_steps'])}-{_num(m['max_env_steps'])})"
+        steps = (
+            "unsolved"
+            if not m["solved"]
+            else f"unsolved ({_num(m['min_env_steps'])}-{_num(m['max_env_steps'])})"
+        )
     else:
-        steps = f"{_num(m['median_env_steps'])} ({_num(m['min_env_steps'])}-{_num(m['max_env_steps'])})"
+        steps = (
+            f"{_num(m['median_env_steps'])} ({_num(m['min_env_steps'])}-{_num(m['max_env_steps'])})"
+        )
     e = m["final_eval"]
-    final = "-" if e["median"] is None else f"{_num(e['median'], 1)} ({_num(e['min'], 1)}-{_num(e['max'], 1)})"
-    return [name, f"{m['solved']}/{m['runs']}", steps, _num(m["median_solve_s"], 1), final, shlex.join(m["flags"])]
+    final = (
+        "-"
+        if e["median"] is None
+        else f"{_num(e['median'], 1)} ({_num(e['min'], 1)}-{_num(e['max'], 1)})"
+    )
+    return [
+        name,
+        f"{m['solved']}/{m['runs']}",
+        steps,
+        _num(m["median_solve_s"], 1),
+        final,
+        shlex.join(m["flags"]),
+    ]
 
 
-HEADER = ["variant", "solved", "env steps to solve (min-max)", "s to solve", "final greedy eval (min-max)", "flags"]
+HEADER = [
+    "variant",
+    "solved",
+    "env steps to solve (min-max)",
+    "s to solve",
+    "final greedy eval (min-max)",
+    "flags",
+]
 
 
 def text_table(summary: dict) -> str:
@@ -229,8 +306,10 @@ def plot(rows, variants: dict, path: Path, title: str) -> None:
     """Two panels per variant: the share of seeds solved by each env-step count, and the median
     over seeds of the greedy evaluations."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (solved_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 5))
     for i, name in enumerate(variants):
         mine = [r for r in rows if r["config"] == name]
@@ -267,40 +346,66 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         variants = select_variants(args.sets, args.variants)
-        if args.jobs < 1 or args.max_seconds <= 0 or (args.max_env_steps is not None and args.max_env_steps < 1):
+        if (
+            args.jobs < 1
+            or args.max_seconds <= 0
+            or (args.max_env_steps is not None and args.max_env_steps < 1)
+        ):
             raise ConfigError("--jobs must be >= 1, --max-seconds > 0 and --max-env-steps >= 1")
-        for name, flags in variants.items():       # a bad flag stops here, before any run
+        for name, flags in variants.items():  # a bad flag stops here, before any run
             try:
                 parse_config([*flags, *run_flags(args)])
-            except ConfigError as exc:
+            except UsageError as exc:
                 raise ConfigError(f"variant {name!r}: {exc}") from None
-        settings = {"extra": args.extra, "max_seconds": args.max_seconds, "max_env_steps": args.max_env_steps}
+        settings = {
+            "extra": args.extra,
+            "max_seconds": args.max_seconds,
+            "max_env_steps": args.max_env_steps,
+        }
         rows = []
         if args.resume and not args.out:
             raise ConfigError("--resume continues the --out file: give --out")
         if args.out and args.out.exists():
             if not args.resume:
-                raise ConfigError(f"--out {args.out} exists: add --resume to continue it, or choose another file")
+                raise ConfigError(
+                    f"--out {args.out} exists: add --resume to continue it, or choose another file"
+                )
             rows = resumed_rows(args.out, variants, args.seeds, settings)
-    except ConfigError as exc:
+    except UsageError as exc:
         print(f"ablate.py: error: {exc}", file=sys.stderr)
         return 2
     done = {(r["config"], r["seed"]) for r in rows}
     todo = [(name, seed) for seed in args.seeds for name in variants if (name, seed) not in done]
     print(f"{len(todo)} runs to do, {len(done)} done already", flush=True)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, "machine": machine(), "sets": args.sets,
-              "variants": variants, "seeds": args.seeds, **settings, "jobs": args.jobs}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": command,
+        "machine": machine(),
+        "sets": args.sets,
+        "variants": variants,
+        "seeds": args.seeds,
+        **settings,
+        "jobs": args.jobs,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         run_root = args.keep_runs or Path(tmp)
-        for row in run_pairs(todo, variants, run_flags(args), args.max_seconds, run_root, args.jobs):
+        for row in run_pairs(
+            todo, variants, run_flags(args), args.max_seconds, run_root, args.jobs
+        ):
             if row.get("stop_reason", "").startswith("interrupted"):
-                print(f"{row['config']} seed {row['seed']} was interrupted: not recorded", flush=True)
+                print(
+                    f"{row['config']} seed {row['seed']} was interrupted: not recorded", flush=True
+                )
                 continue
             row = with_curve(row, run_root)
             print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
-            rows = [r for r in rows if (r["config"], r["seed"]) != (row["config"], row["seed"])] + [row]
+            rows = [r for r in rows if (r["config"], r["seed"]) != (row["config"], row["seed"])] + [
+                row
+            ]
             if args.out:
-                write_result(args.out, {**result, "summary": summarize(rows, variants), "rows": rows})
+                write_result(
+                    args.out, {**result, "summary": summarize(rows, variants), "rows": rows}
+                )
     rows.sort(key=lambda r: (list(variants).index(r["config"]), r["seed"]))
     summary = summarize(rows, variants)
     print("\n" + text_table(summary))

@@ -21,6 +21,7 @@ peers are judged by the project's own evaluation (bench/peers/harness.py). The r
 at the end are ours / peer on the medians over solved seeds: below 1 means we are faster
 or need fewer env steps.
 """
+
 import argparse
 import json
 import os
@@ -39,7 +40,7 @@ CONFIGS = {
     "seed": ["--preset", "seed"],
     "in-process": ["--in-process"],
 }
-PEERS = {   # name -> (runner script, a module it needs, what to install)
+PEERS = {  # name -> (runner script, a module it needs, what to install)
     "sb3-ppo": ("bench/peers/sb3_ppo.py", "stable_baselines3", "stable-baselines3"),
     "rllib-ppo": ("bench/peers/rllib_ppo.py", "tree", "RLlib's dependencies (dm_tree, ...)"),
 }
@@ -52,8 +53,16 @@ def run_dir(run_root: Path, name: str, seed: int) -> Path:
 
 def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Path) -> list:
     """`python launch.py FLAGS` (or a peer's runner) for one seed, writing to run_dir(run_root, name, seed)."""
-    common = ["--seed", str(seed), "--max-seconds", str(max_seconds), "--run-root", str(run_root),
-              "--run-name", run_dir(run_root, name, seed).name]
+    common = [
+        "--seed",
+        str(seed),
+        "--max-seconds",
+        str(max_seconds),
+        "--run-root",
+        str(run_root),
+        "--run-name",
+        run_dir(run_root, name, seed).name,
+    ]
     if name in PEERS:
         return [sys.executable, "-W", "ignore", str(ROOT / PEERS[name][0]), *common]
     return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
@@ -66,17 +75,31 @@ def read_run(name: str, seed: int, argv: list, run_root: Path, env=None) -> dict
     wall = time.monotonic() - start
     summary_path = run_dir(run_root, name, seed) / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
-        return {"config": name, "seed": seed, "solved": False, "process_wall_s": round(wall, 1),
-                "error": (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]}
+        return {
+            "config": name,
+            "seed": seed,
+            "solved": False,
+            "process_wall_s": round(wall, 1),
+            "error": (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:],
+        }
     s = json.loads(summary_path.read_text())
     at = s["solved_at"] or {}
-    return {"config": name, "seed": seed, "solved": s["solved"], "stop_reason": s["stop_reason"],
-            "process_wall_s": round(wall, 1),
-            "solve_s": at.get("seconds"), "env_steps": at.get("env_steps", s["env_steps"]),
-            "learner_steps": s["learner_steps"], "greedy_eval": s["greedy_eval_mean"]}
+    return {
+        "config": name,
+        "seed": seed,
+        "solved": s["solved"],
+        "stop_reason": s["stop_reason"],
+        "process_wall_s": round(wall, 1),
+        "solve_s": at.get("seconds"),
+        "env_steps": at.get("env_steps", s["env_steps"]),
+        "learner_steps": s["learner_steps"],
+        "greedy_eval": s["greedy_eval_mean"],
+    }
 
 
-def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path, compile_cache: str = "user") -> dict:
+def run_one(
+    name: str, seed: int, extra, max_seconds: float, run_root: Path, compile_cache: str = "user"
+) -> dict:
     """One process; `compile_cache` is what our run finds of learner/compiled.py's cache: 'user'
     (the user's, as it is), 'fresh' (an empty one, as on a fresh machine; the background build
     it starts is stopped when the run ends) or 'off'."""
@@ -89,29 +112,54 @@ def run_one(name: str, seed: int, extra, max_seconds: float, run_root: Path, com
         return read_run(name, seed, argv, run_root, dict(os.environ, MUESLI_RAY_CACHE="off"))
     with tempfile.TemporaryDirectory(prefix="muesli-ray-fresh-cache-") as cache:
         row = read_run(name, seed, argv, run_root, dict(os.environ, MUESLI_RAY_CACHE=cache))
-        subprocess.run(["pkill", "-f", cache], check=False)     # its build would outlive the run
+        subprocess.run(["pkill", "-f", cache], check=False)  # its build would outlive the run
         return row
 
 
-def run_seeds_as_trials(name: str, seeds, extra, max_seconds: float, run_root: Path, trial_cpus: float) -> list:
+def run_seeds_as_trials(
+    name: str, seeds, extra, max_seconds: float, run_root: Path, trial_cpus: float
+) -> list:
     """Our config's seeds as Ray Tune trials (sweep.py); rows like read_run's, without process wall time."""
     sys.path.insert(0, str(ROOT))
     import sweep
+
     out = run_root / f"{name}-tune"
     cpus = 1 if name == "in-process" else trial_cpus
     flags = [a for a in CONFIGS[name] if a != "--in-process"]
-    sweep.main(["--seeds", *map(str, seeds), "--trial-cpus", str(cpus), "--out", str(out),
-                "--", *flags, *extra, "--max-seconds", str(max_seconds)])
+    sweep.main(
+        [
+            "--seeds",
+            *map(str, seeds),
+            "--trial-cpus",
+            str(cpus),
+            "--out",
+            str(out),
+            "--",
+            *flags,
+            *extra,
+            "--max-seconds",
+            str(max_seconds),
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     rows = []
     for r in results["rows"]:
-        row = {"config": name, "seed": r["seed"], "solved": bool(r.get("solved")), "process_wall_s": None,
-               "run_dir": r.get("run_dir")}
+        row = {
+            "config": name,
+            "seed": r["seed"],
+            "solved": bool(r.get("solved")),
+            "process_wall_s": None,
+            "run_dir": r.get("run_dir"),
+        }
         if "error" in r:
             row["error"] = [r["error"]]
         else:
-            row.update(solve_s=r["seconds"], env_steps=r["env_steps"], learner_steps=r["learner_steps"],
-                       greedy_eval=r["greedy_eval"])
+            row.update(
+                solve_s=r["seconds"],
+                env_steps=r["env_steps"],
+                learner_steps=r["learner_steps"],
+                greedy_eval=r["greedy_eval"],
+            )
         rows.append(row)
     return rows
 
@@ -122,19 +170,27 @@ def check_policy(run_dir: Path, seed: int, episodes: int = 100) -> dict:
     the run's actors nor its evaluations used."""
     import torch
 
-    from peers.harness import Policy           # the peers' adapter; it also puts the project on sys.path
+    # the peers' adapter; it also puts the project on sys.path
+    from peers.harness import Policy
+
     from actors.evaluate import evaluate
     from common.envs import derive_seed
 
     program = torch.export.load(str(run_dir / "policy.pt2")).module()
-    returns = evaluate(Policy(program), "CartPole-v1", episodes, derive_seed(seed, "check"), greedy=True)
-    return {"check_mean": round(float(returns.mean()), 2), "check_std": round(float(returns.std()), 2),
-            "check_min": float(returns.min())}
+    returns = evaluate(
+        Policy(program), "CartPole-v1", episodes, derive_seed(seed, "check"), greedy=True
+    )
+    return {
+        "check_mean": round(float(returns.mean()), 2),
+        "check_std": round(float(returns.std()), 2),
+        "check_min": float(returns.min()),
+    }
 
 
 def missing_peers(names) -> list:
     """Lines naming the peers whose packages are not installed."""
     import importlib.util
+
     out = []
     for name in names:
         if name in PEERS:
@@ -164,9 +220,17 @@ def ratios(summary: dict) -> list:
         for peer, b in summary.items():
             if ours in PEERS or peer not in PEERS or not a["solved"] or not b["solved"]:
                 continue
-            out.append({"ours": ours, "peer": peer, "solved": f"{a['solved']}/{a['runs']} vs {b['solved']}/{b['runs']}",
-                        "wall": round(a["median_wall_s"] / b["median_wall_s"], 3) if a["median_wall_s"] else None,
-                        "env_steps": round(a["median_env_steps"] / b["median_env_steps"], 3)})
+            out.append(
+                {
+                    "ours": ours,
+                    "peer": peer,
+                    "solved": f"{a['solved']}/{a['runs']} vs {b['solved']}/{b['runs']}",
+                    "wall": round(a["median_wall_s"] / b["median_wall_s"], 3)
+                    if a["median_wall_s"]
+                    else None,
+                    "env_steps": round(a["median_env_steps"] / b["median_env_steps"], 3),
+                }
+            )
     return out
 
 
@@ -176,22 +240,48 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS]))
+    parser.add_argument(
+        "--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS])
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--max-seconds", type=float, default=300.0)
-    parser.add_argument("--out", type=Path, default=None, help="write the rows and the summary as JSON here")
-    parser.add_argument("--json", action="store_true", help="print the summary (medians, ratios) as one JSON line at the end")
-    parser.add_argument("--keep-runs", type=Path, default=None,
-                        help="keep every run directory (curves, metrics, policies) below this folder")
-    parser.add_argument("--check-policy", action="store_true",
-                        help="also load each of our runs' exported policy.pt2 and play 100 greedy episodes on unseen seeds")
-    parser.add_argument("--tune", action="store_true",
-                        help="run our configs' seeds as Ray Tune trials through sweep.py (no whole-process wall times)")
-    parser.add_argument("--trial-cpus", type=float, default=2.0, help="with --tune: CPUs per trial of a Ray config")
-    parser.add_argument("--compile-cache", choices=("user", "fresh", "off"), default="user",
-                        help="the compiled-loss cache our runs find: the user's as it is (warm once built), "
-                             "a fresh empty one per run (a first run on a new machine), or none")
-    parser.add_argument("extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the rows and the summary as JSON here"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary (medians, ratios) as one JSON line at the end",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        type=Path,
+        default=None,
+        help="keep every run directory (curves, metrics, policies) below this folder",
+    )
+    parser.add_argument(
+        "--check-policy",
+        action="store_true",
+        help="also load each of our runs' exported policy.pt2 and play 100 greedy episodes on unseen seeds",
+    )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="run our configs' seeds as Ray Tune trials through sweep.py (no whole-process wall times)",
+    )
+    parser.add_argument(
+        "--trial-cpus", type=float, default=2.0, help="with --tune: CPUs per trial of a Ray config"
+    )
+    parser.add_argument(
+        "--compile-cache",
+        choices=("user", "fresh", "off"),
+        default="user",
+        help="the compiled-loss cache our runs find: the user's as it is (warm once built), "
+        "a fresh empty one per run (a first run on a new machine), or none",
+    )
+    parser.add_argument(
+        "extra", nargs="*", help="flags passed to launch.py (after --); the peers ignore them"
+    )
     args = parser.parse_args()
     missing = missing_peers(args.configs)
     if missing:
@@ -207,28 +297,48 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-        for name in args.configs:       # Tune runs all of a config's seeds at once
+        for name in args.configs:  # Tune runs all of a config's seeds at once
             if args.tune and name not in PEERS:
-                trials = run_seeds_as_trials(name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus)
+                trials = run_seeds_as_trials(
+                    name, args.seeds, args.extra, args.max_seconds, run_root, args.trial_cpus
+                )
                 for row in trials:
                     keep(row)
-        for seed in args.seeds:         # one process each, seed by seed: the machine's drift hits every config alike
+        # one process each, seed by seed: the machine's drift hits every config alike
+        for seed in args.seeds:
             for name in args.configs:
                 if not (args.tune and name not in PEERS):
-                    keep(dict(run_one(name, seed, args.extra, args.max_seconds, run_root, args.compile_cache),
-                              run_dir=str(run_dir(run_root, name, seed))))
-    print(f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}"
-          f"{'policy.pt2':>12}")
+                    keep(
+                        dict(
+                            run_one(
+                                name,
+                                seed,
+                                args.extra,
+                                args.max_seconds,
+                                run_root,
+                                args.compile_cache,
+                            ),
+                            run_dir=str(run_dir(run_root, name, seed)),
+                        )
+                    )
+    print(
+        f"\n{'config':<12}{'seed':>5}{'solved':>8}{'wall s':>9}{'solve s':>9}{'env steps':>11}{'learner':>9}"
+        f"{'policy.pt2':>12}"
+    )
     for r in rows:
         check = f"{r['check_mean']:.1f}" if "check_mean" in r else "-"
-        print(f"{r['config']:<12}{r['seed']:>5}{str(r['solved']):>8}{r.get('process_wall_s') or 0:>9.1f}"
-              f"{r.get('solve_s') or 0:>9.1f}{r.get('env_steps') or 0:>11,}{r.get('learner_steps') or 0:>9,}{check:>12}")
+        print(
+            f"{r['config']:<12}{r['seed']:>5}{str(r['solved']):>8}{r.get('process_wall_s') or 0:>9.1f}"
+            f"{r.get('solve_s') or 0:>9.1f}{r.get('env_steps') or 0:>11,}{r.get('learner_steps') or 0:>9,}{check:>12}"
+        )
     summary = {name: medians(rows, name) for name in args.configs}
     for name, m in summary.items():
         if m["solved"]:
             wall = "-" if m["median_wall_s"] is None else f"{m['median_wall_s']:.1f} s"
-            print(f"{name}: {m['solved']}/{m['runs']} solved; median wall {wall}, "
-                  f"median env steps {m['median_env_steps']:,.0f}")
+            print(
+                f"{name}: {m['solved']}/{m['runs']} solved; median wall {wall}, "
+                f"median env steps {m['median_env_steps']:,.0f}"
+            )
         else:
             print(f"{name}: 0/{m['runs']} solved")
     pairs = ratios(summary)
@@ -236,11 +346,19 @@ def main() -> None:
         print("\nours / peer on the medians (below 1: ours is faster / needs fewer env steps)")
         for p in pairs:
             wall = "-" if p["wall"] is None else f"{p['wall']:.2f}x"
-            print(f"{p['ours']} / {p['peer']}: wall {wall}, env steps {p['env_steps']:.2f}x "
-                  f"(seeds solved {p['solved']})")
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds,
-              "compile_cache": args.compile_cache,
-              "max_seconds": args.max_seconds, "summary": summary, "ratios": pairs}
+            print(
+                f"{p['ours']} / {p['peer']}: wall {wall}, env steps {p['env_steps']:.2f}x "
+                f"(seeds solved {p['solved']})"
+            )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "seeds": args.seeds,
+        "compile_cache": args.compile_cache,
+        "max_seconds": args.max_seconds,
+        "summary": summary,
+        "ratios": pairs,
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({**result, "rows": rows}, indent=2) + "\n")

@@ -15,6 +15,7 @@ modification time less `seconds` and timing.finish_s (about +-0.05 s, from `seco
 and "solved" is when the driver took the solving evaluation, up to a round (0.5 s) after it ended,
 which favours such a checkout. The exit is when the process ended, seen from here.
 """
+
 import argparse
 import json
 import os
@@ -34,27 +35,45 @@ def figures(summary: dict, spawned: float, ended: float, summary_mtime: float) -
     timeline = summary.get("timeline")
     if timeline:
         start = timeline["start_unix"]
-        first_env, solved, written = (timeline.get(k) for k in ("first_env_step", "solved", "summary"))
-    else:       # before common/timeline.py: logger-relative times (see the module docstring)
+        first_env, solved, written = (
+            timeline.get(k) for k in ("first_env_step", "solved", "summary")
+        )
+    else:  # before common/timeline.py: logger-relative times (see the module docstring)
         start = summary_mtime - summary["seconds"] - summary["timing"]["finish_s"]
         first_env = summary["timing"]["first_env_step_s"]
         solved = (summary.get("solved_at") or {}).get("seconds")
         written = summary_mtime - start
     exit_s = ended - start
-    return {"launch_to_first_env_step_s": None if first_env is None else round(start - spawned + first_env, 3),
-            "solved_to_exit_s": None if solved is None else round(exit_s - solved, 3),
-            "summary_to_exit_s": round(exit_s - written, 3), "wall_s": round(ended - spawned, 3),
-            "solved": summary.get("solved"), "env_steps": summary.get("env_steps"),
-            "timeline": timeline}
+    return {
+        "launch_to_first_env_step_s": None
+        if first_env is None
+        else round(start - spawned + first_env, 3),
+        "solved_to_exit_s": None if solved is None else round(exit_s - solved, 3),
+        "summary_to_exit_s": round(exit_s - written, 3),
+        "wall_s": round(ended - spawned, 3),
+        "solved": summary.get("solved"),
+        "env_steps": summary.get("env_steps"),
+        "timeline": timeline,
+    }
 
 
 def run_once(code: Path, mode: str, launch_args: list, run_root: Path, name: str) -> dict:
     """One `python launch.py` in `code`; its figures, or {"error": ...} if it failed."""
-    cmd = [sys.executable, "launch.py", "--run-root", str(run_root), "--run-name", name, *launch_args]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--run-root",
+        str(run_root),
+        "--run-name",
+        name,
+        *launch_args,
+    ]
     if mode == "in-process":
         cmd.append("--in-process")
     spawned = time.time()
-    proc = subprocess.run(cmd, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        cmd, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     ended = time.time()
     path = run_root / name / "summary.json"
     if proc.returncode != 0 or not path.exists():
@@ -69,15 +88,27 @@ def median(values):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    launch_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    launch_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="*", type=Path, default=[ROOT], help="checkouts to compare (default: this one)")
+    parser.add_argument(
+        "dirs",
+        nargs="*",
+        type=Path,
+        default=[ROOT],
+        help="checkouts to compare (default: this one)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs of each folder and mode")
-    parser.add_argument("--modes", nargs="+", default=["ray", "in-process"], choices=["ray", "in-process"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["ray", "in-process"], choices=["ray", "in-process"]
+    )
     parser.add_argument("--out", type=Path, help="write the runs and medians here (JSON)")
-    parser.add_argument("--pause", type=float, default=3.0,
-                        help="seconds between runs: a Ray run's processes end after its driver has exited")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=3.0,
+        help="seconds between runs: a Ray run's processes end after its driver has exited",
+    )
     args = parser.parse_args(argv)
     dirs = [d.resolve() for d in args.dirs]
     runs = []
@@ -94,17 +125,35 @@ def main(argv=None) -> int:
     rows = []
     for code in dirs:
         for mode in args.modes:
-            mine = [x for x in runs if x["dir"] == str(code) and x["mode"] == mode and "error" not in x]
-            rows.append({"dir": str(code), "mode": mode, "runs": len(mine),
-                         **{k: median([x[k] for x in mine]) for k in FIGURES}})
+            mine = [
+                x for x in runs if x["dir"] == str(code) and x["mode"] == mode and "error" not in x
+            ]
+            rows.append(
+                {
+                    "dir": str(code),
+                    "mode": mode,
+                    "runs": len(mine),
+                    **{k: median([x[k] for x in mine]) for k in FIGURES},
+                }
+            )
     head = ["dir", "mode", "runs", *FIGURES]
     print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in head) + " |")
     if args.out:
-        args.out.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-                                        "launch_args": launch_args, "host_cpus": os.cpu_count(),
-                                        "medians": rows, "runs": runs}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+                    "launch_args": launch_args,
+                    "host_cpus": os.cpu_count(),
+                    "medians": rows,
+                    "runs": runs,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0 if all(row["runs"] for row in rows) else 1
 
 

@@ -29,6 +29,7 @@ repeated per preset, the replay, learner and weights rows are for the first pres
   in-process and on Ray (the client in another Ray actor; the row includes one actor
   call round trip, reported on its own too).
 """
+
 import argparse
 import dataclasses
 import importlib.util
@@ -46,6 +47,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from host import describe  # noqa: E402
 
 from actors.actor import SelfPlayActor  # noqa: E402
 from common import envs as envs_lib  # noqa: E402
@@ -55,7 +57,6 @@ from common.sequence import SequenceSpec  # noqa: E402
 from common.vector_env import VectorEnv  # noqa: E402
 from driver.on_ray import PIPELINE  # noqa: E402
 from driver.wiring import Components, placed  # noqa: E402
-from host import describe  # noqa: E402
 from learner.learner import Learner, resolve_device  # noqa: E402
 from replay.client import ReplayClient  # noqa: E402
 from replay.shard import ReplayShard  # noqa: E402
@@ -69,14 +70,27 @@ class Table:
     def __init__(self):
         self.rows = []
 
-    def add(self, section: str, what: str, value: float, unit: str, ratio=None, note: str = "", **extra) -> dict:
+    def add(
+        self, section: str, what: str, value: float, unit: str, ratio=None, note: str = "", **extra
+    ) -> dict:
         load = os.getloadavg()[0]
         note = f"{note}; load {load:.1f}" if note else f"load {load:.1f}"
-        row = {"section": section, "what": what, "value": value, "unit": unit, "ratio": ratio, "note": note,
-               "load_average": round(load, 2), **extra}
+        row = {
+            "section": section,
+            "what": what,
+            "value": value,
+            "unit": unit,
+            "ratio": ratio,
+            "note": note,
+            "load_average": round(load, 2),
+            **extra,
+        }
         self.rows.append(row)
         shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
-        print(f"  {section:<8} {what:<46} {shown:>12} {unit}" + (f"  ({note})" if note else ""), flush=True)
+        print(
+            f"  {section:<8} {what:<46} {shown:>12} {unit}" + (f"  ({note})" if note else ""),
+            flush=True,
+        )
         return row
 
     def print(self) -> None:
@@ -84,7 +98,9 @@ class Table:
         for r in self.rows:
             value = f"{r['value']:,.0f}" if r["value"] >= 100 else f"{r['value']:,.3g}"
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-            print(f"{r['section']:<9}{r['what']:<47}{value:>12}  {r['unit']:<16}{ratio:>8}  {r['note']}")
+            print(
+                f"{r['section']:<9}{r['what']:<47}{value:>12}  {r['unit']:<16}{ratio:>8}  {r['note']}"
+            )
 
 
 def timed(seconds: float, step) -> tuple:
@@ -105,7 +121,7 @@ class KeepingShard:
         self.keep, self.payloads = keep, []
 
     def insert(self, payloads) -> dict:
-        self.payloads.extend(payloads[:max(0, self.keep - len(self.payloads))])
+        self.payloads.extend(payloads[: max(0, self.keep - len(self.payloads))])
         return {"accepted": len(payloads), "rejected": 0, "room": self.room()}
 
     def room(self) -> float:
@@ -148,42 +164,64 @@ class Bare:
 
 def bare_env(cfg: Config, info, seconds: float, table: Table, label: str = "") -> Bare:
     bare = Bare(cfg, info)
-    table.add("env", f"{label}bare vector env, {cfg.envs_per_actor} envs, random actions", bare.measure(seconds),
-              "env steps/s", note="one process, one core")
+    table.add(
+        "env",
+        f"{label}bare vector env, {cfg.envs_per_actor} envs, random actions",
+        bare.measure(seconds),
+        "env steps/s",
+        note="one process, one core",
+    )
     return bare
 
 
-def actor_in_process(cfg: Config, info, spec: SequenceSpec, seconds: float, bare: Bare, table: Table,
-                     label: str = "") -> list:
+def actor_in_process(
+    cfg: Config, info, spec: SequenceSpec, seconds: float, bare: Bare, table: Table, label: str = ""
+) -> list:
     """In-process actor with a real shard, then with the sequences discarded; returns payloads
     of the second run (real sequences, for the replay measurements)."""
     store = WeightStore()
     publish_initial(cfg, info, WeightPublisher(store))
     chunk, prefix = cfg.actor_chunk_steps, label
-    for label, replay in (("in-process, in-process shard", ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec)),
-                          ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec))):
+    for label, replay in (
+        (
+            "in-process, in-process shard",
+            ReplayClient([ReplayShard(spec, cfg.replay_capacity)], spec),
+        ),
+        ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec)),
+    ):
         actor = SelfPlayActor(cfg, 0, replay, WeightClient(store))
-        actor.collect(chunk)                                    # warm-up
+        actor.collect(chunk)  # warm-up
         infer = []
 
-        def step():
+        def step(actor=actor, infer=infer):
             stats = actor.collect(chunk)
             infer.append(stats["inference_s"] / max(stats["seconds"], 1e-9))
             return stats["env_steps"]
 
         (steps, elapsed), bare_rate = bare.around(seconds, lambda: timed(seconds, step))
         rate = steps / elapsed
-        table.add("actor", f"{prefix}1 actor, {label}", rate, "env steps/s", ratio=rate / bare_rate,
-                  note=f"{rate / bare_rate:.0%} of bare ({bare_rate:,.0f} around it); inference "
-                       f"{statistics.mean(infer):.0%} of its time", actors=1, cores=1, bare=bare_rate)
+        table.add(
+            "actor",
+            f"{prefix}1 actor, {label}",
+            rate,
+            "env steps/s",
+            ratio=rate / bare_rate,
+            note=f"{rate / bare_rate:.0%} of bare ({bare_rate:,.0f} around it); inference "
+            f"{statistics.mean(infer):.0%} of its time",
+            actors=1,
+            cores=1,
+            bare=bare_rate,
+        )
     return replay.shards[0].payloads
 
 
-def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: Bare, cpus: int,
-                  table: Table, label: str = "") -> None:
+def actors_on_ray(
+    cfg: Config, info, counts, seconds: float, bare: Bare, cpus: int, table: Table, label: str = ""
+) -> None:
     """As RayRounds feeds actors in a run: every actor always has PIPELINE collect calls queued,
     so it never waits for this driver between chunks."""
     import ray
+
     chunk = cfg.actor_chunk_steps
     most = max(counts)
     # Store, shards and actors placed and wrapped as launch.py's run on Ray has them; no learner
@@ -193,18 +231,28 @@ def actors_on_ray(cfg: Config, info, counts, seconds: float, bare: Bare, cpus: i
     publish_initial(cfg, info, where.weight_publisher(c.store))
     actors = [c.new_actor(i) for i in range(most)]
     t = time.perf_counter()
-    ray.get([a.collect.remote(chunk) for a in actors])           # start-up and warm-up
+    ray.get([a.collect.remote(chunk) for a in actors])  # start-up and warm-up
     print(f"  (ray: {most} actors started and warm in {time.perf_counter() - t:.1f} s)", flush=True)
     one = None
     for n in counts:
-        (rate, infer), bare_rate = bare.around(seconds, lambda: run_actors(actors[:n], chunk, seconds))
+        (rate, infer), bare_rate = bare.around(
+            seconds, lambda n=n: run_actors(actors[:n], chunk, seconds)
+        )
         cores = min(n, cpus)
         one = one or rate
-        table.add("actor", f"{label}{n} actor{'s' if n > 1 else ''} on Ray, {cfg.num_replay_shards} Ray shard(s)", rate,
-                  "env steps/s", ratio=rate / cores / bare_rate,
-                  note=f"{rate / cores / bare_rate:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}; bare "
-                       f"{bare_rate:,.0f} around it); {rate / one:.2f}x 1 actor; inference {infer:.0%}",
-                  actors=n, cores=cores, speedup=rate / one, bare=bare_rate)
+        table.add(
+            "actor",
+            f"{label}{n} actor{'s' if n > 1 else ''} on Ray, {cfg.num_replay_shards} Ray shard(s)",
+            rate,
+            "env steps/s",
+            ratio=rate / cores / bare_rate,
+            note=f"{rate / cores / bare_rate:.0%} of bare per core ({cores} core{'s' if cores > 1 else ''}; bare "
+            f"{bare_rate:,.0f} around it); {rate / one:.2f}x 1 actor; inference {infer:.0%}",
+            actors=n,
+            cores=cores,
+            speedup=rate / one,
+            bare=bare_rate,
+        )
     for handle in [*actors, *c.shards, c.store]:
         ray.kill(handle)
 
@@ -213,6 +261,7 @@ def run_actors(actors: list, chunk: int, seconds: float) -> tuple:
     """(env steps/s, mean share of inference in collect) of Ray actors fed for `seconds` as
     RayRounds feeds them: PIPELINE calls queued per actor."""
     import ray
+
     start = time.perf_counter()
     pending = {a.collect.remote(chunk): a for a in actors for _ in range(PIPELINE)}
     steps, infer = 0, []
@@ -228,18 +277,23 @@ def run_actors(actors: list, chunk: int, seconds: float) -> tuple:
     return steps / (time.perf_counter() - start), statistics.mean(infer)
 
 
-def envpool_env(cfg: Config, info, seconds: float, bare: Bare, cpus: int, table: Table, label: str = "") -> None:
+def envpool_env(
+    cfg: Config, info, seconds: float, bare: Bare, cpus: int, table: Table, label: str = ""
+) -> None:
     """EnvPool with the same preprocessing (common/envpool_env.py), random actions: one worker
     thread (per core, against the bare row), then one per CPU."""
     from common.envpool_env import make_envpool
-    actions = np.random.default_rng(0).integers(0, info.num_actions, size=(4096, cfg.envs_per_actor))
+
+    actions = np.random.default_rng(0).integers(
+        0, info.num_actions, size=(4096, cfg.envs_per_actor)
+    )
     for threads in sorted({1, cpus}):
         envs = make_envpool(cfg.env, cfg.envs_per_actor, seed=0, num_threads=threads)
         obs, _ = envs.reset()
         assert obs.shape[1:] == info.obs_shape and obs.dtype == np.uint8, (obs.shape, obs.dtype)
         i = 0
 
-        def step():
+        def step(envs=envs):
             nonlocal i
             for _ in range(16):
                 envs.step(actions[i % len(actions)])
@@ -250,13 +304,21 @@ def envpool_env(cfg: Config, info, seconds: float, bare: Bare, cpus: int, table:
         envs.close()
         rate = steps / elapsed
         per_core = rate / min(threads, cpus)
-        table.add("envpool", f"{label}EnvPool, {cfg.envs_per_actor} envs, {threads} thread(s), random actions", rate,
-                  "env steps/s", ratio=per_core / bare_rate,
-                  note=f"{per_core / bare_rate:.2f}x bare per core ({bare_rate:,.0f} around it)", threads=threads,
-                  bare=bare_rate)
+        table.add(
+            "envpool",
+            f"{label}EnvPool, {cfg.envs_per_actor} envs, {threads} thread(s), random actions",
+            rate,
+            "env steps/s",
+            ratio=per_core / bare_rate,
+            note=f"{per_core / bare_rate:.2f}x bare per core ({bare_rate:,.0f} around it)",
+            threads=threads,
+            bare=bare_rate,
+        )
 
 
-def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table) -> ReplayShard:
+def replay_rates(
+    cfg: Config, spec: SequenceSpec, payloads: list, seconds: float, table: Table
+) -> ReplayShard:
     """Insert and sample rates of one in-process shard; returns the filled shard. Payloads
     are what actors send: 32 sequences stacked in one message (ReplayClient's flush_every)."""
     shard = ReplayShard(spec, cfg.replay_capacity)
@@ -270,28 +332,56 @@ def replay_rates(cfg: Config, spec: SequenceSpec, payloads: list, seconds: float
     n, elapsed = timed(seconds, insert)
     per_payload = shard.counters["sequences"] / i
     size = sum(len(p) for p in payloads) / len(payloads) / per_payload
-    table.add("replay", "shard insert (payloads of 32 stacked, decode + validate)", n / elapsed, "sequences/s",
-              note=f"{size / 1024:.1f} KiB per sequence")
+    table.add(
+        "replay",
+        "shard insert (payloads of 32 stacked, decode + validate)",
+        n / elapsed,
+        "sequences/s",
+        note=f"{size / 1024:.1f} KiB per sequence",
+    )
     while shard.size < shard.capacity:
         insert()
     B = cfg.batch_size
     online = int(round(B * (1.0 - cfg.replay_fraction)))
     n, elapsed = timed(seconds, lambda: B if shard.sample(online, B - online) is not None else 0)
-    table.add("replay", f"shard sample (B={B}, encode)", n / elapsed, "sequences/s",
-              note=f"{n / elapsed / B:,.0f} batches/s")
+    table.add(
+        "replay",
+        f"shard sample (B={B}, encode)",
+        n / elapsed,
+        "sequences/s",
+        note=f"{n / elapsed / B:,.0f} batches/s",
+    )
     client = ReplayClient([shard], spec)
-    n, elapsed = timed(seconds, lambda: B if client.sample(B, cfg.replay_fraction) is not None else 0)
-    table.add("replay", f"sample + decode via ReplayClient (B={B})", n / elapsed, "sequences/s",
-              note=f"{n / elapsed / B:,.0f} batches/s")
+    n, elapsed = timed(
+        seconds, lambda: B if client.sample(B, cfg.replay_fraction) is not None else 0
+    )
+    table.add(
+        "replay",
+        f"sample + decode via ReplayClient (B={B})",
+        n / elapsed,
+        "sequences/s",
+        note=f"{n / elapsed / B:,.0f} batches/s",
+    )
     return shard
 
 
-def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: str, seconds: float,
-                 table: Table, batch_size: int = 0, compile: str = "auto") -> float:
-    cfg = dataclasses.replace(cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile)
+def learner_rate(
+    cfg: Config,
+    spec: SequenceSpec,
+    shard: ReplayShard,
+    device: str,
+    seconds: float,
+    table: Table,
+    batch_size: int = 0,
+    compile: str = "auto",
+) -> float:
+    cfg = dataclasses.replace(
+        cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile
+    )
     learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
     t = time.perf_counter()
-    learner.train(3)                                  # warm-up (allocations, CUDA context, torch.compile)
+    # warm-up (allocations, CUDA context, torch.compile)
+    learner.train(3)
     warm_s = time.perf_counter() - t
     if device == "cuda":
         torch.cuda.synchronize()
@@ -308,9 +398,16 @@ def learner_rate(cfg: Config, spec: SequenceSpec, shard: ReplayShard, device: st
     rate = steps * B * T / elapsed
     name = torch.cuda.get_device_name() if device == "cuda" else f"{cfg.torch_threads} thread(s)"
     how = "compiled" if learner.compiled else "eager"
-    table.add("learner", f"sampled transitions, {device}, {how} (B={B} x T={T})", rate, "transitions/s",
-              note=f"{steps / elapsed:,.1f} updates/s; {name}; first 3 updates {warm_s:.1f} s", device=device,
-              compiled=learner.compiled, batch_size=B)
+    table.add(
+        "learner",
+        f"sampled transitions, {device}, {how} (B={B} x T={T})",
+        rate,
+        "transitions/s",
+        note=f"{steps / elapsed:,.1f} updates/s; {name}; first 3 updates {warm_s:.1f} s",
+        device=device,
+        compiled=learner.compiled,
+        batch_size=B,
+    )
     return rate
 
 
@@ -325,8 +422,13 @@ def publish_in_process(cfg: Config, info, reps: int, table: Table) -> None:
         times.append(time.perf_counter() - t)
         assert got is not None and got[0] == v
     size = len(store.latest()[1])
-    table.add("weights", "publish + fetch, in-process (median)", 1000 * statistics.median(times), "ms",
-              note=f"{size / 1024:.1f} KiB payload; p90 {1000 * np.percentile(times, 90):.2f} ms")
+    table.add(
+        "weights",
+        "publish + fetch, in-process (median)",
+        1000 * statistics.median(times),
+        "ms",
+        note=f"{size / 1024:.1f} KiB payload; p90 {1000 * np.percentile(times, 90):.2f} ms",
+    )
 
 
 class Fetcher:
@@ -334,6 +436,7 @@ class Fetcher:
 
     def __init__(self, store):
         from transport.ray_weights import RayWeightClient
+
         self.client = RayWeightClient(store)
 
     def ping(self) -> int:
@@ -350,10 +453,12 @@ class Fetcher:
 
 def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
     import ray
+
     store = ray.remote(num_cpus=0)(WeightStore).remote()
     fetcher = ray.remote(num_cpus=0)(Fetcher).remote(store)
     net = build_network(cfg.network_spec(info))
     from transport.ray_weights import MIN_REQUEST_INTERVAL_S, RayWeightPublisher
+
     publisher = RayWeightPublisher(store)
     ray.get(fetcher.ping.remote())
     trips, times = [], []
@@ -365,10 +470,15 @@ def publish_on_ray(cfg: Config, info, reps: int, table: Table) -> None:
         publisher.publish(v, net)
         ray.get(fetcher.wait_for.remote(v))
         times.append(time.perf_counter() - t)
-    table.add("weights", "publish + fetch by another Ray actor (median)", 1000 * statistics.median(times), "ms",
-              note=f"p90 {1000 * np.percentile(times, 90):.2f} ms; includes one actor call round trip "
-                   f"({1000 * statistics.median(trips):.2f} ms) and the client's pause of up to "
-                   f"{1000 * MIN_REQUEST_INTERVAL_S:.0f} ms between requests")
+    table.add(
+        "weights",
+        "publish + fetch by another Ray actor (median)",
+        1000 * statistics.median(times),
+        "ms",
+        note=f"p90 {1000 * np.percentile(times, 90):.2f} ms; includes one actor call round trip "
+        f"({1000 * statistics.median(trips):.2f} ms) and the client's pause of up to "
+        f"{1000 * MIN_REQUEST_INTERVAL_S:.0f} ms between requests",
+    )
     ray.kill(fetcher)
     ray.kill(store)
 
@@ -381,25 +491,55 @@ def machine() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short measurement windows (~1 minute in all)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 8, quick 1.5)")
-    parser.add_argument("--actors", nargs="+", type=int, default=[1, 2, 4], help="actor counts on Ray")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="learner: CPU always; CUDA too with 'cuda', or with 'auto' when CUDA exists")
+    parser.add_argument(
+        "--quick", action="store_true", help="short measurement windows (~1 minute in all)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="seconds per measurement (default 8, quick 1.5)"
+    )
+    parser.add_argument(
+        "--actors", nargs="+", type=int, default=[1, 2, 4], help="actor counts on Ray"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="learner: CPU always; CUDA too with 'cuda', or with 'auto' when CUDA exists",
+    )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
-    parser.add_argument("--no-cpu-learner", action="store_true", help="skip the CPU learner rows (GPU runs)")
-    parser.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=["cartpole"],
-                        help="configs to measure (common/config.py PRESETS), each with its env, network and envs "
-                             "per actor; the replay, learner and weights rows use the first")
-    parser.add_argument("--actor-rows-only", action="store_true",
-                        help="only the env, actor and EnvPool rows (no replay, learner or weights rows)")
+    parser.add_argument(
+        "--no-cpu-learner", action="store_true", help="skip the CPU learner rows (GPU runs)"
+    )
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        choices=tuple(PRESETS),
+        default=["cartpole"],
+        help="configs to measure (common/config.py PRESETS), each with its env, network and envs "
+        "per actor; the replay, learner and weights rows use the first",
+    )
+    parser.add_argument(
+        "--actor-rows-only",
+        action="store_true",
+        help="only the env, actor and EnvPool rows (no replay, learner or weights rows)",
+    )
     parser.add_argument("--env", default=None, help="replaces each preset's env")
     parser.add_argument("--envs-per-actor", type=int, default=None)
     parser.add_argument("--num-replay-shards", type=int, default=1)
-    parser.add_argument("--learner-batch-sizes", nargs="+", type=int, default=None,
-                        help="learner rows at these B (sequences per batch; default: the config's 64)")
-    parser.add_argument("--learner-compile", nargs="+", choices=("auto", "on", "off"), default=["auto"],
-                        help="learner rows with torch.compile 'auto' (on CUDA only), 'on', 'off', or several")
+    parser.add_argument(
+        "--learner-batch-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="learner rows at these B (sequences per batch; default: the config's 64)",
+    )
+    parser.add_argument(
+        "--learner-compile",
+        nargs="+",
+        choices=("auto", "on", "off"),
+        default=["auto"],
+        help="learner rows with torch.compile 'auto' (on CUDA only), 'on', 'off', or several",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -408,10 +548,18 @@ def main() -> int:
     cpus = os.cpu_count() or 1
     table, begin = Table(), time.perf_counter()
     load_before = os.getloadavg()[0]
-    runs = []                                   # (label, cfg, info, bare) per preset
+    runs = []  # (label, cfg, info, bare) per preset
     for preset in args.presets:
-        cfg = Config(**{**PRESETS[preset], "preset": preset, "replay_ratio": 0.0,
-                        "num_replay_shards": args.num_replay_shards, "num_cpus": cpus, "dashboard": False})
+        cfg = Config(
+            **{
+                **PRESETS[preset],
+                "preset": preset,
+                "replay_ratio": 0.0,
+                "num_replay_shards": args.num_replay_shards,
+                "num_cpus": cpus,
+                "dashboard": False,
+            }
+        )
         if args.env:
             cfg.env = args.env
         if args.envs_per_actor:
@@ -420,8 +568,11 @@ def main() -> int:
         info = envs_lib.describe(cfg.env)
         spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
         label = f"[{preset}] " if len(args.presets) > 1 else ""
-        print(f"throughput: {label}{cfg.env}, {cfg.envs_per_actor} envs per actor, {seconds:g} s per measurement, "
-              f"{cpus} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"throughput: {label}{cfg.env}, {cfg.envs_per_actor} envs per actor, {seconds:g} s per measurement, "
+            f"{cpus} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         bare = bare_env(cfg, info, seconds, table, label)
         payloads = actor_in_process(cfg, info, spec, seconds, bare, table, label)
         if envs_lib.is_atari(cfg.env) and importlib.util.find_spec("envpool"):
@@ -440,30 +591,42 @@ def main() -> int:
         publish_in_process(cfg, info, 50 if args.quick else 200, table)
     if not args.no_ray:
         import ray
+
         t = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         print(f"  (ray.init {time.perf_counter() - t:.1f} s)", flush=True)
         try:
             for label, cfg, info, bare in runs:
-                actors_on_ray(cfg, info, sorted(set(args.actors)), seconds, bare, cpus, table, label)
+                actors_on_ray(
+                    cfg, info, sorted(set(args.actors)), seconds, bare, cpus, table, label
+                )
             if not args.actor_rows_only:
                 publish_on_ray(runs[0][1], runs[0][2], 20 if args.quick else 100, table)
         finally:
             ray.shutdown()
     table.print()
     total, load_after = time.perf_counter() - begin, os.getloadavg()[0]
-    print(f"\n{total:.0f} s in all on {cpus} CPUs ({platform.processor() or platform.machine()}); "
-          f"load average {load_before:.1f} before, {load_after:.1f} after")
+    print(
+        f"\n{total:.0f} s in all on {cpus} CPUs ({platform.processor() or platform.machine()}); "
+        f"load average {load_before:.1f} before, {load_after:.1f} after"
+    )
     if max(load_before, load_after) > cpus:
-        print(f"warning: the machine was busy (load average above its {cpus} CPUs): other processes shared "
-              "the cores, so these rates are low and noisy; run again on an idle machine")
+        print(
+            f"warning: the machine was busy (load average above its {cpus} CPUs): other processes shared "
+            "the cores, so these rates are low and noisy; run again on an idle machine"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(),
-               "seconds_per_measurement": seconds,
-               "load_average": [round(load_before, 2), round(load_after, 2)],
-               "configs": {cfg.preset: dataclasses.asdict(cfg) for _, cfg, _, _ in runs}, "rows": table.rows,
-               "total_s": round(total, 1)}
+        doc = {
+            "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(sys.argv),
+            "machine": machine(),
+            "seconds_per_measurement": seconds,
+            "load_average": [round(load_before, 2), round(load_after, 2)],
+            "configs": {cfg.preset: dataclasses.asdict(cfg) for _, cfg, _, _ in runs},
+            "rows": table.rows,
+            "total_s": round(total, 1),
+        }
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

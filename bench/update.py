@@ -12,6 +12,7 @@ updates after a warm-up), the stage split of one update (target pass, loss forwa
 forward + backward) and the aten calls per update from torch.profiler. The batch is random
 but shaped as replay's (the preset's batch size and sequence length, a few episode ends).
 """
+
 import argparse
 import json
 import os
@@ -31,6 +32,7 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
     sys.path.insert(0, code)
     import numpy as np
     import torch
+
     from common import envs as envs_lib
     from common.batch import to_time_major
     from common.config import PRESETS, Config, validate
@@ -38,8 +40,16 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
     from learner.learner import Learner, random_start_mask
 
     torch.set_num_threads(1)
-    cfg = validate(Config(**{**PRESETS[preset], "compile": "auto" if mode == "compiled" else "off",
-                             "device": "cpu", "torch_threads": 1}))
+    cfg = validate(
+        Config(
+            **{
+                **PRESETS[preset],
+                "compile": "auto" if mode == "compiled" else "off",
+                "device": "cpu",
+                "torch_threads": 1,
+            }
+        )
+    )
 
     class NoPublisher:
         def publish(self, version, network):
@@ -49,9 +59,12 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
     if mode == "compiled":
         deadline = time.monotonic() + 60
         while learner.cached_loss is not None and time.monotonic() < deadline:
-            learner.update(batch_of(cfg, envs_lib.describe(cfg.env), np, to_time_major))   # swaps it in when loaded
+            # swaps it in when loaded
+            learner.update(batch_of(cfg, envs_lib.describe(cfg.env), np, to_time_major))
         if not learner.compiled:
-            raise SystemExit(f"{code}: the compiled loss was not in the cache (--cache) or did not load")
+            raise SystemExit(
+                f"{code}: the compiled loss was not in the cache (--cache) or did not load"
+            )
     batch = batch_of(cfg, envs_lib.describe(cfg.env), np, to_time_major)
     for _ in range(20):
         learner.update(batch)
@@ -66,17 +79,33 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
 
     row = {"update_ms": median_ms(lambda: learner.update(batch), updates)}
     if mode == "eager":
-        args = (learner.online, learner.target,
-                dict(batch, start_mask=random_start_mask(batch["mask"], cfg.starts_per_sequence, learner.generator))
-                if cfg.starts_per_sequence else batch, learner.loss_state, learner.params)
+        args = (
+            learner.online,
+            learner.target,
+            dict(
+                batch,
+                start_mask=random_start_mask(
+                    batch["mask"], cfg.starts_per_sequence, learner.generator
+                ),
+            )
+            if cfg.starts_per_sequence
+            else batch,
+            learner.loss_state,
+            learner.params,
+        )
 
         def forward_backward():
             learner.online.zero_grad()
             muesli_loss_tensors(*args)[0].backward()
+
         n = max(updates // 2, 10)
-        row.update(target_ms=median_ms(lambda: target_quantities(learner.target, args[2], args[3], args[4]), n),
-                   loss_forward_ms=median_ms(lambda: muesli_loss_tensors(*args), n),
-                   forward_backward_ms=median_ms(forward_backward, n))
+        row.update(
+            target_ms=median_ms(
+                lambda: target_quantities(learner.target, args[2], args[3], args[4]), n
+            ),
+            loss_forward_ms=median_ms(lambda: muesli_loss_tensors(*args), n),
+            forward_backward_ms=median_ms(forward_backward, n),
+        )
     with torch.profiler.profile() as prof:
         for _ in range(5):
             learner.update(batch)
@@ -90,17 +119,28 @@ def batch_of(cfg, info, np, to_time_major) -> dict:
     rng = np.random.default_rng(0)
     B, T, A = cfg.batch_size, cfg.sequence_length, info.num_actions
     shape = (B, T + 1, *info.obs_shape)
-    obs = ((rng.random(shape) < 0.1) * 255).astype(np.uint8) if info.obs_dtype == "uint8" \
+    obs = (
+        ((rng.random(shape) < 0.1) * 255).astype(np.uint8)
+        if info.obs_dtype == "uint8"
         else rng.standard_normal(shape).astype(np.float32)
+    )
     behaviour = rng.random((B, T, A)).astype(np.float32)
     behaviour /= behaviour.sum(-1, keepdims=True)
     mask, terminal = np.ones((B, T), bool), np.zeros((B, T), bool)
     ends = rng.integers(1, T, B // 8)
     for b, end in enumerate(ends):
-        mask[b, end + 1:] = False
+        mask[b, end + 1 :] = False
         terminal[b, end] = b % 2 == 0
-    return to_time_major(dict(obs=obs, action=rng.integers(0, A, (B, T)), reward=rng.random((B, T)).astype(np.float32),
-                              behaviour=behaviour, mask=mask, terminal=terminal))
+    return to_time_major(
+        dict(
+            obs=obs,
+            action=rng.integers(0, A, (B, T)),
+            reward=rng.random((B, T)).astype(np.float32),
+            behaviour=behaviour,
+            mask=mask,
+            terminal=terminal,
+        )
+    )
 
 
 def build(code: str, preset: str) -> None:
@@ -115,24 +155,38 @@ def build(code: str, preset: str) -> None:
         def publish(self, version, network):
             pass
 
-    cfg = validate(Config(**{**PRESETS[preset], "compile": "off", "device": "cpu", "torch_threads": 1}))
+    cfg = validate(
+        Config(**{**PRESETS[preset], "compile": "off", "device": "cpu", "torch_threads": 1})
+    )
     folder = Learner(cfg, None, NoPublisher()).compiled_folder()
     if not (folder / "loss.bin").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        compiled.build(to_dict(cfg), folder.parent / f".staging-{folder.name}-{os.getpid()}", folder)
+        compiled.build(
+            to_dict(cfg), folder.parent / f".staging-{folder.name}-{os.getpid()}", folder
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--code", nargs="+", default=["new=."], help="NAME=FOLDER checkouts to compare")
+    parser.add_argument(
+        "--code", nargs="+", default=["new=."], help="NAME=FOLDER checkouts to compare"
+    )
     parser.add_argument("--presets", nargs="+", default=["cartpole"])
-    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"]
+    )
     parser.add_argument("--repeats", type=int, default=3, help="processes per (code, preset, mode)")
     parser.add_argument("--updates", type=int, default=200, help="timed updates per process")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/muesli-ray-bench-cache"),
-                        help="compiled-loss cache of the compiled rows (MUESLI_RAY_CACHE)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/muesli-ray-bench-cache"),
+        help="compiled-loss cache of the compiled rows (MUESLI_RAY_CACHE)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
-    parser.add_argument("--worker", nargs=4, metavar=("CODE", "PRESET", "MODE", "UPDATES"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=4, metavar=("CODE", "PRESET", "MODE", "UPDATES"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--build", nargs=2, metavar=("CODE", "PRESET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
@@ -144,37 +198,76 @@ def main() -> int:
         return 0
     codes = dict(item.split("=", 1) for item in args.code)
     env = dict(os.environ, MUESLI_RAY_CACHE=str(args.cache), OMP_NUM_THREADS="1")
-    plan = [(name, preset, mode) for preset in args.presets for mode in args.modes for name in codes
-            if mode == "eager" or (Path(codes[name]) / "learner" / "compiled.py").exists()]
+    plan = [
+        (name, preset, mode)
+        for preset in args.presets
+        for mode in args.modes
+        for name in codes
+        if mode == "eager" or (Path(codes[name]) / "learner" / "compiled.py").exists()
+    ]
     for name, preset, mode in plan:
         if mode == "compiled":
-            subprocess.run([sys.executable, __file__, "--build", str(Path(codes[name]).resolve()), preset],
-                           env=env, check=True)
+            subprocess.run(
+                [sys.executable, __file__, "--build", str(Path(codes[name]).resolve()), preset],
+                env=env,
+                check=True,
+            )
     results = {key: [] for key in plan}
     for repeat in range(args.repeats):
         for key in plan:
             name, preset, mode = key
-            out = subprocess.run([sys.executable, __file__, "--worker", str(Path(codes[name]).resolve()), preset, mode,
-                                  str(args.updates)], env=env, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    str(Path(codes[name]).resolve()),
+                    preset,
+                    mode,
+                    str(args.updates),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             results[key].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"  repeat {repeat + 1}/{args.repeats} {name:<6} {preset:<18} {mode:<9} "
-                  f"{results[key][-1]['update_ms']:7.2f} ms  (load {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"  repeat {repeat + 1}/{args.repeats} {name:<6} {preset:<18} {mode:<9} "
+                f"{results[key][-1]['update_ms']:7.2f} ms  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     rows = []
     for (name, preset, mode), runs in results.items():
         row = {"code": name, "folder": codes[name], "preset": preset, "mode": mode, "runs": runs}
         for field in runs[0]:
             row[field] = statistics.median(r[field] for r in runs)
         rows.append(row)
-    print(f"\n{'code':<6} {'preset':<18} {'mode':<9} {'ms/update':>10} {'updates/s':>10} {'target':>7} "
-          f"{'fwd':>6} {'fwd+bwd':>8} {'aten calls':>11}")
+    print(
+        f"\n{'code':<6} {'preset':<18} {'mode':<9} {'ms/update':>10} {'updates/s':>10} {'target':>7} "
+        f"{'fwd':>6} {'fwd+bwd':>8} {'aten calls':>11}"
+    )
     for row in rows:
-        stages = "".join(f" {row[k]:>{w}.2f}" if k in row else " " * (w + 1)
-                         for k, w in (("target_ms", 7), ("loss_forward_ms", 6), ("forward_backward_ms", 8)))
-        print(f"{row['code']:<6} {row['preset']:<18} {row['mode']:<9} {row['update_ms']:>10.2f} "
-              f"{1e3 / row['update_ms']:>10.1f}{stages} {row['aten_calls']:>11,.0f}")
+        stages = "".join(
+            f" {row[k]:>{w}.2f}" if k in row else " " * (w + 1)
+            for k, w in (("target_ms", 7), ("loss_forward_ms", 6), ("forward_backward_ms", 8))
+        )
+        print(
+            f"{row['code']:<6} {row['preset']:<18} {row['mode']:<9} {row['update_ms']:>10.2f} "
+            f"{1e3 / row['update_ms']:>10.1f}{stages} {row['aten_calls']:>11,.0f}"
+        )
     if args.out:
-        args.out.write_text(json.dumps({"machine": describe(("torch", "numpy")), "argv": sys.argv[1:],
-                                        "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "machine": describe(("torch", "numpy")),
+                    "argv": sys.argv[1:],
+                    "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
         print(f"-> {args.out}")
     return 0
 

@@ -5,13 +5,12 @@ Shape legend: B sequences, T steps, O observation shape. Kept apart from common/
 so that replay shards and the weight store never import torch (a second or two of start-up
 per process on a small machine).
 """
-from typing import Dict
 
 import numpy as np
 import torch
 
 
-def to_time_major(arrays: Dict[str, np.ndarray], device="cpu") -> Dict[str, torch.Tensor]:
+def to_time_major(arrays: dict[str, np.ndarray], device="cpu") -> dict[str, torch.Tensor]:
     """Batch-major numpy batch [B, T, ...] -> time-major torch tensors [T, B, ...] for the loss."""
     non_blocking = torch.device(device).type == "cuda"
 

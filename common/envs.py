@@ -24,12 +24,12 @@ structured observations are refused. Actions: Discrete only (a nonzero `start` i
 so the agent always picks 0..n-1); continuous Box, MultiDiscrete, MultiBinary, Dict and
 Tuple actions are refused. Refusals are EnvError with one line naming the space.
 """
+
 import importlib
 import importlib.util
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -46,7 +46,8 @@ ATARI_FRAME_SKIP = 4
 ATARI_SCREEN_SIZE = 84
 ATARI_FRAME_STACK = 4
 ATARI_NOOP_MAX = 30
-ATARI_NATIVE_FPS = 60       # the console's frame rate: one agent step shows every ATARI_FRAME_SKIP-th frame
+# the console's frame rate: one agent step shows every ATARI_FRAME_SKIP-th frame
+ATARI_NATIVE_FPS = 60
 
 
 class EnvError(ValueError):
@@ -56,14 +57,16 @@ class EnvError(ValueError):
 @dataclass(frozen=True)
 class EnvInfo:
     obs_shape: tuple
-    obs_dtype: str          # 'float32' or 'uint8'
+    obs_dtype: str  # 'float32' or 'uint8'
     num_actions: int
-    solve_return: Optional[float]
+    solve_return: float | None
 
 
 def derive_seed(run_seed: int, role: str, index: int = 0) -> int:
     """Independent 31-bit seed for (run seed, role, index), e.g. actor 3 or the evaluator."""
-    return int(np.random.SeedSequence([run_seed, ROLE_IDS[role], index]).generate_state(1)[0] & 0x7FFFFFFF)
+    return int(
+        np.random.SeedSequence([run_seed, ROLE_IDS[role], index]).generate_state(1)[0] & 0x7FFFFFFF
+    )
 
 
 def _one_line(text) -> str:
@@ -89,8 +92,10 @@ def _register_packages(env_id: str) -> None:
             loaded = importlib.import_module(module)
         except ImportError:
             if namespace == prefix:
-                raise EnvError(f"--env={env_id!r} needs the package {pip_name!r}, which is not installed: "
-                               f"pip install -r requirements-envs.txt") from None
+                raise EnvError(
+                    f"--env={env_id!r} needs the package {pip_name!r}, which is not installed: "
+                    f"pip install -r requirements-envs.txt"
+                ) from None
             continue
         if prefix == "ALE":
             gym.register_envs(loaded)
@@ -108,14 +113,16 @@ def registered_id(env_id: str) -> str:
     module, name = env_id.split(":", 1)
     try:
         importlib.import_module(module)
-    except Exception as exc:        # the user's module: any error in it is a bad --env
-        raise EnvError(f"--env={env_id!r}: module {module!r} cannot be imported ({type(exc).__name__}: "
-                       f"{_one_line(exc)}); allowed: module:EnvId with a module importable from the working "
-                       "directory or the Python path that registers EnvId") from None
+    except Exception as exc:  # the user's module: any error in it is a bad --env
+        raise EnvError(
+            f"--env={env_id!r}: module {module!r} cannot be imported ({type(exc).__name__}: "
+            f"{_one_line(exc)}); allowed: module:EnvId with a module importable from the working "
+            "directory or the Python path that registers EnvId"
+        ) from None
     return name
 
 
-def local_module_path(env_id: str) -> Optional[Path]:
+def local_module_path(env_id: str) -> Path | None:
     """The file or folder of the top-level package of a 'module:EnvId' module, the part a
     cluster run ships to every node; None for a plain id or an installed module (stdlib or
     site-packages, which every node installs from the requirements)."""
@@ -124,8 +131,13 @@ def local_module_path(env_id: str) -> Optional[Path]:
     spec = importlib.util.find_spec(env_id.split(":", 1)[0].split(".")[0])
     if spec is None:
         return None
-    path = Path(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin).resolve()
-    installed = [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    path = Path(
+        spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
+    ).resolve()
+    installed = [
+        Path(sysconfig.get_paths()[key]).resolve()
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    ]
     return None if any(path.is_relative_to(root) for root in installed) else path
 
 
@@ -155,8 +167,10 @@ def _check_actions(env_id: str, env: gym.Env) -> gym.Env:
     if not isinstance(space, spaces.Discrete):
         env.close()
         kind = "continuous " if isinstance(space, spaces.Box) else ""
-        raise EnvError(f"--env={env_id!r} has {kind}action space {_space_name(space)}; allowed: Discrete "
-                       "(a finite set of actions)")
+        raise EnvError(
+            f"--env={env_id!r} has {kind}action space {_space_name(space)}; allowed: Discrete "
+            "(a finite set of actions)"
+        )
     if int(space.start) != 0:
         start = int(space.start)
         env = gym.wrappers.TransformAction(env, lambda a: a + start, spaces.Discrete(int(space.n)))
@@ -165,10 +179,11 @@ def _check_actions(env_id: str, env: gym.Env) -> gym.Env:
 
 def _as_float32(env: gym.Env) -> gym.Env:
     space = env.observation_space
-    with np.errstate(over="ignore"):        # float64 bounds beyond float32 become +-inf
+    with np.errstate(over="ignore"):  # float64 bounds beyond float32 become +-inf
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
-    return gym.wrappers.TransformObservation(env, lambda obs: np.asarray(obs, np.float32),
-                                             spaces.Box(low, high, space.shape, np.float32))
+    return gym.wrappers.TransformObservation(
+        env, lambda obs: np.asarray(obs, np.float32), spaces.Box(low, high, space.shape, np.float32)
+    )
 
 
 def _convert_observations(env_id: str, env: gym.Env) -> gym.Env:
@@ -178,12 +193,15 @@ def _convert_observations(env_id: str, env: gym.Env) -> gym.Env:
         return _as_float32(gym.wrappers.FlattenObservation(env))
     if not isinstance(space, spaces.Box):
         env.close()
-        raise EnvError(f"--env={env_id!r} has observation space {_space_name(space)}; allowed: Box (vectors or "
-                       "images), Discrete, MultiDiscrete, MultiBinary")
+        raise EnvError(
+            f"--env={env_id!r} has observation space {_space_name(space)}; allowed: Box (vectors or "
+            "images), Discrete, MultiDiscrete, MultiBinary"
+        )
     if space.dtype == np.bool_:
         uint8_space = spaces.Box(0, 255, space.shape, np.uint8)
-        env = gym.wrappers.TransformObservation(env, lambda obs: np.asarray(obs, np.uint8) * np.uint8(255),
-                                                uint8_space)
+        env = gym.wrappers.TransformObservation(
+            env, lambda obs: np.asarray(obs, np.uint8) * np.uint8(255), uint8_space
+        )
     elif space.dtype not in (np.uint8, np.float32):
         env = _as_float32(env)
     space = env.observation_space
@@ -192,7 +210,7 @@ def _convert_observations(env_id: str, env: gym.Env) -> gym.Env:
     return env
 
 
-def make_env(env_id: str, render_mode: Optional[str] = None) -> gym.Env:
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One env of `env_id` with its family's wrappers (module docstring); EnvError if unsupported.
     render_mode goes to the base env, so env.render() shows its raw screen (for Atari the
     full-colour frame, not the 84x84 grey stack the agent sees)."""
@@ -200,13 +218,20 @@ def make_env(env_id: str, render_mode: Optional[str] = None) -> gym.Env:
     if is_atari(env_id):
         env = _make(env_id, **ATARI_MAKE_KWARGS, **render)
         try:
-            env = gym.wrappers.AtariPreprocessing(env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP,
-                                                  screen_size=ATARI_SCREEN_SIZE, grayscale_obs=True,
-                                                  scale_obs=False)
+            env = gym.wrappers.AtariPreprocessing(
+                env,
+                noop_max=ATARI_NOOP_MAX,
+                frame_skip=ATARI_FRAME_SKIP,
+                screen_size=ATARI_SCREEN_SIZE,
+                grayscale_obs=True,
+                scale_obs=False,
+            )
         except gym.error.DependencyNotInstalled:
             env.close()
-            raise EnvError(f"--env={env_id!r} needs OpenCV for AtariPreprocessing, which is not installed: "
-                           "pip install -r requirements-envs.txt") from None
+            raise EnvError(
+                f"--env={env_id!r} needs OpenCV for AtariPreprocessing, which is not installed: "
+                "pip install -r requirements-envs.txt"
+            ) from None
         env = gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
     else:
         env = _make(env_id, **render)
@@ -220,7 +245,9 @@ def describe(env_id: str) -> EnvInfo:
     finally:
         env.close()
     obs_dtype = "uint8" if obs_space.dtype == np.uint8 else "float32"
-    return EnvInfo(tuple(obs_space.shape), obs_dtype, int(act_space.n), _spec(env_id).reward_threshold)
+    return EnvInfo(
+        tuple(obs_space.shape), obs_dtype, int(act_space.n), _spec(env_id).reward_threshold
+    )
 
 
 def video_fps(env_id: str, env: gym.Env) -> float:

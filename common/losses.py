@@ -34,6 +34,7 @@ Choices (LossParams; docs/fidelity.md has the paper's form of each and its measu
 lambda_reg is a loss weight, as in the paper's objective (rlax's CMPO utilities take their
 `kl_weight` as a temperature inside pi_cmpo instead; the two agree at lambda_reg = 1).
 """
+
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,17 +50,22 @@ from common.retrace import retrace, retrace_state_values
 class LossParams:
     """The loss's settings. Built by common/config.Config.loss_params(), where each setting has
     its default and its description (the loss section of Config); the names are Config's."""
+
     discount: float
-    unroll_steps: int                 # K
+    unroll_steps: int  # K
     retrace_lambda: float
-    value_target: str                 # 'retrace' or 'mc' (all traces 1: the seed's returns)
-    retrace_q: str                    # 'v': v(s) for both q terms of Retrace; 'model': the target's one-step q
-    value_head_target: str            # 'return': G_t; 'value': V_t = v_t + c_t (G_t - q_t) (common/retrace.py)
-    pg_normalizer: str                # 'own': G - v has its own running scale; 'shared': the CMPO advantages' scale
-    policy_terms_every_state: bool    # L_pg, L_reg and the k = 0 value loss on every valid state, not only the starts
-    cmpo_clip: float                  # c
-    reg_weight: float                 # lambda_reg
-    reg_samples: int                  # N; 0 = exact KL over all actions
+    value_target: str  # 'retrace' or 'mc' (all traces 1: the seed's returns)
+    # 'v': v(s) for both q terms of Retrace; 'model': the target's one-step q
+    retrace_q: str
+    # 'return': G_t; 'value': V_t = v_t + c_t (G_t - q_t) (common/retrace.py)
+    value_head_target: str
+    # 'own': G - v has its own running scale; 'shared': the CMPO advantages' scale
+    pg_normalizer: str
+    # L_pg, L_reg and the k = 0 value loss on every valid state, not only the starts
+    policy_terms_every_state: bool
+    cmpo_clip: float  # c
+    reg_weight: float  # lambda_reg
+    reg_samples: int  # N; 0 = exact KL over all actions
     value_weight: float
     reward_weight: float
     model_weight: float
@@ -67,17 +73,20 @@ class LossParams:
     adv_beta: float
     prior_behaviour_weight: float
     prior_uniform_weight: float
-    hidden_grad_scale: float          # gradient scale of the state entering g (1.0 when the learner scales
-                                      # the dynamics parameters' gradients instead)
-    max_starts: int = 0               # start states unrolled per batch, a fixed number (0 = all T*B); must be
-                                      # at least the 1s in start_mask. Fixed shapes let torch.compile build once.
-    adv_eps: float = 1e-12            # epsilon of the advantage normaliser
+    # gradient scale of the state entering g (1.0 when the learner scales
+    # the dynamics parameters' gradients instead)
+    hidden_grad_scale: float
+    # start states unrolled per batch, a fixed number (0 = all T*B); must be
+    # at least the 1s in start_mask. Fixed shapes let torch.compile build once.
+    max_starts: int = 0
+    adv_eps: float = 1e-12  # epsilon of the advantage normaliser
 
 
 class LossState(NamedTuple):
     """Running advantage scales carried between learner steps (checkpointed)."""
-    adv: cmpo.NormalizerState   # one-step model advantages q - v (CMPO)
-    pg: cmpo.NormalizerState    # return advantages G - v (policy gradient)
+
+    adv: cmpo.NormalizerState  # one-step model advantages q - v (CMPO)
+    pg: cmpo.NormalizerState  # return advantages G - v (policy gradient)
 
 
 def init_loss_state(device=None) -> LossState:
@@ -94,7 +103,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _masked_sum(x, mask) / mask.sum().clamp(min=1.0)
 
 
-PIECE_BYTES = 1 << 20     # activations of one piece of rows: half of a 2 MB per-core L2 cache
+PIECE_BYTES = 1 << 20  # activations of one piece of rows: half of a 2 MB per-core L2 cache
 
 
 def _in_pieces(fn, width: int, parts):
@@ -108,9 +117,10 @@ def _in_pieces(fn, width: int, parts):
     groups, group, rows = [], [], 0
     for part in parts:
         n = part[0].shape[0]
-        size = -(-n // -(-n // limit)) if n > limit else n          # the fewest slices of at most `limit` rows
+        # the fewest slices of at most `limit` rows
+        size = -(-n // -(-n // limit)) if n > limit else n
         for start in range(0, n, size):
-            piece = tuple(x[start:start + size] for x in part)
+            piece = tuple(x[start : start + size] for x in part)
             if group and rows + piece[0].shape[0] > limit:
                 groups.append(group)
                 group, rows = [], 0
@@ -149,12 +159,21 @@ def check_batch(batch: dict, num_actions: int) -> None:
     T, B = batch["action"].shape if batch["action"].dim() == 2 else (None, None)
     if T is None:
         raise ValueError(f"batch['action'] must be [T, B], got {tuple(batch['action'].shape)}")
-    expected = {"reward": (T, B), "mask": (T, B), "terminal": (T, B), "behaviour": (T, B, num_actions)}
+    expected = {
+        "reward": (T, B),
+        "mask": (T, B),
+        "terminal": (T, B),
+        "behaviour": (T, B, num_actions),
+    }
     for key, shape in expected.items():
         if tuple(batch[key].shape) != shape:
-            raise ValueError(f"batch[{key!r}] must have shape {shape}, got {tuple(batch[key].shape)}")
+            raise ValueError(
+                f"batch[{key!r}] must have shape {shape}, got {tuple(batch[key].shape)}"
+            )
     if tuple(batch["obs"].shape[:2]) != (T + 1, B):
-        raise ValueError(f"batch['obs'] must be [T+1={T + 1}, B={B}, ...], got {tuple(batch['obs'].shape)}")
+        raise ValueError(
+            f"batch['obs'] must be [T+1={T + 1}, B={B}, ...], got {tuple(batch['obs'].shape)}"
+        )
 
 
 @torch.no_grad()
@@ -170,27 +189,31 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
     A = batch["behaviour"].shape[-1]
     flat_obs = obs.reshape((T + 1) * B, *obs.shape[2:])
     n = (T + 1) * B
-    hidden = target.represent(flat_obs)                                      # [n, H]
+    hidden = target.represent(flat_obs)  # [n, H]
     # One-step lookahead for every action in one batched call: q = r_hat + gamma v(g(h, a)).
     actions_a = torch.arange(A, device=obs.device).repeat(n)
     width = target.spec.width
-    next_hidden, reward_logits = _in_pieces(target.dynamics, width, [(hidden.repeat_interleave(A, 0), actions_a)])
+    next_hidden, reward_logits = _in_pieces(
+        target.dynamics, width, [(hidden.repeat_interleave(A, 0), actions_a)]
+    )
     # f once over s_j and every g(s_j, a), and one decoding of all value and reward heads.
     logits, value_logits = _in_pieces(target.predict, width, [(hidden,), (next_hidden,)])
-    scalars = target.to_scalar(torch.cat([value_logits, reward_logits]))    # [n + n A + n A]
+    scalars = target.to_scalar(torch.cat([value_logits, reward_logits]))  # [n + n A + n A]
     value = scalars[:n].reshape(T + 1, B)
-    next_value, reward_hat = scalars[n:n + n * A], scalars[n + n * A:]
+    next_value, reward_hat = scalars[n : n + n * A], scalars[n + n * A :]
     q = (reward_hat + p.discount * next_value).reshape(T + 1, B, A)
 
     target_probs = torch.softmax(logits[:n], -1).reshape(T + 1, B, A)
     behaviour_ext = torch.cat([batch["behaviour"], target_probs[-1:]])
-    prior_probs = cmpo.mix_prior(target_probs, behaviour_ext, p.prior_behaviour_weight, p.prior_uniform_weight)
+    prior_probs = cmpo.mix_prior(
+        target_probs, behaviour_ext, p.prior_behaviour_weight, p.prior_uniform_weight
+    )
     prior_log_probs = torch.log(prior_probs.clamp(min=1e-12))
 
     # s_j is a real, non-terminal state for j < T where step j exists, and s_T when the
     # sequence did not end at T-1.
     last_open = mask[-1] * (1.0 - batch["terminal"][-1])
-    state_valid = torch.cat([mask, last_open[None]])                          # [T+1, B]
+    state_valid = torch.cat([mask, last_open[None]])  # [T+1, B]
 
     adv = q - value[..., None]
     adv_state = cmpo.update_normalizer(state.adv, adv, p.adv_beta, state_valid)
@@ -206,9 +229,10 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
         traces = mask
     else:
         raise ValueError(f"unknown value_target {p.value_target!r}; allowed: 'retrace', 'mc'")
-    if p.retrace_q == "model":      # the paper's Retrace: E_prior q(s, .) and q(s, a_t) from the one-step model
-        state_q = (prior_probs * q).sum(-1)                                   # [T+1, B]
-        taken_q = q[:-1].gather(-1, action[..., None])[..., 0]                # [T, B]
+    # the paper's Retrace: E_prior q(s, .) and q(s, a_t) from the one-step model
+    if p.retrace_q == "model":
+        state_q = (prior_probs * q).sum(-1)  # [T+1, B]
+        taken_q = q[:-1].gather(-1, action[..., None])[..., 0]  # [T, B]
     elif p.retrace_q == "v":
         state_q, taken_q = value, None
     else:
@@ -219,9 +243,11 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
     elif p.value_head_target == "return":
         value_targets = returns
     else:
-        raise ValueError(f"unknown value_head_target {p.value_head_target!r}; allowed: 'return', 'value'")
+        raise ValueError(
+            f"unknown value_head_target {p.value_head_target!r}; allowed: 'return', 'value'"
+        )
     pg_adv = returns - value[:-1]
-    if p.pg_normalizer == "shared":   # the paper's one scale: that of the CMPO advantages q - v
+    if p.pg_normalizer == "shared":  # the paper's one scale: that of the CMPO advantages q - v
         pg_state = state.pg
         pg_adv = cmpo.normalize(pg_adv, adv_state, p.adv_beta, p.adv_eps)
     elif p.pg_normalizer == "own":
@@ -231,8 +257,17 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
         pg_adv = cmpo.normalize(pg_adv, pg_state, p.adv_beta, p.adv_eps)
     else:
         raise ValueError(f"unknown pg_normalizer {p.pg_normalizer!r}; allowed: 'own', 'shared'")
-    out = dict(value=value, prior_log_probs=prior_log_probs, adv_norm=adv_norm, cmpo_log_probs=cmpo_log_probs,
-               returns=returns, value_targets=value_targets, pg_adv=pg_adv, state_valid=state_valid, q=q)
+    out = dict(
+        value=value,
+        prior_log_probs=prior_log_probs,
+        adv_norm=adv_norm,
+        cmpo_log_probs=cmpo_log_probs,
+        returns=returns,
+        value_targets=value_targets,
+        pg_adv=pg_adv,
+        state_valid=state_valid,
+        q=q,
+    )
     return out, LossState(adv_state, pg_state)
 
 
@@ -248,7 +283,9 @@ def metrics_to_floats(metrics: dict) -> dict:
     return dict(zip(metrics, values))
 
 
-def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams, stats: bool = True):
+def muesli_loss_tensors(
+    online, target, batch: dict, state: "LossState", p: LossParams, stats: bool = True
+):
     """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
     no data-dependent shape, so torch.compile can capture it whole. `stats=False` leaves out
     the stats/* metrics (the loss/* terms are always there).
@@ -271,12 +308,13 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
     start = (batch.get("start_mask", mask) * mask).reshape(T * B)
     subsampled = 0 < p.max_starts < T * B
     if subsampled:
-        starts = torch.topk(start, p.max_starts, sorted=False).indices        # [N]: every 1 of start, then fillers
+        # [N]: every 1 of start, then fillers
+        starts = torch.topk(start, p.max_starts, sorted=False).indices
         weight = start[starts]
     else:
         starts, weight = torch.arange(T * B, device=obs.device), start
     N = starts.shape[0]
-    index = window_index(starts, K + 1, B)                                    # [K+1, N]: s_{t+k}
+    index = window_index(starts, K + 1, B)  # [K+1, N]: s_{t+k}
 
     def windows(x):
         """[T or T+1, B, ...] -> [K+1, N, ...]: x at t+k for each chosen start t."""
@@ -288,7 +326,7 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
     every_state = p.policy_terms_every_state and (subsampled or "start_mask" in batch)
     flat_obs = obs[:T].reshape(T * B, *obs.shape[2:])
     if every_state or not subsampled:
-        hidden0 = online.represent(flat_obs)                                  # [T*B, H]
+        hidden0 = online.represent(flat_obs)  # [T*B, H]
         weight0 = mask.reshape(T * B) if every_state else weight
         hidden_starts = hidden0[starts] if subsampled else hidden0
 
@@ -296,23 +334,27 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
             """[T, B, ...] -> [T*B, ...]: every state."""
             return x.reshape(T * B, *x.shape[2:])
     else:
-        hidden0 = hidden_starts = online.represent(flat_obs[starts])          # [N, H]
+        hidden0 = hidden_starts = online.represent(flat_obs[starts])  # [N, H]
         weight0 = weight
 
         def pick0(x):
             """[T, B, ...] -> [N, ...] at the chosen start states."""
             return x.reshape(T * B, *x.shape[2:])[starts]
+
     M = hidden0.shape[0]
 
     # Unroll g from each start along a_t .. a_{t+K-1}, then f over all k = 0..K states at once.
-    hidden_k, reward_logits = online.unroll_dynamics(hidden_starts, windows(action)[:K], p.hidden_grad_scale)
-    policy_logits, value_logits = _in_pieces(online.predict, online.spec.width,
-                                             [(hidden0,)] + [(h,) for h in hidden_k])
-    log_pi_all = F.log_softmax(policy_logits, -1)                             # [M + K N, A]
+    hidden_k, reward_logits = online.unroll_dynamics(
+        hidden_starts, windows(action)[:K], p.hidden_grad_scale
+    )
+    policy_logits, value_logits = _in_pieces(
+        online.predict, online.spec.width, [(hidden0,)] + [(h,) for h in hidden_k]
+    )
+    log_pi_all = F.log_softmax(policy_logits, -1)  # [M + K N, A]
     log_pi0, log_pi = log_pi_all[:M], log_pi_all[M:].reshape(K, N, log_pi_all.shape[-1])
 
     # 1. Policy gradient with clipped importance ratio; the ratio carries the gradient.
-    a_t = pick0(action)                                                       # [M]
+    a_t = pick0(action)  # [M]
     log_pi0_a = log_pi0.gather(-1, a_t[:, None])[:, 0]
     mu_a = pick0(batch["behaviour"]).gather(-1, a_t[:, None])[:, 0].clamp(min=1e-8)
     ratio = torch.clamp(log_pi0_a.exp() / mu_a, 0.0, 1.0)
@@ -320,9 +362,11 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
 
     # 2. CMPO regulariser at k = 0.
     if p.reg_samples > 0:
-        prior = pick0(tq["prior_log_probs"][:T]).exp()                        # [M, A]
-        samples = torch.multinomial(prior, p.reg_samples, replacement=True)   # [M, N_samples]
-        adv_s = torch.clamp(pick0(tq["adv_norm"][:T]).gather(-1, samples), -p.cmpo_clip, p.cmpo_clip)
+        prior = pick0(tq["prior_log_probs"][:T]).exp()  # [M, A]
+        samples = torch.multinomial(prior, p.reg_samples, replacement=True)  # [M, N_samples]
+        adv_s = torch.clamp(
+            pick0(tq["adv_norm"][:T]).gather(-1, samples), -p.cmpo_clip, p.cmpo_clip
+        )
         reg = cmpo.sampled_cmpo_regularizer(log_pi0.gather(-1, samples), adv_s)
     else:
         reg = cmpo.exact_kl(pick0(tq["cmpo_log_probs"][:T]), log_pi0)
@@ -330,36 +374,61 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
 
     # 3. Model policy loss for k = 1..K, masked past episode ends: step t+k-1 was really taken
     # (acted) and s_{t+k} is a real state.
-    step_valid = windows(mask) * weight                                       # [K+1, N]: step t+k is real
+    # [K+1, N]: step t+k is real
+    step_valid = windows(mask) * weight
     acted = step_valid[:K]
-    loss_model = _masked_mean(cmpo.exact_kl(windows(tq["cmpo_log_probs"])[1:], log_pi),
-                              acted * windows(tq["state_valid"])[1:])
+    loss_model = _masked_mean(
+        cmpo.exact_kl(windows(tq["cmpo_log_probs"])[1:], log_pi),
+        acted * windows(tq["state_valid"])[1:],
+    )
 
     # 4-5. Value (k = 0 on the M states, k >= 1 on the starts: one mean over all of them) and
     # reward (r_{t+k-1}, k = 1..K): one cross-entropy over every head.
-    value_targets = torch.cat([pick0(tq["value_targets"]), windows(tq["value_targets"])[1:].reshape(K * N)])
+    value_targets = torch.cat(
+        [pick0(tq["value_targets"]), windows(tq["value_targets"])[1:].reshape(K * N)]
+    )
     value_weights = torch.cat([weight0, step_valid[1:].reshape(K * N)])
-    head_terms = _head_loss(torch.cat([value_logits, reward_logits.reshape(K * N, reward_logits.shape[-1])]),
-                            torch.cat([value_targets, windows(batch["reward"])[:K].reshape(K * N)]), support)
-    loss_value = _masked_mean(head_terms[:M + K * N], value_weights)
-    loss_reward = _masked_mean(head_terms[M + K * N:], acted.reshape(K * N))
+    head_terms = _head_loss(
+        torch.cat([value_logits, reward_logits.reshape(K * N, reward_logits.shape[-1])]),
+        torch.cat([value_targets, windows(batch["reward"])[:K].reshape(K * N)]),
+        support,
+    )
+    loss_value = _masked_mean(head_terms[: M + K * N], value_weights)
+    loss_reward = _masked_mean(head_terms[M + K * N :], acted.reshape(K * N))
 
-    loss = (p.pg_weight * loss_pg + p.reg_weight * loss_reg + p.value_weight * loss_value
-            + p.reward_weight * loss_reward + p.model_weight * loss_model)
-    metrics = {"loss/total": loss, "loss/pg": loss_pg, "loss/reg": loss_reg,
-               "loss/model": loss_model, "loss/value": loss_value, "loss/reward": loss_reward}
+    loss = (
+        p.pg_weight * loss_pg
+        + p.reg_weight * loss_reg
+        + p.value_weight * loss_value
+        + p.reward_weight * loss_reward
+        + p.model_weight * loss_model
+    )
+    metrics = {
+        "loss/total": loss,
+        "loss/pg": loss_pg,
+        "loss/reg": loss_reg,
+        "loss/model": loss_model,
+        "loss/value": loss_value,
+        "loss/reward": loss_reward,
+    }
     if stats:
         with torch.no_grad():
             pg_scale_state = state.adv if p.pg_normalizer == "shared" else state.pg
-            metrics.update({
-                "stats/entropy": _masked_mean(-(log_pi0.exp() * log_pi0).sum(-1), weight0),
-                "stats/is_ratio_mean": _masked_mean(ratio, weight0),
-                "stats/adv_std": torch.sqrt(state.adv.second_moment / (1 - p.adv_beta ** state.adv.count)),
-                "stats/pg_adv_std": torch.sqrt(pg_scale_state.second_moment
-                                               / (1 - p.adv_beta ** pg_scale_state.count)),
-                "stats/value_mean": _masked_mean(tq["value"][:T], mask),
-                "stats/return_mean": _masked_mean(tq["returns"], mask),
-                "stats/cmpo_prior_kl": _masked_mean(cmpo.exact_kl(tq["cmpo_log_probs"][:T],
-                                                                  tq["prior_log_probs"][:T]), mask),
-            })
+            metrics.update(
+                {
+                    "stats/entropy": _masked_mean(-(log_pi0.exp() * log_pi0).sum(-1), weight0),
+                    "stats/is_ratio_mean": _masked_mean(ratio, weight0),
+                    "stats/adv_std": torch.sqrt(
+                        state.adv.second_moment / (1 - p.adv_beta**state.adv.count)
+                    ),
+                    "stats/pg_adv_std": torch.sqrt(
+                        pg_scale_state.second_moment / (1 - p.adv_beta**pg_scale_state.count)
+                    ),
+                    "stats/value_mean": _masked_mean(tq["value"][:T], mask),
+                    "stats/return_mean": _masked_mean(tq["returns"], mask),
+                    "stats/cmpo_prior_kl": _masked_mean(
+                        cmpo.exact_kl(tq["cmpo_log_probs"][:T], tq["prior_log_probs"][:T]), mask
+                    ),
+                }
+            )
     return loss, metrics, state

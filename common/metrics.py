@@ -1,13 +1,13 @@
 """Run logging: TensorBoard scalars, a metrics.jsonl file, terminal progress and the
 learning-curve PNG. Metric names are flat and namespaced (`actor/...`, `learner/...`,
 `loss/...`, `eval/...`)."""
+
 import json
 import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Dict, Optional
 
 
 def keep_metrics_until(path: Path, env_steps: int) -> None:
@@ -30,11 +30,18 @@ def keep_metrics_until(path: Path, env_steps: int) -> None:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, config_text: str, print_every_s: float = 2.0, stream=None,
-                 resume_at: Optional[int] = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config_text: str,
+        print_every_s: float = 2.0,
+        stream=None,
+        resume_at: int | None = None,
+    ):
         """resume_at: the env steps of the checkpoint a resumed run continues from; what was
         logged past them is dropped from metrics.jsonl and purged from TensorBoard."""
         from torch.utils.tensorboard import SummaryWriter
+
         self.run_dir = Path(run_dir)
         if resume_at is not None:
             keep_metrics_until(self.run_dir / "metrics.jsonl", resume_at)
@@ -51,9 +58,9 @@ class RunLogger:
         self.env_steps = 0
         self.episodes = 0
         self.recent_returns = deque(maxlen=100)
-        self.curve = []          # (env_steps, seconds, training return)
-        self.evals = []          # (env_steps, seconds, eval mean)
-        self.latest: Dict[str, float] = {}
+        self.curve = []  # (env_steps, seconds, training return)
+        self.evals = []  # (env_steps, seconds, eval mean)
+        self.latest: dict[str, float] = {}
 
     def restore(self, env_steps: int, episodes: int, seconds: float) -> None:
         """Resume: counters and the clock continue from a checkpoint's figures."""
@@ -63,13 +70,15 @@ class RunLogger:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def scalars(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+    def scalars(self, metrics: dict[str, float], step: int | None = None) -> None:
         step = self.env_steps if step is None else step
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         for key, value in clean.items():
             self.writer.add_scalar(key, value, step)
         self.latest.update(clean)
-        self.jsonl.write(json.dumps({"env_steps": step, "time_s": round(self.elapsed(), 3), **clean}) + "\n")
+        self.jsonl.write(
+            json.dumps({"env_steps": step, "time_s": round(self.elapsed(), 3), **clean}) + "\n"
+        )
 
     def actor(self, stats: dict) -> None:
         self.env_steps += stats["env_steps"]
@@ -78,24 +87,35 @@ class RunLogger:
             self.recent_returns.append(ret)
             self.curve.append((self.env_steps, self.elapsed(), ret))
         sps = stats["env_steps"] / max(stats["seconds"], 1e-9)
-        metrics = {"actor/env_steps_per_s": sps, "actor/episodes": self.episodes,
-                   "actor/inference_s": stats["inference_s"], "actor/rate_limit_wait_s": stats["wait_s"],
-                   "actor/policy_version": stats["version"], "actor/weight_pulls": stats["pulls"]}
+        metrics = {
+            "actor/env_steps_per_s": sps,
+            "actor/episodes": self.episodes,
+            "actor/inference_s": stats["inference_s"],
+            "actor/rate_limit_wait_s": stats["wait_s"],
+            "actor/policy_version": stats["version"],
+            "actor/weight_pulls": stats["pulls"],
+        }
         if stats["returns"]:
             metrics["actor/episode_return"] = sum(stats["returns"]) / len(stats["returns"])
             metrics["actor/episode_length"] = sum(stats["lengths"]) / len(stats["lengths"])
         self.scalars(metrics)
 
-    def evaluation(self, returns, greedy: bool = True, env_steps: Optional[int] = None) -> None:
+    def evaluation(self, returns, greedy: bool = True, env_steps: int | None = None) -> None:
         """Log an evaluation of the weights as of `env_steps` (default: now)."""
         tag = "eval/greedy_return" if greedy else "eval/sampled_return"
         mean = float(sum(returns) / len(returns))
         self.scalars({tag: mean, tag + "_min": float(min(returns))}, env_steps)
         if greedy:
-            self.evals.append((self.env_steps if env_steps is None else env_steps, self.elapsed(), mean))
+            self.evals.append(
+                (self.env_steps if env_steps is None else env_steps, self.elapsed(), mean)
+            )
 
     def recent_return(self) -> float:
-        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else float("nan")
+        return (
+            sum(self.recent_returns) / len(self.recent_returns)
+            if self.recent_returns
+            else float("nan")
+        )
 
     def progress(self, force: bool = False) -> None:
         now = self.elapsed()
@@ -104,11 +124,13 @@ class RunLogger:
         self._last_print = now
         m = self.latest
         eval_text = f"{self.evals[-1][2]:7.1f}" if self.evals else "      -"
-        line = (f"[{now:7.1f}s] env {self.env_steps:>9,} ({self.env_steps / max(now, 1e-9):6.0f}/s) "
-                f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
-                f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
-                f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
-                f"| loss {m.get('loss/total', float('nan')):7.3f}")
+        line = (
+            f"[{now:7.1f}s] env {self.env_steps:>9,} ({self.env_steps / max(now, 1e-9):6.0f}/s) "
+            f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
+            f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
+            f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
+            f"| loss {m.get('loss/total', float('nan')):7.3f}"
+        )
         if self.tty and not force:
             self.stream.write("\r" + line)
         else:
@@ -119,28 +141,37 @@ class RunLogger:
     def warm_up_plot() -> None:
         """Import matplotlib as plot() does (about 0.4 s), ahead of the end of a run."""
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot  # noqa: F401
 
-    def plot(self, path: Path, title: str) -> Optional[Path]:
+    def plot(self, path: Path, title: str) -> Path | None:
         """Learning curve: training returns (and a moving average) and eval points, against env
         steps and against wall time. Returns the PNG path."""
         if not self.curve:
             return None
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import numpy as np
+
         steps, secs, rets = map(np.array, zip(*self.curve))
         window = max(1, min(50, len(rets) // 10))
         smooth = np.convolve(rets, np.ones(window) / window, mode="valid")
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, x, label in ((axes[0], steps, "env steps"), (axes[1], secs, "wall time (s)")):
             ax.plot(x, rets, ".", alpha=0.25, ms=3, label="training episode")
-            ax.plot(x[window - 1:], smooth, lw=2, label=f"training mean ({window})")
+            ax.plot(x[window - 1 :], smooth, lw=2, label=f"training mean ({window})")
             if self.evals:
                 e_steps, e_secs, e_means = map(np.array, zip(*self.evals))
-                ax.plot(e_steps if x is steps else e_secs, e_means, "o-", color="C3", label="greedy eval (mean)")
+                ax.plot(
+                    e_steps if x is steps else e_secs,
+                    e_means,
+                    "o-",
+                    color="C3",
+                    label="greedy eval (mean)",
+                )
             ax.set_xlabel(label)
             ax.set_ylabel("return")
             ax.grid(alpha=0.3)

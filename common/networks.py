@@ -12,8 +12,10 @@ uint8 up to the network) or float. The torso is an MLP over the flattened observ
 conv stack for rank-3 images; `auto_torso` picks one from the observation shape.
 The hidden state is squashed with tanh so unrolled states stay in a fixed range.
 """
+
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -51,7 +53,7 @@ def mlp(sizes: Sequence[int], activate_last: bool = False) -> nn.Sequential:
 
 
 TORSOS = ("mlp", "atari", "minatar")
-ATARI_MIN_SIZE = 36     # smallest H, W the Nature-DQN stack accepts: 36 -> 8 -> 3 -> 1
+ATARI_MIN_SIZE = 36  # smallest H, W the Nature-DQN stack accepts: 36 -> 8 -> 3 -> 1
 MINATAR_MIN_SIZE = 3
 
 
@@ -74,7 +76,7 @@ def auto_torso(obs_shape: Sequence[int]) -> str:
     return "atari" if min(image_size(obs_shape)) >= ATARI_MIN_SIZE else "minatar"
 
 
-def torso_problem(torso: str, obs_shape: Sequence[int]) -> Optional[str]:
+def torso_problem(torso: str, obs_shape: Sequence[int]) -> str | None:
     """Why `torso` cannot take observations of `obs_shape` (None when it can)."""
     if torso not in TORSOS:
         return f"unknown torso {torso!r}; allowed: {', '.join(TORSOS)}"
@@ -104,9 +106,14 @@ class ConvTorso(nn.Module):
         c = obs_shape[-1] if self.channels_last else obs_shape[0]
         if kind == "atari":
             self.net = nn.Sequential(
-                nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
-                nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+                nn.Conv2d(c, 32, 8, stride=4),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2),
+                nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
         elif kind == "minatar":
             self.net = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
         else:
@@ -121,19 +128,20 @@ class ConvTorso(nn.Module):
 @dataclass(frozen=True)
 class NetworkSpec:
     """Architecture of a MuesliNet (plain values, no config object)."""
+
     obs_shape: tuple
     num_actions: int
-    torso: str = "mlp"              # 'mlp', 'atari', 'minatar'
-    width: int = 128                # MLP width of every sub-network
-    depth: int = 2                  # hidden layers per MLP
-    hidden_size: int = 64           # model state size H
-    support_size: int = 0           # s_max of categorical value/reward heads; 0 = scalar heads
+    torso: str = "mlp"  # 'mlp', 'atari', 'minatar'
+    width: int = 128  # MLP width of every sub-network
+    depth: int = 2  # hidden layers per MLP
+    hidden_size: int = 64  # model state size H
+    support_size: int = 0  # s_max of categorical value/reward heads; 0 = scalar heads
 
 
 class UnrollOutput(NamedTuple):
-    policy_logits: torch.Tensor      # [K+1, B, A]
-    value_logits: torch.Tensor       # [K+1, B, S]
-    reward_logits: torch.Tensor      # [K, B, S]
+    policy_logits: torch.Tensor  # [K+1, B, A]
+    value_logits: torch.Tensor  # [K+1, B, S]
+    reward_logits: torch.Tensor  # [K, B, S]
 
 
 class MuesliNet(nn.Module):
@@ -167,22 +175,28 @@ class MuesliNet(nn.Module):
     def dynamics(self, hidden: torch.Tensor, action: torch.Tensor):
         """hidden [B, H], action [B] (int) -> next hidden [B, H], reward logits [B, S].
         Head outputs are float32 even under bf16 autocast, so all loss math runs in float32."""
-        x = self._dynamics_trunk(hidden, nn.functional.one_hot(action.long(), self.spec.num_actions))
+        x = self._dynamics_trunk(
+            hidden, nn.functional.one_hot(action.long(), self.spec.num_actions)
+        )
         return torch.tanh(self.dynamics_state(x)), self.dynamics_reward(x).float()
 
     def _dynamics_trunk(self, hidden: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         """The MLP of g over [hidden, one_hot(action)], before its state and reward heads."""
         return self.dynamics_net(torch.cat([hidden, one_hot.to(hidden.dtype)], -1))
 
-    def unroll_dynamics(self, hidden: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5):
+    def unroll_dynamics(
+        self, hidden: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5
+    ):
         """K steps of g from hidden [N, H] along actions [K, N]:
           hidden_k = g_state(scale_gradient(hidden_{k-1}, s), a_{k-1}),  k = 1..K
         -> hidden states [K, N, H] and reward logits [K, N, S]. The recursion needs one trunk
         call per step; the reward head runs once over all K steps."""
         K, N = actions.shape
         if K == 0:
-            return hidden.new_zeros((0, N, hidden.shape[-1])), hidden.new_zeros((0, N, self.num_bins)).float()
-        one_hots = nn.functional.one_hot(actions.long(), self.spec.num_actions)        # [K, N, A]
+            return hidden.new_zeros((0, N, hidden.shape[-1])), hidden.new_zeros(
+                (0, N, self.num_bins)
+            ).float()
+        one_hots = nn.functional.one_hot(actions.long(), self.spec.num_actions)  # [K, N, A]
         states, trunks = [], []
         for k in range(K):
             x = self._dynamics_trunk(scale_gradient(hidden, hidden_grad_scale), one_hots[k])
@@ -208,19 +222,25 @@ class MuesliNet(nn.Module):
         head is skipped: it is predict(represent(obs))[0] without the unused value)."""
         return self.policy_head(self.prediction_net(self.represent(obs))).float()
 
-    def unroll(self, obs: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5) -> UnrollOutput:
+    def unroll(
+        self, obs: torch.Tensor, actions: torch.Tensor, hidden_grad_scale: float = 0.5
+    ) -> UnrollOutput:
         """Unroll the model K steps from obs [B, *O] along actions [K, B]: h, then g K times
         (unroll_dynamics), then f once over all K + 1 hidden states.
 
         The hidden state entering each dynamics step has its gradient scaled by
         `hidden_grad_scale` (0.5 in Muesli / MuZero; 1.0 disables it)."""
         if actions.dim() != 2 or actions.shape[1] != obs.shape[0]:
-            raise ValueError(f"actions must be [K, B] with B={obs.shape[0]}, got {tuple(actions.shape)}")
+            raise ValueError(
+                f"actions must be [K, B] with B={obs.shape[0]}, got {tuple(actions.shape)}"
+            )
         hidden = self.represent(obs)
         states, reward_logits = self.unroll_dynamics(hidden, actions, hidden_grad_scale)
         K, B = actions.shape
         logits, values = self.predict(torch.cat([hidden[None], states]).reshape((K + 1) * B, -1))
-        return UnrollOutput(logits.reshape(K + 1, B, -1), values.reshape(K + 1, B, -1), reward_logits)
+        return UnrollOutput(
+            logits.reshape(K + 1, B, -1), values.reshape(K + 1, B, -1), reward_logits
+        )
 
     def dynamics_parameters(self):
         """Parameters of g (for the seed's 'scale dynamics parameter gradients' option)."""
@@ -228,5 +248,5 @@ class MuesliNet(nn.Module):
             yield from module.parameters()
 
 
-def build_network(spec: NetworkSpec, device: Optional[torch.device] = None) -> MuesliNet:
+def build_network(spec: NetworkSpec, device: torch.device | None = None) -> MuesliNet:
     return MuesliNet(spec).to(device or "cpu")

@@ -13,16 +13,15 @@ The layers are read from the network's own modules, in order, so the two paths c
 drift apart: a module type this file does not know (a conv torso, a norm layer) makes
 `policy_layers` return None and the caller keeps using torch.
 """
-from typing import List, Optional, Tuple
 
 import numpy as np
 from torch import nn
 
-Layer = Tuple[np.ndarray, np.ndarray, str]      # W^T [in, out], b [out], activation after it
+Layer = tuple[np.ndarray, np.ndarray, str]  # W^T [in, out], b [out], activation after it
 
 
-def _linear_stack(modules, last_activation: str = "") -> Optional[List[Layer]]:
-    layers: List[Layer] = []
+def _linear_stack(modules, last_activation: str = "") -> list[Layer] | None:
+    layers: list[Layer] = []
     for module in modules:
         if isinstance(module, nn.Flatten):
             continue
@@ -32,8 +31,13 @@ def _linear_stack(modules, last_activation: str = "") -> Optional[List[Layer]]:
                 return None
             layers += inner
         elif isinstance(module, nn.Linear):
-            layers.append((module.weight.detach().cpu().numpy().T.copy(),
-                           module.bias.detach().cpu().numpy().copy(), ""))
+            layers.append(
+                (
+                    module.weight.detach().cpu().numpy().T.copy(),
+                    module.bias.detach().cpu().numpy().copy(),
+                    "",
+                )
+            )
         elif isinstance(module, nn.ReLU) and layers and not layers[-1][2]:
             layers[-1] = (*layers[-1][:2], "relu")
         else:
@@ -43,23 +47,31 @@ def _linear_stack(modules, last_activation: str = "") -> Optional[List[Layer]]:
     return layers
 
 
-def policy_layers(net) -> Optional[List[Layer]]:
+def policy_layers(net) -> list[Layer] | None:
     """Copies of the weights on the path obs -> policy logits, or None when the network's
     torso is not an MLP of Linear and ReLU layers."""
     if getattr(net.spec, "torso", None) != "mlp":
         return None
-    parts = [_linear_stack(net.torso), _linear_stack([net.represent_head], "tanh"),
-             _linear_stack(net.prediction_net), _linear_stack([net.policy_head])]
+    parts = [
+        _linear_stack(net.torso),
+        _linear_stack([net.represent_head], "tanh"),
+        _linear_stack(net.prediction_net),
+        _linear_stack([net.policy_head]),
+    ]
     if any(part is None for part in parts):
         return None
     return [layer for part in parts for layer in part]
 
 
-def policy_probs(layers: List[Layer], obs: np.ndarray) -> np.ndarray:
+def policy_probs(layers: list[Layer], obs: np.ndarray) -> np.ndarray:
     """obs [B, *O] -> action probabilities [B, A] float32 (uint8 observations are scaled
     by 1/255 first, as MuesliNet.represent does)."""
     x = obs.reshape(obs.shape[0], -1)
-    x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+    x = (
+        x.astype(np.float32) / np.float32(255.0)
+        if x.dtype == np.uint8
+        else x.astype(np.float32, copy=False)
+    )
     for weight, bias, activation in layers:
         x = x @ weight
         x += bias

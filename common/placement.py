@@ -17,10 +17,11 @@ options to `ray.remote`.
   never keeps an actor from starting.
 - Weight store: no CPU reserved; Ray places it (it holds one object reference).
 """
+
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any
 
 MIN_ACTOR_CPUS = 0.1
 
@@ -32,10 +33,10 @@ class PlacementError(ValueError):
 @dataclass(frozen=True)
 class Placement:
     num_actors: int
-    learner: Dict[str, Any]     # ray.remote options
-    actor: Dict[str, Any]
-    shard: Dict[str, Any]
-    store: Dict[str, Any]
+    learner: dict[str, Any]  # ray.remote options
+    actor: dict[str, Any]
+    shard: dict[str, Any]
+    store: dict[str, Any]
 
     @property
     def learner_uses_gpu(self) -> bool:
@@ -44,7 +45,7 @@ class Placement:
 
 def _floor(x: float, digits: int = 2) -> float:
     """Ray accepts fractional resources up to 1e-4; round down so requests never exceed supply."""
-    scale = 10 ** digits
+    scale = 10**digits
     return math.floor(x * scale + 1e-9) / scale
 
 
@@ -54,11 +55,13 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
     cfg needs `num_actors` (0 = auto) and `device` ('auto', 'cpu' or 'cuda')."""
     use_gpu = free_gpus >= 1 and cfg.device in ("auto", "cuda")
     if cfg.device == "cuda" and not use_gpu:
-        raise PlacementError("--device='cuda' was asked for but the Ray cluster has no free GPU; "
-                             "allowed here: 'auto', 'cpu'")
+        raise PlacementError(
+            "--device='cuda' was asked for but the Ray cluster has no free GPU; "
+            "allowed here: 'auto', 'cpu'"
+        )
     learner_cpus = _floor(min(1.0, total_cpus / 2))
     left = max(0.0, free_cpus - learner_cpus)
-    if cfg.num_actors == 0:     # auto: one actor per free CPU
+    if cfg.num_actors == 0:  # auto: one actor per free CPU
         num_actors = max(1, int(math.floor(left + 1e-9)))
         actor_cpus = 1.0 if left >= 1 else max(MIN_ACTOR_CPUS, _floor(left))
     else:
@@ -67,7 +70,7 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
         if whole >= 1:
             per_cpu = math.ceil(num_actors / whole)
             actor_cpus = max(MIN_ACTOR_CPUS, _floor(1.0 / per_cpu, 4))
-        else:       # less than a CPU in all: one node's share, split evenly
+        else:  # less than a CPU in all: one node's share, split evenly
             actor_cpus = max(MIN_ACTOR_CPUS, _floor(left / num_actors))
     return Placement(
         num_actors=num_actors,
@@ -81,8 +84,13 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
 def inside(plan: Placement, strategy) -> Placement:
     """The same requests, every component scheduled by `strategy` (a Ray Tune trial's placement group)."""
     options = lambda o: {**o, "scheduling_strategy": strategy}  # noqa: E731
-    return dataclasses.replace(plan, learner=options(plan.learner), actor=options(plan.actor),
-                               shard=options(plan.shard), store=options(plan.store))
+    return dataclasses.replace(
+        plan,
+        learner=options(plan.learner),
+        actor=options(plan.actor),
+        shard=options(plan.shard),
+        store=options(plan.store),
+    )
 
 
 def in_process_actors(cfg) -> int:

@@ -4,12 +4,12 @@ launch.py runs them after the config is validated and before Ray starts or anyth
 written, so bad input costs seconds and leaves nothing behind. Each raises ConfigError
 (or CheckpointError) with one line naming the flag, the value and what is allowed.
 """
+
 import os
 import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ from common.vector_env import VectorEnv
 from learner import checkpoint
 from learner.learner import check_same_shapes
 
-ADDRESS_PROBE_S = 2.0           # a Ray head's GCS port answers a TCP connect at once
-REPLAY_MEMORY_SHARE = 0.8       # replay may take this share of the memory available; the rest is the run's
+ADDRESS_PROBE_S = 2.0  # a Ray head's GCS port answers a TCP connect at once
+# replay may take this share of the memory available; the rest is the run's
+REPLAY_MEMORY_SHARE = 0.8
 
 
 def check_run_root(cfg: Config) -> None:
@@ -33,39 +34,54 @@ def check_run_root(cfg: Config) -> None:
     if cfg.resume:
         return
     target = Path(cfg.run_root) / cfg.run_name if cfg.run_name else None
-    if target is not None and (target.is_symlink() or target.exists() and not (target.is_dir() and
-                                                                                 not any(target.iterdir()))):
+    if target is not None and (
+        target.is_symlink()
+        or target.exists()
+        and not (target.is_dir() and not any(target.iterdir()))
+    ):
         if target.is_dir() and not checkpoint.list_checkpoints(target / "checkpoints"):
-            raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists and holds no "
-                              f"checkpoint to resume from; allowed: a new name, or delete {target} (if no run "
-                              "is using it) and start again")
-        raise ConfigError(f"--run-name={cfg.run_name!r} is invalid: {target} already exists and is not an empty "
-                          f"folder; allowed: a new name, or --resume {target} to continue that run")
+            raise ConfigError(
+                f"--run-name={cfg.run_name!r} is invalid: {target} already exists and holds no "
+                f"checkpoint to resume from; allowed: a new name, or delete {target} (if no run "
+                "is using it) and start again"
+            )
+        raise ConfigError(
+            f"--run-name={cfg.run_name!r} is invalid: {target} already exists and is not an empty "
+            f"folder; allowed: a new name, or --resume {target} to continue that run"
+        )
     root = Path(cfg.run_root)
     existing = next(p for p in (root, *root.absolute().parents) if p.exists())
     if not existing.is_dir():
-        raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: {existing} is a file; allowed: a folder "
-                          "(existing or creatable)")
-    try:        # os.access says yes to root on a read-only folder: try it, leaving nothing behind
+        raise ConfigError(
+            f"--run-root={cfg.run_root!r} is invalid: {existing} is a file; allowed: a folder "
+            "(existing or creatable)"
+        )
+    try:  # os.access says yes to root on a read-only folder: try it, leaving nothing behind
         os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
     except OSError as exc:
-        raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create folders in {existing} "
-                          f"({exc.strerror or type(exc).__name__}); allowed: a folder this user can write to") from None
+        raise ConfigError(
+            f"--run-root={cfg.run_root!r} is invalid: cannot create folders in {existing} "
+            f"({exc.strerror or type(exc).__name__}); allowed: a folder this user can write to"
+        ) from None
 
 
 def check_device(cfg: Config) -> None:
     """--device cuda needs a CUDA device here; a cluster's GPUs are checked after joining it
     (common/placement.py)."""
     if cfg.device == "cuda" and cfg.address is None and not torch.cuda.is_available():
-        raise ConfigError("--device='cuda' is invalid: torch sees no CUDA device on this machine; "
-                          "allowed here: auto, cpu")
+        raise ConfigError(
+            "--device='cuda' is invalid: torch sees no CUDA device on this machine; "
+            "allowed here: auto, cpu"
+        )
 
 
 def replay_bytes(cfg: Config, info: EnvInfo) -> int:
     """Bytes the replay shards allocate: replay_capacity sequences of the layout in
     common/sequence.py (obs [T+1, *O] plus per-step action, reward, behaviour, flags, version)."""
     spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
-    per_sequence = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in spec.fields().values())
+    per_sequence = sum(
+        np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in spec.fields().values()
+    )
     return cfg.replay_capacity * per_sequence
 
 
@@ -84,10 +100,12 @@ def available_memory() -> int:
 def check_replay_memory(cfg: Config, info: EnvInfo, available: int, where: str) -> None:
     need = replay_bytes(cfg, info)
     if need > REPLAY_MEMORY_SHARE * available:
-        raise ConfigError(f"--replay-capacity={cfg.replay_capacity} is invalid: its {cfg.replay_capacity:,} "
-                          f"sequences of {need / cfg.replay_capacity:,.0f} bytes need {need / 2**30:,.1f} GiB; "
-                          f"allowed: at most {REPLAY_MEMORY_SHARE:.0%} of the {available / 2**30:,.1f} GiB "
-                          f"available on {where}")
+        raise ConfigError(
+            f"--replay-capacity={cfg.replay_capacity} is invalid: its {cfg.replay_capacity:,} "
+            f"sequences of {need / cfg.replay_capacity:,.0f} bytes need {need / 2**30:,.1f} GiB; "
+            f"allowed: at most {REPLAY_MEMORY_SHARE:.0%} of the {available / 2**30:,.1f} GiB "
+            f"available on {where}"
+        )
 
 
 def probe_address(address: str, timeout_s: float = ADDRESS_PROBE_S) -> None:
@@ -98,32 +116,42 @@ def probe_address(address: str, timeout_s: float = ADDRESS_PROBE_S) -> None:
     host, _, port = address.split("://")[-1].rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--address={address!r} is invalid: allowed: 'auto' or HOST:PORT of a Ray head "
-                          "(its GCS port, 6379 by default)")
+        raise ConfigError(
+            f"--address={address!r} is invalid: allowed: 'auto' or HOST:PORT of a Ray head "
+            "(its GCS port, 6379 by default)"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
-        raise ConfigError(f"--address={address!r} is invalid: nothing accepts connections at {host}:{port} "
-                          f"within {timeout_s:g} s ({reason}); allowed: 'auto' or HOST:PORT of a running Ray "
-                          "head (its GCS port, 6379 by default)") from None
+        reason = (
+            type(exc).__name__
+            if isinstance(exc, TimeoutError)
+            else exc.strerror or type(exc).__name__
+        )
+        raise ConfigError(
+            f"--address={address!r} is invalid: nothing accepts connections at {host}:{port} "
+            f"within {timeout_s:g} s ({reason}); allowed: 'auto' or HOST:PORT of a running Ray "
+            "head (its GCS port, 6379 by default)"
+        ) from None
 
 
 @dataclass
 class ResumePoint:
     """The checkpoint a --resume run continues from, read and checked before anything starts."""
+
     path: Path
-    data: bytes                 # Learner.checkpoint_bytes()
-    run_state: dict             # the driver's counters stored with it (env_steps, episodes, seconds, ...)
-    newer: List[Path] = field(default_factory=list)     # unreadable checkpoints of later steps
-    errors: List[str] = field(default_factory=list)     # one line for each
+    data: bytes  # Learner.checkpoint_bytes()
+    # the driver's counters stored with it (env_steps, episodes, seconds, ...)
+    run_state: dict
+    newer: list[Path] = field(default_factory=list)  # unreadable checkpoints of later steps
+    errors: list[str] = field(default_factory=list)  # one line for each
 
     @property
     def env_steps(self) -> int:
         return int(self.run_state.get("env_steps", 0))
 
 
-def check_resume(cfg: Config, info: EnvInfo) -> Optional[ResumePoint]:
+def check_resume(cfg: Config, info: EnvInfo) -> ResumePoint | None:
     """For --resume: the newest readable checkpoint, which must fit the network these flags
     build (a --width changed on resume is refused here, before config.json is rewritten)."""
     if not cfg.resume:
@@ -131,24 +159,30 @@ def check_resume(cfg: Config, info: EnvInfo) -> Optional[ResumePoint]:
     folder = Path(cfg.resume) / "checkpoints"
     path, data, errors = checkpoint.load_newest(folder)
     if data is None:
-        raise checkpoint.CheckpointError(f"--resume={cfg.resume!r}: no readable checkpoint in {folder}; allowed: a run "
-                                         f"folder with one, or delete {cfg.resume} (if no run is using it) and "
-                                         "start that run again")
+        raise checkpoint.CheckpointError(
+            f"--resume={cfg.resume!r}: no readable checkpoint in {folder}; allowed: a run "
+            f"folder with one, or delete {cfg.resume} (if no run is using it) and "
+            "start that run again"
+        )
     state = checkpoint.contents(data)
     net = build_network(cfg.network_spec(info))
     try:
         check_same_shapes(net.state_dict(), state["online"], "online")
     except ValueError as exc:
         raise ConfigError(f"--resume={cfg.resume!r} with these flags is invalid: {exc}") from None
-    newer = [p for p in checkpoint.list_checkpoints(folder) if checkpoint.step_of(p) > checkpoint.step_of(path)]
+    newer = [
+        p
+        for p in checkpoint.list_checkpoints(folder)
+        if checkpoint.step_of(p) > checkpoint.step_of(path)
+    ]
     return ResumePoint(path, data, dict(state.get("run", {})), newer, errors)
 
 
-def check(cfg: Config, info: EnvInfo) -> Optional[ResumePoint]:
+def check(cfg: Config, info: EnvInfo) -> ResumePoint | None:
     """Every start-up check that needs neither Ray nor a run directory; the resume point if any."""
     check_run_root(cfg)
     check_device(cfg)
-    if cfg.address is None:     # replay lives on this machine (in-process or a local Ray)
+    if cfg.address is None:  # replay lives on this machine (in-process or a local Ray)
         check_replay_memory(cfg, info, available_memory(), "this machine")
     else:
         probe_address(cfg.address)

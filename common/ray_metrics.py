@@ -11,40 +11,90 @@ ray is never imported.
 
 Names are checked against SPECS in both cases, so a typo fails in the Ray-free tests.
 """
+
 import sys
-from typing import Dict, Optional, Tuple
 
 SECONDS = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
 
 # (component, name) -> (kind, description, histogram boundaries or None, extra tag keys)
-SPECS: Dict[Tuple[str, str], Tuple[str, str, Optional[list], Tuple[str, ...]]] = {
+SPECS: dict[tuple[str, str], tuple[str, str, list | None, tuple[str, ...]]] = {
     ("actor", "env_steps"): ("counter", "Env steps taken, summed over the actor's envs", None, ()),
     ("actor", "episodes"): ("counter", "Episodes finished", None, ()),
-    ("actor", "episode_return"): ("gauge", "Mean return of episodes finished in the last collect call", None, ()),
-    ("actor", "env_steps_per_s"): ("gauge", "Env steps per second over the last collect call", None, ()),
-    ("actor", "inference_ms"): ("gauge", "Mean time of one batched policy forward pass (ms)", None, ()),
-    ("actor", "rate_limit_wait_s"): ("counter", "Seconds spent waiting for the learner (rate limit)", None, ()),
-    ("actor", "env_errors"): ("counter", "Exceptions raised by the actor's envs (each cost that env's episode)", None, ()),
+    ("actor", "episode_return"): (
+        "gauge",
+        "Mean return of episodes finished in the last collect call",
+        None,
+        (),
+    ),
+    ("actor", "env_steps_per_s"): (
+        "gauge",
+        "Env steps per second over the last collect call",
+        None,
+        (),
+    ),
+    ("actor", "inference_ms"): (
+        "gauge",
+        "Mean time of one batched policy forward pass (ms)",
+        None,
+        (),
+    ),
+    ("actor", "rate_limit_wait_s"): (
+        "counter",
+        "Seconds spent waiting for the learner (rate limit)",
+        None,
+        (),
+    ),
+    ("actor", "env_errors"): (
+        "counter",
+        "Exceptions raised by the actor's envs (each cost that env's episode)",
+        None,
+        (),
+    ),
     ("actor", "weight_pulls"): ("counter", "Weight versions fetched from the store", None, ()),
-    ("actor", "policy_version"): ("gauge", "Learner step of the weights the actor acts with", None, ()),
+    ("actor", "policy_version"): (
+        "gauge",
+        "Learner step of the weights the actor acts with",
+        None,
+        (),
+    ),
     ("replay", "inserts"): ("counter", "Sequences accepted", None, ()),
     ("replay", "rejected"): ("counter", "Payloads rejected by validation", None, ()),
     ("replay", "evictions"): ("counter", "Stored sequences overwritten (FIFO)", None, ()),
     ("replay", "samples"): ("counter", "Sequences served to the learner", None, ()),
     ("replay", "size"): ("gauge", "Sequences stored", None, ()),
-    ("learner", "steps"): ("counter", "Learner updates run (skipped non-finite ones included)", None, ()),
-    ("learner", "transitions_per_s"): ("gauge", "Transitions (B x T) trained on per second, last call", None, ()),
+    ("learner", "steps"): (
+        "counter",
+        "Learner updates run (skipped non-finite ones included)",
+        None,
+        (),
+    ),
+    ("learner", "transitions_per_s"): (
+        "gauge",
+        "Transitions (B x T) trained on per second, last call",
+        None,
+        (),
+    ),
     ("learner", "loss"): ("gauge", "Mean loss over the last call, by term", None, ("term",)),
-    ("learner", "batch_wait_s"): ("histogram", "Seconds waiting for a batch from replay", SECONDS, ()),
-    ("learner", "policy_lag"): ("gauge", "Learner step minus the acting version of trained data", None, ()),
+    ("learner", "batch_wait_s"): (
+        "histogram",
+        "Seconds waiting for a batch from replay",
+        SECONDS,
+        (),
+    ),
+    ("learner", "policy_lag"): (
+        "gauge",
+        "Learner step minus the acting version of trained data",
+        None,
+        (),
+    ),
     ("learner", "publishes"): ("counter", "Weight publications", None, ()),
 }
 
-_ray_metrics: Dict[str, object] = {}   # one Ray metric object per name and process
+_ray_metrics: dict[str, object] = {}  # one Ray metric object per name and process
 
 
 def _in_ray() -> bool:
-    ray = sys.modules.get("ray")        # not imported -> certainly not a Ray process
+    ray = sys.modules.get("ray")  # not imported -> certainly not a Ray process
     return ray is not None and ray.is_initialized()
 
 
@@ -54,7 +104,7 @@ class Recorder:
     def __init__(self, component: str, index: int = 0):
         self.component = component
         self.tags = {"component": component, "index": str(index)}
-        self._live: Optional[bool] = None   # decided on first use: after ray.init, in the worker
+        self._live: bool | None = None  # decided on first use: after ray.init, in the worker
 
     def inc(self, name: str, value: float = 1.0, **tags) -> None:
         self._record("counter", name, float(value), tags)
@@ -68,10 +118,12 @@ class Recorder:
     def _record(self, kind: str, name: str, value: float, tags: dict) -> None:
         spec = SPECS.get((self.component, name))
         if spec is None or spec[0] != kind:
-            raise KeyError(f"no {kind} {name!r} for component {self.component!r} in common/ray_metrics.SPECS")
+            raise KeyError(
+                f"no {kind} {name!r} for component {self.component!r} in common/ray_metrics.SPECS"
+            )
         if self._live is None:
             self._live = _in_ray()
-        if self._live and (value > 0 or kind != "counter"):   # Ray counters refuse 0
+        if self._live and (value > 0 or kind != "counter"):  # Ray counters refuse 0
             record = getattr(_metric(self.component, name, spec), _METHOD[kind])
             record(value, tags={**self.tags, **tags})
 
@@ -89,6 +141,7 @@ def _metric(component: str, name: str, spec):
 def build_ray_metric(full_name: str, spec):
     """The Ray Counter, Gauge or Histogram for one SPECS entry (needs no running Ray)."""
     from ray.util import metrics
+
     kind, description, boundaries, extra = spec
     keys = ("component", "index") + extra
     if kind == "counter":

@@ -25,6 +25,7 @@ The state-value estimate consistent with it (what G_{t-1} bootstraps from) is
 
   V_t = v_t + c_t * (G_t - q_t).
 """
+
 import torch
 
 
@@ -32,10 +33,16 @@ def _check(r_t, discount_t, v_t, c_t, q_t=None):
     if r_t.dim() != 2:
         raise ValueError(f"r_t must be [T, B], got shape {tuple(r_t.shape)}")
     T, B = r_t.shape
-    for name, x, shape in (("discount_t", discount_t, (T, B)), ("v_t", v_t, (T + 1, B)), ("c_t", c_t, (T, B)),
-                            ("q_t", v_t[:T] if q_t is None else q_t, (T, B))):
+    for name, x, shape in (
+        ("discount_t", discount_t, (T, B)),
+        ("v_t", v_t, (T + 1, B)),
+        ("c_t", c_t, (T, B)),
+        ("q_t", v_t[:T] if q_t is None else q_t, (T, B)),
+    ):
         if tuple(x.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape} (from r_t [T, B]), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must have shape {shape} (from r_t [T, B]), got {tuple(x.shape)}"
+            )
 
 
 def retrace_loop(r_t, discount_t, v_t, c_t, q_t=None) -> torch.Tensor:
@@ -59,11 +66,11 @@ def retrace(r_t, discount_t, v_t, c_t, q_t=None) -> torch.Tensor:
     _check(r_t, discount_t, v_t, c_t, q_t)
     T = r_t.shape[0]
     q_t = v_t[:T] if q_t is None else q_t
-    delta = r_t + discount_t * v_t[1:] - q_t                              # [T, B]
+    delta = r_t + discount_t * v_t[1:] - q_t  # [T, B]
     # x_i = discount_{i-1} c_i for i >= 1; x_0 is unused.
-    x = torch.cat([torch.ones_like(c_t[:1]), discount_t[:-1] * c_t[1:]])   # [T, B]
+    x = torch.cat([torch.ones_like(c_t[:1]), discount_t[:-1] * c_t[1:]])  # [T, B]
     idx = torch.arange(T, device=r_t.device)
-    upper = idx[None, :] > idx[:, None]                                    # s > t
+    upper = idx[None, :] > idx[:, None]  # s > t
     # factors[t, s] = x_s where s > t, 1 on and below the diagonal; cumprod over s.
     factors = torch.where(upper[..., None], x[None, :, :], torch.ones_like(x)[None])
     weights = torch.cumprod(factors, dim=1) * (idx[None, :] >= idx[:, None])[..., None]

@@ -7,6 +7,7 @@ Shape legend: B rows (envs), A actions.
 (inverse-CDF sampling). One call costs a few microseconds for B = 16, against ~50-70 us for
 torch.multinomial with a generator, which matters on the actor's per-step hot path.
 """
+
 import numpy as np
 
 

@@ -13,8 +13,8 @@ One sequence (batch-major when stacked into a batch [B, ...]):
   truncated  [T]        bool, step t hit a time limit (bootstraps)
   version    [T]        int64, policy version that chose a_t
 """
+
 from dataclasses import dataclass
-from typing import Dict, List
 
 import numpy as np
 
@@ -22,17 +22,17 @@ from common import codec
 
 SEQUENCE_KIND = "sequence"
 BATCH_KIND = "batch"
-SEQUENCES_KIND = "sequences"     # several sequences stacked [N, ...]: what actors send to replay
+SEQUENCES_KIND = "sequences"  # several sequences stacked [N, ...]: what actors send to replay
 
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    length: int            # T
+    length: int  # T
     obs_shape: tuple
-    obs_dtype: str         # 'float32' or 'uint8'
+    obs_dtype: str  # 'float32' or 'uint8'
     num_actions: int
 
-    def fields(self, leading=()) -> Dict[str, tuple]:
+    def fields(self, leading=()) -> dict[str, tuple]:
         T, A = self.length, self.num_actions
         lead = tuple(leading)
         return {
@@ -46,11 +46,13 @@ class SequenceSpec:
             "version": ("int64", lead + (T,)),
         }
 
-    def empty(self, leading=()) -> Dict[str, np.ndarray]:
-        return {name: np.zeros(shape, dtype) for name, (dtype, shape) in self.fields(leading).items()}
+    def empty(self, leading=()) -> dict[str, np.ndarray]:
+        return {
+            name: np.zeros(shape, dtype) for name, (dtype, shape) in self.fields(leading).items()
+        }
 
 
-def check_sequence_values(arrays: Dict[str, np.ndarray], spec: SequenceSpec, what: str) -> None:
+def check_sequence_values(arrays: dict[str, np.ndarray], spec: SequenceSpec, what: str) -> None:
     """Semantic checks beyond dtype and shape: action range, probabilities, mask prefix."""
     action, mask = arrays["action"], arrays["mask"]
     if ((action < 0) | (action >= spec.num_actions)).any():
@@ -65,11 +67,11 @@ def check_sequence_values(arrays: Dict[str, np.ndarray], spec: SequenceSpec, wha
         raise codec.CodecError(f"{what} has no real step")
 
 
-def encode_sequence(arrays: Dict[str, np.ndarray]) -> bytes:
+def encode_sequence(arrays: dict[str, np.ndarray]) -> bytes:
     return codec.encode(SEQUENCE_KIND, arrays)
 
 
-def decode_sequence(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+def decode_sequence(payload: bytes, spec: SequenceSpec) -> dict[str, np.ndarray]:
     """Decode and fully validate one sequence payload (CodecError on any problem)."""
     arrays = codec.decode(payload, SEQUENCE_KIND)
     codec.check_fields(arrays, spec.fields(), "sequence")
@@ -77,13 +79,15 @@ def decode_sequence(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]
     return arrays
 
 
-def encode_sequences(sequences: List[Dict[str, np.ndarray]]) -> bytes:
+def encode_sequences(sequences: list[dict[str, np.ndarray]]) -> bytes:
     """Stack N sequences into one payload [N, ...]: one encode, one message, one validation."""
     names = sequences[0].keys()
-    return codec.encode(SEQUENCES_KIND, {name: np.stack([seq[name] for seq in sequences]) for name in names})
+    return codec.encode(
+        SEQUENCES_KIND, {name: np.stack([seq[name] for seq in sequences]) for name in names}
+    )
 
 
-def decode_sequences(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+def decode_sequences(payload: bytes, spec: SequenceSpec) -> dict[str, np.ndarray]:
     """Decode and fully validate a payload of stacked sequences [N, ...] or of one sequence
     (returned as N = 1). CodecError on any problem: the payload is then dropped whole."""
     kind, arrays = codec.decode_kind(payload, (SEQUENCES_KIND, SEQUENCE_KIND))
@@ -95,11 +99,11 @@ def decode_sequences(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray
     return arrays
 
 
-def encode_batch(arrays: Dict[str, np.ndarray]) -> bytes:
+def encode_batch(arrays: dict[str, np.ndarray]) -> bytes:
     return codec.encode(BATCH_KIND, arrays)
 
 
-def decode_batch(payload: bytes, spec: SequenceSpec) -> Dict[str, np.ndarray]:
+def decode_batch(payload: bytes, spec: SequenceSpec) -> dict[str, np.ndarray]:
     arrays = codec.decode(payload, BATCH_KIND)
     codec.check_fields(arrays, spec.fields(leading=(None,)), "batch")
     return arrays

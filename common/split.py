@@ -1,9 +1,8 @@
 """Even whole-number split: replay capacity and batch shares over shards, episode quotas over
 evaluation envs."""
-from typing import List
 
 
-def split(total: int, parts: int) -> List[int]:
+def split(total: int, parts: int) -> list[int]:
     """[total // parts + 1] * (total % parts) + [total // parts] * rest."""
     base, extra = divmod(total, parts)
     return [base + (i < extra) for i in range(parts)]

@@ -8,9 +8,9 @@ whose constructor has returned), first_env_step (the first actor chunk began), f
 evaluation ended), export (policy.pt2 written), finish (the run loop ended), final_checkpoint,
 plot (learning_curve.png), summary (summary.json written). The process's exit comes after that; bench/startup.py measures it from outside.
 """
+
 import os
 import time
-from typing import Dict, Optional
 
 
 def process_start() -> float:
@@ -18,7 +18,7 @@ def process_start() -> float:
     resolution), else the time this module was first imported."""
     try:
         with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()      # after "(name)", which may hold spaces
+            fields = f.read().rsplit(")", 1)[1].split()  # after "(name)", which may hold spaces
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
         started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
@@ -34,15 +34,18 @@ class Timeline:
     """Milestones as seconds since `start` (wall clock: times taken in other processes on the
     same machine compare); the first mark of a name counts."""
 
-    def __init__(self, start: Optional[float] = None):
+    def __init__(self, start: float | None = None):
         self.start = process_start() if start is None else start
-        self.marks: Dict[str, float] = {}
+        self.marks: dict[str, float] = {}
 
-    def mark(self, name: str, at: Optional[float] = None) -> None:
+    def mark(self, name: str, at: float | None = None) -> None:
         """Record milestone `name` at wall time `at` (default now) unless already recorded."""
         if name not in self.marks:
             self.marks[name] = round((time.time() if at is None else at) - self.start, 3)
 
     def as_dict(self) -> dict:
         """{"start_unix": wall time of the start, milestone: seconds since it, ...} in time order."""
-        return {"start_unix": round(self.start, 3), **dict(sorted(self.marks.items(), key=lambda kv: kv[1]))}
+        return {
+            "start_unix": round(self.start, 3),
+            **dict(sorted(self.marks.items(), key=lambda kv: kv[1])),
+        }

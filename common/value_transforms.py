@@ -6,6 +6,7 @@ Value and reward heads predict a categorical distribution over an integer
 support [-S_max, S_max] in the *transformed* space h(x). A scalar target x is
 encoded as two-hot(h(x)); a prediction is decoded as h^-1(E[support]).
 """
+
 import torch
 
 EPSILON = 1e-3
@@ -62,8 +63,10 @@ def two_hot(y: torch.Tensor, s_max: int) -> torch.Tensor:
 def from_two_hot(probs: torch.Tensor, s_max: int) -> torch.Tensor:
     """Expected value of a distribution [..., S] over the integer support -> [...]."""
     if probs.shape[-1] != 2 * s_max + 1:
-        raise ValueError(f"expected {2 * s_max + 1} bins for s_max={s_max}, got shape {tuple(probs.shape)}")
-    return probs @ support(s_max, probs.device).to(probs.dtype)       # one matrix-vector product
+        raise ValueError(
+            f"expected {2 * s_max + 1} bins for s_max={s_max}, got shape {tuple(probs.shape)}"
+        )
+    return probs @ support(s_max, probs.device).to(probs.dtype)  # one matrix-vector product
 
 
 def scalar_to_categorical(x: torch.Tensor, s_max: int) -> torch.Tensor:
@@ -85,6 +88,6 @@ def two_hot_cross_entropy(logits: torch.Tensor, y: torch.Tensor, s_max: int) -> 
     lo = torch.floor(torch.nan_to_num(y, nan=0.0))
     frac = y - lo
     lo_idx = (lo + s_max).long()
-    bins = torch.stack([lo_idx, torch.clamp(lo_idx + 1, max=2 * s_max)], -1)       # [..., 2]
+    bins = torch.stack([lo_idx, torch.clamp(lo_idx + 1, max=2 * s_max)], -1)  # [..., 2]
     weights = torch.stack([1.0 - frac, frac], -1)
     return -(torch.log_softmax(logits, -1).gather(-1, bins) * weights).sum(-1)

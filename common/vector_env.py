@@ -20,7 +20,8 @@ with the env's own message. An env that fails MAX_FAILURES_IN_A_ROW times with n
 successful step in between (so: at creation or reset, or at the first step of every new
 episode) raises EnvFailure, one line naming the env and its last error.
 """
-from typing import NamedTuple, Optional
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,15 +37,15 @@ class EnvFailure(RuntimeError):
 
 
 class Step(NamedTuple):
-    obs: np.ndarray          # [E, *O] observation to act on next
-    reward: np.ndarray       # [E] float64
-    terminated: np.ndarray   # [E] bool
-    truncated: np.ndarray    # [E] bool
-    final_obs: np.ndarray    # [E, *O] last observation of an episode that ended; obs elsewhere
-    lost: np.ndarray         # [E] bool, the env raised in step: its episode is cut off and dropped
+    obs: np.ndarray  # [E, *O] observation to act on next
+    reward: np.ndarray  # [E] float64
+    terminated: np.ndarray  # [E] bool
+    truncated: np.ndarray  # [E] bool
+    final_obs: np.ndarray  # [E, *O] last observation of an episode that ended; obs elsewhere
+    lost: np.ndarray  # [E] bool, the env raised in step: its episode is cut off and dropped
 
 
-def rebuild_seed(seed: Optional[int], index: int, rebuilds: int) -> Optional[int]:
+def rebuild_seed(seed: int | None, index: int, rebuilds: int) -> int | None:
     """Reset seed of env `index` after its `rebuilds`-th rebuild (None stays None)."""
     if seed is None:
         return None
@@ -53,7 +54,7 @@ def rebuild_seed(seed: Optional[int], index: int, rebuilds: int) -> Optional[int
 
 def _describe_error(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+    text = text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -65,14 +66,19 @@ class VectorEnv:
     def __init__(self, env_id: str, num_envs: int, owner: str = "", watched=()):
         if len(watched) > num_envs:
             raise ValueError(f"{len(watched)} watched envs asked for, but only {num_envs} envs")
-        self.env_id, self.num_envs, self.owner, self.watched = env_id, num_envs, owner, tuple(watched)
+        self.env_id, self.num_envs, self.owner, self.watched = (
+            env_id,
+            num_envs,
+            owner,
+            tuple(watched),
+        )
         self.envs = [None] * num_envs
         self.seed = None
         self.rebuilds = np.zeros(num_envs, dtype=np.int64)
         self.failures_in_a_row = np.zeros(num_envs, dtype=np.int64)
         self.errors = 0
 
-    def reset(self, seed: Optional[int] = None) -> np.ndarray:
+    def reset(self, seed: int | None = None) -> np.ndarray:
         """Build (where needed) and reset every env; env j gets seed + j. Returns obs [E, *O]."""
         self.seed = seed
         first = [self._start(j, None if seed is None else seed + j) for j in range(self.num_envs)]
@@ -86,7 +92,7 @@ class VectorEnv:
         for j in range(E):
             try:
                 o, r, term, trunc, _ = self.envs[j].step(actions[j])
-            except Exception as exc:        # the env's own error: it costs this episode
+            except Exception as exc:  # the env's own error: it costs this episode
                 self._count(j, exc, "step")
                 lost[j] = True
                 obs[j] = final[j] = self._start(j, self._next_seed(j))
@@ -105,10 +111,10 @@ class VectorEnv:
         self.envs = [None] * self.num_envs
 
     # -- one env ------------------------------------------------------------------------
-    def _next_seed(self, j: int) -> Optional[int]:
+    def _next_seed(self, j: int) -> int | None:
         return rebuild_seed(self.seed, j, int(self.rebuilds[j]))
 
-    def _reset(self, j: int, seed: Optional[int]) -> np.ndarray:
+    def _reset(self, j: int, seed: int | None) -> np.ndarray:
         """Reset env j (the autoreset after an episode end); rebuilt if the reset raises."""
         try:
             return self.envs[j].reset(seed=seed)[0]
@@ -116,7 +122,7 @@ class VectorEnv:
             self._count(j, exc, "reset")
             return self._start(j, self._next_seed(j))
 
-    def _start(self, j: int, seed: Optional[int]) -> np.ndarray:
+    def _start(self, j: int, seed: int | None) -> np.ndarray:
         """(Re)build env j if it is missing or broken and reset it; retried until it works or
         has failed MAX_FAILURES_IN_A_ROW times in a row. Returns its first observation."""
         while True:
@@ -125,7 +131,7 @@ class VectorEnv:
                     self.envs[j] = self._make(j)
                 return self.envs[j].reset(seed=seed)[0]
             except envs_lib.EnvError:
-                raise                       # an unsupported id or space: no retry makes it work
+                raise  # an unsupported id or space: no retry makes it work
             except Exception as exc:
                 self._count(j, exc, "creation" if self.envs[j] is None else "reset")
                 seed = self._next_seed(j)
@@ -145,14 +151,20 @@ class VectorEnv:
         if env is not None:
             try:
                 env.close()
-            except Exception:               # a broken env may not close cleanly; it is dropped anyway
+            # a broken env may not close cleanly; it is dropped anyway
+            except Exception:
                 pass
         who = f"{self.owner}: " if self.owner else ""
         if self.failures_in_a_row[j] >= MAX_FAILURES_IN_A_ROW:
-            raise EnvFailure(f"{who}--env={self.env_id!r} failed {MAX_FAILURES_IN_A_ROW} times in a row (env {j}, "
-                             f"at creation, reset or the first step of an episode); last, at {where}: "
-                             f"{_describe_error(exc)}")
+            raise EnvFailure(
+                f"{who}--env={self.env_id!r} failed {MAX_FAILURES_IN_A_ROW} times in a row (env {j}, "
+                f"at creation, reset or the first step of an episode); last, at {where}: "
+                f"{_describe_error(exc)}"
+            )
         if self.errors == 1 or self.errors % LOG_EVERY == 0:
             dropped = ", its episode dropped" if where == "step" else ""
-            print(f"{who}env {j} of {self.env_id} raised at {where} ({_describe_error(exc)}); env error "
-                  f"{self.errors}: the env is rebuilt{dropped} (logged: the 1st and every {LOG_EVERY}th)", flush=True)
+            print(
+                f"{who}env {j} of {self.env_id} raised at {where} ({_describe_error(exc)}); env error "
+                f"{self.errors}: the env is rebuilt{dropped} (logged: the 1st and every {LOG_EVERY}th)",
+                flush=True,
+            )

@@ -5,6 +5,7 @@ a run is deterministic for a seed (unless one round's learning runs past ROUND_L
 Clients call the components directly (transport/weights.py, replay/client.py); nothing can fail
 apart from the components themselves, whose errors are the run's.
 """
+
 import concurrent.futures
 import time
 
@@ -12,8 +13,10 @@ from common import placement
 from replay.client import ReplayClient
 from transport.weights import WeightClient, WeightPublisher
 
-LEARNER_CALL_STEPS = 50     # updates per learner call; between calls a round looks for a stop (Ctrl-C, budgets)
-ROUND_LEARNER_S = 10.0      # a round's learning ends after this long: replay may never hold the learner back
+# updates per learner call; between calls a round looks for a stop (Ctrl-C, budgets)
+LEARNER_CALL_STEPS = 50
+# a round's learning ends after this long: replay may never hold the learner back
+ROUND_LEARNER_S = 10.0
 
 
 class Inline:
@@ -45,9 +48,13 @@ class SerialRounds:
         start = time.monotonic()
         while True:
             metrics = self.c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0)
-            yield "learner", metrics        # taken by the trainer before the stop check below
-            if (not self.limited or metrics["learner/updates_in_call"] < LEARNER_CALL_STEPS or self.stop()
-                    or time.monotonic() - start >= ROUND_LEARNER_S):
+            yield "learner", metrics  # taken by the trainer before the stop check below
+            if (
+                not self.limited
+                or metrics["learner/updates_in_call"] < LEARNER_CALL_STEPS
+                or self.stop()
+                or time.monotonic() - start >= ROUND_LEARNER_S
+            ):
                 return
 
     def last_reports(self):
@@ -73,7 +80,12 @@ class InProcess:
     def ask_components(self, components):
         """Every component here is up once built: [(role, "", now)] for each (OnRay's form)."""
         now = time.time()
-        roles = ["store"] + ["shard"] * len(components.shards) + ["learner"] + ["actor"] * len(components.actors)
+        roles = (
+            ["store"]
+            + ["shard"] * len(components.shards)
+            + ["learner"]
+            + ["actor"] * len(components.actors)
+        )
         return lambda: [(role, "", now) for role in roles]
 
     def node_map(self, answers) -> dict:

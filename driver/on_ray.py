@@ -6,6 +6,7 @@ A round takes whatever reports have arrived: every actor always has PIPELINE chu
 runs an actor's calls in order, so the next one starts the moment the last returns) and the
 learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
 """
+
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -13,7 +14,10 @@ import time
 from pathlib import Path
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
@@ -26,10 +30,10 @@ from replay.shard import ReplayShard
 from transport.ray_weights import RayWeightClient, RayWeightPublisher
 from transport.weight_store import WeightStore
 
-PIPELINE = 2                 # collect calls queued per actor: one running, one waiting behind it
-LEARNER_CALL_STEPS = 50      # updates per learner call before it reports back
-LEARNER_WAIT_S = 0.5         # a learner call held by replay returns after this long
-ROUND_WAIT_S = 0.5           # a round waits this long for a first report
+PIPELINE = 2  # collect calls queued per actor: one running, one waiting behind it
+LEARNER_CALL_STEPS = 50  # updates per learner call before it reports back
+LEARNER_WAIT_S = 0.5  # a learner call held by replay returns after this long
+ROUND_WAIT_S = 0.5  # a round waits this long for a first report
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,8 +44,10 @@ def cluster_runtime_env(cfg: Config) -> dict:
     module of a `--env module:EnvId` travels too (py_modules) unless it is installed."""
     if not cfg.ship_code:
         return {}
-    runtime_env = {"working_dir": str(PROJECT_ROOT),
-                   "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"]}
+    runtime_env = {
+        "working_dir": str(PROJECT_ROOT),
+        "excludes": ["/.git/", "/runs/", "/docs/", "/docker/", "/tests/", "*.pt", "*.pt2", "*.png"],
+    }
     env_module = envs_lib.local_module_path(cfg.env)
     if env_module is not None:
         runtime_env["py_modules"] = [str(env_module)]
@@ -54,12 +60,20 @@ def start_ray(cfg: Config) -> None:
         try:
             ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
         except ConnectionError as exc:
-            raise ConfigError(f"--address={cfg.address!r} is invalid: {' '.join(str(exc).split())[:300]}; "
-                              "allowed: 'auto' or HOST:PORT of a running Ray head") from None
+            raise ConfigError(
+                f"--address={cfg.address!r} is invalid: {' '.join(str(exc).split())[:300]}; "
+                "allowed: 'auto' or HOST:PORT of a running Ray head"
+            ) from None
     else:
         port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
         # address="local": a new local Ray even where `ray start` left one running on this machine
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, log_to_driver=True, **port)
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            include_dashboard=cfg.dashboard,
+            log_to_driver=True,
+            **port,
+        )
 
 
 def shutdown_ray() -> None:
@@ -99,31 +113,39 @@ def cluster_plan(cfg: Config) -> placement.Placement:
     group = ray.util.get_current_placement_group()
     if group is None:
         total, free = ray.cluster_resources(), ray.available_resources()
-        plan = placement.plan(cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0))
+        plan = placement.plan(
+            cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0)
+        )
         # The store prefers the driver's node (soft: it restarts elsewhere if that node leaves).
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         return dataclasses.replace(plan, store={**plan.store, "scheduling_strategy": here})
     bundles = group.bundle_specs[1:]
     cpus, gpus = (sum(b.get(kind, 0.0) for b in bundles) for kind in ("CPU", "GPU"))
-    return placement.inside(placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group))
+    return placement.inside(
+        placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group)
+    )
 
 
 def format_placement(plan: placement.Placement, nodes: dict) -> str:
     """One line: what each component asked for and which nodes it landed on."""
-    where = "; ".join(f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
-                      for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"]))
+    where = "; ".join(
+        f"{n['ip']} ({node_id[:8]}): learner {n['learner']}, actors {n['actors']}, shards {n['shards']}"
+        for node_id, n in sorted(nodes.items(), key=lambda kv: kv[1]["ip"])
+    )
     learner = "GPU + " if plan.learner_uses_gpu else ""
     spread = plan.actor.get("scheduling_strategy")
     spread = spread if isinstance(spread, str) else "in the trial's placement group"
-    return (f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
-            f"{plan.actor['num_cpus']:g} CPU ({spread}), shards {spread} | {len(nodes)} node(s): {where}")
+    return (
+        f"placement: learner {learner}{plan.learner['num_cpus']:g} CPU, {plan.num_actors} actors x "
+        f"{plan.actor['num_cpus']:g} CPU ({spread}), shards {spread} | {len(nodes)} node(s): {where}"
+    )
 
 
 class RayRounds:
     def __init__(self, components, chunk_steps: int, supervisor):
         self.c, self.chunk_steps, self.supervisor = components, chunk_steps, supervisor
-        self.pending = {}                       # collect call ref -> actor index
-        self.retry_at = {}                      # actor index -> when to call it again
+        self.pending = {}  # collect call ref -> actor index
+        self.retry_at = {}  # actor index -> when to call it again
         for index in range(len(components.actors)):
             self._queue(index, PIPELINE)
         self.learner_call = self._train()
@@ -154,10 +176,11 @@ class RayRounds:
             index = self.pending.pop(ref)
             try:
                 stats = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:     # died, restarting, or its node left
+            except ray.exceptions.RayActorError as exc:  # died, restarting, or its node left
                 self.retry_at[index] = time.monotonic() + self._failed(index, exc)
                 continue
-            except EnvFailure as exc:       # RayTaskError(EnvFailure): its text holds the remote traceback
+            # RayTaskError(EnvFailure): its text holds the remote traceback
+            except EnvFailure as exc:
                 raise exc.cause from None
             self.supervisor.succeeded(index)
             yield "actor", stats
@@ -165,7 +188,9 @@ class RayRounds:
 
     def _failed(self, index: int, exc: Exception) -> float:
         """Seconds until actor `index` is called again, after replacing it if the supervisor says so."""
-        wait = self.supervisor.failed(index, type(exc).__name__, isinstance(exc, ray.exceptions.ActorDiedError))
+        wait = self.supervisor.failed(
+            index, type(exc).__name__, isinstance(exc, ray.exceptions.ActorDiedError)
+        )
         if wait is None:
             ray.kill(self.c.actors[index], no_restart=True)
             self.c.actors[index] = self.c.new_actor(index)
@@ -186,7 +211,8 @@ class OnRay:
         self.plan = cluster_plan(cfg)
         self.num_actors = self.plan.num_actors
         self.classes = remote_classes(cfg, self.plan)
-        self.ready_at = time.time()             # Ray is up and the plan made (summary.json timeline)
+        # Ray is up and the plan made (summary.json timeline)
+        self.ready_at = time.time()
 
     def new(self, cls, *args):
         return self.classes[cls].remote(*args)
@@ -205,8 +231,12 @@ class OnRay:
         [(role, node_id, time), ...] with role 'store', 'shard', 'learner' or 'actor'."""
         c = components
         where = lambda _self: (ray.get_runtime_context().get_node_id(), time.time())  # noqa: E731
-        roles = ([("store", c.store)] + [("shard", s) for s in c.shards] + [("learner", c.learner)]
-                 + [("actor", a) for a in c.actors])
+        roles = (
+            [("store", c.store)]
+            + [("shard", s) for s in c.shards]
+            + [("learner", c.learner)]
+            + [("actor", a) for a in c.actors]
+        )
         refs = [handle.__ray_call__.remote(where) for _, handle in roles]
         return lambda: [(role, *answer) for (role, _), answer in zip(roles, ray.get(refs))]
 
@@ -218,7 +248,9 @@ class OnRay:
         for role, node_id, _ in answers:
             if role == "store":
                 continue
-            node = out.setdefault(node_id, {"ip": ips.get(node_id, "?"), "learner": 0, "actors": 0, "shards": 0})
+            node = out.setdefault(
+                node_id, {"ip": ips.get(node_id, "?"), "learner": 0, "actors": 0, "shards": 0}
+            )
             node[{"learner": "learner", "actor": "actors", "shard": "shards"}[role]] += 1
         return out
 

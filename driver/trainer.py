@@ -11,6 +11,7 @@ export is not on the path from the solve to the exit; the first evaluation warms
 and matplotlib up for the same reason. summary.json's "timeline" holds the milestones of the
 start and the end (common/timeline.py).
 """
+
 import collections
 import concurrent.futures
 import json
@@ -28,8 +29,7 @@ from common.networks import build_network
 from common.timeline import Timeline
 from driver.supervision import ActorSupervisor
 from driver.wiring import Components, placed
-from learner import checkpoint
-from learner import export
+from learner import checkpoint, export
 from transport.weights import load_numpy_state
 
 
@@ -53,57 +53,87 @@ def make_run_dir(cfg: Config) -> Path:
     if cfg.resume:
         run_dir = Path(cfg.resume)
     else:
-        name = cfg.run_name or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+        name = (
+            cfg.run_name
+            or f"{cfg.env.replace('/', '_').replace(':', '_')}-{cfg.preset}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+        )
         names = [name] if cfg.run_name else [name] + [f"{name}-{i}" for i in range(2, 100)]
         root = Path(cfg.run_root)
         try:
             run_dir = next((root / n for n in names if claim_run_dir(root / n)), None)
         except OSError as exc:
-            raise ConfigError(f"--run-root={cfg.run_root!r} is invalid: cannot create {root / name} "
-                              f"({exc.strerror or type(exc).__name__}); allowed: a writable folder") from None
+            raise ConfigError(
+                f"--run-root={cfg.run_root!r} is invalid: cannot create {root / name} "
+                f"({exc.strerror or type(exc).__name__}); allowed: a writable folder"
+            ) from None
         if run_dir is None:
-            raise ConfigError(f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
-                              "at the same time; allowed: a new name")
-    checkpoint.write_atomic(run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode())
+            raise ConfigError(
+                f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
+                "at the same time; allowed: a new name"
+            )
+    checkpoint.write_atomic(
+        run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
+    )
     return run_dir
 
 
 class Trainer:
     """Drives the components and decides when to evaluate, checkpoint and stop."""
 
-    def __init__(self, cfg: Config, info: envs_lib.EnvInfo, run_dir: Path, resume: preflight.ResumePoint = None,
-                 where=None):
+    def __init__(
+        self,
+        cfg: Config,
+        info: envs_lib.EnvInfo,
+        run_dir: Path,
+        resume: preflight.ResumePoint = None,
+        where=None,
+    ):
         """resume: the checkpoint to continue from (preflight.check_resume), for --resume; where:
         the placement (driver/wiring.placed), else placed here (cfg.num_actors resolved by it)."""
         if where is None:
             cfg, where = placed(cfg)
-        self.cfg, self.info, self.run_dir, self.resume, self.where = cfg, info, run_dir, resume, where
+        self.cfg, self.info, self.run_dir, self.resume, self.where = (
+            cfg,
+            info,
+            run_dir,
+            resume,
+            where,
+        )
         self.solve_return = cfg.solve_return if cfg.solve_return is not None else info.solve_return
-        self.log = RunLogger(run_dir, json.dumps(to_dict(cfg), indent=2), resume_at=resume and resume.env_steps)
+        self.log = RunLogger(
+            run_dir, json.dumps(to_dict(cfg), indent=2), resume_at=resume and resume.env_steps
+        )
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
-        self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")   # bench/peers/harness.py screens on the same seeds
-        self.last_eval = -math.inf      # env steps at the last evaluation
-        self.latest = None              # (network, version) of the newest weights fetched
-        self.evaluation = None          # ((network, version, env steps), future): running on eval_thread
-        self.eval_thread = where.evaluator()    # on Ray a driver thread, in-process inline
-        self.solved_net = None          # the network whose evaluation solved the run
-        self.exported_net = None        # the network policy.pt2 holds (written by the solving evaluation, or at the end)
-        self.warmed_up = False          # torch.export and matplotlib imported and set up (first evaluation)
-        self.timeline = Timeline()      # milestones in seconds since this process started (summary.json)
+        # bench/peers/harness.py screens on the same seeds
+        self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")
+        self.last_eval = -math.inf  # env steps at the last evaluation
+        self.latest = None  # (network, version) of the newest weights fetched
+        # ((network, version, env steps), future): running on eval_thread
+        self.evaluation = None
+        self.eval_thread = where.evaluator()  # on Ray a driver thread, in-process inline
+        self.solved_net = None  # the network whose evaluation solved the run
+        # the network policy.pt2 holds (written by the solving evaluation, or at the end)
+        self.exported_net = None
+        # torch.export and matplotlib imported and set up (first evaluation)
+        self.warmed_up = False
+        # milestones in seconds since this process started (summary.json)
+        self.timeline = Timeline()
         if getattr(where, "ready_at", None):
             self.timeline.mark("ray_up", where.ready_at)
         self.timeline.mark("trainer")
-        self.first_env_step_s = None    # seconds from the start to the first chunk of env steps
+        self.first_env_step_s = None  # seconds from the start to the first chunk of env steps
         self.last_checkpoint = time.monotonic()
-        self.first_checkpoint_due = resume is None      # a resumed run has one already
+        self.first_checkpoint_due = resume is None  # a resumed run has one already
         self.best_eval = -math.inf
         self.solved_at = None
         self.components = None
-        self.nodes = {}                 # node_map() of a Ray run, for summary.json
+        self.nodes = {}  # node_map() of a Ray run, for summary.json
         self.learner_steps = 0
-        self.resumed_from = None        # checkpoint path when --resume
-        self.stop_request = ""          # a stop reason from outside the loop (Ctrl-C: "interrupted")
-        self.faults = collections.Counter()     # actor_failures, actors_replaced, ... (summary.json)
+        self.resumed_from = None  # checkpoint path when --resume
+        # a stop reason from outside the loop (Ctrl-C: "interrupted")
+        self.stop_request = ""
+        # actor_failures, actors_replaced, ... (summary.json)
+        self.faults = collections.Counter()
         self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
 
     # -- building and resuming -------------------------------------------------------------
@@ -111,30 +141,44 @@ class Trainer:
         if self.resume is not None:
             for error in self.resume.errors:
                 print(f"resume: skipped {error}", flush=True)
-            for path in self.resume.newer:      # unreadable: renamed, so new checkpoints neither collide nor get pruned
-                print(f"resume: renamed {path.name} to {checkpoint.set_aside(path).name}", flush=True)
+            # unreadable: renamed, so new checkpoints neither collide nor get pruned
+            for path in self.resume.newer:
+                print(
+                    f"resume: renamed {path.name} to {checkpoint.set_aside(path).name}", flush=True
+                )
             self.resumed_from = str(self.resume.path)
             print(f"resume: continuing from {self.resume.path}", flush=True)
-        self.components = Components(self.cfg, self.info, self.where).start(self.resume and self.resume.data)
+        self.components = Components(self.cfg, self.info, self.where).start(
+            self.resume and self.resume.data
+        )
         if self.resume is not None:
             self.restore(self.components.run_state)
         return self.components
 
     def restore(self, run_state: dict) -> None:
-        self.log.restore(int(run_state.get("env_steps", 0)), int(run_state.get("episodes", 0)),
-                         float(run_state.get("seconds", 0.0)))
+        self.log.restore(
+            int(run_state.get("env_steps", 0)),
+            int(run_state.get("episodes", 0)),
+            float(run_state.get("seconds", 0.0)),
+        )
         self.best_eval = float(run_state.get("best_eval", -math.inf))
         self.learner_steps = int(run_state.get("learner_steps", 0))
 
     def run_state(self) -> dict:
         """The driver's bookkeeping stored in each checkpoint (plain numbers)."""
-        return {"env_steps": self.log.env_steps, "episodes": self.log.episodes, "seconds": self.log.elapsed(),
-                "best_eval": self.best_eval, "learner_steps": self.learner_steps}
+        return {
+            "env_steps": self.log.env_steps,
+            "episodes": self.log.episodes,
+            "seconds": self.log.elapsed(),
+            "best_eval": self.best_eval,
+            "learner_steps": self.learner_steps,
+        }
 
     # -- reports -------------------------------------------------------------------------
     def on_actor(self, stats: dict) -> None:
         if self.first_env_step_s is None and stats["env_steps"]:
-            self.first_env_step_s = self.log.elapsed() - stats["seconds"]    # when this first chunk began
+            # when this first chunk began
+            self.first_env_step_s = self.log.elapsed() - stats["seconds"]
             self.timeline.mark("first_env_step", time.time() - stats["seconds"])
         self.log.actor(stats)
         if stats["env_errors"]:
@@ -145,20 +189,33 @@ class Trainer:
         """A learner.train report; of one that made no update (data or throttle held it back)
         only the replay fault counters are kept (the summary reports them)."""
         if not metrics.get("learner/updates_in_call"):
-            self.log.latest.update({k: v for k, v in metrics.items() if k in ("replay/failed_calls", "replay/lost_sequences")})
+            self.log.latest.update(
+                {
+                    k: v
+                    for k, v in metrics.items()
+                    if k in ("replay/failed_calls", "replay/lost_sequences")
+                }
+            )
             return
         self.learner_steps = int(metrics.get("learner/steps", self.learner_steps))
         updating_s = metrics.get("learner/seconds", 0.0) - metrics.get("learner/batch_wait_s", 0.0)
-        self.timeline.mark("first_learner_step", time.time() - updating_s)      # about: the call's waits come first
+        # about: the call's waits come first
+        self.timeline.mark("first_learner_step", time.time() - updating_s)
         # The lag in env steps: learner steps behind, at the run's env steps per learner step.
         per_step = self.log.env_steps / max(self.learner_steps, 1)
-        self.log.scalars({**metrics, "learner/policy_lag_env_steps": metrics.get("learner/policy_lag", 0.0) * per_step})
+        self.log.scalars(
+            {
+                **metrics,
+                "learner/policy_lag_env_steps": metrics.get("learner/policy_lag", 0.0) * per_step,
+            }
+        )
 
     def _snapshot(self) -> tuple:
         """(network with the newest published weights, its version, env steps now): what an
         evaluation judges, kept as it is while training goes on."""
         weights = self.components.weights
-        got = weights.newest()          # not poll(): on Ray its answer would come only by the next evaluation
+        # not poll(): on Ray its answer would come only by the next evaluation
+        got = weights.newest()
         if got is None and self.latest is None:
             got = weights.wait()
         if got is not None:
@@ -177,7 +234,9 @@ class Trainer:
             screen = evaluate(net, self.cfg.env, n_screen, self.screen_seed, greedy=True)
             if screen.mean() < self.solve_return:
                 return screen, None
-        return screen, evaluate(net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True)
+        return screen, evaluate(
+            net, self.cfg.env, self.cfg.eval_episodes, self.eval_seed, greedy=True
+        )
 
     def _passes(self, full) -> bool:
         return self.solve_return is not None and float(full.mean()) >= self.solve_return
@@ -212,8 +271,13 @@ class Trainer:
         mean = float(full.mean())
         self.best_eval = max(self.best_eval, mean)
         if self._passes(full) and self.solved_at is None:
-            self.solved_at = dict(seconds=self.log.elapsed(), env_steps=env_steps, version=version,
-                                  eval_mean=mean, eval_std=float(full.std()))
+            self.solved_at = dict(
+                seconds=self.log.elapsed(),
+                env_steps=env_steps,
+                version=version,
+                eval_mean=mean,
+                eval_std=float(full.std()),
+            )
             self.solved_net = net
             self.timeline.mark("solved", ended)
 
@@ -225,7 +289,7 @@ class Trainer:
             if not self.evaluation[1].done():
                 return
             self._take_evaluation()
-        if self.solved_at is not None:      # solved: the exported policy is that evaluation's
+        if self.solved_at is not None:  # solved: the exported policy is that evaluation's
             return
         due = self.log.env_steps - self.last_eval >= self.cfg.eval_every_env_steps
         warm = not (self.log.recent_return() < self.cfg.eval_min_train_return)
@@ -233,7 +297,10 @@ class Trainer:
             return
         self.last_eval = self.log.env_steps
         net, version, env_steps = self._snapshot()
-        self.evaluation = ((net, version, env_steps), self.eval_thread.submit(self._evaluation_job, net))
+        self.evaluation = (
+            (net, version, env_steps),
+            self.eval_thread.submit(self._evaluation_job, net),
+        )
         if self.evaluation[1].done():
             self._take_evaluation()
 
@@ -257,12 +324,16 @@ class Trainer:
         """Every --checkpoint-every-s, and a first one once the learner has trained, so that a run
         killed before --checkpoint-every-s (SIGKILL, a lost machine) leaves one to --resume from."""
         first = self.first_checkpoint_due and self.learner_steps > 0
-        if not (force or first) and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s:
+        if (
+            not (force or first)
+            and time.monotonic() - self.last_checkpoint < self.cfg.checkpoint_every_s
+        ):
             return
         self.first_checkpoint_due = False
         self.last_checkpoint = time.monotonic()
         data = self.components.call(self.components.learner, "checkpoint_bytes", self.run_state())
-        step = int(checkpoint.contents(data)["steps"])     # the learner's own step: the driver's may lag
+        # the learner's own step: the driver's may lag
+        step = int(checkpoint.contents(data)["steps"])
         checkpoint.save(self.run_dir / "checkpoints", step, data, self.cfg.keep_checkpoints)
 
     # -- the loop -------------------------------------------------------------------------
@@ -270,7 +341,8 @@ class Trainer:
         """Train until a stop reason: each round takes the actors' and the learner's reports (as
         the placement's rounds deliver them), then logs, evaluates and checkpoints when due."""
         c = self.build()
-        answers = c.ask_components()        # asked before any other call, so each answers once it is up
+        # asked before any other call, so each answers once it is up
+        answers = c.ask_components()
         # actors act from here on
         rounds = self.where.rounds(c, self.cfg.actor_chunk_steps, self.supervisor, self.should_stop)
         answers = answers()
@@ -313,36 +385,64 @@ class Trainer:
             self.eval_thread.shutdown()
             if self.solved_at is None:
                 net, version, env_steps = self._snapshot()
-                self._judged(net, version, env_steps, *self._judge(net, full_only=True), time.time())
+                self._judged(
+                    net, version, env_steps, *self._judge(net, full_only=True), time.time()
+                )
             policy = self.solved_net or self.latest[0]
-            sampled = evaluate(policy, self.cfg.env, self.cfg.sampled_eval_episodes, self.eval_seed + 1, greedy=False)
+            sampled = evaluate(
+                policy,
+                self.cfg.env,
+                self.cfg.sampled_eval_episodes,
+                self.eval_seed + 1,
+                greedy=False,
+            )
             self.log.evaluation(sampled, greedy=False)
             if self.exported_net is not policy:
                 self._export(policy)
-            self.log.plot(self.run_dir / "learning_curve.png", f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})")
+            self.log.plot(
+                self.run_dir / "learning_curve.png",
+                f"Muesli {self.cfg.env} ({self.cfg.preset}, seed {self.cfg.seed})",
+            )
             self.timeline.mark("plot")
             saving.result()
         self.timeline.mark("final_checkpoint")
         last_greedy = self.log.evals[-1][2] if self.log.evals else float("nan")
         summary = self.summary(reason, train_seconds)
-        summary.update({
-            "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
-            "sampled_eval_mean": float(sampled.mean()), "solved_at": self.solved_at,
-            "num_actors": self.cfg.num_actors, "nodes": self.nodes,
-            "timing": {"first_env_step_s": self.first_env_step_s, "finish_s": round(time.monotonic() - finish_start, 2)},
-        })
+        summary.update(
+            {
+                "greedy_eval_mean": self.solved_at["eval_mean"] if self.solved_at else last_greedy,
+                "sampled_eval_mean": float(sampled.mean()),
+                "solved_at": self.solved_at,
+                "num_actors": self.cfg.num_actors,
+                "nodes": self.nodes,
+                "timing": {
+                    "first_env_step_s": self.first_env_step_s,
+                    "finish_s": round(time.monotonic() - finish_start, 2),
+                },
+            }
+        )
         self.write_summary(summary)
         return summary
 
     def summary(self, reason: str, seconds: float) -> dict:
         """What summary.json holds for any run, finished or failed."""
         return {
-            "env": self.cfg.env, "preset": self.cfg.preset, "seed": self.cfg.seed, "stop_reason": reason,
-            "solved": self.solved_at is not None, "seconds": round(seconds, 1), "env_steps": self.log.env_steps,
-            "episodes": self.log.episodes, "learner_steps": int(self.log.latest.get("learner/steps", 0)),
+            "env": self.cfg.env,
+            "preset": self.cfg.preset,
+            "seed": self.cfg.seed,
+            "stop_reason": reason,
+            "solved": self.solved_at is not None,
+            "seconds": round(seconds, 1),
+            "env_steps": self.log.env_steps,
+            "episodes": self.log.episodes,
+            "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "run_dir": str(self.run_dir),
-            "faults": dict(self.faults, env_errors=self.faults["env_errors"], replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
-                           replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0))),
+            "faults": dict(
+                self.faults,
+                env_errors=self.faults["env_errors"],
+                replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+                replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
+            ),
             "resumed_from": self.resumed_from,
         }
 
@@ -350,15 +450,20 @@ class Trainer:
         """summary.json (atomically), with the timeline up to now."""
         self.timeline.mark("summary")
         summary["timeline"] = self.timeline.as_dict()
-        checkpoint.write_atomic(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        checkpoint.write_atomic(
+            self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+        )
         self.log.close()
 
     def fail(self, reason: str, error: str) -> dict:
         """summary.json of a run that failed after start-up: why it stopped and the newest
         checkpoint to resume from (nothing else is attempted: the failed part may hang)."""
         newest = checkpoint.list_checkpoints(self.run_dir / "checkpoints")
-        summary = {**self.summary(reason, self.log.elapsed()), "error": error,
-                   "checkpoint": str(newest[0]) if newest else None}
+        summary = {
+            **self.summary(reason, self.log.elapsed()),
+            "error": error,
+            "checkpoint": str(newest[0]) if newest else None,
+        }
         self.write_summary(summary)
         return summary
 

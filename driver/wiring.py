@@ -6,6 +6,7 @@ A placement builds each part (`new`), calls it (`call`), and hands out the clien
 matching transport (transport/, replay/client.py); `Components` asks it for nothing else, so
 the components never learn where they run.
 """
+
 import dataclasses
 import math
 
@@ -16,7 +17,7 @@ from common.sequence import SequenceSpec
 from common.split import split
 from driver.in_process import InProcess
 from learner.learner import Learner
-from replay.rate_limit import SampleToInsertRatio, shard_minimum
+from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
 from transport.weight_store import WeightStore
 
@@ -27,7 +28,8 @@ def place(cfg: Config, connect: bool = False):
     already). OnRay's plan fixes the actor count; PlacementError if the cluster cannot host it."""
     if cfg.in_process:
         return InProcess(cfg)
-    from driver import on_ray               # only a run on Ray imports Ray
+    from driver import on_ray  # only a run on Ray imports Ray
+
     if connect:
         on_ray.start_ray(cfg)
     return on_ray.OnRay(cfg)
@@ -47,7 +49,7 @@ def shard_rate_limit(cfg: Config):
     once, so actors and learner are never both held."""
     if not cfg.replay_ratio:
         return None
-    per_shard = shard_minimum(cfg.min_replay, cfg.batch_size, cfg.num_replay_shards)
+    per_shard = cfg.shard_min_size()
     buffer = cfg.replay_ratio * math.ceil(cfg.replay_error_buffer / cfg.num_replay_shards)
     return SampleToInsertRatio(cfg.replay_ratio, per_shard, max(buffer, cfg.batch_size))
 
@@ -59,13 +61,19 @@ class Components:
     def __init__(self, cfg: Config, info: EnvInfo, where):
         """cfg: with num_actors resolved (`placed`); where: InProcess or OnRay."""
         self.cfg, self.where = cfg, where
-        self.spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+        self.spec = SequenceSpec(
+            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
+        )
         self.store = where.new(WeightStore)
         capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
         limit = shard_rate_limit(cfg)
-        self.shards = [where.new(ReplayShard, self.spec, capacities[i], derive_seed(cfg.seed, "replay", i), i, limit)
-                       for i in range(cfg.num_replay_shards)]
-        self.weights = where.weight_client(self.store)      # the driver's: evaluation snapshots
+        self.shards = [
+            where.new(
+                ReplayShard, self.spec, capacities[i], derive_seed(cfg.seed, "replay", i), i, limit
+            )
+            for i in range(cfg.num_replay_shards)
+        ]
+        self.weights = where.weight_client(self.store)  # the driver's: evaluation snapshots
         self.learner, self.actors, self.run_state = None, [], {}
 
     def start(self, checkpoint_data: bytes = None) -> "Components":
@@ -73,7 +81,12 @@ class Components:
         pace themselves from the restored version; the stored run_state is kept in
         `self.run_state`), then the actors."""
         w = self.where
-        self.learner = w.new(Learner, self.cfg, w.replay_client(self.shards, self.spec), w.weight_publisher(self.store))
+        self.learner = w.new(
+            Learner,
+            self.cfg,
+            w.replay_client(self.shards, self.spec),
+            w.weight_publisher(self.store),
+        )
         if checkpoint_data:
             self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data)
         self.actors = [self.new_actor(i) for i in range(self.cfg.num_actors)]
@@ -81,7 +94,13 @@ class Components:
 
     def new_actor(self, index: int):
         w = self.where
-        return w.new(SelfPlayActor, self.cfg, index, w.replay_client(self.shards, self.spec), w.weight_client(self.store))
+        return w.new(
+            SelfPlayActor,
+            self.cfg,
+            index,
+            w.replay_client(self.shards, self.spec),
+            w.weight_client(self.store),
+        )
 
     def call(self, handle, method: str, *args):
         """Blocking call on a component, wherever it runs."""

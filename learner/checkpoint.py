@@ -5,12 +5,12 @@ run_dir/checkpoints/ckpt-<step>.pt, <step> being the learner step stored inside.
 go to a temporary file in the same folder, are fsynced, then renamed, so a crash never
 leaves a half-written checkpoint under the final name; an existing file is never replaced.
 """
+
 import io
 import os
 import re
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import torch
 
@@ -36,7 +36,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def list_checkpoints(folder: Path) -> List[Path]:
+def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoint files in folder, newest (highest step) first."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -49,7 +49,7 @@ def step_of(path: Path) -> int:
     return int(PATTERN.match(Path(path).name).group(1))
 
 
-def save(folder: Path, step: int, data: bytes, keep: int) -> Optional[Path]:
+def save(folder: Path, step: int, data: bytes, keep: int) -> Path | None:
     """Write ckpt-<step>.pt and delete all but the newest `keep`. An existing checkpoint is
     never replaced (returns None): one of the same learner step holds the same learner state,
     and it may be the one a resumed run started from."""
@@ -89,14 +89,17 @@ def read_checked(path: Path) -> bytes:
     """The file's bytes, after checking its zip CRCs and that torch can load them with weights_only=True."""
     data = Path(path).read_bytes()
     try:
-        check_zip(data)         # torch.load does not check the zip CRCs: a flipped bit would load silently
+        # torch.load does not check the zip CRCs: a flipped bit would load silently
+        check_zip(data)
         contents(data)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})"
+        ) from None
     return data
 
 
-def load_newest(folder: Path) -> Tuple[Optional[Path], Optional[bytes], List[str]]:
+def load_newest(folder: Path) -> tuple[Path | None, bytes | None, list[str]]:
     """(path, bytes) of the newest readable checkpoint and the errors met on newer ones."""
     errors = []
     for path in list_checkpoints(folder):

@@ -13,6 +13,7 @@ One whose key is not cached learns eagerly, and when the run ends launch.py star
 that is renamed into place only when complete, so a build cut short (killed, full disk) leaves
 nothing a later run reads. A run never waits for a compile.
 """
+
 import hashlib
 import json
 import os
@@ -22,21 +23,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the compiled graph is traced from: a change to any of them is a new key.
-SOURCES = ("common/losses.py", "common/networks.py", "common/cmpo.py", "common/value_transforms.py",
-           "common/retrace.py", "common/batch.py", "learner/learner.py", "learner/compiled.py")
-CACHE_ENV = "MUESLI_RAY_CACHE"      # the cache folder; 'off' disables the cache (and background builds)
-STALE_S = 60.0                      # a lock still without its builder's pid after this is a dead run's
+SOURCES = (
+    "common/losses.py",
+    "common/networks.py",
+    "common/cmpo.py",
+    "common/value_transforms.py",
+    "common/retrace.py",
+    "common/batch.py",
+    "learner/learner.py",
+    "learner/compiled.py",
+)
+# the cache folder; 'off' disables the cache (and background builds)
+CACHE_ENV = "MUESLI_RAY_CACHE"
+# a lock still without its builder's pid after this is a dead run's
+STALE_S = 60.0
 
 
-def cache_root() -> Optional[Path]:
+def cache_root() -> Path | None:
     """$MUESLI_RAY_CACHE, else $XDG_CACHE_HOME/muesli-ray, else ~/.cache/muesli-ray; None when
     $MUESLI_RAY_CACHE is 'off'."""
     value = os.environ.get(CACHE_ENV)
@@ -47,7 +58,9 @@ def cache_root() -> Optional[Path]:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "muesli-ray"
 
 
-def folder_for(spec, params, length: int, batch_size: int, obs_dtype: str, device: str, bf16: bool) -> Optional[Path]:
+def folder_for(
+    spec, params, length: int, batch_size: int, obs_dtype: str, device: str, bf16: bool
+) -> Path | None:
     """Where the compiled loss of this learner setup is cached; None with the cache off."""
     root = cache_root()
     if root is None:
@@ -55,30 +68,54 @@ def folder_for(spec, params, length: int, batch_size: int, obs_dtype: str, devic
     return root / "compiled" / cache_key(spec, params, length, batch_size, obs_dtype, device, bf16)
 
 
-def build_after_run(cfg, info) -> Optional[Path]:
+def build_after_run(cfg, info) -> Path | None:
     """At the end of a local run with --compile auto and a CPU learner: start the build of its
     compiled loss for later runs if the cache lacks it (not during the run, whose cores it would
     share: a first Ray run was ~15% slower per env step with the build beside it). Returns the
     folder being built, or None."""
     from common.config import to_dict
     from learner.learner import resolve_device, use_bf16
+
     device = resolve_device(cfg.device)
     if cfg.compile != "auto" or cfg.address or device.type != "cpu":
         return None
-    folder = folder_for(cfg.network_spec(info), cfg.loss_params(), cfg.sequence_length, cfg.batch_size,
-                        info.obs_dtype, str(device), use_bf16(cfg.precision, device))
+    folder = folder_for(
+        cfg.network_spec(info),
+        cfg.loss_params(),
+        cfg.sequence_length,
+        cfg.batch_size,
+        info.obs_dtype,
+        str(device),
+        use_bf16(cfg.precision, device),
+    )
     if folder is None or (folder / "loss.bin").exists():
         return None
     return folder if start_build(folder.parent, folder.name, to_dict(cfg)) else None
 
 
-def cache_key(spec, params, length: int, batch_size: int, obs_dtype: str, device: str, bf16: bool) -> str:
+def cache_key(
+    spec, params, length: int, batch_size: int, obs_dtype: str, device: str, bf16: bool
+) -> str:
     """Hex digest naming one compiled loss: everything its graph and guards depend on."""
     import torch
+
     sources = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in SOURCES)).hexdigest()
-    text = json.dumps({"torch": torch.__version__, "python": list(sys.version_info[:2]), "sources": sources,
-                       "spec": asdict(spec), "params": asdict(params), "T": length, "B": batch_size,
-                       "obs_dtype": obs_dtype, "device": device, "bf16": bf16}, sort_keys=True, default=str)
+    text = json.dumps(
+        {
+            "torch": torch.__version__,
+            "python": list(sys.version_info[:2]),
+            "sources": sources,
+            "spec": asdict(spec),
+            "params": asdict(params),
+            "T": length,
+            "B": batch_size,
+            "obs_dtype": obs_dtype,
+            "device": device,
+            "bf16": bf16,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -87,7 +124,9 @@ def synthetic_arrays(seq_spec, batch_size: int, seed: int = 0) -> dict:
     random contents: what the loss is traced with."""
     rng = np.random.default_rng(seed)
     arrays = seq_spec.empty((batch_size,))
-    arrays["obs"][...] = rng.random(arrays["obs"].shape) * (255 if arrays["obs"].dtype == np.uint8 else 1)
+    arrays["obs"][...] = rng.random(arrays["obs"].shape) * (
+        255 if arrays["obs"].dtype == np.uint8 else 1
+    )
     arrays["action"][...] = rng.integers(0, seq_spec.num_actions, arrays["action"].shape)
     arrays["reward"][...] = rng.standard_normal(arrays["reward"].shape)
     arrays["behaviour"][...] = 1.0 / seq_spec.num_actions
@@ -109,33 +148,39 @@ class CachedLoss:
         start = time.perf_counter()
         try:
             import torch
+
             from common import losses
+
             # A private copy of the kernels: nothing this process writes can touch the shared cache.
             private = Path(tempfile.mkdtemp(prefix="muesli-ray-inductor-"))
             shutil.copytree(self.folder / "inductor", private / "inductor")
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(private / "inductor")
             with open(self.folder / "loss.bin", "rb") as f:
-                self.fn = torch.compiler.load_compiled_function(f, f_globals=losses.muesli_loss_tensors.__globals__)
-        except Exception as exc:                        # noqa: BLE001 - any failure means: stay eager
+                self.fn = torch.compiler.load_compiled_function(
+                    f, f_globals=losses.muesli_loss_tensors.__globals__
+                )
+        except Exception as exc:  # any failure means: stay eager
             self.error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         self.seconds = time.perf_counter() - start
 
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def take(self) -> Optional[Callable]:
+    def take(self) -> Callable | None:
         if not self.done():
             return None
         if self.error:
-            print(f"learner: the compiled loss in {self.folder} did not load ({self.error}); learning eagerly")
+            print(
+                f"learner: the compiled loss in {self.folder} did not load ({self.error}); learning eagerly"
+            )
         return self.fn
 
 
-def start_build(cache: Path, key: str, config: dict) -> Optional[subprocess.Popen]:
+def start_build(cache: Path, key: str, config: dict) -> subprocess.Popen | None:
     """Start `python -m learner.compiled` at nice 19 to build `key` from `config` (a Config as a
     dict), unless a live build of it holds its lock. Returns the process (None if not started)."""
     cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob(".staging-*"):           # dead builds' leftovers
+    for old in cache.glob(".staging-*"):  # dead builds' leftovers
         if not _pid_alive(int(old.name.rsplit("-", 1)[1])):
             shutil.rmtree(old, ignore_errors=True)
     lock = cache / f"{key}.lock"
@@ -143,12 +188,19 @@ def start_build(cache: Path, key: str, config: dict) -> Optional[subprocess.Pope
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         if _alive(lock):
-            return None                             # another run is building it
-        lock.unlink(missing_ok=True)                # its builder died (killed, say): build again
+            return None  # another run is building it
+        lock.unlink(missing_ok=True)  # its builder died (killed, say): build again
         return start_build(cache, key, config)
-    process = subprocess.Popen([sys.executable, "-m", "learner.compiled", str(cache / key)], cwd=ROOT,
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True, preexec_fn=lambda: os.nice(19))   # outlives the run
+    process = subprocess.Popen(
+        [sys.executable, "-m", "learner.compiled", str(cache / key)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # outlives the run
+        start_new_session=True,
+        preexec_fn=lambda: os.nice(19),
+    )
     with os.fdopen(fd, "w") as f:
         f.write(str(process.pid))
     with process.stdin:
@@ -173,7 +225,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:                         # someone else's process
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -184,6 +236,7 @@ def build(config: dict, staging: Path, folder: Path) -> None:
     staging.mkdir(parents=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(staging / "inductor")
     import torch
+
     from common.batch import to_time_major
     from common.config import Config
     from common.losses import muesli_loss_tensors
@@ -194,14 +247,20 @@ def build(config: dict, staging: Path, folder: Path) -> None:
             pass
 
     learner = Learner(Config(**{**config, "compile": "off"}), None, _NoPublisher())
-    args = learner.loss_args(to_time_major(synthetic_arrays(learner.sequence_spec, learner.cfg.batch_size),
-                                           learner.device))
+    args = learner.loss_args(
+        to_time_major(
+            synthetic_arrays(learner.sequence_spec, learner.cfg.batch_size), learner.device
+        )
+    )
     with learner.autocast():
-        compiled = torch.compile(muesli_loss_tensors, fullgraph=True, dynamic=False).aot_compile((args, {}))
+        compiled = torch.compile(muesli_loss_tensors, fullgraph=True, dynamic=False).aot_compile(
+            (args, {})
+        )
         got, want = compiled(*args)[0], muesli_loss_tensors(*args)[0]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     compiled.save_compiled_function(str(staging / "loss.bin"))
-    os.rename(staging, folder)                      # atomic: the folder appears complete or not at all
+    # atomic: the folder appears complete or not at all
+    os.rename(staging, folder)
 
 
 def main(argv) -> int:
@@ -211,7 +270,7 @@ def main(argv) -> int:
     try:
         build(json.loads(sys.stdin.read()), staging, folder)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)   # a failed build, or one that lost the race
+        shutil.rmtree(staging, ignore_errors=True)  # a failed build, or one that lost the race
         (folder.parent / f"{folder.name}.lock").unlink(missing_ok=True)
     return 0
 

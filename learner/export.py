@@ -1,6 +1,7 @@
 """The trained policy as a standalone file: obs [B, *O] (float32, or uint8 for image envs) ->
 action logits [B, A], saved with torch.export (dynamic batch); load it with torch.export.load,
 no project code needed."""
+
 import os
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def export_policy(net: torch.nn.Module, info: EnvInfo, path: Path) -> None:
     """Write net's policy to `path` atomically (a temp file, then os.replace): a reader never
     sees a half-written file."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)      # torch.export.save wants a .pt2 name
+    # torch.export.save wants a .pt2 name
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     torch.export.save(export_program(net, info), str(tmp))
     os.replace(tmp, path)

@@ -4,23 +4,23 @@ network and publishes the weights actors act with.
 Plain class: build it directly (tests, --in-process) or wrap it with ray.remote. All
 maths is in common/losses.py; this file is optimisation and bookkeeping.
 """
+
 import copy
 import io
 import math
 import time
-from typing import Optional
 
 import numpy as np
 import torch
 
 from common import envs as envs_lib
+from common.batch import to_time_major
+from common.cmpo import NormalizerState
 from common.config import Config
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
-from common.sequence import SequenceSpec
-from common.cmpo import NormalizerState
 from common.networks import build_network
 from common.ray_metrics import Recorder
-from common.batch import to_time_major
+from common.sequence import SequenceSpec
 from learner import compiled as compiled_lib
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
@@ -31,7 +31,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device='cuda' was asked for but torch sees no CUDA device; allowed here: 'auto', 'cpu'")
+        raise ValueError(
+            "--device='cuda' was asked for but torch sees no CUDA device; allowed here: 'auto', 'cpu'"
+        )
     return torch.device(name)
 
 
@@ -50,19 +52,24 @@ def with_eager_fallback(compiled, eager, what: str = "torch.compile"):
     arguments: if that raises too, the error is the data's and surfaces as eager's own with
     the compiled function kept; only if eager succeeds was it the compiler, and eager is used
     from then on."""
+
     def call(*args):
         nonlocal compiled
         if compiled is None:
             return eager(*args)
         try:
             return compiled(*args)
-        except Exception as exc:                        # noqa: BLE001 - told apart by the eager call below
+        except Exception as exc:  # told apart by the eager call below
             failure = exc
-        result = eager(*args)                           # outside the except: eager's own error is not chained
+        # outside the except: eager's own error is not chained
+        result = eager(*args)
         first_line = (str(failure).strip().splitlines() or [""])[0][:200]
-        print(f"learner: {what} failed ({type(failure).__name__}: {first_line}); running the loss eagerly")
+        print(
+            f"learner: {what} failed ({type(failure).__name__}: {first_line}); running the loss eagerly"
+        )
         compiled = None
         return result
+
     return call
 
 
@@ -71,7 +78,9 @@ def compile_or_eager(fn):
     return with_eager_fallback(torch.compile(fn, dynamic=False), fn)
 
 
-def random_start_mask(mask: torch.Tensor, per_sequence: int, generator: torch.Generator) -> torch.Tensor:
+def random_start_mask(
+    mask: torch.Tensor, per_sequence: int, generator: torch.Generator
+) -> torch.Tensor:
     """Pick `per_sequence` valid start states per column of mask [T, B] (all if fewer)."""
     scores = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
     scores = torch.where(mask > 0, scores, torch.full_like(scores, -1.0))
@@ -85,12 +94,16 @@ def check_same_shapes(mine: dict, stored: dict, what: str) -> None:
     """Raise a one-line ValueError when a stored state dict does not fit this network."""
     if mine.keys() != stored.keys():
         diff = sorted(set(mine) ^ set(stored))[:3]
-        raise ValueError(f"checkpoint {what} network has other parameters than this config builds ({diff} ...); "
-                         "allowed: a checkpoint of the same network config")
+        raise ValueError(
+            f"checkpoint {what} network has other parameters than this config builds ({diff} ...); "
+            "allowed: a checkpoint of the same network config"
+        )
     for key, value in mine.items():
         if tuple(stored[key].shape) != tuple(value.shape):
-            raise ValueError(f"checkpoint {what} parameter {key} has shape {tuple(stored[key].shape)}, this config "
-                             f"builds {tuple(value.shape)}; allowed: a checkpoint of the same network config")
+            raise ValueError(
+                f"checkpoint {what} parameter {key} has shape {tuple(stored[key].shape)}, this config "
+                f"builds {tuple(value.shape)}; allowed: a checkpoint of the same network config"
+            )
 
 
 def acting_network_name(cfg: Config) -> str:
@@ -117,20 +130,35 @@ class Learner:
         self.params = cfg.loss_params()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         # fused: one kernel for the whole parameter update (about 5% of a CartPole update on one CPU thread)
-        self.optimizer = opt_cls(self.online.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                 fused=True)
+        self.optimizer = opt_cls(
+            self.online.parameters(),
+            lr=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            fused=True,
+        )
         self.loss_state = init_loss_state(self.device)
-        self.sequence_spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
-        self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
-        self.loss_fn = compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
+        self.sequence_spec = SequenceSpec(
+            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
+        )
+        self.compiled = cfg.compile == "on" or (
+            cfg.compile == "auto" and self.device.type == "cuda"
+        )
+        self.loss_fn = (
+            compile_or_eager(muesli_loss_tensors) if self.compiled else muesli_loss_tensors
+        )
         if self.compiled:
-            print("learner: torch.compile is on (--compile); the first update compiles the loss "
-                  "(Inductor caches it for later runs)")
-        self.cached_loss = self._cached_loss() if cfg.compile == "auto" and not self.compiled else None
+            print(
+                "learner: torch.compile is on (--compile); the first update compiles the loss "
+                "(Inductor caches it for later runs)"
+            )
+        self.cached_loss = (
+            self._cached_loss() if cfg.compile == "auto" and not self.compiled else None
+        )
         self.steps = 0
         self.skipped = 0
         self.blends = 0
-        self.totals = {}                # replay's counters (replay/client.py totals), for the metrics
+        # replay's counters (replay/client.py totals), for the metrics
+        self.totals = {}
         self._refreshed = 0.0
         self._pending = None
         self.metrics = Recorder("learner")
@@ -138,8 +166,15 @@ class Learner:
 
     def compiled_folder(self):
         """Where this config's compiled loss is cached (learner/compiled.py); None with the cache off."""
-        return compiled_lib.folder_for(self.online.spec, self.params, self.cfg.sequence_length, self.cfg.batch_size,
-                                       self.sequence_spec.obs_dtype, str(self.device), self.bf16)
+        return compiled_lib.folder_for(
+            self.online.spec,
+            self.params,
+            self.cfg.sequence_length,
+            self.cfg.batch_size,
+            self.sequence_spec.obs_dtype,
+            str(self.device),
+            self.bf16,
+        )
 
     def _cached_loss(self):
         """On CPU with --compile auto: this config's compiled loss loading from the cache (None
@@ -153,8 +188,12 @@ class Learner:
         """The loss's arguments for a time-major batch: with --starts-per-sequence, the batch gets
         its random start mask."""
         if self.cfg.starts_per_sequence:
-            batch = dict(batch, start_mask=random_start_mask(batch["mask"], self.cfg.starts_per_sequence,
-                                                             self.generator))
+            batch = dict(
+                batch,
+                start_mask=random_start_mask(
+                    batch["mask"], self.cfg.starts_per_sequence, self.generator
+                ),
+            )
         return self.online, self.target, batch, self.loss_state, self.params
 
     def autocast(self):
@@ -165,9 +204,14 @@ class Learner:
         if self.cached_loss.done():
             self.cached_loss_s, self.cached_loss = self.cached_loss.seconds, None
             if fn is not None:
-                self.loss_fn, self.compiled = with_eager_fallback(fn, muesli_loss_tensors, "the compiled loss"), True
-                print(f"learner: compiled loss loaded from the cache in {self.cached_loss_s:.1f} s; "
-                      f"in use from update {self.steps}")
+                self.loss_fn, self.compiled = (
+                    with_eager_fallback(fn, muesli_loss_tensors, "the compiled loss"),
+                    True,
+                )
+                print(
+                    f"learner: compiled loss loaded from the cache in {self.cached_loss_s:.1f} s; "
+                    f"in use from update {self.steps}"
+                )
 
     def __repr__(self) -> str:
         return f"Learner(step={self.steps})"
@@ -201,13 +245,14 @@ class Learner:
             self._swap_in_cached_loss()
         args = self.loss_args(batch)
         with self.autocast():
-            if self.compiled:       # the compiled graph has one signature: stats included (fused, nearly free)
+            # the compiled graph has one signature: stats included (fused, nearly free)
+            if self.compiled:
                 loss, metrics, new_state = self.loss_fn(*args)
             else:
                 loss, metrics, new_state = muesli_loss_tensors(*args, stats=stats)
         metrics = metrics_to_floats(metrics)
         self.optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(metrics["loss/total"]):     # already on the host: no extra GPU sync
+        if not math.isfinite(metrics["loss/total"]):  # already on the host: no extra GPU sync
             return self._skip(metrics, "loss")
         loss.backward()
         if cfg.dynamics_grad == "params":
@@ -216,7 +261,11 @@ class Learner:
                     p.grad.mul_(cfg.dynamics_grad_scale)
         if cfg.grad_clip_value:
             torch.nn.utils.clip_grad_value_(self.online.parameters(), cfg.grad_clip_value)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm or float("inf")))
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(
+                self.online.parameters(), cfg.max_grad_norm or float("inf")
+            )
+        )
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, "gradient")
@@ -235,7 +284,9 @@ class Learner:
     def _skip(self, metrics: dict, what: str) -> dict:
         self.skipped += 1
         if self.skipped == 1 or self.skipped % 100 == 0:
-            print(f"learner: non-finite {what} at step {self.steps}; update skipped ({self.skipped} so far)")
+            print(
+                f"learner: non-finite {what} at step {self.steps}; update skipped ({self.skipped} so far)"
+            )
         metrics["learner/skipped_updates"] = self.skipped
         return metrics
 
@@ -243,7 +294,7 @@ class Learner:
     def _refresh_totals(self) -> None:
         self.totals, self._refreshed = self.replay.totals(), time.perf_counter()
 
-    def _next_batch(self) -> Optional[dict]:
+    def _next_batch(self) -> dict | None:
         if self._pending is None:
             self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
         batch = self.replay.result(self._pending)
@@ -274,7 +325,8 @@ class Learner:
                     time.sleep(0.002)
                 held = True
                 if time.perf_counter() - self._refreshed >= 0.25:
-                    self._refresh_totals()  # notices restarted shards, so their share moves to the others
+                    # notices restarted shards, so their share moves to the others
+                    self._refresh_totals()
                 continue
             held = False
             valid = arrays["mask"]
@@ -288,12 +340,18 @@ class Learner:
             if count % 20 == 0:
                 self._refresh_totals()
         out = {key: value / counts[key] for key, value in sums.items()}
-        out.update({"learner/steps": self.steps, "learner/updates_in_call": count,
-                    "learner/seconds": time.perf_counter() - start, "learner/batch_wait_s": batch_wait,
-                    "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
-                    "learner/skipped_updates": self.skipped,
-                    "replay/failed_calls": self.totals.get("failed_calls", 0),
-                    "replay/lost_sequences": self.totals.get("lost_stored", 0)})
+        out.update(
+            {
+                "learner/steps": self.steps,
+                "learner/updates_in_call": count,
+                "learner/seconds": time.perf_counter() - start,
+                "learner/batch_wait_s": batch_wait,
+                "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
+                "learner/skipped_updates": self.skipped,
+                "replay/failed_calls": self.totals.get("failed_calls", 0),
+                "replay/lost_sequences": self.totals.get("lost_stored", 0),
+            }
+        )
         self._record_metrics(out, count)
         return out
 
@@ -307,21 +365,25 @@ class Learner:
         m.set("policy_lag", out["learner/policy_lag"])
         for key, value in out.items():
             if key.startswith("loss/"):
-                m.set("loss", value, term=key[len("loss/"):])
+                m.set("loss", value, term=key[len("loss/") :])
 
     # -- checkpoints --------------------------------------------------------------------
-    def checkpoint_bytes(self, run_state: Optional[dict] = None) -> bytes:
+    def checkpoint_bytes(self, run_state: dict | None = None) -> bytes:
         """Everything needed to resume, serialised with torch.save (loadable with weights_only=True).
         `run_state` is the driver's own bookkeeping (plain numbers), stored alongside."""
         self._refresh_totals()
         state = {
             "run": dict(run_state or {}),
             "replay_totals": {k: int(v) for k, v in self.totals.items()},
-            "online": self.online.state_dict(), "target": self.target.state_dict(),
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss_state": {"adv": list(self.loss_state.adv), "pg": list(self.loss_state.pg)},
-            "steps": self.steps, "skipped": self.skipped, "blends": self.blends,
-            "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "blends": self.blends,
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -333,15 +395,22 @@ class Learner:
         # optimiser moments onto this learner's device.
         try:
             state = checkpoint_contents(data)
-        except Exception as exc:                        # noqa: BLE001 - whatever torch raises for damaged bytes
-            raise CheckpointError(f"checkpoint data is corrupt or truncated ({type(exc).__name__})") from None
+        except Exception as exc:  # whatever torch raises for damaged bytes
+            raise CheckpointError(
+                f"checkpoint data is corrupt or truncated ({type(exc).__name__})"
+            ) from None
         for name, net in (("online", self.online), ("target", self.target)):
-            check_same_shapes(net.state_dict(), state[name], name)     # before anything is overwritten
+            # before anything is overwritten
+            check_same_shapes(net.state_dict(), state[name], name)
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.loss_state = LossState(*(NormalizerState(*(t.to(self.device) for t in state["loss_state"][name]))
-                                      for name in ("adv", "pg")))
+        self.loss_state = LossState(
+            *(
+                NormalizerState(*(t.to(self.device) for t in state["loss_state"][name]))
+                for name in ("adv", "pg")
+            )
+        )
         self.steps, self.skipped, self.blends = state["steps"], state["skipped"], state["blends"]
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
@@ -349,4 +418,3 @@ class Learner:
         self._refresh_totals()
         self.publish()
         return state.get("run", {})
-

@@ -13,15 +13,14 @@ Counters (`totals`) stay monotonic across a shard restart: when a shard comes ba
 a new instance, what it had counted is carried in an offset; `restore_totals` seeds
 the offsets on resume.
 """
-from typing import Dict, List, Optional
 
 import numpy as np
 
 from common.sequence import SequenceSpec, decode_batch, encode_sequences
 from common.split import split
 
-
-LEVELS = ("size", "fresh")                  # stats() keys summed over shards but not carried over a restart
+# stats() keys summed over shards but not carried over a restart
+LEVELS = ("size", "fresh")
 NOT_SUMMED = ("shard", "started")
 
 
@@ -31,17 +30,19 @@ class ReplayClient:
 
     def __init__(self, shards, spec: SequenceSpec, flush_every: int = 32):
         self.shards, self.spec, self.flush_every = list(shards), spec, flush_every
-        self._sequences: List[Dict[str, np.ndarray]] = []
+        self._sequences: list[dict[str, np.ndarray]] = []
         self._next_shard = 0
-        self.failures = 0                       # shard calls that raised (through Ray: a dead or restarting shard)
-        self.lost_stored = 0                    # sequences a restarted shard no longer holds
-        self._last: List[dict] = [{} for _ in self.shards]
-        self._answering: List[bool] = [True for _ in self.shards]   # did its last stats() call answer
-        self._offset: Dict[str, int] = {}
+        # shard calls that raised (through Ray: a dead or restarting shard)
+        self.failures = 0
+        self.lost_stored = 0  # sequences a restarted shard no longer holds
+        self._last: list[dict] = [{} for _ in self.shards]
+        # did its last stats() call answer
+        self._answering: list[bool] = [True for _ in self.shards]
+        self._offset: dict[str, int] = {}
         # Actor side: each shard's room as it last answered, less the sequences sent to it since.
-        self.room: List[float] = [float("inf")] * len(self.shards)
+        self.room: list[float] = [float("inf")] * len(self.shards)
         # Learner side: the shares of the batch being assembled that have arrived (shard -> arrays).
-        self._parts: Dict[int, Dict[str, np.ndarray]] = {}
+        self._parts: dict[int, dict[str, np.ndarray]] = {}
 
     def _ask(self, shard, method: str, *args):
         """Start a call on a shard; its answer comes from `_answer`. In-process: the answer itself."""
@@ -52,7 +53,7 @@ class ReplayClient:
         return asked
 
     # -- actor side ---------------------------------------------------------------------
-    def add(self, sequence: Dict[str, np.ndarray]) -> None:
+    def add(self, sequence: dict[str, np.ndarray]) -> None:
         """Buffer one sequence; every `flush_every` they go out stacked in one payload."""
         self._sequences.append(sequence)
         if len(self._sequences) >= self.flush_every:
@@ -88,14 +89,16 @@ class ReplayClient:
         return self.has_room()
 
     # -- learner side -------------------------------------------------------------------
-    def shares(self, batch_size: int) -> List[int]:
+    def shares(self, batch_size: int) -> list[int]:
         """Sequences asked of each shard: an even split, except that shards last seen holding
         less than their share (one restarted empty, say) or not answering (dead, restarting,
         or stuck on a lost node) are passed over while others can serve the whole batch, so
         one lost shard never stalls the learner."""
         sizes = split(batch_size, len(self.shards))
-        short = [not answering or last.get("size", n) < n
-                 for answering, last, n in zip(self._answering, self._last, sizes)]
+        short = [
+            not answering or last.get("size", n) < n
+            for answering, last, n in zip(self._answering, self._last, sizes)
+        ]
         if any(short) and not all(short):
             healthy = [i for i, is_short in enumerate(short) if not is_short]
             sizes = [0] * len(self.shards)
@@ -118,7 +121,7 @@ class ReplayClient:
                 calls.append((i, self._ask(shard, "sample", online, n - online)))
         return calls
 
-    def result(self, handle) -> Optional[Dict[str, np.ndarray]]:
+    def result(self, handle) -> dict[str, np.ndarray] | None:
         """Batch-major arrays [B, ...] in shard order, or None while some shard's share is missing."""
         for i, answer in handle:
             payload = self._answer(answer, "sample")
@@ -132,10 +135,10 @@ class ReplayClient:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def sample(self, batch_size: int, replay_fraction: float) -> Optional[Dict[str, np.ndarray]]:
+    def sample(self, batch_size: int, replay_fraction: float) -> dict[str, np.ndarray] | None:
         return self.result(self.request(batch_size, replay_fraction))
 
-    def stats(self) -> List[Optional[dict]]:
+    def stats(self) -> list[dict | None]:
         """Each shard's stats(); None for a shard that did not answer."""
         asked = [self._ask(shard, "stats") for shard in self.shards]
         return [self._answer(a, "stats") for a in asked]
@@ -144,7 +147,7 @@ class ReplayClient:
         """Counters summed over shards (inserts, samples, ...: monotonic across shard restarts and
         resumes) and the current levels `size` and `fresh`. A shard that does not answer counts
         with its last known figures."""
-        out: Dict[str, int] = dict(self._offset)
+        out: dict[str, int] = dict(self._offset)
         for i, s in enumerate(self.stats()):
             last = self._last[i]
             self._answering[i] = s is not None
@@ -165,7 +168,11 @@ class ReplayClient:
         out["failed_calls"] = self.failures
         return out
 
-    def restore_totals(self, counts: Dict[str, int]) -> None:
+    def restore_totals(self, counts: dict[str, int]) -> None:
         """Resume, on a fresh client: counters continue from a checkpoint's totals (levels such as
         size are not restored)."""
-        self._offset = {k: int(v) for k, v in counts.items() if k not in LEVELS + ("lost_stored", "failed_calls")}
+        self._offset = {
+            k: int(v)
+            for k, v in counts.items()
+            if k not in LEVELS + ("lost_stored", "failed_calls")
+        }

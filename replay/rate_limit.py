@@ -15,27 +15,24 @@ A shard that restarts empty starts from I = S = 0: it takes inserts at once and 
 samples once it holds m again, so a lost shard never deadlocks actors or learner. Pure
 Python; the shard owns one.
 """
-import math
+
 from dataclasses import dataclass
-
-
-def shard_minimum(min_replay: int, batch_size: int, num_shards: int) -> int:
-    """m of each of num_shards shards: its share of max(min_replay, batch_size), rounded up."""
-    return math.ceil(max(min_replay, batch_size) / num_shards)
 
 
 @dataclass
 class SampleToInsertRatio:
-    samples_per_insert: float       # r
-    min_size: int                   # m
-    error_buffer: float             # e, in sampled sequences
-    inserts: int = 0                # I
-    samples: int = 0                # S
+    samples_per_insert: float  # r
+    min_size: int  # m
+    error_buffer: float  # e, in sampled sequences
+    inserts: int = 0  # I
+    samples: int = 0  # S
 
     def __post_init__(self):
         if self.samples_per_insert <= 0 or self.min_size < 1 or self.error_buffer < 0:
-            raise ValueError(f"rate limiter needs r > 0, m >= 1, e >= 0; got r={self.samples_per_insert}, "
-                             f"m={self.min_size}, e={self.error_buffer}")
+            raise ValueError(
+                f"rate limiter needs r > 0, m >= 1, e >= 0; got r={self.samples_per_insert}, "
+                f"m={self.min_size}, e={self.error_buffer}"
+            )
 
     @property
     def diff(self) -> float:

@@ -5,6 +5,7 @@ Inserts go out without waiting for the answer, with a bound on calls in flight, 
 pushes back on the actor. Shards may die (Ray restarts them empty): a failed call is counted,
 never raised, so the actor keeps playing and the learner waits for the restarted shard to refill.
 """
+
 import time
 
 import ray
@@ -13,20 +14,25 @@ from common.sequence import SequenceSpec
 from replay.client import ReplayClient
 
 SHARD_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
-MAX_ROOM_POLL_S = 0.02                      # a held actor asks the shards again after 1 ms, doubling up to this
+# a held actor asks the shards again after 1 ms, doubling up to this
+MAX_ROOM_POLL_S = 0.02
 
 
 class RayReplayClient(ReplayClient):
     def __init__(self, shards, spec: SequenceSpec, flush_every: int = 32, max_inflight: int = 4):
         super().__init__(shards, spec, flush_every)
         self.max_inflight = max_inflight
-        self._inflight = []                     # (ref, shard index, sequences) of inserts not yet answered
+        # (ref, shard index, sequences) of inserts not yet answered
+        self._inflight = []
 
     def _failed(self, exc: Exception, what: str) -> None:
         self.failures += 1
         if self.failures == 1 or self.failures % 100 == 0:
-            print(f"replay client: {what} failed ({type(exc).__name__}); "
-                  f"{self.failures} shard call(s) failed so far", flush=True)
+            print(
+                f"replay client: {what} failed ({type(exc).__name__}); "
+                f"{self.failures} shard call(s) failed so far",
+                flush=True,
+            )
 
     def _ask(self, shard, method: str, *args):
         return getattr(shard, method).remote(*args)
@@ -75,9 +81,13 @@ class RayReplayClient(ReplayClient):
                 self._settle(len(self._inflight), timeout=max(0.0, deadline - time.monotonic()))
             else:
                 refs = [shard.room.remote() for shard in self.shards]
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+                ready, _ = ray.wait(
+                    refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic())
+                )
                 ready = set(ready)
-                self.room = [self._answer(ref, "room", 0.0) if ref in ready else 0.0 for ref in refs]
+                self.room = [
+                    self._answer(ref, "room", 0.0) if ref in ready else 0.0 for ref in refs
+                ]
             if max(self.room) > 0 or time.monotonic() >= deadline:
                 return max(self.room) > 0
             time.sleep(pause)

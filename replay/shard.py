@@ -11,10 +11,10 @@ The shard owns the pacing of actors and learner (replay/rate_limit.py): every in
 answers with the room left for more, which actors hold on, and a sample the rate limit
 does not allow yet returns None, which the learner waits on.
 """
+
 import collections
 import copy
 import uuid
-from typing import List, Optional
 
 import numpy as np
 
@@ -27,13 +27,19 @@ from replay.rate_limit import SampleToInsertRatio
 class ReplayShard:
     """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
 
-    def __init__(self, spec: SequenceSpec, capacity: int, seed: int = 0, index: int = 0,
-                 rate_limit: Optional[SampleToInsertRatio] = None):
+    def __init__(
+        self,
+        spec: SequenceSpec,
+        capacity: int,
+        seed: int = 0,
+        index: int = 0,
+        rate_limit: SampleToInsertRatio | None = None,
+    ):
         """rate_limit: None = samples only wait for enough stored sequences (tests, benchmarks)."""
         self.spec, self.capacity, self.index = spec, capacity, index
-        self.rate_limit = copy.deepcopy(rate_limit)     # its own counters, also in-process
+        self.rate_limit = copy.deepcopy(rate_limit)  # its own counters, also in-process
         self.storage = spec.empty(leading=(capacity,))
-        self.insert_id = np.full(capacity, -1, dtype=np.int64)   # which insert lives in each slot
+        self.insert_id = np.full(capacity, -1, dtype=np.int64)  # which insert lives in each slot
         # (slot, insert_id), oldest first; an entry older than `capacity` inserts has been
         # overwritten, so maxlen bounds the queue when nothing is served online
         self.fresh = collections.deque(maxlen=capacity)
@@ -42,13 +48,14 @@ class ReplayShard:
         self.inserts = 0
         self.counters = collections.Counter()
         self.last_error = ""
-        self.started = uuid.uuid4().hex     # tells a restarted shard (Ray re-runs __init__) from this one
+        # tells a restarted shard (Ray re-runs __init__) from this one
+        self.started = uuid.uuid4().hex
         self.metrics = Recorder("replay", index)
 
     def __repr__(self) -> str:
         return f"ReplayShard({self.index})"
 
-    def insert(self, payloads: List[bytes]) -> dict:
+    def insert(self, payloads: list[bytes]) -> dict:
         """Validate and store each payload (one sequence, or N stacked: common/sequence.py);
         returns {'accepted': sequences stored, 'rejected': payloads dropped whole, 'room':
         sequences the rate limit takes before senders must hold}. Data that arrives is
@@ -77,10 +84,10 @@ class ReplayShard:
     def _store(self, rows) -> int:
         """Write N sequences [N, ...] into the ring (the oldest overwritten first); returns N."""
         n = total = len(rows["mask"])
-        if n > self.capacity:            # only the newest `capacity` can survive anyway
+        if n > self.capacity:  # only the newest `capacity` can survive anyway
             self.inserts += n - self.capacity
             self.counters["evictions"] += n - self.capacity
-            rows = {name: array[-self.capacity:] for name, array in rows.items()}
+            rows = {name: array[-self.capacity :] for name, array in rows.items()}
             n = self.capacity
         ids = np.arange(self.inserts, self.inserts + n)
         slots = ids % self.capacity
@@ -96,7 +103,7 @@ class ReplayShard:
             self.rate_limit.inserted(total)
         return total
 
-    def sample(self, num_online: int, num_replay: int) -> Optional[bytes]:
+    def sample(self, num_online: int, num_replay: int) -> bytes | None:
         """Batch payload of num_online fresh + num_replay uniform sequences, or None when
         fewer than num_online + num_replay sequences are stored or the rate limit holds the
         learner back. Fresh sequences missing from the queue are replaced by uniform draws."""
@@ -111,7 +118,7 @@ class ReplayShard:
         slots = []
         while self.fresh and len(slots) < num_online:
             slot, insert_id = self.fresh.popleft()
-            if self.insert_id[slot] == insert_id:      # not overwritten since
+            if self.insert_id[slot] == insert_id:  # not overwritten since
                 slots.append(slot)
         self.counters["online_sampled"] += len(slots)
         slots.extend(self.rng.integers(0, self.size, size=total - len(slots)))
@@ -121,5 +128,10 @@ class ReplayShard:
 
     def stats(self) -> dict:
         """Counters, levels (size, fresh) and `started` (tells a restarted shard from this one)."""
-        return {"shard": self.index, "started": self.started, "size": self.size, "fresh": len(self.fresh),
-                **self.counters}
+        return {
+            "shard": self.index,
+            "started": self.started,
+            "size": self.size,
+            "fresh": len(self.fresh),
+            **self.counters,
+        }

@@ -8,6 +8,7 @@ to appear, and returns the page's visible text and a PNG screenshot. It uses aio
 
   python tests/browser.py URL OUT.png [--wait-for TEXT] [--cookie NAME=VALUE]
 """
+
 import argparse
 import asyncio
 import base64
@@ -19,7 +20,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Optional, Tuple
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -32,6 +32,7 @@ def _free_port() -> int:
 
 async def _session(ws_url: str, steps):
     import aiohttp
+
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
         counter = 0
 
@@ -45,28 +46,45 @@ async def _session(ws_url: str, steps):
                     if "error" in message:
                         raise RuntimeError(f"{method}: {message['error']}")
                     return message.get("result", {})
+
         return await steps(call)
 
 
-def open_page(url: str, cookies: dict, wait_for: Optional[str] = None, timeout: float = 40.0,
-              size=(1400, 900)) -> Tuple[str, bytes]:
+def open_page(
+    url: str, cookies: dict, wait_for: str | None = None, timeout: float = 40.0, size=(1400, 900)
+) -> tuple[str, bytes]:
     """(visible text, PNG bytes) of `url` after `wait_for` shows up in the text (or the timeout)."""
     port, profile = _free_port(), tempfile.mkdtemp(prefix="chromium-")
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                             f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
-                             f"--window-size={size[0]},{size[1]}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--remote-debugging-port={port}",
+            f"--user-data-dir={profile}",
+            f"--window-size={size[0]},{size[1]}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2))
+                pages = json.load(
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2)
+                )
                 ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p.get("type") == "page")
                 break
             except (OSError, StopIteration, ValueError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("chromium did not open its DevTools port")
+                    raise RuntimeError("chromium did not open its DevTools port") from None
                 time.sleep(0.3)
 
         async def steps(call):
@@ -78,11 +96,13 @@ def open_page(url: str, cookies: dict, wait_for: Optional[str] = None, timeout: 
             text, end = "", time.monotonic() + timeout
             while time.monotonic() < end:
                 await asyncio.sleep(1.0)
-                result = await call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
+                result = await call(
+                    "Runtime.evaluate", expression="document.body ? document.body.innerText : ''"
+                )
                 text = result.get("result", {}).get("value", "") or ""
                 if wait_for is None or wait_for in text:
                     break
-            await asyncio.sleep(1.0)      # let the table finish drawing
+            await asyncio.sleep(1.0)  # let the table finish drawing
             shot = await call("Page.captureScreenshot", format="png")
             return text, base64.b64decode(shot["data"])
 

@@ -15,6 +15,7 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
   driver, and the actors on Ray give up.
 """
+
 import itertools
 import os
 import time
@@ -26,10 +27,11 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 FLAKY_ID, COUNTING_ID, RESET_FAILS_ID = "FlakyCartPole-v0", "CountingEnv-v0", "ResetFails-v0"
 OFF_DRIVER_ID, DRIVER_PID_VAR = "ResetFailsOffDriver-v0", "FLAKY_ENVS_DRIVER_PID"
-SLOW_RESET_ID = "SlowResetCartPole-v0"    # CartPole whose reset takes 3 ms: long evaluations, whatever the policy
+# CartPole whose reset takes 3 ms: long evaluations, whatever the policy
+SLOW_RESET_ID = "SlowResetCartPole-v0"
 RESET_FAILURE = "simulator lost its licence server"
 _instances = itertools.count()
-made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}      # instances built in this process
+made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}  # instances built in this process
 
 
 class FlakyCartPole(CartPoleEnv):
@@ -54,7 +56,11 @@ class CountingEnv(gym.Env):
     action_space = spaces.Discrete(2)
 
     def __init__(self, episode_steps: int = 8, fail_at_step: int = 0, fail_at_reset: int = 0):
-        self.episode_steps, self.fail_at_step, self.fail_at_reset = episode_steps, fail_at_step, fail_at_reset
+        self.episode_steps, self.fail_at_step, self.fail_at_reset = (
+            episode_steps,
+            fail_at_step,
+            fail_at_reset,
+        )
         self.instance = next(_instances)
         made[COUNTING_ID] += 1
         self.resets, self.life_steps, self.episode, self.t = 0, 0, -1, 0
@@ -100,8 +106,14 @@ class SlowResetCartPole(CartPoleEnv):
         return super().reset(seed=seed, options=options)
 
 
-for env_id, entry_point, limit in ((FLAKY_ID, FlakyCartPole, 500), (COUNTING_ID, CountingEnv, None),
-                                   (RESET_FAILS_ID, ResetFails, 500), (OFF_DRIVER_ID, ResetFailsOffDriver, 500),
-                                   (SLOW_RESET_ID, SlowResetCartPole, 500)):
+for env_id, entry_point, limit in (
+    (FLAKY_ID, FlakyCartPole, 500),
+    (COUNTING_ID, CountingEnv, None),
+    (RESET_FAILS_ID, ResetFails, 500),
+    (OFF_DRIVER_ID, ResetFailsOffDriver, 500),
+    (SLOW_RESET_ID, SlowResetCartPole, 500),
+):
     if env_id not in gym.registry:
-        gym.register(env_id, entry_point=entry_point, max_episode_steps=limit, reward_threshold=475.0)
+        gym.register(
+            env_id, entry_point=entry_point, max_episode_steps=limit, reward_threshold=475.0
+        )

@@ -1,4 +1,5 @@
 """Test helper: a ReplayShard that also keeps every payload it was sent."""
+
 from replay.shard import ReplayShard
 
 

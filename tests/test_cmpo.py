@@ -1,4 +1,5 @@
 """CMPO policy, regularisers and the advantage normaliser (common/cmpo.py)."""
+
 import math
 
 import pytest
@@ -30,7 +31,9 @@ def test_cmpo_sums_to_one_and_matches_brute_force():
         torch.testing.assert_close(pi.sum(-1), torch.ones(5, 3, dtype=F64), rtol=0, atol=1e-12)
         prior = prior_lp.exp().reshape(-1, 6).tolist()
         flat_adv = adv.reshape(-1, 6).tolist()
-        want = torch.tensor([_brute_force_cmpo(p, a, c) for p, a in zip(prior, flat_adv)], dtype=F64)
+        want = torch.tensor(
+            [_brute_force_cmpo(p, a, c) for p, a in zip(prior, flat_adv)], dtype=F64
+        )
         torch.testing.assert_close(pi.reshape(-1, 6), want, rtol=1e-10, atol=1e-12)
 
 
@@ -72,13 +75,25 @@ def test_clipping_at_c():
     c = 1.0
     clipped = adv.clamp(-c, c)
     assert (adv.abs() > c).any() and (adv.abs() < c).any()
-    torch.testing.assert_close(cmpo.cmpo_log_probs(prior_lp, adv, c), cmpo.cmpo_log_probs(prior_lp, clipped, c),
-                               rtol=0, atol=0)
-    beyond = torch.sign(adv) * (c + 100 * torch.rand(adv.shape, generator=torch.Generator().manual_seed(4), dtype=F64))
-    torch.testing.assert_close(cmpo.cmpo_log_probs(prior_lp, beyond, c),
-                               cmpo.cmpo_log_probs(prior_lp, torch.sign(adv) * c, c), rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        cmpo.cmpo_log_probs(prior_lp, adv, c),
+        cmpo.cmpo_log_probs(prior_lp, clipped, c),
+        rtol=0,
+        atol=0,
+    )
+    beyond = torch.sign(adv) * (
+        c + 100 * torch.rand(adv.shape, generator=torch.Generator().manual_seed(4), dtype=F64)
+    )
+    torch.testing.assert_close(
+        cmpo.cmpo_log_probs(prior_lp, beyond, c),
+        cmpo.cmpo_log_probs(prior_lp, torch.sign(adv) * c, c),
+        rtol=0,
+        atol=1e-14,
+    )
     # ... and a different clip gives a different answer (the clip is really applied at c)
-    assert not torch.allclose(cmpo.cmpo_log_probs(prior_lp, adv, 2.0), cmpo.cmpo_log_probs(prior_lp, clipped, 2.0))
+    assert not torch.allclose(
+        cmpo.cmpo_log_probs(prior_lp, adv, 2.0), cmpo.cmpo_log_probs(prior_lp, clipped, 2.0)
+    )
 
 
 def test_cmpo_shape_mismatch_raises():
@@ -97,12 +112,18 @@ def test_normalizer_matches_bias_corrected_ema():
         mask[0, 0] = 1.0
         state = cmpo.update_normalizer(state, adv, beta, mask)
         # brute force: mean of adv^2 over the masked rows' entries
-        vals = [adv[i, j, a].item() ** 2 for i in range(6) for j in range(4) for a in range(3) if mask[i, j] > 0]
+        vals = [
+            adv[i, j, a].item() ** 2
+            for i in range(6)
+            for j in range(4)
+            for a in range(3)
+            if mask[i, j] > 0
+        ]
         m = beta * m + (1 - beta) * sum(vals) / len(vals)
         n += 1
         assert state.second_moment.item() == pytest.approx(m, rel=1e-5)
         assert state.count.item() == n
-        var_hat = m / (1 - beta ** n)
+        var_hat = m / (1 - beta**n)
         out = cmpo.normalize(adv, state, beta, eps)
         torch.testing.assert_close(out, adv / math.sqrt(var_hat + eps), rtol=1e-5, atol=1e-6)
     # After the first update the bias-corrected variance is exactly that batch's mean square.
@@ -114,7 +135,9 @@ def test_normalizer_matches_bias_corrected_ema():
 def test_normalizer_mask_ignores_masked_entries():
     g = torch.Generator().manual_seed(6)
     adv = torch.randn(5, 3, 4, generator=g)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]], dtype=torch.float32)
+    mask = torch.tensor(
+        [[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]], dtype=torch.float32
+    )
     s_a = cmpo.update_normalizer(cmpo.init_normalizer(), adv, 0.99, mask)
     adv_b = adv.clone()
     adv_b[mask == 0] = 1e3
@@ -134,7 +157,9 @@ def test_normalizer_mask_ignores_masked_entries():
 def test_exact_kl_value_and_gradient():
     prior_lp, adv = _random_prior_and_adv((4, 5), seed=7)
     target = cmpo.cmpo_log_probs(prior_lp, adv)
-    logits = torch.randn(4, 5, dtype=F64, generator=torch.Generator().manual_seed(8), requires_grad=True)
+    logits = torch.randn(
+        4, 5, dtype=F64, generator=torch.Generator().manual_seed(8), requires_grad=True
+    )
     log_pi = torch.log_softmax(logits, -1)
     kl = cmpo.exact_kl(target, log_pi)
     p, q = target.exp(), log_pi.exp()
@@ -148,18 +173,22 @@ def test_exact_kl_value_and_gradient():
 
 def test_exact_kl_zero_target_probability():
     # 0 log 0 = 0: p = (1/2, 1/2, 0), pi = (1/4, 1/4, 1/2) -> KL = log 2, d/dlogits = pi - p
-    target = torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=F64))     # log 0 = -inf
+    target = torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=F64))  # log 0 = -inf
     logits = torch.log(torch.tensor([0.25, 0.25, 0.5], dtype=F64)).requires_grad_(True)
     kl = cmpo.exact_kl(target, torch.log_softmax(logits, -1))
     assert kl.item() == pytest.approx(math.log(2.0), abs=1e-15)
     kl.backward()
-    torch.testing.assert_close(logits.grad, torch.tensor([-0.25, -0.25, 0.5], dtype=F64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        logits.grad, torch.tensor([-0.25, -0.25, 0.5], dtype=F64), rtol=0, atol=1e-15
+    )
     # pi(a) = 0 where p(a) = 0 as well: the term is 0, its gradient too
     log_pi = torch.log(torch.tensor([0.25, 0.75, 0.0], dtype=F64)).requires_grad_(True)
     kl = cmpo.exact_kl(target, log_pi)
     assert kl.item() == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(0.5 / 0.75), abs=1e-15)
     kl.backward()
-    torch.testing.assert_close(log_pi.grad, torch.tensor([-0.5, -0.5, 0.0], dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(
+        log_pi.grad, torch.tensor([-0.5, -0.5, 0.0], dtype=F64), rtol=0, atol=0
+    )
 
 
 def test_sampled_regularizer_matches_exact_in_expectation():
@@ -175,7 +204,8 @@ def test_sampled_regularizer_matches_exact_in_expectation():
     exact = -(pi_cmpo * torch.log_softmax(exact_logits, -1)).sum()
     exact.backward()
 
-    samples = torch.multinomial(prior.expand(draws, A), N, replacement=True, generator=g)  # [draws, N]
+    # [draws, N]
+    samples = torch.multinomial(prior.expand(draws, A), N, replacement=True, generator=g)
     sampled_logits = logits.clone().requires_grad_(True)
     log_pi = torch.log_softmax(sampled_logits, -1)[samples]
     adv_s = adv.clamp(-c, c)[samples]
@@ -214,6 +244,6 @@ def test_mix_prior():
     torch.testing.assert_close(mixed, 0.967 * target + 0.03 * mu + 0.003 / 5)
     assert (mixed >= 0.003 / 5 - 1e-15).all()
     torch.testing.assert_close(cmpo.mix_prior(target), target, rtol=0, atol=0)
-    uni = cmpo.mix_prior(target, None, 0.5, 0.2)   # no behaviour: its weight is ignored
+    uni = cmpo.mix_prior(target, None, 0.5, 0.2)  # no behaviour: its weight is ignored
     torch.testing.assert_close(uni, 0.8 * target + 0.2 / 5)
     torch.testing.assert_close(uni.sum(-1), torch.ones(6, dtype=F64))

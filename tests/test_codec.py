@@ -1,6 +1,7 @@
 """msgpack codec (common/codec.py) and the sequence schema (common/sequence.py): exact round
 trips, one-line CodecErrors for every kind of bad payload, no pickle, and a fuzz test that
 the decoder only ever returns a well-formed sequence or raises CodecError."""
+
 import io
 import pickle
 import tokenize
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 
 from common import codec
 from common.codec import CodecError
-from common.sequence import SequenceSpec, decode_batch, decode_sequence, encode_batch, encode_sequence
+from common.sequence import (
+    SequenceSpec,
+    decode_batch,
+    decode_sequence,
+    encode_batch,
+    encode_sequence,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 T, A = 5, 3
@@ -23,9 +30,14 @@ VECTOR = SequenceSpec(length=T, obs_shape=(4,), obs_dtype="float32", num_actions
 
 # The schema written out by hand (not read back from SequenceSpec.fields), for IMAGE.
 IMAGE_FIELDS = {
-    "obs": ("uint8", (T + 1, 6, 7, 2)), "action": ("int32", (T,)), "reward": ("float32", (T,)),
-    "behaviour": ("float32", (T, A)), "mask": ("bool", (T,)), "terminal": ("bool", (T,)),
-    "truncated": ("bool", (T,)), "version": ("int64", (T,)),
+    "obs": ("uint8", (T + 1, 6, 7, 2)),
+    "action": ("int32", (T,)),
+    "reward": ("float32", (T,)),
+    "behaviour": ("float32", (T, A)),
+    "mask": ("bool", (T,)),
+    "terminal": ("bool", (T,)),
+    "truncated": ("bool", (T,)),
+    "version": ("int64", (T,)),
 }
 
 
@@ -44,10 +56,14 @@ def make_sequence(spec=IMAGE, seed=0, length=T):
     if length < spec.length:
         terminal[length - 1] = True
     return {
-        "obs": obs, "action": rng.integers(0, spec.num_actions, spec.length).astype(np.int32),
-        "reward": rng.normal(size=spec.length).astype(np.float32), "behaviour": behaviour, "mask": mask,
-        "terminal": terminal, "truncated": truncated,
-        "version": np.full(spec.length, 2**40 + 7, np.int64),   # needs more than 32 bits
+        "obs": obs,
+        "action": rng.integers(0, spec.num_actions, spec.length).astype(np.int32),
+        "reward": rng.normal(size=spec.length).astype(np.float32),
+        "behaviour": behaviour,
+        "mask": mask,
+        "terminal": terminal,
+        "truncated": truncated,
+        "version": np.full(spec.length, 2**40 + 7, np.int64),  # needs more than 32 bits
     }
 
 
@@ -78,6 +94,7 @@ def assert_well_formed(arrays):
 
 # -- round trips ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("spec", [IMAGE, VECTOR], ids=["uint8-image", "float32-vector"])
 def test_sequence_round_trip_is_exact(spec):
     seq = make_sequence(spec, seed=1, length=3)
@@ -85,24 +102,28 @@ def test_sequence_round_trip_is_exact(spec):
     assert set(out) == set(seq)
     for name, array in seq.items():
         assert out[name].dtype == array.dtype and out[name].shape == array.shape, name
-        assert out[name].tobytes() == array.tobytes(), name          # bit-exact
+        assert out[name].tobytes() == array.tobytes(), name  # bit-exact
     assert out["version"][0] == 2**40 + 7
-    assert out["obs"].flags.writeable                                # torch.from_numpy needs that
+    assert out["obs"].flags.writeable  # torch.from_numpy needs that
 
 
 def test_round_trip_of_every_allowed_dtype_and_odd_shapes():
     arrays = {
-        "u8": np.arange(24, dtype=np.uint8).reshape(2, 3, 4), "b": np.array([True, False, True]),
-        "i32": np.array([-2**31, 0, 2**31 - 1], np.int32), "i64": np.array([[-2**63], [2**63 - 1]], np.int64),
+        "u8": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+        "b": np.array([True, False, True]),
+        "i32": np.array([-(2**31), 0, 2**31 - 1], np.int32),
+        "i64": np.array([[-(2**63)], [2**63 - 1]], np.int64),
         "f32": np.array([-0.0, 1e-45, 3.4e38, -1.5], np.float32),
-        "scalar": np.array(2.5, np.float32), "np_scalar": np.int64(-3),     # 0-d arrays stay 0-d
-        "empty": np.zeros((0, 3), np.float32), "strided": np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2],
+        "scalar": np.array(2.5, np.float32),
+        "np_scalar": np.int64(-3),  # 0-d arrays stay 0-d
+        "empty": np.zeros((0, 3), np.float32),
+        "strided": np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2],
     }
     out = codec.decode(codec.encode("thing", arrays), "thing")
     for name, array in arrays.items():
         assert out[name].dtype == array.dtype and out[name].shape == array.shape, name
         assert np.array_equal(out[name], array), name
-    assert np.signbit(out["f32"][0])                                 # -0.0 survives
+    assert np.signbit(out["f32"][0])  # -0.0 survives
 
 
 def test_batch_round_trip_keeps_the_leading_dimension():
@@ -117,8 +138,11 @@ def test_batch_round_trip_keeps_the_leading_dimension():
 def test_payload_bytes_are_little_endian_raw_arrays():
     payload = codec.encode("k", {"x": np.array([1, 256], np.int32)})
     message = msgpack.unpackb(payload, raw=False)
-    assert message == {"schema": codec.SCHEMA_VERSION, "kind": "k",
-                       "arrays": {"x": ["int32", [2], b"\x01\x00\x00\x00\x00\x01\x00\x00"]}}
+    assert message == {
+        "schema": codec.SCHEMA_VERSION,
+        "kind": "k",
+        "arrays": {"x": ["int32", [2], b"\x01\x00\x00\x00\x00\x01\x00\x00"]},
+    }
 
 
 def test_encode_refuses_dtypes_outside_the_schema():
@@ -130,6 +154,7 @@ def test_encode_refuses_dtypes_outside_the_schema():
 
 
 # -- rejections ----------------------------------------------------------------------------
+
 
 def good_payload():
     return encode_sequence(make_sequence(IMAGE, seed=3, length=4))
@@ -151,7 +176,8 @@ def test_trailing_bytes_are_rejected():
 
 def test_oversized_payloads_are_rejected_before_parsing():
     payload = good_payload()
-    assert codec.decode(payload, "sequence", max_bytes=len(payload))        # exactly at the limit is fine
+    # exactly at the limit is fine
+    assert codec.decode(payload, "sequence", max_bytes=len(payload))
     with pytest.raises(CodecError) as excinfo:
         codec.decode(payload, "sequence", max_bytes=len(payload) - 1)
     assert_one_line_error(excinfo, str(len(payload)), str(len(payload) - 1))
@@ -163,7 +189,8 @@ def test_oversized_payloads_are_rejected_before_parsing():
 def test_an_array_longer_than_the_limit_is_rejected_inside_msgpack():
     # A bin header claiming 2**31 bytes must not make the decoder allocate them.
     head = msgpack.packb({"schema": 1, "kind": "sequence"})
-    assert head[0] == 0x82                                    # fixmap of 2 -> make it 3 with 'arrays'
+    # fixmap of 2 -> make it 3 with 'arrays'
+    assert head[0] == 0x82
     evil = b"\x83" + head[1:] + b"\xa6arrays\x81\xa3obs\x93\xa5uint8\x91\x00\xc6\x80\x00\x00\x00"
     with pytest.raises(CodecError):
         codec.decode(evil, "sequence", max_bytes=1 << 20)
@@ -189,6 +216,7 @@ def test_dtype_outside_the_schema_is_rejected():
     def edit(m):
         m["arrays"]["reward"][0] = "float64"
         m["arrays"]["reward"][2] = np.zeros(T, np.float64).tobytes()
+
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(repack(good_payload(), edit), IMAGE)
     assert_one_line_error(excinfo, "'reward'", "'float64'")
@@ -199,19 +227,23 @@ def test_allowed_dtype_in_the_wrong_field_is_rejected():
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(encode_sequence(seq), IMAGE)
     assert_one_line_error(excinfo, "'reward'", "int32", "float32")
-    seq = dict(make_sequence(), obs=make_sequence()["obs"].astype(np.float32))   # float image, uint8 expected
+    # float image, uint8 expected
+    seq = dict(make_sequence(), obs=make_sequence()["obs"].astype(np.float32))
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(encode_sequence(seq), IMAGE)
     assert_one_line_error(excinfo, "'obs'", "float32", "uint8")
 
 
-@pytest.mark.parametrize("name, shape", [
-    ("obs", (T, 6, 7, 2)),          # bootstrap observation missing
-    ("obs", (T + 1, 7, 6, 2)),      # transposed image
-    ("behaviour", (T, A + 1)),      # wrong number of actions
-    ("action", (T, 1)),             # extra dimension
-    ("mask", (T + 1,)),
-])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("obs", (T, 6, 7, 2)),  # bootstrap observation missing
+        ("obs", (T + 1, 7, 6, 2)),  # transposed image
+        ("behaviour", (T, A + 1)),  # wrong number of actions
+        ("action", (T, 1)),  # extra dimension
+        ("mask", (T + 1,)),
+    ],
+)
 def test_wrong_shape_is_rejected(name, shape):
     seq = make_sequence()
     seq[name] = np.zeros(shape, seq[name].dtype)
@@ -223,28 +255,46 @@ def test_wrong_shape_is_rejected(name, shape):
 def test_byte_count_that_does_not_match_the_shape_is_rejected():
     def edit(m):
         m["arrays"]["reward"][2] = m["arrays"]["reward"][2][:-1]
+
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(repack(good_payload(), edit), IMAGE)
     assert_one_line_error(excinfo, "'reward'", f"holds {4 * T - 1} bytes", f"need {4 * T}")
 
 
-@pytest.mark.parametrize("shape", [
-    [2**30, 2**30, 2**30, 4],                       # product wraps int64 to 0 (was a ValueError)
-    [0, 2**31 - 1, 2**31 - 1, 2**31 - 1, 2**31 - 1],  # zero-size but "too big" for numpy
-    [0] * 70,                                       # more dims than numpy supports
-    [-1, 5], [2**31], [1.5], ["3"], [True, None],
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [2**30, 2**30, 2**30, 4],  # product wraps int64 to 0 (was a ValueError)
+        [0, 2**31 - 1, 2**31 - 1, 2**31 - 1, 2**31 - 1],  # zero-size but "too big" for numpy
+        [0] * 70,  # more dims than numpy supports
+        [-1, 5],
+        [2**31],
+        [1.5],
+        ["3"],
+        [True, None],
+    ],
+)
 def test_absurd_shapes_are_codec_errors(shape):
-    payload = repack(good_payload(), lambda m: m["arrays"]["obs"].__setitem__(1, shape)
-                     or m["arrays"]["obs"].__setitem__(2, b""))
+    payload = repack(
+        good_payload(),
+        lambda m: (
+            m["arrays"]["obs"].__setitem__(1, shape) or m["arrays"]["obs"].__setitem__(2, b"")
+        ),
+    )
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(payload, IMAGE)
     assert_one_line_error(excinfo, "'obs'")
 
 
-@pytest.mark.parametrize("name, index, value", [
-    ("reward", 2, np.nan), ("reward", 0, np.inf), ("behaviour", (1, 2), -np.inf), ("obs", (0, 1), np.nan),
-])
+@pytest.mark.parametrize(
+    "name, index, value",
+    [
+        ("reward", 2, np.nan),
+        ("reward", 0, np.inf),
+        ("behaviour", (1, 2), -np.inf),
+        ("obs", (0, 1), np.nan),
+    ],
+)
 def test_non_finite_floats_are_rejected(name, index, value):
     spec = VECTOR if name == "obs" else IMAGE
     seq = make_sequence(spec)
@@ -256,7 +306,7 @@ def test_non_finite_floats_are_rejected(name, index, value):
 
 def test_non_finite_values_in_padding_are_rejected_too():
     seq = make_sequence(length=2)
-    seq["reward"][-1] = np.nan         # a padded step: still never stored
+    seq["reward"][-1] = np.nan  # a padded step: still never stored
     with pytest.raises(CodecError):
         decode_sequence(encode_sequence(seq), IMAGE)
 
@@ -277,14 +327,17 @@ def test_unexpected_field_is_rejected_and_named():
     assert_one_line_error(excinfo, "unexpected fields ['logits']")
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda s: s["action"].__setitem__(1, A), f"[0, {A})"),
-    (lambda s: s["action"].__setitem__(0, -1), f"[0, {A})"),
-    (lambda s: s["behaviour"].__setitem__((0, 0), 1.5), "behaviour"),
-    (lambda s: s["behaviour"].__setitem__((2, 1), -0.1), "behaviour"),
-    (lambda s: s["mask"].__setitem__(slice(None), [True, False, True, False, False]), "prefix"),
-    (lambda s: s["mask"].__setitem__(slice(None), False), "no real step"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda s: s["action"].__setitem__(1, A), f"[0, {A})"),
+        (lambda s: s["action"].__setitem__(0, -1), f"[0, {A})"),
+        (lambda s: s["behaviour"].__setitem__((0, 0), 1.5), "behaviour"),
+        (lambda s: s["behaviour"].__setitem__((2, 1), -0.1), "behaviour"),
+        (lambda s: s["mask"].__setitem__(slice(None), [True, False, True, False, False]), "prefix"),
+        (lambda s: s["mask"].__setitem__(slice(None), False), "no real step"),
+    ],
+)
 def test_semantically_invalid_sequences_are_rejected(edit, needle):
     seq = make_sequence()
     edit(seq)
@@ -293,15 +346,24 @@ def test_semantically_invalid_sequences_are_rejected(edit, needle):
     assert_one_line_error(excinfo, needle)
 
 
-@pytest.mark.parametrize("garbage", [
-    b"", b"\xc1", b"not msgpack at all", b"\xff" * 64, msgpack.packb([1, 2, 3]), msgpack.packb("sequence"),
-    msgpack.packb({"schema": 1, "kind": "sequence"}), msgpack.packb({1: 2}),
-    msgpack.packb({"schema": 1, "kind": "sequence", "arrays": [1]}),
-    msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {"obs": "uint8"}}),
-    msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {"obs": ["uint8", [1], "text"]}}),
-    msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {}, "extra": 1}),
-    msgpack.packb(msgpack.ExtType(1, b"\x80\x04")),
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\xc1",
+        b"not msgpack at all",
+        b"\xff" * 64,
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb("sequence"),
+        msgpack.packb({"schema": 1, "kind": "sequence"}),
+        msgpack.packb({1: 2}),
+        msgpack.packb({"schema": 1, "kind": "sequence", "arrays": [1]}),
+        msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {"obs": "uint8"}}),
+        msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {"obs": ["uint8", [1], "text"]}}),
+        msgpack.packb({"schema": 1, "kind": "sequence", "arrays": {}, "extra": 1}),
+        msgpack.packb(msgpack.ExtType(1, b"\x80\x04")),
+    ],
+)
 def test_non_msgpack_and_wrongly_structured_payloads_are_rejected(garbage):
     with pytest.raises(CodecError) as excinfo:
         decode_sequence(garbage, IMAGE)
@@ -325,14 +387,30 @@ def test_weights_with_the_wrong_tensor_names_are_rejected():
 
 # -- no pickle -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", ["common/codec.py", "common/sequence.py", "transport/weights.py", "transport/ray_weights.py"])
+
+@pytest.mark.parametrize(
+    "module",
+    ["common/codec.py", "common/sequence.py", "transport/weights.py", "transport/ray_weights.py"],
+)
 def test_codec_modules_use_no_pickle(module):
     """Source with docstrings and comments removed must not mention pickle or msgpack object hooks."""
     source = (ROOT / module).read_text()
-    code = [tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-            if tok.type not in (tokenize.STRING, tokenize.COMMENT)]
+    code = [
+        tok.string
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type not in (tokenize.STRING, tokenize.COMMENT)
+    ]
     text = " ".join(code).lower()
-    for word in ("pickle", "dill", "marshal", "ext_hook", "object_hook", "object_pairs_hook", "eval", "exec"):
+    for word in (
+        "pickle",
+        "dill",
+        "marshal",
+        "ext_hook",
+        "object_hook",
+        "object_pairs_hook",
+        "eval",
+        "exec",
+    ):
         assert word not in text.split() and f"{word}(" not in text, (module, word)
     assert "import pickle" not in source and "cloudpickle" not in source
 
@@ -347,7 +425,9 @@ def test_pickle_payloads_are_rejected(protocol):
 
 # -- fuzz ----------------------------------------------------------------------------------
 
-VALID = [encode_sequence(make_sequence(IMAGE, seed=s, length=n)) for s, n in ((0, T), (1, 1), (2, 3))]
+VALID = [
+    encode_sequence(make_sequence(IMAGE, seed=s, length=n)) for s, n in ((0, T), (1, 1), (2, 3))
+]
 
 
 def check_decoder(payload):
@@ -379,7 +459,7 @@ def mutated(draw):
         elif op == "insert":
             payload[i:i] = draw(st.binary(min_size=1, max_size=8))
         else:
-            del payload[i:i + draw(st.integers(1, 8))]
+            del payload[i : i + draw(st.integers(1, 8))]
     return bytes(payload)
 
 
@@ -400,22 +480,36 @@ def test_fuzz_mutated_valid_payloads_decode_well_formed_or_raise_codec_error(pay
 
 # Structured mutations reach the array checks, which random bytes seldom get past.
 MSGPACK_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
     | st.binary(max_size=32),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @FUZZ
-@given(st.sampled_from(sorted(IMAGE_FIELDS)), st.integers(0, 2), MSGPACK_VALUES, st.sampled_from(VALID))
+@given(
+    st.sampled_from(sorted(IMAGE_FIELDS)), st.integers(0, 2), MSGPACK_VALUES, st.sampled_from(VALID)
+)
 def test_fuzz_structured_edits_decode_well_formed_or_raise_codec_error(name, part, value, payload):
     def edit(message):
         message["arrays"][name][part] = value
+
     check_decoder(repack(payload, edit))
 
 
 @FUZZ
-@given(st.sampled_from(sorted(IMAGE_FIELDS)), st.lists(st.integers(-3, 2**32), max_size=6), st.sampled_from(VALID))
+@given(
+    st.sampled_from(sorted(IMAGE_FIELDS)),
+    st.lists(st.integers(-3, 2**32), max_size=6),
+    st.sampled_from(VALID),
+)
 def test_fuzz_random_shapes_decode_well_formed_or_raise_codec_error(name, shape, payload):
     check_decoder(repack(payload, lambda m: m["arrays"][name].__setitem__(1, shape)))
 

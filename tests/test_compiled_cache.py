@@ -2,6 +2,7 @@
 eagerly when its compiled loss is not cached, the end of the run builds it in a background
 process, and a later learner loads it while it learns and swaps it in with the same numbers; a
 build cut short, a damaged cache or a changed source never reaches a run."""
+
 import os
 import signal
 import time
@@ -20,7 +21,10 @@ CFG = dict(compile="auto", starts_per_sequence=2)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(compiled_lib.CACHE_ENV, str(tmp_path))
     # loading sets TORCHINDUCTOR_CACHE_DIR to a private copy: leave this process's setting as it was
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor")))
+    monkeypatch.setenv(
+        "TORCHINDUCTOR_CACHE_DIR",
+        os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor")),
+    )
     return tmp_path / "compiled"
 
 
@@ -39,15 +43,17 @@ def build_after_run(cfg):
 def test_the_end_of_a_run_builds_the_cache_and_a_later_learner_swaps_it_in(cache, capsys):
     first, _ = make_learner(small_config(**CFG))
     folder = first.compiled_folder()
-    assert first.cached_loss is None and not first.compiled          # not cached: this run learns eagerly
-    assert not cache.exists()                                        # and builds nothing while it runs
+    # not cached: this run learns eagerly
+    assert first.cached_loss is None and not first.compiled
+    # and builds nothing while it runs
+    assert not cache.exists()
     first.update(make_batch(0))
     assert build_after_run(first.cfg) == folder
-    assert build_after_run(first.cfg) is None                        # one build at a time
-    wait_for(lambda: (folder / "loss.bin").exists(), 600)            # nice 19: slow under load
+    assert build_after_run(first.cfg) is None  # one build at a time
+    wait_for(lambda: (folder / "loss.bin").exists(), 600)  # nice 19: slow under load
     wait_for(lambda: not (cache / f"{folder.name}.lock").exists(), 30)
     assert not list(cache.glob(".staging-*"))
-    assert build_after_run(first.cfg) is None                        # built: nothing to do
+    assert build_after_run(first.cfg) is None  # built: nothing to do
 
     later, _ = make_learner(small_config(**CFG))
     twin, _ = make_learner(small_config(compile="off", starts_per_sequence=2))
@@ -59,10 +65,18 @@ def test_the_end_of_a_run_builds_the_cache_and_a_later_learner_swaps_it_in(cache
     for seed in range(3):
         torch.manual_seed(seed)
         got = later.update(make_batch(seed, terminal_at=seed + 1))
-        assert later.compiled and later.cached_loss is None          # swapped in at the first update
+        # swapped in at the first update
+        assert later.compiled and later.cached_loss is None
         torch.manual_seed(seed)
         want = twin.update(make_batch(seed, terminal_at=seed + 1))
-        for key in ("loss/total", "loss/pg", "loss/value", "loss/model", "loss/reward", "learner/grad_norm"):
+        for key in (
+            "loss/total",
+            "loss/pg",
+            "loss/value",
+            "loss/model",
+            "loss/reward",
+            "learner/grad_norm",
+        ):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-5), (seed, key)
 
 
@@ -72,15 +86,19 @@ def test_a_build_killed_part_way_leaves_nothing_and_the_next_run_builds_again(ca
     lock = cache / f"{folder.name}.lock"
     wait_for(lambda: lock.read_text().strip(), 10)
     pid = int(lock.read_text())
-    wait_for(lambda: list(cache.glob("*/inductor")), 120)            # part-way: kernels being written
+    # part-way: kernels being written
+    wait_for(lambda: list(cache.glob("*/inductor")), 120)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not compiled_lib._pid_alive(pid) or _reaped(pid), 10)
-    assert not folder.exists()                                       # nothing a later run would load
+    # nothing a later run would load
+    assert not folder.exists()
     again, _ = make_learner(small_config(**CFG, seed=1))
     assert again.cached_loss is None
     assert build_after_run(again.cfg) == folder
-    assert int(lock.read_text()) != pid                              # the dead builder's lock was taken over
-    assert not [p for p in cache.glob(".staging-*") if p.name.endswith(f"-{pid}")]   # its leftovers removed
+    # the dead builder's lock was taken over
+    assert int(lock.read_text()) != pid
+    # its leftovers removed
+    assert not [p for p in cache.glob(".staging-*") if p.name.endswith(f"-{pid}")]
     os.kill(int(lock.read_text()), signal.SIGKILL)
 
 
@@ -113,12 +131,20 @@ def test_the_key_names_sources_config_and_layout(cache, monkeypatch):
     base = compiled_lib.cache_key(spec, params, 6, 4, "float32", "cpu", False)
     assert base == compiled_lib.cache_key(spec, params, 6, 4, "float32", "cpu", False)
     import dataclasses
-    others = [compiled_lib.cache_key(dataclasses.replace(spec, width=32), params, 6, 4, "float32", "cpu", False),
-              compiled_lib.cache_key(spec, dataclasses.replace(params, discount=0.9), 6, 4, "float32", "cpu", False),
-              compiled_lib.cache_key(spec, params, 7, 4, "float32", "cpu", False),
-              compiled_lib.cache_key(spec, params, 6, 4, "uint8", "cpu", False),
-              compiled_lib.cache_key(spec, params, 6, 4, "float32", "cpu", True)]
-    monkeypatch.setattr(compiled_lib, "SOURCES", compiled_lib.SOURCES[:-1])   # a different source set
+
+    others = [
+        compiled_lib.cache_key(
+            dataclasses.replace(spec, width=32), params, 6, 4, "float32", "cpu", False
+        ),
+        compiled_lib.cache_key(
+            spec, dataclasses.replace(params, discount=0.9), 6, 4, "float32", "cpu", False
+        ),
+        compiled_lib.cache_key(spec, params, 7, 4, "float32", "cpu", False),
+        compiled_lib.cache_key(spec, params, 6, 4, "uint8", "cpu", False),
+        compiled_lib.cache_key(spec, params, 6, 4, "float32", "cpu", True),
+    ]
+    # a different source set
+    monkeypatch.setattr(compiled_lib, "SOURCES", compiled_lib.SOURCES[:-1])
     others.append(compiled_lib.cache_key(spec, params, 6, 4, "float32", "cpu", False))
     assert len({base, *others}) == len(others) + 1
 

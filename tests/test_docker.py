@@ -10,6 +10,7 @@
   and the trainer's `launch.py --address`;
 - README's "Scale out" section gives the commands of each path and the head's ports.
 """
+
 import json
 import os
 import re
@@ -57,8 +58,12 @@ def instructions(dockerfile: str) -> list:
 
 def shell_steps(dockerfile: str) -> list:
     """The commands of every RUN, split at `&&`."""
-    return [step.strip() for keyword, args in instructions(dockerfile) if keyword == "RUN"
-            for step in args.split("&&")]
+    return [
+        step.strip()
+        for keyword, args in instructions(dockerfile)
+        if keyword == "RUN"
+        for step in args.split("&&")
+    ]
 
 
 def readme() -> str:
@@ -88,10 +93,21 @@ def flags(command: str) -> dict:
 
 # -- the images ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_hadolint_passes(dockerfile):
-    result = subprocess.run([tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), "--no-color",
-                             str(DOCKER / dockerfile)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            tool("hadolint"),
+            "--config",
+            str(ROOT / ".hadolint.yaml"),
+            "--no-color",
+            str(DOCKER / dockerfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -111,19 +127,28 @@ def test_images_install_readmes_command_from_requirements_txt(dockerfile):
     steps = shell_steps(dockerfile)
     assert pip[0] in steps, steps
     assert ("COPY", "--chown=1000:1000 requirements.txt ./") in instructions(dockerfile)
-    assert any(s.startswith("python3 -m venv") for s in steps)        # as README: a virtual environment
+    # as README: a virtual environment
+    assert any(s.startswith("python3 -m venv") for s in steps)
     # Nothing else is installed by pip, except (CUDA image) torch's CUDA build, whose version
     # is read from requirements.txt and installed before it.
     others = [s for s in steps if s.startswith("pip install") and s != pip[0]]
     if dockerfile == "Dockerfile":
         assert others == []
     else:
-        assert others == ["pip install --index-url \"$TORCH_INDEX\" \"$(grep -E '^torch==' requirements.txt)\""]
+        assert others == [
+            'pip install --index-url "$TORCH_INDEX" "$(grep -E \'^torch==\' requirements.txt)"'
+        ]
         assert steps.index(others[0]) < steps.index(pip[0])
-        pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if re.match(r"^torch==", line)]
+        pins = [
+            line
+            for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if re.match(r"^torch==", line)
+        ]
         assert len(pins) == 1, pins
         index = [args for keyword, args in instructions(dockerfile) if keyword == "ARG"]
-        assert any(a.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cu") for a in index), index
+        assert any(
+            a.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cu") for a in index
+        ), index
     # CI's install (README's test command) goes through the same file.
     assert "-r requirements.txt" in (ROOT / "requirements-test.txt").read_text().splitlines()
 
@@ -132,14 +157,16 @@ def test_images_install_readmes_command_from_requirements_txt(dockerfile):
 def test_images_run_as_a_non_root_user_with_the_code_and_ports(dockerfile):
     found = instructions(dockerfile)
     users = [args for keyword, args in found if keyword == "USER"]
-    assert users and users[-1] == "1000:1000", users             # numeric, so runAsNonRoot can check it
+    # numeric, so runAsNonRoot can check it
+    assert users and users[-1] == "1000:1000", users
     steps = shell_steps(dockerfile)
     assert "useradd --create-home --uid 1000 --gid 1000 --shell /bin/bash ray" in steps
     assert ("WORKDIR", "/home/ray/muesli-ray") in found
     assert ("COPY", "--chown=1000:1000 . ./") in found
     exposed = {p for keyword, args in found if keyword == "EXPOSE" for p in args.split()}
     assert {"6379", "8265", "10001", METRICS_PORT} <= exposed
-    assert found[0][0] == "FROM" and found[0][1] == "python:3.11-slim-bookworm"   # README's Python 3.11
+    # README's Python 3.11
+    assert found[0][0] == "FROM" and found[0][1] == "python:3.11-slim-bookworm"
 
 
 def test_docker_build_context_leaves_local_state_out():
@@ -150,9 +177,21 @@ def test_docker_build_context_leaves_local_state_out():
 
 # -- compose ------------------------------------------------------------------------------
 
+
 def test_compose_file_follows_the_compose_specification():
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-                             str(DOCKER / "compose.yaml")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DOCKER / "compose.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -167,14 +206,24 @@ def test_compose_cluster_head_workers_trainer_and_monitoring():
         assert s["build"]["dockerfile"] == RAY_IMAGES[s["image"]] and s["build"]["context"] == ".."
         assert (DOCKER / s["build"]["context"] / s["build"]["dockerfile"]).is_file()
         assert s["environment"]["RAY_AUTH_MODE"] == "token"
-        assert s["environment"]["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?")   # required, never written here
-        assert "user" not in s                                                       # the image's user 1000
-        assert flags(s["command"] if isinstance(s["command"], str) else s["command"][-1])[
-            "--metrics-export-port"] == METRICS_PORT
+        # required, never written here
+        assert s["environment"]["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?")
+        # the image's user 1000
+        assert "user" not in s
+        assert (
+            flags(s["command"] if isinstance(s["command"], str) else s["command"][-1])[
+                "--metrics-export-port"
+            ]
+            == METRICS_PORT
+        )
 
     head = services["ray-head"]
     head_flags = flags(head["command"])
-    assert head_flags["--head"] is True and head_flags["--port"] == "6379" and head_flags["--block"] is True
+    assert (
+        head_flags["--head"] is True
+        and head_flags["--port"] == "6379"
+        and head_flags["--block"] is True
+    )
     assert head_flags["--dashboard-port"] == "8265" and head_flags["--dashboard-host"] == "0.0.0.0"
     assert "8265:8265" in head["ports"]
     assert head["healthcheck"]["test"][-1] == "http://localhost:8265/api/gcs_healthz"
@@ -191,7 +240,11 @@ def test_compose_cluster_head_workers_trainer_and_monitoring():
     trainer = services["trainer"]["command"]
     assert trainer[:2] == ["bash", "-c"]
     joins, runs = trainer[2].split("&&")
-    assert flags(joins) == {"--address": "ray-head:6379", "--num-cpus": "0", "--metrics-export-port": METRICS_PORT}
+    assert flags(joins) == {
+        "--address": "ray-head:6379",
+        "--num-cpus": "0",
+        "--metrics-export-port": METRICS_PORT,
+    }
     assert runs.split()[:5] == ["exec", "python", "launch.py", "--address", "ray-head:6379"]
     assert flags(runs)["--run-root"] == "/home/ray/runs"
     assert "runs:/home/ray/runs" in services["trainer"]["volumes"]
@@ -201,7 +254,9 @@ def test_compose_cluster_head_workers_trainer_and_monitoring():
 def test_prometheus_and_grafana_read_what_the_ray_head_writes():
     compose = load("compose.yaml")
     services = compose["services"]
-    head_tmp = [v.split(":")[0] for v in services["ray-head"]["volumes"] if v.split(":")[1] == "/tmp/ray"]
+    head_tmp = [
+        v.split(":")[0] for v in services["ray-head"]["volumes"] if v.split(":")[1] == "/tmp/ray"
+    ]
     assert head_tmp and head_tmp[0] in compose["volumes"]
     env = services["ray-head"]["environment"]
     assert env["RAY_PROMETHEUS_HOST"] == "http://prometheus:9090"
@@ -218,7 +273,10 @@ def test_prometheus_and_grafana_read_what_the_ray_head_writes():
 
     grafana = services["grafana"]
     assert f"{head_tmp[0]}:/tmp/ray:ro" in grafana["volumes"]
-    assert grafana["environment"]["GF_PATHS_PROVISIONING"] == "/tmp/ray/session_latest/metrics/grafana/provisioning"
+    assert (
+        grafana["environment"]["GF_PATHS_PROVISIONING"]
+        == "/tmp/ray/session_latest/metrics/grafana/provisioning"
+    )
     assert "3000:3000" in grafana["ports"]
     for name in ("prometheus", "grafana"):
         assert ":" in services[name]["image"] and not services[name]["image"].endswith(":latest")
@@ -226,9 +284,11 @@ def test_prometheus_and_grafana_read_what_the_ray_head_writes():
 
 # -- ray up -----------------------------------------------------------------------------
 
+
 def test_ray_cluster_file_follows_rays_schema():
-    jsonschema = pytest.importorskip("jsonschema")   # a dependency of ray[default]
+    jsonschema = pytest.importorskip("jsonschema")  # a dependency of ray[default]
     import ray.autoscaler
+
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     jsonschema.validate(load("ray-cluster.yaml"), schema)
 
@@ -238,24 +298,36 @@ def test_ray_cluster_file_uses_the_image_with_token_auth():
     assert cluster["docker"]["image"] == "muesli-ray:cpu"
     options = cluster["docker"]["run_options"]
     assert "--env RAY_AUTH_MODE=token" in options and "--ulimit nofile=65536:65536" in options
-    assert cluster["file_mounts"] == {"/home/ray/.ray": "~/.ray"}    # the token, at Ray's default path
+    # the token, at Ray's default path
+    assert cluster["file_mounts"] == {"/home/ray/.ray": "~/.ray"}
     assert cluster["provider"]["type"] == "local"
-    (stop, head), (stop2, worker) = cluster["head_start_ray_commands"], cluster["worker_start_ray_commands"]
-    assert stop == stop2 == "ray stop"                               # inside the node's own container
+    (stop, head), (stop2, worker) = (
+        cluster["head_start_ray_commands"],
+        cluster["worker_start_ray_commands"],
+    )
+    # inside the node's own container
+    assert stop == stop2 == "ray stop"
     head, worker = flags(head), flags(worker)
-    assert head["--head"] is True and head["--port"] == "6379" and head["--dashboard-port"] == "8265"
-    assert head["--dashboard-host"] == "0.0.0.0" and head["--autoscaling-config"] == "~/ray_bootstrap_config.yaml"
+    assert (
+        head["--head"] is True and head["--port"] == "6379" and head["--dashboard-port"] == "8265"
+    )
+    assert (
+        head["--dashboard-host"] == "0.0.0.0"
+        and head["--autoscaling-config"] == "~/ray_bootstrap_config.yaml"
+    )
     assert worker["--address"] == "$RAY_HEAD_IP:6379"
     for node in (head, worker):
         assert node["--metrics-export-port"] == METRICS_PORT
         assert (node["--node-manager-port"], node["--object-manager-port"]) == ("6380", "6381")
-    assert not cluster["setup_commands"]                             # the image has everything
+    assert not cluster["setup_commands"]  # the image has everything
 
 
 # -- KubeRay ------------------------------------------------------------------------------
 
+
 def test_kuberay_raycluster_uses_the_images_as_non_root_with_token_auth():
     import ray
+
     manifest = load("kuberay-raycluster.yaml")
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
     spec = manifest["spec"]
@@ -269,38 +341,60 @@ def test_kuberay_raycluster_uses_the_images_as_non_root_with_token_auth():
     for name, group in groups.items():
         assert group["rayStartParams"]["metrics-export-port"] == METRICS_PORT
         pod = group["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+        assert (
+            pod["securityContext"]["runAsNonRoot"] is True
+            and pod["securityContext"]["runAsUser"] == 1000
+        )
         (container,) = pod["containers"]
         assert container["image"] == ("muesli-ray:cuda" if name == "gpu" else "muesli-ray:cpu")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["metrics"] == int(METRICS_PORT)
         assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    head_ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
-    assert head_ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": int(METRICS_PORT)}
+    head_ports = {
+        p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert head_ports == {
+        "gcs-server": 6379,
+        "dashboard": 8265,
+        "client": 10001,
+        "metrics": int(METRICS_PORT),
+    }
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]
     assert gpu["limits"]["nvidia.com/gpu"] == 1 and groups["gpu"]["replicas"] == 0
 
 
 # -- README -------------------------------------------------------------------------------
 
+
 def test_readme_scale_out_section_has_each_path_and_the_head_ports():
     text = readme()
     assert "## Scale out" in text
-    section = text[text.index("## Scale out"):]
-    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
-    for command in ["ray start --head --port=6379", "ray start --address=HEAD_IP:6379",
-                    "python launch.py --address HEAD_IP:6379 --num-actors auto",
-                    "docker build -f docker/Dockerfile -t muesli-ray:cpu .",
-                    "docker build -f docker/Dockerfile.cuda -t muesli-ray:cuda .",
-                    "docker compose -f docker/compose.yaml up --build --scale ray-worker=3",
-                    "ray up docker/ray-cluster.yaml", "ray exec docker/ray-cluster.yaml",
-                    "kubectl apply -f docker/kuberay-raycluster.yaml",
-                    "python launch.py --address auto --num-actors auto",
-                    "RAY_AUTH_MODE=token", "ray get-auth-token --generate"]:
+    section = text[text.index("## Scale out") :]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    for command in [
+        "ray start --head --port=6379",
+        "ray start --address=HEAD_IP:6379",
+        "python launch.py --address HEAD_IP:6379 --num-actors auto",
+        "docker build -f docker/Dockerfile -t muesli-ray:cpu .",
+        "docker build -f docker/Dockerfile.cuda -t muesli-ray:cuda .",
+        "docker compose -f docker/compose.yaml up --build --scale ray-worker=3",
+        "ray up docker/ray-cluster.yaml",
+        "ray exec docker/ray-cluster.yaml",
+        "kubectl apply -f docker/kuberay-raycluster.yaml",
+        "python launch.py --address auto --num-actors auto",
+        "RAY_AUTH_MODE=token",
+        "ray get-auth-token --generate",
+    ]:
         assert command in section, command
     ports = dict(re.findall(r"^\| ([0-9, -]+) \| ([^|]+) \|", section, re.M))
-    for port, what in [("6379", "GCS"), ("8265", "dashboard"), ("10001", "client"), (METRICS_PORT, "metrics"),
-                       ("6380, 6381", "node manager"), ("52365", "dashboard agent")]:
+    for port, what in [
+        ("6379", "GCS"),
+        ("8265", "dashboard"),
+        ("10001", "client"),
+        (METRICS_PORT, "metrics"),
+        ("6380, 6381", "node manager"),
+        ("52365", "dashboard agent"),
+    ]:
         assert port in ports and what in ports[port], (port, ports)
     for path in set(re.findall(r"docker/[\w.-]+", section)):
         assert (ROOT / path).is_file(), path

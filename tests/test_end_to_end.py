@@ -1,6 +1,7 @@
 """End-to-end: the whole system learns CartPole, in-process and on a local Ray.
 
 Fixed seeds and generous bars; the full benchmark (seeds 0-4 to 475) is bench/solve.py."""
+
 import json
 
 import numpy as np
@@ -17,8 +18,20 @@ def run(tmp_path, *args):
 
 
 def test_in_process_run_learns_cartpole_and_writes_run_dir(tmp_path):
-    summary, run_dir = run(tmp_path, "--in-process", "--seed", "0", "--max-seconds", "150",
-                           "--solve-return", "250", "--eval-episodes", "20", "--eval-every-env-steps", "5000")
+    summary, run_dir = run(
+        tmp_path,
+        "--in-process",
+        "--seed",
+        "0",
+        "--max-seconds",
+        "150",
+        "--solve-return",
+        "250",
+        "--eval-episodes",
+        "20",
+        "--eval-every-env-steps",
+        "5000",
+    )
     assert summary["solved"], summary
     assert summary["greedy_eval_mean"] >= 250
     config = json.loads((run_dir / "config.json").read_text())
@@ -36,9 +49,25 @@ def test_in_process_run_learns_cartpole_and_writes_run_dir(tmp_path):
 
 
 def test_local_ray_with_two_actors_and_two_shards_improves(tmp_path):
-    summary, run_dir = run(tmp_path, "--num-actors", "2", "--num-replay-shards", "2", "--num-cpus", "2",
-                           "--seed", "1", "--max-seconds", "120", "--solve-return", "150",
-                           "--eval-episodes", "20", "--eval-every-env-steps", "5000")
+    summary, run_dir = run(
+        tmp_path,
+        "--num-actors",
+        "2",
+        "--num-replay-shards",
+        "2",
+        "--num-cpus",
+        "2",
+        "--seed",
+        "1",
+        "--max-seconds",
+        "120",
+        "--solve-return",
+        "150",
+        "--eval-episodes",
+        "20",
+        "--eval-every-env-steps",
+        "5000",
+    )
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     returns = [r["actor/episode_return"] for r in records if "actor/episode_return" in r]
     assert len(returns) >= 4

@@ -8,6 +8,7 @@ uint8. Spaces the system cannot handle give a one-line EnvError naming the space
 The presets' env packages are optional (requirements-envs.txt); a preset whose package is
 missing is skipped with the package named.
 """
+
 import importlib.util
 import math
 
@@ -19,36 +20,47 @@ from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
+from common.batch import to_time_major
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
-from common.batch import to_time_major
 from common.sequence import SequenceSpec, decode_sequences
 from common.vector_env import VectorEnv
 from learner.learner import Learner
 from replay.client import ReplayClient
+from tests.recording import RecordingShard
 from transport.weight_store import WeightStore
 from transport.weights import WeightClient, WeightPublisher
-from tests.recording import RecordingShard
 
 # preset -> (modules it needs, pip name, expected obs shape, obs dtype, actions, torso)
 PRESET_ENVS = {
     "lunarlander": (("Box2D", "pygame"), "box2d pygame-ce", (8,), "float32", 4, "mlp"),
     "minatar-breakout": (("minatar",), "minatar", (10, 10, 4), "uint8", 3, "minatar"),
-    "atari-pong": (("ale_py", "cv2"), "ale-py opencv-python-headless", (4, 84, 84), "uint8", 18, "atari"),
+    "atari-pong": (
+        ("ale_py", "cv2"),
+        "ale-py opencv-python-headless",
+        (4, 84, 84),
+        "uint8",
+        18,
+        "atari",
+    ),
 }
 
 
 def needs(preset: str):
     modules, pip_name = PRESET_ENVS[preset][:2]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    return pytest.mark.skipif(bool(missing), reason=f"preset {preset!r} needs {pip_name} "
-                              f"(pip install -r requirements-envs.txt); missing modules: {missing}")
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"preset {preset!r} needs {pip_name} "
+        f"(pip install -r requirements-envs.txt); missing modules: {missing}",
+    )
 
 
 PRESET_PARAMS = [pytest.param(name, marks=needs(name), id=name) for name in PRESET_ENVS]
 
 
 # -- test envs with chosen spaces -------------------------------------------------------------
+
 
 class SpacesEnv(gym.Env):
     """Observations sampled from `observation_space`; 5-step episodes; checks every action."""
@@ -70,7 +82,10 @@ class SpacesEnv(gym.Env):
 
 
 TEST_SPACES = {
-    "Dict": (spaces.Dict({"a": spaces.Box(-1, 1, (3,)), "b": spaces.Discrete(2)}), spaces.Discrete(2)),
+    "Dict": (
+        spaces.Dict({"a": spaces.Box(-1, 1, (3,)), "b": spaces.Discrete(2)}),
+        spaces.Discrete(2),
+    ),
     "Tuple": (spaces.Tuple((spaces.Discrete(3), spaces.Discrete(2))), spaces.Discrete(2)),
     "BoxActions": (spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,))),
     "MultiDiscreteActions": (spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 3])),
@@ -81,8 +96,11 @@ TEST_SPACES = {
 }
 for _name, (_obs, _act) in TEST_SPACES.items():
     if f"MuesliTest{_name}-v0" not in gym.registry:
-        gym.register(f"MuesliTest{_name}-v0", entry_point=SpacesEnv,
-                     kwargs=dict(observation_space=_obs, action_space=_act))
+        gym.register(
+            f"MuesliTest{_name}-v0",
+            entry_point=SpacesEnv,
+            kwargs=dict(observation_space=_obs, action_space=_act),
+        )
 
 
 def assert_one_line(message: str, *parts: str) -> None:
@@ -93,14 +111,27 @@ def assert_one_line(message: str, *parts: str) -> None:
 
 # -- unsupported spaces ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("env_id, parts", [
-    ("MuesliTestDict-v0", ["observation space Dict(", "allowed: Box"]),
-    ("MuesliTestTuple-v0", ["observation space Tuple(", "allowed: Box"]),
-    ("MuesliTestBoxActions-v0", ["continuous action space Box(shape=(2,), dtype=float32)", "allowed: Discrete"]),
-    ("MuesliTestMultiDiscreteActions-v0", ["action space MultiDiscrete([2 3])", "allowed: Discrete"]),
-    ("Pendulum-v1", ["continuous action space Box(shape=(1,), dtype=float32)", "allowed: Discrete"]),
-    ("NoSuchEnv-v0", ["--env='NoSuchEnv-v0' cannot be made", "doesn't exist"]),
-])
+
+@pytest.mark.parametrize(
+    "env_id, parts",
+    [
+        ("MuesliTestDict-v0", ["observation space Dict(", "allowed: Box"]),
+        ("MuesliTestTuple-v0", ["observation space Tuple(", "allowed: Box"]),
+        (
+            "MuesliTestBoxActions-v0",
+            ["continuous action space Box(shape=(2,), dtype=float32)", "allowed: Discrete"],
+        ),
+        (
+            "MuesliTestMultiDiscreteActions-v0",
+            ["action space MultiDiscrete([2 3])", "allowed: Discrete"],
+        ),
+        (
+            "Pendulum-v1",
+            ["continuous action space Box(shape=(1,), dtype=float32)", "allowed: Discrete"],
+        ),
+        ("NoSuchEnv-v0", ["--env='NoSuchEnv-v0' cannot be made", "doesn't exist"]),
+    ],
+)
 def test_unsupported_spaces_and_ids_give_one_line_env_errors(env_id, parts):
     for build in (envs_lib.describe, lambda e: VectorEnv(e, 2).reset(seed=0)):
         with pytest.raises(envs_lib.EnvError) as excinfo:
@@ -110,20 +141,31 @@ def test_unsupported_spaces_and_ids_give_one_line_env_errors(env_id, parts):
 
 def test_launch_refuses_an_unsupported_env_with_exit_code_2(capsys):
     import launch
+
     assert launch.main(["--env", "Pendulum-v1", "--in-process"]) == 2
     err = capsys.readouterr().err.strip()
-    assert_one_line(err, "launch.py: error: --env='Pendulum-v1' has continuous action space Box(shape=(1,)",
-                    "allowed: Discrete")
+    assert_one_line(
+        err,
+        "launch.py: error: --env='Pendulum-v1' has continuous action space Box(shape=(1,)",
+        "allowed: Discrete",
+    )
 
 
 def test_missing_env_package_is_named(monkeypatch):
-    monkeypatch.setitem(envs_lib.OPTIONAL_ENV_PACKAGES, "NoPkg", ("muesli_no_such_module", "no-such-pkg"))
+    monkeypatch.setitem(
+        envs_lib.OPTIONAL_ENV_PACKAGES, "NoPkg", ("muesli_no_such_module", "no-such-pkg")
+    )
     with pytest.raises(envs_lib.EnvError) as excinfo:
         envs_lib.describe("NoPkg/Game-v0")
-    assert_one_line(str(excinfo.value), "'NoPkg/Game-v0' needs the package 'no-such-pkg'", "requirements-envs.txt")
+    assert_one_line(
+        str(excinfo.value),
+        "'NoPkg/Game-v0' needs the package 'no-such-pkg'",
+        "requirements-envs.txt",
+    )
 
 
 # -- observation conversion and torso selection ---------------------------------------------
+
 
 def test_discrete_observations_become_one_hot_and_actions_shift_by_start():
     info = envs_lib.describe("MuesliTestDiscreteObs-v0")
@@ -131,7 +173,8 @@ def test_discrete_observations_become_one_hot_and_actions_shift_by_start():
     envs = VectorEnv("MuesliTestDiscreteObs-v0", 2)
     obs = envs.reset(seed=0)
     assert obs.dtype == np.float32 and np.all(obs.sum(-1) == 1.0)
-    for action in range(3):          # SpacesEnv asserts the shifted action is in Discrete(3, start=-1)
+    # SpacesEnv asserts the shifted action is in Discrete(3, start=-1)
+    for action in range(3):
         obs, *_ = envs.step(np.full(2, action))
     envs.close()
 
@@ -148,10 +191,20 @@ def test_bool_grids_become_uint8_0_255_and_grey_images_gain_a_channel():
     assert floats.reset(seed=0).dtype == np.float32
 
 
-@pytest.mark.parametrize("shape, torso", [
-    ((4,), "mlp"), ((2, 3), "mlp"), ((10, 10, 4), "minatar"), ((6, 6, 2), "minatar"), ((40, 48, 1), "atari"),
-    ((4, 84, 84), "atari"), ((84, 84, 4), "atari"), ((3, 210, 160), "atari"), ((2, 2, 2, 2), "mlp"),
-])
+@pytest.mark.parametrize(
+    "shape, torso",
+    [
+        ((4,), "mlp"),
+        ((2, 3), "mlp"),
+        ((10, 10, 4), "minatar"),
+        ((6, 6, 2), "minatar"),
+        ((40, 48, 1), "atari"),
+        ((4, 84, 84), "atari"),
+        ((84, 84, 4), "atari"),
+        ((3, 210, 160), "atari"),
+        ((2, 2, 2, 2), "mlp"),
+    ],
+)
 def test_auto_torso(shape, torso):
     assert auto_torso(shape) == torso
     info = envs_lib.EnvInfo(shape, "uint8", 3, None)
@@ -167,14 +220,18 @@ def test_torso_override():
     net = build_network(Config(env="x", torso="mlp").network_spec(image))
     obs = torch.randint(0, 2, (3, 10, 10, 4), dtype=torch.uint8) * 255
     torch.testing.assert_close(net.policy_logits(obs), net.policy_logits(obs.float() / 255.0))
-    for torso, info, part in [("atari", image, "at least 36x36"), ("minatar", vector, "needs images"),
-                              ("atari", vector, "needs images")]:
+    for torso, info, part in [
+        ("atari", image, "at least 36x36"),
+        ("minatar", vector, "needs images"),
+        ("atari", vector, "needs images"),
+    ]:
         with pytest.raises(ConfigError) as excinfo:
             Config(env="x", torso=torso).network_spec(info)
         assert_one_line(str(excinfo.value), f"--torso={torso!r} is invalid for --env='x'", part)
 
 
 # -- presets -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("preset", list(PRESET_ENVS))
 def test_presets_parse_and_validate(preset):
@@ -187,9 +244,23 @@ def test_presets_parse_and_validate(preset):
 
 def small(preset: str, **overrides) -> Config:
     """The preset's env and network, with tiny data sizes and no rate limit (build's shard has none)."""
-    base = dict(PRESETS[preset], preset=preset, envs_per_actor=2, sequence_length=6, sequence_stride=3,
-                batch_size=4, min_replay=4, replay_capacity=64, unroll_steps=3, weight_pull_every=1,
-                replay_ratio=0.0, publish_every=1, device="cpu", torch_threads=1, num_cpus=1)
+    base = dict(
+        PRESETS[preset],
+        preset=preset,
+        envs_per_actor=2,
+        sequence_length=6,
+        sequence_stride=3,
+        batch_size=4,
+        min_replay=4,
+        replay_capacity=64,
+        unroll_steps=3,
+        weight_pull_every=1,
+        replay_ratio=0.0,
+        publish_every=1,
+        device="cpu",
+        torch_threads=1,
+        num_cpus=1,
+    )
     return validate(Config(**{**base, **overrides}))
 
 
@@ -212,9 +283,20 @@ def preset_run(request):
     info, spec, shard, learner, actor = build(cfg)
     first = actor.collect(40)
     metrics = learner.train(3, wait_s=0.0)
-    second = actor.collect(10)                        # acts with the weights published by those steps
-    yield dict(preset=preset, cfg=cfg, info=info, spec=spec, shard=shard, learner=learner, actor=actor,
-               first=first, second=second, metrics=metrics)
+    # acts with the weights published by those steps
+    second = actor.collect(10)
+    yield dict(
+        preset=preset,
+        cfg=cfg,
+        info=info,
+        spec=spec,
+        shard=shard,
+        learner=learner,
+        actor=actor,
+        first=first,
+        second=second,
+        metrics=metrics,
+    )
     actor.envs.close()
 
 
@@ -235,7 +317,7 @@ def test_preset_actor_and_learner_steps(preset_run):
     assert metrics["learner/updates_in_call"] == 3 and preset_run["learner"].steps == 3
     losses = {k: v for k, v in metrics.items() if k.startswith("loss/")}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
-    assert second["version"] == 3                      # the actor pulled the published weights
+    assert second["version"] == 3  # the actor pulled the published weights
 
 
 def test_preset_sequences_round_trip_with_the_env_dtype(preset_run):
@@ -243,16 +325,23 @@ def test_preset_sequences_round_trip_with_the_env_dtype(preset_run):
     payload, in replay and in the time-major batch handed to the loss."""
     spec, shard, info = preset_run["spec"], preset_run["shard"], preset_run["info"]
     dtype = np.dtype(info.obs_dtype)
-    obs_bytes = (spec.length + 1) * math.prod(info.obs_shape) * dtype.itemsize     # per sequence
+    obs_bytes = (spec.length + 1) * math.prod(info.obs_shape) * dtype.itemsize  # per sequence
     assert shard.payloads
-    for payload in shard.payloads:                    # each payload stacks N sequences [N, ...]
+    for payload in shard.payloads:  # each payload stacks N sequences [N, ...]
         seqs = decode_sequences(payload, spec)
         n = len(seqs["mask"])
-        assert seqs["obs"].dtype == dtype and seqs["obs"].shape == (n, spec.length + 1, *info.obs_shape)
-        assert n * obs_bytes < len(payload) < n * (obs_bytes + 1024) + 512    # raw bytes of that dtype, no float copy
+        assert seqs["obs"].dtype == dtype and seqs["obs"].shape == (
+            n,
+            spec.length + 1,
+            *info.obs_shape,
+        )
+        # raw bytes of that dtype, no float copy
+        assert n * obs_bytes < len(payload) < n * (obs_bytes + 1024) + 512
     batch = ReplayClient([shard], spec).sample(4, 0.5)
     assert batch["obs"].dtype == dtype
-    assert to_time_major(batch)["obs"].dtype == (torch.uint8 if dtype == np.uint8 else torch.float32)
+    assert to_time_major(batch)["obs"].dtype == (
+        torch.uint8 if dtype == np.uint8 else torch.float32
+    )
 
 
 @needs("minatar-breakout")
@@ -272,11 +361,12 @@ def test_minatar_observations_are_the_game_state_times_255():
 def test_atari_env_is_the_papers_setting():
     env = envs_lib.make_env("ALE/Pong-v5")
     base = env.unwrapped
-    assert base._frameskip == 1 and env.action_space.n == len(base._action_set) == 18   # frame skip in the wrapper
+    # frame skip in the wrapper
+    assert base._frameskip == 1 and env.action_space.n == len(base._action_set) == 18
     assert base.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
-    np.testing.assert_array_equal(obs[0], obs[3])      # a reset repeats its first frame
+    np.testing.assert_array_equal(obs[0], obs[3])  # a reset repeats its first frame
     obs, *_ = env.step(0)
     np.testing.assert_array_equal(obs[:3], np.repeat(obs[:1], 3, 0))
     env.close()

@@ -1,6 +1,7 @@
 """launch.py as a user meets it: bad input stops before Ray or any file (exit 2, one line),
 a run that fails later still writes summary.json, Ctrl-C finishes a run, and --resume
 continues a run's files without a lost segment, a renamed checkpoint or a rewritten config."""
+
 import contextlib
 import hashlib
 import json
@@ -29,8 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def tree_digest(folder: Path) -> dict:
     """{relative path: sha256} of every file below folder ({} when it does not exist)."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+    return (
+        {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        if folder.exists()
+        else {}
+    )
 
 
 def main_fails(capsys, argv) -> str:
@@ -51,17 +59,31 @@ def ray_running() -> bool:
 
 # -- bad input -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--seed", "-1"], "--seed=-1 is invalid: must be a whole number >= 0"),
-    (["--replay-capacity", str(10**12)], "--replay-capacity=1000000000000 is invalid: its 1,000,000,000,000 "
-                                         "sequences of 446 bytes need 415,369.9 GiB; allowed: at most 80% of the "),
-    (["--eval-episodes", "1000000"], "--eval-episodes=1000000 is invalid: must be <= 10,000"),
-    (["--sampled-eval-episodes", "10001"], "--sampled-eval-episodes=10001 is invalid: must be <= 10,000"),
-    (["--run-name", "{tmp}/elsewhere"], "--run-name='{tmp}/elsewhere' is invalid: must be a plain folder name"),
-    (["--run-name", ".."], "--run-name='..' is invalid: must be a plain folder name"),
-    (["--run-name", "a/b"], "--run-name='a/b' is invalid: must be a plain folder name"),
-    (["--replay-ratio", "inf"], "--replay-ratio=inf is invalid: must be finite (0 = no limit)"),   # deadlocked
-])
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--seed", "-1"], "--seed=-1 is invalid: must be a whole number >= 0"),
+        (
+            ["--replay-capacity", str(10**12)],
+            "--replay-capacity=1000000000000 is invalid: its 1,000,000,000,000 "
+            "sequences of 446 bytes need 415,369.9 GiB; allowed: at most 80% of the ",
+        ),
+        (["--eval-episodes", "1000000"], "--eval-episodes=1000000 is invalid: must be <= 10,000"),
+        (
+            ["--sampled-eval-episodes", "10001"],
+            "--sampled-eval-episodes=10001 is invalid: must be <= 10,000",
+        ),
+        (
+            ["--run-name", "{tmp}/elsewhere"],
+            "--run-name='{tmp}/elsewhere' is invalid: must be a plain folder name",
+        ),
+        (["--run-name", ".."], "--run-name='..' is invalid: must be a plain folder name"),
+        (["--run-name", "a/b"], "--run-name='a/b' is invalid: must be a plain folder name"),
+        # deadlocked
+        (["--replay-ratio", "inf"], "--replay-ratio=inf is invalid: must be finite (0 = no limit)"),
+    ],
+)
 @pytest.mark.parametrize("where", [["--in-process"], ["--num-cpus", "1"]])
 def test_bad_flags_stop_before_anything_starts(tmp_path, capsys, flags, expected, where):
     root = tmp_path / "runs"
@@ -74,10 +96,14 @@ def test_bad_flags_stop_before_anything_starts(tmp_path, capsys, flags, expected
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    for where in (["--in-process"], ["--num-cpus", "1"]):       # in-process, and a local Ray
-        line = main_fails(capsys, ["--run-root", str(tmp_path / "runs"), "--device", "cuda", *where])
-        assert line == ("launch.py: error: --device='cuda' is invalid: torch sees no CUDA device on this machine; "
-                        "allowed here: auto, cpu")
+    for where in (["--in-process"], ["--num-cpus", "1"]):  # in-process, and a local Ray
+        line = main_fails(
+            capsys, ["--run-root", str(tmp_path / "runs"), "--device", "cuda", *where]
+        )
+        assert line == (
+            "launch.py: error: --device='cuda' is invalid: torch sees no CUDA device on this machine; "
+            "allowed here: auto, cpu"
+        )
         assert not (tmp_path / "runs").exists() and not ray_running()
 
 
@@ -98,9 +124,11 @@ def test_address_where_nothing_listens_fails_within_seconds(tmp_path, capsys):
             start = time.monotonic()
             line = main_fails(capsys, ["--run-root", str(tmp_path / "runs"), "--address", address])
             assert time.monotonic() - start < 5
-            assert line == (f"launch.py: error: --address='{address}' is invalid: nothing accepts connections at "
-                            f"{address} within 2 s ({why}); allowed: 'auto' or HOST:PORT of a running Ray head "
-                            "(its GCS port, 6379 by default)")
+            assert line == (
+                f"launch.py: error: --address='{address}' is invalid: nothing accepts connections at "
+                f"{address} within 2 s ({why}); allowed: 'auto' or HOST:PORT of a running Ray head "
+                "(its GCS port, 6379 by default)"
+            )
             assert not (tmp_path / "runs").exists() and not ray_running()
     finally:
         for sock in (*fillers, server):
@@ -112,24 +140,33 @@ def test_address_where_nothing_listens_fails_within_seconds(tmp_path, capsys):
 def test_run_root_that_is_a_file_read_only_or_not_creatable(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    cases = [(afile, f"{afile} is a file"), (afile / "sub", f"{afile} is a file"),
-             (Path("/proc/muesli-runs"), "cannot create folders in /proc (No such file or directory)")]
+    cases = [
+        (afile, f"{afile} is a file"),
+        (afile / "sub", f"{afile} is a file"),
+        (Path("/proc/muesli-runs"), "cannot create folders in /proc (No such file or directory)"),
+    ]
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     # chmod does not stop root; the immutable attribute does
     immutable = subprocess.run(["chattr", "+i", str(readonly)], capture_output=True).returncode == 0
     if immutable:
-        cases.append((readonly / "runs", f"cannot create folders in {readonly} (Operation not permitted)"))
+        cases.append(
+            (readonly / "runs", f"cannot create folders in {readonly} (Operation not permitted)")
+        )
     try:
         for root, expected in cases:
             before = tree_digest(tmp_path)
             line = main_fails(capsys, ["--in-process", "--run-root", str(root)])
-            assert line.startswith(f"launch.py: error: --run-root='{root}' is invalid: {expected}"), line
+            assert line.startswith(
+                f"launch.py: error: --run-root='{root}' is invalid: {expected}"
+            ), line
             assert tree_digest(tmp_path) == before and not list(tmp_path.rglob(".write-test-*"))
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(readonly)], check=True)
-    assert immutable or not shutil.which("chattr"), "chattr exists but +i failed: the read-only case did not run"
+    assert immutable or not shutil.which("chattr"), (
+        "chattr exists but +i failed: the read-only case did not run"
+    )
 
 
 def test_an_existing_run_name_is_refused(tmp_path, capsys):
@@ -137,8 +174,10 @@ def test_an_existing_run_name_is_refused(tmp_path, capsys):
     (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
     (tmp_path / "run" / "checkpoints" / "ckpt-5.pt").write_bytes(b"a checkpoint")
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    assert (f"--run-name='run' is invalid: {tmp_path / 'run'} already exists and is not an empty folder; allowed: "
-            f"a new name, or --resume {tmp_path / 'run'} to continue that run") in line
+    assert (
+        f"--run-name='run' is invalid: {tmp_path / 'run'} already exists and is not an empty folder; allowed: "
+        f"a new name, or --resume {tmp_path / 'run'} to continue that run"
+    ) in line
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
 
 
@@ -149,50 +188,100 @@ def test_a_run_folder_without_a_checkpoint_says_how_to_free_its_name(tmp_path, c
     (run_dir / "metrics.jsonl").write_text("{}\n")
     (run_dir / "config.json").write_text(json.dumps(to_dict(parse_config(["--in-process"]))))
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    assert line == (f"launch.py: error: --run-name='run' is invalid: {run_dir} already exists and holds no checkpoint "
-                    f"to resume from; allowed: a new name, or delete {run_dir} (if no run is using it) and start again")
+    assert line == (
+        f"launch.py: error: --run-name='run' is invalid: {run_dir} already exists and holds no checkpoint "
+        f"to resume from; allowed: a new name, or delete {run_dir} (if no run is using it) and start again"
+    )
     line = main_fails(capsys, ["--resume", str(run_dir)])
-    assert line.endswith(f"no readable checkpoint in {run_dir / 'checkpoints'}; allowed: a run folder with one, or "
-                         f"delete {run_dir} (if no run is using it) and start that run again")
-    shutil.rmtree(run_dir)              # what the line says: then the name is free again
-    assert launch.main(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--max-env-steps", "256",
-                        "--eval-episodes", "2", "--sampled-eval-episodes", "1"]) == 0
+    assert line.endswith(
+        f"no readable checkpoint in {run_dir / 'checkpoints'}; allowed: a run folder with one, or "
+        f"delete {run_dir} (if no run is using it) and start that run again"
+    )
+    shutil.rmtree(run_dir)  # what the line says: then the name is free again
+    assert (
+        launch.main(
+            [
+                "--in-process",
+                "--run-root",
+                str(tmp_path),
+                "--run-name",
+                "run",
+                "--max-env-steps",
+                "256",
+                "--eval-episodes",
+                "2",
+                "--sampled-eval-episodes",
+                "1",
+            ]
+        )
+        == 0
+    )
 
 
-def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(
+    tmp_path, capsys, monkeypatch
+):
     """Two runs with one name both pass preflight (on Ray, ray.init lies between preflight and the
     folder): the one that claims the folder second stops with one line and writes nothing into it."""
     real_placed = launch.placed
 
     def placed_while_another_run_claims_the_folder(cfg, connect=False):
-        other = make_run_dir(cfg)                  # the other run, claiming the folder first
+        other = make_run_dir(cfg)  # the other run, claiming the folder first
         (other / "metrics.jsonl").write_text("the other run\n")
         return real_placed(cfg, connect)
+
     monkeypatch.setattr(launch, "placed", placed_while_another_run_claims_the_folder)
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    assert line == (f"launch.py: error: --run-name='run' is invalid: {tmp_path / 'run'} was taken by another run "
-                    "that started at the same time; allowed: a new name")
+    assert line == (
+        f"launch.py: error: --run-name='run' is invalid: {tmp_path / 'run'} was taken by another run "
+        "that started at the same time; allowed: a new name"
+    )
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "the other run\n"
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+    ]
 
 
 def test_a_default_run_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
     """Two runs of one config started in the same second (without --run-name) get folders of their own."""
     import datetime
+
     from driver import trainer
-    monkeypatch.setattr(trainer, "datetime", SimpleNamespace(now=lambda: datetime.datetime(2026, 1, 2, 3, 4, 5)))
+
+    monkeypatch.setattr(
+        trainer, "datetime", SimpleNamespace(now=lambda: datetime.datetime(2026, 1, 2, 3, 4, 5))
+    )
     cfg = parse_config(["--in-process", "--run-root", str(tmp_path)])
     first, second = make_run_dir(cfg), make_run_dir(cfg)
-    assert (first.name, second.name) == ("CartPole-v1-cartpole-s0-20260102-030405", "CartPole-v1-cartpole-s0-20260102-030405-2")
+    assert (first.name, second.name) == (
+        "CartPole-v1-cartpole-s0-20260102-030405",
+        "CartPole-v1-cartpole-s0-20260102-030405-2",
+    )
 
 
 def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_path):
     """The user's path: a fresh interpreter (imports included) against port 1, which hung > 150 s."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "launch.py", "--address", "127.0.0.1:1", "--run-root", str(tmp_path / "r")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "--address",
+            "127.0.0.1:1",
+            "--run-root",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == "", proc
-    assert proc.stderr.startswith("launch.py: error: --address='127.0.0.1:1' is invalid: nothing accepts connections")
+    assert proc.stderr.startswith(
+        "launch.py: error: --address='127.0.0.1:1' is invalid: nothing accepts connections"
+    )
     assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
     print(f"launch.py --address 127.0.0.1:1: exit 2 after {time.monotonic() - start:.1f} s")
 
@@ -200,8 +289,26 @@ def test_launch_py_with_an_address_where_nothing_listens_exits_2_at_once(tmp_pat
 def test_config_json_records_the_actor_count_the_run_used(tmp_path):
     """--num-actors auto (0) is resolved before config.json is written: it records the count the
     run started (in-process: one), as summary.json does, so a resume or a reader sees real figures."""
-    assert launch.main(["--in-process", "--num-actors", "auto", "--max-env-steps", "256", "--eval-episodes", "2",
-                        "--sampled-eval-episodes", "1", "--run-root", str(tmp_path), "--run-name", "run"]) == 0
+    assert (
+        launch.main(
+            [
+                "--in-process",
+                "--num-actors",
+                "auto",
+                "--max-env-steps",
+                "256",
+                "--eval-episodes",
+                "2",
+                "--sampled-eval-episodes",
+                "1",
+                "--run-root",
+                str(tmp_path),
+                "--run-name",
+                "run",
+            ]
+        )
+        == 0
+    )
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert config["num_actors"] == summary["num_actors"] == 1
@@ -209,16 +316,44 @@ def test_config_json_records_the_actor_count_the_run_used(tmp_path):
 
 # -- a short run to resume -------------------------------------------------------------------
 
-RUN_FLAGS = ["--in-process", "--seed", "3", "--checkpoint-every-s", "0", "--eval-episodes", "5",
-             "--sampled-eval-episodes", "2", "--solve-return", "1e9", "--keep-checkpoints", "10", "--max-seconds", "120"]
-CHUNK = 256         # --actor-chunk-steps: env steps per in-process driver loop
+RUN_FLAGS = [
+    "--in-process",
+    "--seed",
+    "3",
+    "--checkpoint-every-s",
+    "0",
+    "--eval-episodes",
+    "5",
+    "--sampled-eval-episodes",
+    "2",
+    "--solve-return",
+    "1e9",
+    "--keep-checkpoints",
+    "10",
+    "--max-seconds",
+    "120",
+]
+CHUNK = 256  # --actor-chunk-steps: env steps per in-process driver loop
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """An in-process run of 8 driver loops with a checkpoint after each (copy it before changing it)."""
     root = tmp_path_factory.mktemp("finished")
-    assert launch.main([*RUN_FLAGS, "--run-root", str(root), "--run-name", "run", "--max-env-steps", str(8 * CHUNK)]) == 0
+    assert (
+        launch.main(
+            [
+                *RUN_FLAGS,
+                "--run-root",
+                str(root),
+                "--run-name",
+                "run",
+                "--max-env-steps",
+                str(8 * CHUNK),
+            ]
+        )
+        == 0
+    )
     return root / "run"
 
 
@@ -243,16 +378,19 @@ def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(
     """On Ray the driver knows the learner's step from its last report, while the learner has
     gone on (ckpt-2250 held step 2300): here the learner trains 7 steps past its report."""
     from common.config import parse_config
-    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"])
+
+    cfg = parse_config(
+        ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"]
+    )
     trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
     c = trainer.build()
     for _ in range(3):
         trainer.on_actor(c.actors[0].collect(CHUNK))
     trainer.on_learner(c.learner.train(5))
-    c.learner.train(7)                              # its report has not reached the driver
+    c.learner.train(7)  # its report has not reached the driver
     assert (trainer.learner_steps, c.learner.steps) == (5, 12)
     trainer.maybe_checkpoint(force=True)
-    path, = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
+    (path,) = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
     assert path.name == "ckpt-12.pt" and checkpoint.contents(path.read_bytes())["steps"] == 12
     trainer.eval_thread.shutdown()
     trainer.log.close()
@@ -273,15 +411,23 @@ def test_resume_drops_the_lost_segment_and_keeps_its_checkpoint(run_copy, capsys
     newest.write_bytes(newest.read_bytes()[:1000])
     previous_bytes = previous.read_bytes()
     resumed_at = checkpoint.contents(previous_bytes)["run"]["env_steps"]
-    assert max(env_steps_of_lines(run_copy, "actor/episodes")) > resumed_at      # there is a lost segment
-    assert launch.main(["--resume", str(run_copy), "--max-env-steps", str(resumed_at + 4 * CHUNK)]) == 0
+    # there is a lost segment
+    assert max(env_steps_of_lines(run_copy, "actor/episodes")) > resumed_at
+    assert (
+        launch.main(["--resume", str(run_copy), "--max-env-steps", str(resumed_at + 4 * CHUNK)])
+        == 0
+    )
     out = capsys.readouterr().out
-    assert f"resume: continuing from {previous}" in out and f"resume: renamed {newest.name} to {newest.name}.corrupt" in out
+    assert (
+        f"resume: continuing from {previous}" in out
+        and f"resume: renamed {newest.name} to {newest.name}.corrupt" in out
+    )
     steps = env_steps_of_lines(run_copy, "actor/episodes")
     assert all(a < b for a, b in zip(steps, steps[1:])), "env steps go backwards in metrics.jsonl"
     assert resumed_at in steps and max(steps) > resumed_at
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(run_copy / "tensorboard"))
     events.Reload()
     tb_steps = [e.step for e in events.Scalars("actor/episodes")]
@@ -292,7 +438,10 @@ def test_resume_drops_the_lost_segment_and_keeps_its_checkpoint(run_copy, capsys
     for path in checkpoint.list_checkpoints(run_copy / "checkpoints"):
         assert checkpoint.contents(path.read_bytes())["steps"] == checkpoint.step_of(path), path
     summary = json.loads((run_copy / "summary.json").read_text())
-    assert summary["resumed_from"] == str(previous) and summary["stop_reason"] == "env step budget spent"
+    assert (
+        summary["resumed_from"] == str(previous)
+        and summary["stop_reason"] == "env step budget spent"
+    )
     assert summary["env_steps"] == resumed_at + 4 * CHUNK
 
 
@@ -301,30 +450,40 @@ def test_resume_with_flags_that_do_not_fit_changes_nothing(run_copy, capsys):
     so a later plain --resume still works."""
     before = tree_digest(run_copy)
     line = main_fails(capsys, ["--resume", str(run_copy), "--width", "32"])
-    assert line.startswith(f"launch.py: error: --resume='{run_copy}' with these flags is invalid: checkpoint online "
-                           "parameter "), line
+    assert line.startswith(
+        f"launch.py: error: --resume='{run_copy}' with these flags is invalid: checkpoint online "
+        "parameter "
+    ), line
     assert "has shape (64, 4), this config builds (32, 4)" in line
     assert tree_digest(run_copy) == before and not ray_running()
 
 
 def test_resume_of_a_config_with_a_wrong_typed_field_changes_nothing(run_copy, capsys):
     config = json.loads((run_copy / "config.json").read_text())
-    for field, value, allowed in (("batch_size", "64", "a whole number"), ("learning_rate", "3e-3", "a number"),
-                                  ("in_process", 1, "true or false"), ("solve_return", [1], "a number or null")):
+    for field, value, allowed in (
+        ("batch_size", "64", "a whole number"),
+        ("learning_rate", "3e-3", "a number"),
+        ("in_process", 1, "true or false"),
+        ("solve_return", [1], "a number or null"),
+    ):
         (run_copy / "config.json").write_text(json.dumps({**config, field: value}))
         before = tree_digest(run_copy)
         line = main_fails(capsys, ["--resume", str(run_copy)])
-        assert line == (f"launch.py: error: --resume='{run_copy}' is invalid: {run_copy / 'config.json'} field "
-                        f"'{field}' is {value!r} ({type(value).__name__}); allowed: {allowed}")
+        assert line == (
+            f"launch.py: error: --resume='{run_copy}' is invalid: {run_copy / 'config.json'} field "
+            f"'{field}' is {value!r} ({type(value).__name__}); allowed: {allowed}"
+        )
         assert tree_digest(run_copy) == before
 
 
 # -- failures after start-up ---------------------------------------------------------------
 
+
 def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, monkeypatch):
     """The learner's third train call raises: exit 1, the traceback and one line on stderr,
     and summary.json says why the run stopped and where to resume from."""
     from learner.learner import Learner
+
     train, calls = Learner.train, []
 
     def failing_train(self, *args, **kwargs):
@@ -332,13 +491,16 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
         if len(calls) == 3:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return train(self, *args, **kwargs)
+
     monkeypatch.setattr(Learner, "train", failing_train)
     run_dir = tmp_path / "run"
     assert launch.main([*RUN_FLAGS, "--run-root", str(tmp_path), "--run-name", "run"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err
-    assert err.splitlines()[-1] == ("launch.py: error: the run failed: RuntimeError: CUDA error: an illegal memory "
-                                    f"access was encountered (summary.json in {run_dir})")
+    assert err.splitlines()[-1] == (
+        "launch.py: error: the run failed: RuntimeError: CUDA error: an illegal memory "
+        f"access was encountered (summary.json in {run_dir})"
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "error" and summary["solved"] is False
     assert summary["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
@@ -349,13 +511,33 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
 
 # -- Ctrl-C --------------------------------------------------------------------------------
 
+
 def start_run(tmp_path, *flags) -> subprocess.Popen:
     """`python launch.py` in its own process group, as a terminal's foreground job is."""
     log = open(tmp_path / "stdout.txt", "w")
-    return subprocess.Popen([sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
-                             "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags],
-                            cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_stop_signals)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "launch.py",
+            "--run-root",
+            str(tmp_path),
+            "--run-name",
+            "run",
+            "--seed",
+            "3",
+            "--solve-return",
+            "1e9",
+            "--checkpoint-every-s",
+            "1000",
+            *flags,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_stop_signals,
+    )
 
 
 def default_stop_signals() -> None:
@@ -368,7 +550,9 @@ def default_stop_signals() -> None:
 def wait_for(predicate, proc, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        assert proc.poll() is None, f"launch.py exited ({proc.returncode}) before {what}: {proc.stderr.read()}"
+        assert proc.poll() is None, (
+            f"launch.py exited ({proc.returncode}) before {what}: {proc.stderr.read()}"
+        )
         assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
         time.sleep(0.2)
 
@@ -379,10 +563,12 @@ def learner_has_trained(run_dir: Path) -> bool:
 
 
 def ctrl_c(proc) -> None:
-    os.killpg(proc.pid, signal.SIGINT)          # what the terminal sends to its foreground job
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends to its foreground job
 
 
-def check_interrupted_run(tmp_path, proc, timeout_s: float, reason: str = "interrupted", rc: int = 0) -> dict:
+def check_interrupted_run(
+    tmp_path, proc, timeout_s: float, reason: str = "interrupted", rc: int = 0
+) -> dict:
     """Exit rc with everything a finished run writes; the final checkpoint holds the summary's env steps."""
     _, err = proc.communicate(timeout=timeout_s)
     assert proc.returncode == rc, err
@@ -392,7 +578,9 @@ def check_interrupted_run(tmp_path, proc, timeout_s: float, reason: str = "inter
     again = "Ctrl-C again" if reason == "interrupted" else "a second signal"
     assert f"{reason}: finishing (final checkpoint, policy, summary); {again} stops at once" in out
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stop_reason"] == reason and out.splitlines()[-1].startswith(f"stopped ({reason})")
+    assert summary["stop_reason"] == reason and out.splitlines()[-1].startswith(
+        f"stopped ({reason})"
+    )
     check_finished_files(run_dir, summary)
     return summary
 
@@ -400,7 +588,8 @@ def check_interrupted_run(tmp_path, proc, timeout_s: float, reason: str = "inter
 def check_finished_files(run_dir: Path, summary: dict) -> None:
     """The final checkpoint (holding the summary's env steps) and policy.pt2 of a run that finished."""
     paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    assert 1 <= len(paths) <= 2                 # --checkpoint-every-s 1000: the first (once trained) and the final
+    # --checkpoint-every-s 1000: the first (once trained) and the final
+    assert 1 <= len(paths) <= 2
     state = checkpoint.contents(paths[0].read_bytes())
     assert state["run"]["env_steps"] == summary["env_steps"] > 0
     assert state["steps"] == checkpoint.step_of(paths[0]) > 0
@@ -422,12 +611,25 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     """The second Ctrl-C lands in the final evaluation (2,000 episodes of an env whose reset takes
     3 ms: over 6 s, however short the episodes): the run stops within seconds, exit 130,
     summary.json says so."""
-    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "2000",
-                     "--env", "tests.flaky_envs:SlowResetCartPole-v0")
+    proc = start_run(
+        tmp_path,
+        "--in-process",
+        "--max-seconds",
+        "300",
+        "--eval-episodes",
+        "2000",
+        "--env",
+        "tests.flaky_envs:SlowResetCartPole-v0",
+    )
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
         ctrl_c(proc)
-        wait_for(lambda: "interrupted: finishing" in (tmp_path / "stdout.txt").read_text(), proc, 30, "the first stop")
+        wait_for(
+            lambda: "interrupted: finishing" in (tmp_path / "stdout.txt").read_text(),
+            proc,
+            30,
+            "the first stop",
+        )
         time.sleep(0.5)
         start = time.monotonic()
         ctrl_c(proc)
@@ -436,8 +638,10 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert err.splitlines()[-1] == ("launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint "
-                                    f"in {tmp_path / 'run'}")
+    assert err.splitlines()[-1] == (
+        "launch.py: stopped at once (second Ctrl-C); resume from the newest checkpoint "
+        f"in {tmp_path / 'run'}"
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stop_reason"] == "interrupted twice" and summary["error"] == "KeyboardInterrupt"
 
@@ -458,23 +662,52 @@ def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
     """Closing the terminal of a run hangs it up (every later write to it fails with EIO) and sends
     SIGHUP: the run still ends as after a Ctrl-C, its output going nowhere, with exit 128 + 1."""
     master, terminal = os.openpty()
-    proc = subprocess.Popen([sys.executable, "launch.py", "--in-process", "--run-root", str(tmp_path), "--run-name",
-                             "run", "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000",
-                             "--max-seconds", "300", "--eval-episodes", "5"],
-                            cwd=ROOT, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
-                            preexec_fn=default_stop_signals)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "launch.py",
+            "--in-process",
+            "--run-root",
+            str(tmp_path),
+            "--run-name",
+            "run",
+            "--seed",
+            "3",
+            "--solve-return",
+            "1e9",
+            "--checkpoint-every-s",
+            "1000",
+            "--max-seconds",
+            "300",
+            "--eval-episodes",
+            "5",
+        ],
+        cwd=ROOT,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=default_stop_signals,
+    )
     os.close(terminal)
     os.set_blocking(master, False)
-    shown = []                  # what the terminal showed: read as it comes, so the run never blocks on it
+    # what the terminal showed: read as it comes, so the run never blocks on it
+    shown = []
 
     def read_terminal():
         with contextlib.suppress(BlockingIOError, OSError):
             while chunk := os.read(master, 65536):
                 shown.append(chunk)
+
     try:
-        wait_for(lambda: read_terminal() or learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
-        os.close(master)                            # the terminal closes...
-        proc.send_signal(signal.SIGHUP)             # ...and the kernel sends SIGHUP
+        wait_for(
+            lambda: read_terminal() or learner_has_trained(tmp_path / "run"),
+            proc,
+            90,
+            "learner steps",
+        )
+        os.close(master)  # the terminal closes...
+        proc.send_signal(signal.SIGHUP)  # ...and the kernel sends SIGHUP
         assert proc.wait(timeout=60) == 129, b"".join(shown)[-2000:]
     finally:
         proc.kill()
@@ -487,20 +720,25 @@ def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
 def test_a_second_signal_stops_at_once_and_an_ignored_one_stays_ignored():
     """Signals sent to this process: the first asks for a stop, the second raises; SIGHUP ignored
     at the start (nohup) is left ignored, and every handler is put back afterwards."""
-    trainer = SimpleNamespace(stop_request="")      # the handlers touch only stop_request (and log, on EIO)
+    # the handlers touch only stop_request (and log, on EIO)
+    trainer = SimpleNamespace(stop_request="")
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         term = signal.getsignal(signal.SIGTERM)
         with launch.stop_on_signals(trainer):
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)                    # the handler runs in this thread at the next bytecode
+            # the handler runs in this thread at the next bytecode
+            time.sleep(0.05)
             assert trainer.stop_request == "sigterm"
             with pytest.raises(launch.StopAtOnce) as stopped:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(1)
             assert stopped.value.signum == signal.SIGTERM and str(stopped.value) == "SIGTERM"
-        assert signal.getsignal(signal.SIGTERM) is term and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert (
+            signal.getsignal(signal.SIGTERM) is term
+            and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        )
     finally:
         signal.signal(signal.SIGHUP, before)
 
@@ -509,10 +747,12 @@ def test_a_second_sigterm_exits_143_with_a_summary(tmp_path, capsys, monkeypatch
     def stopped_twice(trainer):
         trainer.stop_request = "sigterm"
         raise launch.StopAtOnce(signal.SIGTERM)
+
     monkeypatch.setattr(launch, "train", stopped_twice)
     assert launch.main(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"]) == 143
     assert capsys.readouterr().err.splitlines() == [
-        f"launch.py: stopped at once (second signal: SIGTERM); resume from the newest checkpoint in {tmp_path / 'run'}"]
+        f"launch.py: stopped at once (second signal: SIGTERM); resume from the newest checkpoint in {tmp_path / 'run'}"
+    ]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stop_reason"] == "sigterm twice" and summary["error"] == "SIGTERM"
 
@@ -520,26 +760,49 @@ def test_a_second_sigterm_exits_143_with_a_summary(tmp_path, capsys, monkeypatch
 def test_a_run_killed_before_its_first_checkpoint_interval_can_be_resumed(tmp_path):
     """--checkpoint-every-s 1000 and SIGKILL soon after the learner starts: its first checkpoint,
     written once it has trained, is there to --resume from (before, there was none: --resume exited 2)."""
-    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "2",
-                     "--sampled-eval-episodes", "1")
+    proc = start_run(
+        tmp_path,
+        "--in-process",
+        "--max-seconds",
+        "300",
+        "--eval-episodes",
+        "2",
+        "--sampled-eval-episodes",
+        "1",
+    )
     folder = tmp_path / "run" / "checkpoints"
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 90, "learner steps")
-        wait_for(lambda: checkpoint.list_checkpoints(folder), proc, 5, "checkpoint once the learner trained")
+        wait_for(
+            lambda: checkpoint.list_checkpoints(folder),
+            proc,
+            5,
+            "checkpoint once the learner trained",
+        )
         proc.kill()
         proc.wait(timeout=30)
     finally:
         proc.kill()
     stored = checkpoint.contents(checkpoint.list_checkpoints(folder)[0].read_bytes())
     assert stored["steps"] > 0 and stored["run"]["env_steps"] > 0
-    more = stored["run"]["env_steps"] + 4 * CHUNK         # replay refills in 2 rounds, then the learner goes on
+    # replay refills in 2 rounds, then the learner goes on
+    more = stored["run"]["env_steps"] + 4 * CHUNK
     assert launch.main(["--resume", str(tmp_path / "run"), "--max-env-steps", str(more)]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["resumed_from"] and summary["learner_steps"] > stored["steps"]
 
 
 def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
-    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
+    proc = start_run(
+        tmp_path,
+        "--num-cpus",
+        "2",
+        "--no-dashboard",
+        "--max-seconds",
+        "300",
+        "--eval-episodes",
+        "5",
+    )
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
         ctrl_c(proc)
@@ -548,7 +811,9 @@ def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
         proc.kill()
     assert summary["num_actors"] >= 1
     # Ray's processes of this session (gcs_server, raylet, workers) are gone with it
-    session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    session = subprocess.run(
+        ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
+    ).stdout.split()
     assert session == [], f"processes of the run's session are still alive: {session}"
 
 
@@ -558,32 +823,66 @@ def test_sigterm_to_a_local_ray_runs_driver_finishes_it(tmp_path):
     session outlives it. (A SIGTERM to every process of the group, systemd's default, can reach
     the learner's process before the final checkpoint: then the run fails with exit 1; seen once
     in CI's 2-core runs, not handled yet.)"""
-    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300", "--eval-episodes", "5")
+    proc = start_run(
+        tmp_path,
+        "--num-cpus",
+        "2",
+        "--no-dashboard",
+        "--max-seconds",
+        "300",
+        "--eval-episodes",
+        "5",
+    )
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
         proc.send_signal(signal.SIGTERM)
         check_interrupted_run(tmp_path, proc, 90, "sigterm", 143)
     finally:
         proc.kill()
-    deadline, session = time.monotonic() + 15, ["?"]     # Ray's processes end just after the driver
+    deadline, session = time.monotonic() + 15, ["?"]  # Ray's processes end just after the driver
     while session and time.monotonic() < deadline:
-        session = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        session = subprocess.run(
+            ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         time.sleep(0.5)
-    assert session == [], f"processes of the run's session are still alive 15 s after it ended: {session}"
+    assert session == [], (
+        f"processes of the run's session are still alive 15 s after it ended: {session}"
+    )
 
 
-def test_without_address_a_new_local_ray_starts_even_where_a_cluster_runs(tmp_path, monkeypatch, capsys):
+def test_without_address_a_new_local_ray_starts_even_where_a_cluster_runs(
+    tmp_path, monkeypatch, capsys
+):
     """A cluster left by `ray start` (found by ray.init through RAY_ADDRESS or
     /tmp/ray/ray_current_cluster) is not joined without --address: joining it with num_cpus
     set was a ValueError traceback."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
     try:
-        rc = launch.main(["--num-cpus", "1", "--no-dashboard", "--max-env-steps", "256", "--eval-episodes", "2",
-                          "--sampled-eval-episodes", "1", "--num-actors", "auto",
-                          "--run-root", str(tmp_path), "--run-name", "run"])
+        rc = launch.main(
+            [
+                "--num-cpus",
+                "1",
+                "--no-dashboard",
+                "--max-env-steps",
+                "256",
+                "--eval-episodes",
+                "2",
+                "--sampled-eval-episodes",
+                "1",
+                "--num-actors",
+                "auto",
+                "--run-root",
+                str(tmp_path),
+                "--run-name",
+                "run",
+            ]
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

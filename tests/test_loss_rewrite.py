@@ -1,6 +1,7 @@
 """The batched loss (common/losses.py) against the one-call-per-quantity form it replaced
 (tests/reference_loss.py) on random batches: the same loss, metrics, normaliser state and
 gradients within float rounding, for every loss option and start-state layout."""
+
 import dataclasses
 
 import pytest
@@ -18,14 +19,20 @@ def random_batch(seed):
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(T, B)
     terminal = torch.zeros(T, B)
-    for b in range(B):                          # random episode ends: terminal or time limit, or none
+    # random episode ends: terminal or time limit, or none
+    for b in range(B):
         end = int(torch.randint(1, T + 3, (), generator=g))
         if end < T:
-            mask[end + 1:, b] = 0.0
+            mask[end + 1 :, b] = 0.0
             terminal[end, b] = float(torch.rand((), generator=g) < 0.5)
-    return dict(obs=torch.randn(T + 1, B, D, generator=g), action=torch.randint(0, A, (T, B), generator=g),
-                reward=3 * torch.randn(T, B, generator=g), mask=mask, terminal=terminal,
-                behaviour=torch.softmax(torch.randn(T, B, A, generator=g), -1))
+    return dict(
+        obs=torch.randn(T + 1, B, D, generator=g),
+        action=torch.randint(0, A, (T, B), generator=g),
+        reward=3 * torch.randn(T, B, generator=g),
+        mask=mask,
+        terminal=terminal,
+        behaviour=torch.softmax(torch.randn(T, B, A, generator=g), -1),
+    )
 
 
 def nets(support_size, seed):
@@ -35,26 +42,37 @@ def nets(support_size, seed):
 
 def run(loss_fn, online, target, batch, p, state):
     online.zero_grad()
-    torch.manual_seed(123)                      # the sampled regulariser draws from the global generator
+    # the sampled regulariser draws from the global generator
+    torch.manual_seed(123)
     loss, metrics, new_state = loss_fn(online, target, batch, state, p)
     loss.backward()
     return loss.detach(), metrics, new_state, {n: q.grad for n, q in online.named_parameters()}
 
 
 CASES = [
-    dict(),                                                             # the run defaults (every state, 3 starts)
+    # the run defaults (every state, 3 starts)
+    dict(),
     dict(policy_terms_every_state=False),
-    dict(max_starts=0),                                                 # every start unrolled
-    dict(max_starts=0, with_start_mask=True),                           # start mask without a subsample
+    dict(max_starts=0),  # every start unrolled
+    # start mask without a subsample
+    dict(max_starts=0, with_start_mask=True),
     dict(policy_terms_every_state=False, with_start_mask=True, max_starts=0),
-    dict(unroll_steps=0), dict(unroll_steps=1, max_starts=0), dict(unroll_steps=8),   # K beyond T
-    dict(reg_samples=2), dict(retrace_q="model"), dict(value_head_target="value"), dict(pg_normalizer="shared"),
+    dict(unroll_steps=0),
+    dict(unroll_steps=1, max_starts=0),
+    dict(unroll_steps=8),  # K beyond T
+    dict(reg_samples=2),
+    dict(retrace_q="model"),
+    dict(value_head_target="value"),
+    dict(pg_normalizer="shared"),
     dict(value_target="mc", hidden_grad_scale=1.0),
-    dict(support_size=0), dict(support_size=0, policy_terms_every_state=False),
+    dict(support_size=0),
+    dict(support_size=0, policy_terms_every_state=False),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "defaults" for c in CASES])
+@pytest.mark.parametrize(
+    "case", CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "defaults" for c in CASES]
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batched_loss_equals_the_reference(case, seed):
     case = dict(case)
@@ -66,11 +84,15 @@ def test_batched_loss_equals_the_reference(case, seed):
     g = torch.Generator().manual_seed(seed + 7)
     if with_start_mask or p.max_starts:
         # as the learner's random_start_mask: at most max_starts ones, on valid steps
-        scores = torch.where(batch["mask"] > 0, torch.rand(T, B, generator=g), torch.full((T, B), -1.0))
+        scores = torch.where(
+            batch["mask"] > 0, torch.rand(T, B, generator=g), torch.full((T, B), -1.0)
+        )
         chosen = torch.zeros(T, B).scatter_(0, scores.topk(3, dim=0).indices, 1.0) * batch["mask"]
         batch["start_mask"] = chosen
     state = init_loss_state()
-    state = state._replace(adv=state.adv._replace(second_moment=torch.tensor(0.7), count=torch.tensor(3.0)))
+    state = state._replace(
+        adv=state.adv._replace(second_moment=torch.tensor(0.7), count=torch.tensor(3.0))
+    )
     new = run(muesli_loss_tensors, online, target, batch, p, state)
     old = run(reference.muesli_loss_tensors, online, target, batch, p, state)
     torch.testing.assert_close(new[0], old[0], rtol=1e-5, atol=1e-6)
@@ -80,7 +102,7 @@ def test_batched_loss_equals_the_reference(case, seed):
     for a, b in zip(new[2], old[2]):
         torch.testing.assert_close(tuple(a), tuple(b))
     for name in old[3]:
-        if old[3][name] is None:                 # g's parameters with K = 0
+        if old[3][name] is None:  # g's parameters with K = 0
             assert new[3][name] is None, name
         else:
             torch.testing.assert_close(new[3][name], old[3][name], rtol=1e-4, atol=1e-6, msg=name)
@@ -110,11 +132,14 @@ def test_batched_unroll_equals_the_reference(K):
 def test_the_loss_in_cache_sized_pieces_equals_the_reference(monkeypatch, limit_rows):
     """The networks' rows split into pieces of at most `limit_rows` (width 16): same loss and gradients."""
     from common import losses
+
     monkeypatch.setattr(losses, "PIECE_BYTES", 4 * 16 * limit_rows)
     p = dataclasses.replace(Config().loss_params(), max_starts=3 * B)
     online, target = nets(5, 4)
     batch = random_batch(4)
-    batch["start_mask"] = torch.zeros(T, B).index_fill_(0, torch.tensor([0, 3, 5]), 1.0) * batch["mask"]
+    batch["start_mask"] = (
+        torch.zeros(T, B).index_fill_(0, torch.tensor([0, 3, 5]), 1.0) * batch["mask"]
+    )
     new = run(muesli_loss_tensors, online, target, batch, p, init_loss_state())
     old = run(reference.muesli_loss_tensors, online, target, batch, p, init_loss_state())
     torch.testing.assert_close(new[0], old[0], rtol=1e-5, atol=1e-6)
@@ -124,14 +149,28 @@ def test_the_loss_in_cache_sized_pieces_equals_the_reference(monkeypatch, limit_
 
 def test_pieces_cover_every_row_once_in_order():
     from common.losses import _in_pieces
+
     calls = []
 
     def fn(x, y):
         calls.append(x.shape[0])
         return x * 2, y + 1
-    parts = [(torch.arange(10.0), torch.arange(10)), (torch.arange(10.0, 13.0), torch.arange(10, 13))]
-    a, b = _in_pieces(fn, 1, parts)        # width 1: PIECE_BYTES // 4 rows a call, one call here
-    assert calls == [13] and torch.equal(a, 2 * torch.arange(13.0)) and torch.equal(b, torch.arange(1, 14))
+
+    parts = [
+        (torch.arange(10.0), torch.arange(10)),
+        (torch.arange(10.0, 13.0), torch.arange(10, 13)),
+    ]
+    a, b = _in_pieces(fn, 1, parts)  # width 1: PIECE_BYTES // 4 rows a call, one call here
+    assert (
+        calls == [13]
+        and torch.equal(a, 2 * torch.arange(13.0))
+        and torch.equal(b, torch.arange(1, 14))
+    )
     calls.clear()
-    a, b = _in_pieces(fn, (1 << 20) // 4 // 4, parts)     # 4 rows a call: 10 -> 4+4+2, then 3 (2 + 3 > 4)
-    assert calls == [4, 4, 2, 3] and torch.equal(a, 2 * torch.arange(13.0)) and torch.equal(b, torch.arange(1, 14))
+    # 4 rows a call: 10 -> 4+4+2, then 3 (2 + 3 > 4)
+    a, b = _in_pieces(fn, (1 << 20) // 4 // 4, parts)
+    assert (
+        calls == [4, 4, 2, 3]
+        and torch.equal(a, 2 * torch.arange(13.0))
+        and torch.equal(b, torch.arange(1, 14))
+    )

@@ -1,4 +1,5 @@
 """The Muesli loss (common/losses.py) on a small fake batch: T=6, B=4, A=3, obs dim 5."""
+
 import copy
 import dataclasses
 import math
@@ -25,7 +26,12 @@ def params(**changes):
     """The run defaults' loss view (common/config.Config.loss_params), with every start state
     unrolled, no prior mixture (the hand computations take the target's policy as the prior) and
     the policy terms on the start states (so a start_mask selects them too), then `changes`."""
-    base = dict(max_starts=0, prior_behaviour_weight=0.0, prior_uniform_weight=0.0, policy_terms_every_state=False)
+    base = dict(
+        max_starts=0,
+        prior_behaviour_weight=0.0,
+        prior_uniform_weight=0.0,
+        policy_terms_every_state=False,
+    )
     return dataclasses.replace(Config().loss_params(), **{**base, **changes})
 
 
@@ -58,7 +64,9 @@ def make_batch(seed=0):
 
 def make_nets(support_size=5, seed=0):
     torch.manual_seed(seed)
-    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=support_size)
+    spec = NetworkSpec(
+        obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=support_size
+    )
     online = build_network(spec)
     target = copy.deepcopy(online)
     # a target that differs from the online net, as after some learning
@@ -82,7 +90,12 @@ def loss_and_grads(online, target, batch, p, seed=0):
 def test_loss_finite_and_gradient_reaches_every_online_parameter(support_size, reg_samples):
     online, target = make_nets(support_size)
     batch = make_batch()
-    p = params(unroll_steps=3, reg_samples=reg_samples, prior_behaviour_weight=0.03, prior_uniform_weight=0.003)
+    p = params(
+        unroll_steps=3,
+        reg_samples=reg_samples,
+        prior_behaviour_weight=0.03,
+        prior_uniform_weight=0.003,
+    )
     loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) and v == v for v in metrics.values())
@@ -116,11 +129,22 @@ def test_no_gradient_flows_into_batch_tensors_even_if_they_require_grad():
 def test_loss_weights_combine_components():
     online, target = make_nets(5)
     batch = make_batch()
-    p = params(unroll_steps=3, pg_weight=1.3, reg_weight=0.7, value_weight=0.25, reward_weight=2.0,
-                   model_weight=0.5)
+    p = params(
+        unroll_steps=3,
+        pg_weight=1.3,
+        reg_weight=0.7,
+        value_weight=0.25,
+        reward_weight=2.0,
+        model_weight=0.5,
+    )
     loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
-    want = (1.3 * m["loss/pg"] + 0.7 * m["loss/reg"] + 0.25 * m["loss/value"] + 2.0 * m["loss/reward"]
-            + 0.5 * m["loss/model"])
+    want = (
+        1.3 * m["loss/pg"]
+        + 0.7 * m["loss/reg"]
+        + 0.25 * m["loss/value"]
+        + 2.0 * m["loss/reward"]
+        + 0.5 * m["loss/model"]
+    )
     assert loss.item() == pytest.approx(want, rel=1e-5)
     for key in ("loss/reg", "loss/model", "loss/value", "loss/reward"):
         assert m[key] > 0
@@ -129,8 +153,12 @@ def test_loss_weights_combine_components():
 def test_hidden_grad_scale_changes_gradient_not_loss():
     online, target = make_nets(5)
     batch = make_batch()
-    l_half, g_half, _, _ = loss_and_grads(online, target, batch, params(unroll_steps=3, hidden_grad_scale=0.5))
-    l_full, g_full, _, _ = loss_and_grads(online, target, batch, params(unroll_steps=3, hidden_grad_scale=1.0))
+    l_half, g_half, _, _ = loss_and_grads(
+        online, target, batch, params(unroll_steps=3, hidden_grad_scale=0.5)
+    )
+    l_full, g_full, _, _ = loss_and_grads(
+        online, target, batch, params(unroll_steps=3, hidden_grad_scale=1.0)
+    )
     assert l_half.item() == pytest.approx(l_full.item(), abs=1e-6)
     assert not torch.allclose(g_half["represent_head.weight"], g_full["represent_head.weight"])
     # the heads only see gradients from their own outputs: unchanged
@@ -147,16 +175,24 @@ def _edit_padding(batch, seed):
         b["action"][first_pad:, col] = torch.randint(0, A, (n,), generator=g)
         b["behaviour"][first_pad:, col] = torch.softmax(torch.randn(n, A, generator=g) * 3, -1)
         b["terminal"][first_pad:, col] = (torch.rand(n, generator=g) < 0.5).float()
-    b["obs"][3:, TERM_COL] = torch.randn(T + 1 - 3, D, generator=g) * 10    # from the final obs on
-    b["obs"][5:, TRUNC_COL] = torch.randn(T + 1 - 5, D, generator=g) * 10   # after the final obs
-    b["obs"][T, LAST_TERM_COL] = torch.randn(D, generator=g) * 10           # final obs after a terminal
+    b["obs"][3:, TERM_COL] = torch.randn(T + 1 - 3, D, generator=g) * 10  # from the final obs on
+    b["obs"][5:, TRUNC_COL] = torch.randn(T + 1 - 5, D, generator=g) * 10  # after the final obs
+    # final obs after a terminal
+    b["obs"][T, LAST_TERM_COL] = torch.randn(D, generator=g) * 10
     return b
 
 
 @pytest.mark.parametrize("support_size", [5, 0])
-@pytest.mark.parametrize("p", [params(unroll_steps=3), params(unroll_steps=2, value_target="mc"),
-                               params(unroll_steps=3, reg_samples=4, prior_behaviour_weight=0.1,
-                                          prior_uniform_weight=0.01)])
+@pytest.mark.parametrize(
+    "p",
+    [
+        params(unroll_steps=3),
+        params(unroll_steps=2, value_target="mc"),
+        params(
+            unroll_steps=3, reg_samples=4, prior_behaviour_weight=0.1, prior_uniform_weight=0.01
+        ),
+    ],
+)
 def test_padding_does_not_change_loss_or_gradients(support_size, p):
     online, target = make_nets(support_size)
     batch = make_batch()
@@ -172,12 +208,15 @@ def test_padding_does_not_change_loss_or_gradients(support_size, p):
         torch.testing.assert_close(state.pg.second_moment, base_state.pg.second_moment)
 
 
-@pytest.mark.parametrize("col,index", [(TRUNC_COL, 4), (0, T), (TERM_COL, 2), (LAST_TERM_COL, T - 1)])
+@pytest.mark.parametrize(
+    "col,index", [(TRUNC_COL, 4), (0, T), (TERM_COL, 2), (LAST_TERM_COL, T - 1)]
+)
 def test_real_observations_are_used(col, index):
     """Control for the padding test: the final observation of a truncation (and of a sequence that did
     not end), and real observations, do change the loss."""
     online, target = make_nets(5)
-    with torch.no_grad():   # a fresh value head predicts ~0 everywhere: make the target's values depend on obs
+    # a fresh value head predicts ~0 everywhere: make the target's values depend on obs
+    with torch.no_grad():
         target.value_head.weight.mul_(10.0)
     batch = make_batch()
     p = params(unroll_steps=3)
@@ -198,7 +237,9 @@ def test_target_quantities_bootstrap_and_cut():
     assert G[2, TERM_COL].item() == pytest.approx(r[2, TERM_COL].item(), abs=1e-6)
     assert G[T - 1, LAST_TERM_COL].item() == pytest.approx(r[T - 1, LAST_TERM_COL].item(), abs=1e-6)
     # truncation: bootstraps from the final observation's value
-    assert G[3, TRUNC_COL].item() == pytest.approx(r[3, TRUNC_COL].item() + 0.9 * v[4, TRUNC_COL].item(), abs=1e-5)
+    assert G[3, TRUNC_COL].item() == pytest.approx(
+        r[3, TRUNC_COL].item() + 0.9 * v[4, TRUNC_COL].item(), abs=1e-5
+    )
     assert G[T - 1, 0].item() == pytest.approx(r[T - 1, 0].item() + 0.9 * v[T, 0].item(), abs=1e-5)
     # state validity: real non-terminal states only
     sv = tq["state_valid"]
@@ -208,7 +249,9 @@ def test_target_quantities_bootstrap_and_cut():
     assert sv[:, LAST_TERM_COL].tolist() == [1] * T + [0]
     # CMPO targets are distributions; the prior is the target network's policy (no mixing here)
     torch.testing.assert_close(tq["cmpo_log_probs"].exp().sum(-1), torch.ones(T + 1, B))
-    prior = torch.softmax(target.policy_logits(batch["obs"].reshape(-1, D)), -1).reshape(T + 1, B, A)
+    prior = torch.softmax(target.policy_logits(batch["obs"].reshape(-1, D)), -1).reshape(
+        T + 1, B, A
+    )
     torch.testing.assert_close(tq["prior_log_probs"].exp(), prior, rtol=1e-5, atol=1e-6)
     # one-step q from the target model, by hand for one state/action
     h0 = target.represent(batch["obs"][1, 0][None])
@@ -221,7 +264,9 @@ def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
     online, target = make_nets(5)
     batch = make_batch()
     tq_r, _ = target_quantities(target, batch, init_loss_state(), params(unroll_steps=3))
-    tq_m, _ = target_quantities(target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc"))
+    tq_m, _ = target_quantities(
+        target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc")
+    )
     assert not torch.allclose(tq_r["returns"][:, 0], tq_m["returns"][:, 0])
     # 'mc' = discounted rewards + bootstrap at the end, with terminals cut
     G = tq_m["returns"][:, 0]
@@ -229,7 +274,9 @@ def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
     for t in reversed(range(T)):
         want = batch["reward"][t, 0] + 0.99 * want
         assert G[t].item() == pytest.approx(want.item(), abs=1e-4)
-    loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc"))
+    loss, _, _ = muesli_loss(
+        online, target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc")
+    )
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="value_target"):
         muesli_loss(online, target, batch, init_loss_state(), params(value_target="td"))
@@ -240,8 +287,9 @@ def test_exact_and_sampled_regulariser_both_run_and_agree_roughly():
     batch = make_batch()
     _, m_exact = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))[:2]
     torch.manual_seed(0)
-    _, m_sampled = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3,
-                                                                                    reg_samples=64))[:2]
+    _, m_sampled = muesli_loss(
+        online, target, batch, init_loss_state(), params(unroll_steps=3, reg_samples=64)
+    )[:2]
     assert m_exact["loss/reg"] >= 0
     # exact is KL (the entropy of pi_cmpo subtracted), sampled is a cross-entropy estimate: CE >= KL
     assert m_sampled["loss/reg"] > m_exact["loss/reg"]
@@ -305,8 +353,10 @@ def test_start_mask_selects_start_states():
     batch = make_batch()
     p = params(unroll_steps=2)
     base, _, _ = muesli_loss(online, target, batch, init_loss_state(), p)
-    same, _, _ = muesli_loss(online, target, dict(batch, start_mask=torch.ones(T, B)), init_loss_state(), p)
-    torch.testing.assert_close(same, base)   # start_mask is combined with mask
+    same, _, _ = muesli_loss(
+        online, target, dict(batch, start_mask=torch.ones(T, B)), init_loss_state(), p
+    )
+    torch.testing.assert_close(same, base)  # start_mask is combined with mask
     only = torch.zeros(T, B)
     only[0, 0] = 1.0
     one, m, _ = muesli_loss(online, target, dict(batch, start_mask=only), init_loss_state(), p)
@@ -335,7 +385,9 @@ def test_a_fixed_number_of_start_states_gives_the_same_loss_and_gradients(max_st
         chosen[[1, 4, 5, 2], [0, 1, 2, 3]] = 1.0
     batch = dict(batch, start_mask=chosen)
     loss, grads = loss_and_grads(online, target, batch, params(unroll_steps=2))[:2]
-    fixed, fixed_grads = loss_and_grads(online, target, batch, params(unroll_steps=2, max_starts=max_starts))[:2]
+    fixed, fixed_grads = loss_and_grads(
+        online, target, batch, params(unroll_steps=2, max_starts=max_starts)
+    )[:2]
     torch.testing.assert_close(fixed, loss)
     for name in grads:
         torch.testing.assert_close(fixed_grads[name], grads[name], msg=name)
@@ -352,7 +404,7 @@ def test_adam_steps_lower_the_loss(support_size):
     losses = []
     for _ in range(50):
         opt.zero_grad()
-        loss, _, _ = muesli_loss(online, target, batch, state, p)   # same state: fixed targets
+        loss, _, _ = muesli_loss(online, target, batch, state, p)  # same state: fixed targets
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -383,13 +435,19 @@ def test_check_batch_names_the_bad_field():
 def _uniform_policy_nets(value=1.0, reward=1.0):
     """Scalar-head nets whose every state has value `value`, every model step reward `reward`, and
     whose policy is uniform (1/A): zeroed head weights leave only the biases. Online and target alike."""
-    spec = NetworkSpec(obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=0)
+    spec = NetworkSpec(
+        obs_shape=(D,), num_actions=A, width=16, depth=2, hidden_size=8, support_size=0
+    )
     nets = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         net = build_network(spec)
         with torch.no_grad():
-            for head, bias in ((net.value_head, value), (net.dynamics_reward, reward), (net.policy_head, 0.0)):
+            for head, bias in (
+                (net.value_head, value),
+                (net.dynamics_reward, reward),
+                (net.policy_head, 0.0),
+            ):
                 head.weight.zero_()
                 head.bias.fill_(bias)
         nets.append(net)
@@ -402,9 +460,14 @@ def _three_step_batch(mu_taken):
     for t, m in enumerate(mu_taken):
         behaviour[t, 0] = (1.0 - m) / (A - 1)
         behaviour[t, 0, t] = m
-    return dict(obs=torch.randn(4, 1, D, generator=torch.Generator().manual_seed(0)),
-                action=torch.tensor([[0], [1], [2]]), reward=torch.tensor([[1.0], [2.0], [3.0]]),
-                behaviour=behaviour, mask=torch.ones(3, 1), terminal=torch.zeros(3, 1))
+    return dict(
+        obs=torch.randn(4, 1, D, generator=torch.Generator().manual_seed(0)),
+        action=torch.tensor([[0], [1], [2]]),
+        reward=torch.tensor([[1.0], [2.0], [3.0]]),
+        behaviour=behaviour,
+        mask=torch.ones(3, 1),
+        terminal=torch.zeros(3, 1),
+    )
 
 
 # pi = 1/3 everywhere; mu(a_t) = 0.5, 0.1, 0.6 -> pi/mu = 2/3, 10/3, 5/9
@@ -426,7 +489,8 @@ def test_retrace_traces_are_truncated_at_one():
     _, target = _uniform_policy_nets(value=1.0)
     p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
     tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    want = _hand_retrace_returns()     # 4.7023, 4.2775, 3.9; untruncated c_1 = 3.17 gives G_0 = 11.24
+    # 4.7023, 4.2775, 3.9; untruncated c_1 = 3.17 gives G_0 = 11.24
+    want = _hand_retrace_returns()
     torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
 
 
@@ -434,7 +498,7 @@ def test_policy_gradient_importance_ratio_is_clipped_at_one():
     online, target = _uniform_policy_nets(value=1.0)
     p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
     _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]               # min(1, pi/mu): 10/3 clipped to 1
+    ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]  # min(1, pi/mu): 10/3 clipped to 1
     assert m["stats/is_ratio_mean"] == pytest.approx(sum(ratio) / 3, abs=1e-6)
     # pg advantage (G - v) / rms(G - v) after one normaliser update (bias-corrected: the plain rms)
     adv = [g - 1.0 for g in _hand_retrace_returns()]
@@ -452,18 +516,20 @@ def test_sampled_regulariser_clips_the_advantages():
     p = params(unroll_steps=1, discount=0.9, reg_samples=N, cmpo_clip=c)
     torch.manual_seed(0)
     _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    w = N * math.exp(c) / (1 + (N - 1) * math.exp(c))   # 1.1091; unclipped (adv 1) 1.1877
+    w = N * math.exp(c) / (1 + (N - 1) * math.exp(c))  # 1.1091; unclipped (adv 1) 1.1877
     assert m["loss/reg"] == pytest.approx(w * math.log(3.0), abs=1e-5)
 
 
 # --- the paper's forms (retrace_q, value_head_target, pg_normalizer, policy_terms_every_state) ---
+
 
 def test_retrace_with_the_models_q_by_hand():
     _, target = _uniform_policy_nets(value=1.0, reward=1.0)
     # uniform nets with v = 1 and r_hat = 1: q(s, a) = 1 + 0.9 * 1 = 1.9 for every action
     p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95, retrace_q="model")
     tq, _ = target_quantities(target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
-    want = _hand_retrace_returns(v=1.9)          # 5.7578, 5.1245, 4.71 (with v in place of q: 4.7023, 4.2775, 3.9)
+    # 5.7578, 5.1245, 4.71 (with v in place of q: 4.7023, 4.2775, 3.9)
+    want = _hand_retrace_returns(v=1.9)
     torch.testing.assert_close(tq["returns"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
 
 
@@ -483,7 +549,9 @@ def _brute_force_targets(tq, batch, p):
             e_q_next = (prior[t + 1, b] * q[t + 1, b]).sum().item()
             correction = 0.0
             if t + 1 < T:
-                correction = traces[t + 1] * (g_next - q[t + 1, b, batch["action"][t + 1, b]].item())
+                correction = traces[t + 1] * (
+                    g_next - q[t + 1, b, batch["action"][t + 1, b]].item()
+                )
             G[t, b] = batch["reward"][t, b].item() + discount * (e_q_next + correction)
             g_next = G[t, b].item()
             e_q = (prior[t, b] * q[t, b]).sum().item()
@@ -495,26 +563,39 @@ def test_model_q_returns_and_state_value_targets_against_loops():
     """Random nets (q differs per action), the padded / terminal / truncated columns of make_batch."""
     _, target = make_nets(5)
     batch = make_batch()
-    p = params(unroll_steps=3, retrace_q="model", value_head_target="value", prior_behaviour_weight=0.03,
-               prior_uniform_weight=0.003)
+    p = params(
+        unroll_steps=3,
+        retrace_q="model",
+        value_head_target="value",
+        prior_behaviour_weight=0.03,
+        prior_uniform_weight=0.003,
+    )
     tq, _ = target_quantities(target, batch, init_loss_state(), p)
     G, V = _brute_force_targets(tq, batch, p)
     mask = batch["mask"] > 0
     torch.testing.assert_close(tq["returns"][mask], G[mask], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tq["value_targets"][mask], V[mask], rtol=1e-5, atol=1e-5)
     # the default value head target is the return itself
-    tq_return, _ = target_quantities(target, batch, init_loss_state(), dataclasses.replace(p, value_head_target="return"))
+    tq_return, _ = target_quantities(
+        target, batch, init_loss_state(), dataclasses.replace(p, value_head_target="return")
+    )
     torch.testing.assert_close(tq_return["value_targets"], tq_return["returns"], rtol=0, atol=0)
     assert not torch.allclose(tq["value_targets"][mask], G[mask], atol=1e-3)
 
 
 def test_state_value_target_by_hand_and_used_by_the_value_loss():
     online, target = _uniform_policy_nets(value=1.0, reward=1.0)
-    p = params(unroll_steps=0, discount=0.9, retrace_lambda=0.95, retrace_q="model", value_head_target="value")
+    p = params(
+        unroll_steps=0,
+        discount=0.9,
+        retrace_lambda=0.95,
+        retrace_q="model",
+        value_head_target="value",
+    )
     batch = _three_step_batch(MU_TAKEN)
     tq, _ = target_quantities(target, batch, init_loss_state(), p)
     G = _hand_retrace_returns(v=1.9)
-    c = [0.95 * 2.0 / 3.0, 0.95, 0.95 * 5.0 / 9.0]      # lambda min(1, pi/mu) of the taken actions
+    c = [0.95 * 2.0 / 3.0, 0.95, 0.95 * 5.0 / 9.0]  # lambda min(1, pi/mu) of the taken actions
     want = [1.9 + ci * (g - 1.9) for ci, g in zip(c, G)]  # 4.3397, 4.9683, 3.3568
     torch.testing.assert_close(tq["value_targets"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
     # scalar heads, K = 0: L_value = mean_t 0.5 (v_hat(s_t) - V_t)^2 with v_hat = 1
@@ -547,7 +628,9 @@ def test_policy_terms_on_every_state_while_only_the_unroll_is_subsampled():
     chosen = torch.zeros(T, B)
     chosen[[0, 1, 4, 2], [0, 1, 2, 3]] = 1.0
     p = params(unroll_steps=2, max_starts=4)
-    _, full, _ = muesli_loss(online, target, batch, init_loss_state(), dataclasses.replace(p, max_starts=0))
+    _, full, _ = muesli_loss(
+        online, target, batch, init_loss_state(), dataclasses.replace(p, max_starts=0)
+    )
     _, sub, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), p)
     every = dataclasses.replace(p, policy_terms_every_state=True)
     _, m, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), every)
@@ -565,8 +648,12 @@ def test_policy_terms_on_every_state_while_only_the_unroll_is_subsampled():
             steps = [0]
             if chosen[t, b]:
                 steps += [k for k in (1, 2) if t + k < T and batch["mask"][t + k, b] > 0]
-            out = online.unroll(batch["obs"][t, b][None], batch["action"][t:t + 2, b][:, None].clone()
-                                if t + 2 <= T else torch.zeros(2, 1, dtype=torch.long))
+            out = online.unroll(
+                batch["obs"][t, b][None],
+                batch["action"][t : t + 2, b][:, None].clone()
+                if t + 2 <= T
+                else torch.zeros(2, 1, dtype=torch.long),
+            )
             for k in steps:
                 dist = vt.scalar_to_categorical(tq["value_targets"][t + k, b], 5)
                 total += -(dist * torch.log_softmax(out.value_logits[k, 0], -1)).sum().item()

@@ -18,6 +18,7 @@ with nothing left running. Each node is a `ray start --block` process ended with
 (Ray ends its children); `ray stop` is never used: it ends every Ray process on the
 machine, other users' too.
 """
+
 import dataclasses
 import json
 import os
@@ -40,8 +41,10 @@ HEAD_CPUS, WORKER_CPUS = 1, 2
 RUN_ENV_STEPS, RUN_SECONDS = 6000, 60
 NETNS_IP = dict(head="10.213.0.1", worker="10.213.0.2")
 NETNS_PREFIX = 24
-LOOPBACK_IP = dict(head="127.0.0.2", worker="127.0.0.3")   # not 127.0.0.1: Ray swaps that for the LAN address
-METRICS_PORT = 8080                                        # netns mode; loopback mode picks free ports
+# not 127.0.0.1: Ray swaps that for the LAN address
+LOOPBACK_IP = dict(head="127.0.0.2", worker="127.0.0.3")
+# netns mode; loopback mode picks free ports
+METRICS_PORT = 8080
 
 # Runs on the head host and prints one JSON line {rows, error}; polls until done or the deadline.
 #   nodes URL N     the cluster's nodes, until N are alive      (state API)
@@ -99,8 +102,12 @@ def process_table() -> dict:
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()       # after "pid (comm) "
-                out[int(entry.name)] = (int(fields[1]), int(fields[3]), (entry / "cmdline").read_bytes())
+                fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+                out[int(entry.name)] = (
+                    int(fields[1]),
+                    int(fields[3]),
+                    (entry / "cmdline").read_bytes(),
+                )
             except (OSError, ValueError):
                 pass
     return out
@@ -110,7 +117,7 @@ class TwoHosts:
     """Two hosts for Ray nodes: network namespaces joined by a veth pair, or loopback."""
 
     def __init__(self, tag: str):
-        self.namespaces = {}                # role -> namespace name (netns mode only)
+        self.namespaces = {}  # role -> namespace name (netns mode only)
         if os.environ.get("MUESLI_MULTINODE", "") == "loopback":
             self.why_not_netns = "MUESLI_MULTINODE=loopback"
         else:
@@ -124,14 +131,41 @@ class TwoHosts:
             return "no `ip` command (iproute2)"
         names = {role: f"muesli-{role}-{tag}" for role in ("head", "worker")}
         dev = {"head": "veth-head", "worker": "veth-worker"}
-        steps = [["ip", "netns", "add", names["head"]], ["ip", "netns", "add", names["worker"]],
-                 # made inside the namespaces: the machine's own interfaces never change
-                 ["ip", "link", "add", dev["head"], "netns", names["head"], "type", "veth",
-                  "peer", "name", dev["worker"], "netns", names["worker"]]]
+        steps = [
+            ["ip", "netns", "add", names["head"]],
+            ["ip", "netns", "add", names["worker"]],
+            # made inside the namespaces: the machine's own interfaces never change
+            [
+                "ip",
+                "link",
+                "add",
+                dev["head"],
+                "netns",
+                names["head"],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                dev["worker"],
+                "netns",
+                names["worker"],
+            ],
+        ]
         for role in ("head", "worker"):
-            steps += [["ip", "-n", names[role], "addr", "add", f"{NETNS_IP[role]}/{NETNS_PREFIX}", "dev", dev[role]],
-                      ["ip", "-n", names[role], "link", "set", "lo", "up"],
-                      ["ip", "-n", names[role], "link", "set", dev[role], "up"]]
+            steps += [
+                [
+                    "ip",
+                    "-n",
+                    names[role],
+                    "addr",
+                    "add",
+                    f"{NETNS_IP[role]}/{NETNS_PREFIX}",
+                    "dev",
+                    dev[role],
+                ],
+                ["ip", "-n", names[role], "link", "set", "lo", "up"],
+                ["ip", "-n", names[role], "link", "set", dev[role], "up"],
+            ]
         for step in steps:
             if step[:3] == ["ip", "netns", "add"]:
                 self.namespaces[step[3]] = step[3]
@@ -170,68 +204,149 @@ class Cluster:
     """A Ray head and one Ray worker, each a `ray start --block` process on its own host."""
 
     def __init__(self):
-        self.temp = tempfile.mkdtemp(prefix="mmn-", dir="/tmp")  # short: Ray's socket paths live below it
-        self.hosts = TwoHosts(Path(self.temp).name[len("mmn-"):])
+        # short: Ray's socket paths live below it
+        self.temp = tempfile.mkdtemp(prefix="mmn-", dir="/tmp")
+        self.hosts = TwoHosts(Path(self.temp).name[len("mmn-") :])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0",
-                        PYTHONUNBUFFERED="1")
+        self.env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=secrets.token_hex(32),
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+        )
         self.ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
         assert self.ray, "the `ray` command (ray[default]) is not installed"
         head, worker = self.hosts.ip["head"], self.hosts.ip["worker"]
-        if self.hosts.mode == "netns":      # a host of its own: Ray's default ports, as on a real cluster
+        # a host of its own: Ray's default ports, as on a real cluster
+        if self.hosts.mode == "netns":
             self.port, self.dashboard_port = 6379, 8265
             self.metrics_port = dict(head=METRICS_PORT, worker=METRICS_PORT)
-            extra = {role: ["--metrics-export-port", str(METRICS_PORT)] for role in ("head", "worker")}
-        else:                               # one shared loopback: every port a node opens is set and free
-            flags = ["--metrics-export-port", "--node-manager-port", "--object-manager-port",
-                     "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+            extra = {
+                role: ["--metrics-export-port", str(METRICS_PORT)] for role in ("head", "worker")
+            }
+        # one shared loopback: every port a node opens is set and free
+        else:
+            flags = [
+                "--metrics-export-port",
+                "--node-manager-port",
+                "--object-manager-port",
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port",
+            ]
             ports = free_ports(3 + 2 * len(flags))
             self.port, self.dashboard_port, client_port = ports[:3]
-            per_role = dict(head=ports[3:3 + len(flags)], worker=ports[3 + len(flags):])
+            per_role = dict(head=ports[3 : 3 + len(flags)], worker=ports[3 + len(flags) :])
             self.metrics_port = {role: values[0] for role, values in per_role.items()}
-            extra = {role: [x for f, v in zip(flags, values) for x in (f, str(v))] for role, values in per_role.items()}
+            extra = {
+                role: [x for f, v in zip(flags, values) for x in (f, str(v))]
+                for role, values in per_role.items()
+            }
             extra["head"] += ["--ray-client-server-port", str(client_port)]
         self.address = f"{head}:{self.port}"
         self.dashboard = f"http://{head}:{self.dashboard_port}"
         self.logs, self.procs = [], {}
-        self.procs["head"] = self._start("head", [
-            "--head", "--node-ip-address", head, "--port", str(self.port), "--num-cpus", str(HEAD_CPUS),
-            "--include-dashboard", "true", "--dashboard-host", head, "--dashboard-port", str(self.dashboard_port),
-            *extra["head"]])
-        self.procs["worker"] = self._start("worker", [   # it retries until the head's GCS answers
-            "--address", self.address, "--node-ip-address", worker, "--num-cpus", str(WORKER_CPUS), *extra["worker"]])
-        self.tree = set()                   # pids of the nodes' process trees, seen before shutdown
+        self.procs["head"] = self._start(
+            "head",
+            [
+                "--head",
+                "--node-ip-address",
+                head,
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                str(HEAD_CPUS),
+                "--include-dashboard",
+                "true",
+                "--dashboard-host",
+                head,
+                "--dashboard-port",
+                str(self.dashboard_port),
+                *extra["head"],
+            ],
+        )
+        self.procs["worker"] = self._start(
+            "worker",
+            [  # it retries until the head's GCS answers
+                "--address",
+                self.address,
+                "--node-ip-address",
+                worker,
+                "--num-cpus",
+                str(WORKER_CPUS),
+                *extra["worker"],
+            ],
+        )
+        self.tree = set()  # pids of the nodes' process trees, seen before shutdown
 
     def _start(self, role: str, args: list) -> subprocess.Popen:
         log = open(os.path.join(self.temp, f"{role}.log"), "w")
         self.logs.append(log)
-        cmd = self.hosts.prefix(role) + [self.ray, "start", "--block", "--disable-usage-stats",
-                                         "--temp-dir", os.path.join(self.temp, role), *args]
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.temp,
-                                start_new_session=True)
+        cmd = self.hosts.prefix(role) + [
+            self.ray,
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            "--temp-dir",
+            os.path.join(self.temp, role),
+            *args,
+        ]
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.temp,
+            start_new_session=True,
+        )
 
     def log_tail(self, role: str, chars: int = 3000) -> str:
         path = Path(self.temp) / f"{role}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
-    def on_head(self, cmd: list, timeout: float, env: dict = None, cwd=None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.hosts.prefix("head") + cmd, capture_output=True, text=True, timeout=timeout,
-                              env=env or self.env, cwd=cwd or self.temp)
+    def on_head(
+        self, cmd: list, timeout: float, env: dict = None, cwd=None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.hosts.prefix("head") + cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env,
+            cwd=cwd or self.temp,
+        )
 
-    def state(self, what: str, url: str = None, want: int = 0, wait_s: float = 0.0, token: str = None) -> dict:
+    def state(
+        self, what: str, url: str = None, want: int = 0, wait_s: float = 0.0, token: str = None
+    ) -> dict:
         env = dict(self.env, RAY_AUTH_TOKEN=token) if token else self.env
-        result = self.on_head([sys.executable, "-c", STATE_SCRIPT, what, url or self.dashboard, str(want),
-                               str(wait_s)], timeout=wait_s + 60, env=env)
+        result = self.on_head(
+            [
+                sys.executable,
+                "-c",
+                STATE_SCRIPT,
+                what,
+                url or self.dashboard,
+                str(want),
+                str(wait_s),
+            ],
+            timeout=wait_s + 60,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def wait_for_nodes(self, timeout: float = 90.0) -> list:
         for role, proc in self.procs.items():
-            assert proc.poll() is None, f"ray start ({role}) exited {proc.returncode}:\n{self.log_tail(role)}"
+            assert proc.poll() is None, (
+                f"ray start ({role}) exited {proc.returncode}:\n{self.log_tail(role)}"
+            )
         got = self.state("nodes", want=2, wait_s=timeout)
         alive = [n for n in got["rows"] if n["state"] == "ALIVE"]
-        assert len(alive) == 2, (f"nodes: {got}\n--- head ---\n{self.log_tail('head')}\n"
-                                 f"--- worker ---\n{self.log_tail('worker')}")
+        assert len(alive) == 2, (
+            f"nodes: {got}\n--- head ---\n{self.log_tail('head')}\n"
+            f"--- worker ---\n{self.log_tail('worker')}"
+        )
         return alive
 
     def _note_tree(self) -> None:
@@ -309,7 +424,9 @@ def discovery_targets(cluster, timeout: float = 30.0) -> list:
     return targets
 
 
-def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, tmp_path, record_property):
+def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(
+    cluster, tmp_path, record_property
+):
     started = time.monotonic()
     alive = cluster.wait_for_nodes()
     node_of_ip = {n["ip"]: n["node_id"] for n in alive}
@@ -322,10 +439,33 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, t
     assert refused["error"] and not refused["rows"], refused
 
     run = cluster.on_head(
-        [sys.executable, "launch.py", "--address", cluster.address, "--num-actors", "auto", "--seed", "0",
-         "--max-env-steps", str(RUN_ENV_STEPS), "--max-seconds", str(RUN_SECONDS), "--eval-every-env-steps", "3000",
-         "--eval-episodes", "5", "--eval-screen-episodes", "5", "--run-root", str(tmp_path), "--run-name", "mn"],
-        timeout=RUN_SECONDS + 120, cwd=ROOT)
+        [
+            sys.executable,
+            "launch.py",
+            "--address",
+            cluster.address,
+            "--num-actors",
+            "auto",
+            "--seed",
+            "0",
+            "--max-env-steps",
+            str(RUN_ENV_STEPS),
+            "--max-seconds",
+            str(RUN_SECONDS),
+            "--eval-every-env-steps",
+            "3000",
+            "--eval-episodes",
+            "5",
+            "--eval-screen-episodes",
+            "5",
+            "--run-root",
+            str(tmp_path),
+            "--run-name",
+            "mn",
+        ],
+        timeout=RUN_SECONDS + 120,
+        cwd=ROOT,
+    )
     output = run.stdout + run.stderr
     run_s = time.monotonic() - started - up_s
     assert run.returncode == 0, output[-5000:]
@@ -338,11 +478,18 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, t
     # Where launch.py says its components ran: both nodes, actors on the worker.
     nodes = summary["nodes"]
     assert {n["ip"] for n in nodes.values()} == {head_ip, worker_ip}, nodes
-    assert summary["num_actors"] == HEAD_CPUS + WORKER_CPUS - 1, summary   # auto: a CPU each, less the learner's
-    assert json.loads((tmp_path / "mn" / "config.json").read_text())["num_actors"] == summary["num_actors"]
+    # auto: a CPU each, less the learner's
+    assert summary["num_actors"] == HEAD_CPUS + WORKER_CPUS - 1, summary
+    assert (
+        json.loads((tmp_path / "mn" / "config.json").read_text())["num_actors"]
+        == summary["num_actors"]
+    )
     assert sum(n["actors"] for n in nodes.values()) == summary["num_actors"], nodes
     assert nodes[node_of_ip[worker_ip]]["actors"] >= 1, nodes
-    assert sum(n["learner"] for n in nodes.values()) == 1 and sum(n["shards"] for n in nodes.values()) == 1, nodes
+    assert (
+        sum(n["learner"] for n in nodes.values()) == 1
+        and sum(n["shards"] for n in nodes.values()) == 1
+    ), nodes
 
     # Ray's own record (state API, from the head's dashboard) agrees node by node, and the
     # run's actors are gone once the driver has exited.
@@ -370,17 +517,26 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(cluster, t
     assert all(p.returncode is not None for p in cluster.procs.values())
     assert not cluster.hosts.delete_namespaces(), "network namespaces still listed"
 
-    seen = {("head " if n["ip"] == head_ip else "worker ") + n["ip"]: {k: n[k] for k in ("learner", "actors", "shards")}
-            for n in nodes.values()}
-    how = cluster.hosts.mode + (f" ({cluster.hosts.why_not_netns})" if cluster.hosts.why_not_netns else "")
-    line = (f"multinode, {how}: {seen}; env steps {summary['env_steps']}, learner steps {summary['learner_steps']}, "
-            f"{time.monotonic() - started:.0f} s (cluster up {up_s:.0f} s, launch.py {run_s:.0f} s, "
-            f"training {summary['seconds']:.0f} s)")
+    seen = {
+        ("head " if n["ip"] == head_ip else "worker ") + n["ip"]: {
+            k: n[k] for k in ("learner", "actors", "shards")
+        }
+        for n in nodes.values()
+    }
+    how = cluster.hosts.mode + (
+        f" ({cluster.hosts.why_not_netns})" if cluster.hosts.why_not_netns else ""
+    )
+    line = (
+        f"multinode, {how}: {seen}; env steps {summary['env_steps']}, learner steps {summary['learner_steps']}, "
+        f"{time.monotonic() - started:.0f} s (cluster up {up_s:.0f} s, launch.py {run_s:.0f} s, "
+        f"training {summary['seconds']:.0f} s)"
+    )
     print(line)
     record_property("multinode", line)
 
 
 # -- placement on several nodes (pure: common/placement.plan against a model of Ray's packing) --
+
 
 def fits_everywhere(node_cpus: list, plan) -> bool:
     """Whether Ray can place the learner and every actor on nodes with these free CPUs, on
@@ -390,21 +546,27 @@ def fits_everywhere(node_cpus: list, plan) -> bool:
     free = [unit(c) for c in node_cpus]
     for i, cpus in enumerate(free):
         if cpus >= learner:
-            left = free[:i] + [cpus - learner] + free[i + 1:]
+            left = free[:i] + [cpus - learner] + free[i + 1 :]
             if sum(c // actor for c in left) < plan.num_actors:
                 return False
     return True
 
 
-@pytest.mark.parametrize("node_cpus", [[1, 2], [2, 2], [1, 1, 1], [3, 4], [8], [2, 2, 2, 2], [1, 4, 4], [16, 16]])
+@pytest.mark.parametrize(
+    "node_cpus", [[1, 2], [2, 2], [1, 1, 1], [3, 4], [8], [2, 2, 2, 2], [1, 4, 4], [16, 16]]
+)
 def test_actor_requests_fit_any_mix_of_whole_cpu_nodes(node_cpus):
     from types import SimpleNamespace
 
     from common import placement
+
     total = float(sum(node_cpus))
-    whole_left = int(total) - 1                     # after the learner's CPU
-    for num_actors in [0] + list(range(1, 10 * whole_left + 1)):   # 0 = auto; beyond 10 per CPU nothing fits
-        plan = placement.plan(SimpleNamespace(num_actors=num_actors, device="auto"), total, total, 0.0)
+    whole_left = int(total) - 1  # after the learner's CPU
+    # 0 = auto; beyond 10 per CPU nothing fits
+    for num_actors in [0] + list(range(1, 10 * whole_left + 1)):
+        plan = placement.plan(
+            SimpleNamespace(num_actors=num_actors, device="auto"), total, total, 0.0
+        )
         assert fits_everywhere(node_cpus, plan), (node_cpus, num_actors, plan)
         assert plan.num_actors == (num_actors or whole_left)
 
@@ -415,6 +577,7 @@ def test_an_even_split_that_would_strand_an_actor_is_not_chosen():
     from types import SimpleNamespace
 
     from common import placement
+
     plan = placement.plan(SimpleNamespace(num_actors=4, device="auto"), 4.0, 4.0, 0.0)
     assert plan.actor["num_cpus"] == 0.5 and plan.actor["scheduling_strategy"] == "SPREAD"
     assert fits_everywhere([2, 2], plan)

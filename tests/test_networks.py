@@ -1,4 +1,5 @@
 """Shapes and gradient scaling of the Muesli networks (common/networks.py)."""
+
 import pytest
 import torch
 
@@ -61,19 +62,37 @@ def test_mlp_different_actions_give_different_outputs():
 
 
 def test_minatar_conv_channels_last_uint8():
-    net = _net(obs_shape=(10, 10, 4), num_actions=6, torso="minatar", width=32, hidden_size=16, support_size=5)
+    net = _net(
+        obs_shape=(10, 10, 4),
+        num_actions=6,
+        torso="minatar",
+        width=32,
+        hidden_size=16,
+        support_size=5,
+    )
     assert net.torso.channels_last
-    obs = torch.randint(0, 2, (3, 10, 10, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    obs = torch.randint(
+        0, 2, (3, 10, 10, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     _check_unroll(net, obs, K=3, A=6, S=11)
     # the same observation as float (already in [0, 1]) gives the same logits as uint8 / 255 scaling
     torch.testing.assert_close(net.policy_logits(obs.float() / 255.0), net.policy_logits(obs))
 
 
 def test_atari_conv_channels_first_uint8():
-    net = _net(obs_shape=(4, 84, 84), num_actions=18, torso="atari", width=32, hidden_size=16, support_size=3)
+    net = _net(
+        obs_shape=(4, 84, 84),
+        num_actions=18,
+        torso="atari",
+        width=32,
+        hidden_size=16,
+        support_size=3,
+    )
     assert not net.torso.channels_last
     assert net.torso.out_features == 64 * 7 * 7
-    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    obs = torch.randint(
+        0, 256, (2, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     _check_unroll(net, obs, K=3, A=18, S=7)
 
 
@@ -82,9 +101,9 @@ def test_unknown_torso_and_bad_actions_raise():
         MuesliNet(NetworkSpec(obs_shape=(4, 84, 84), num_actions=2, torso="resnet"))
     net = _net(obs_shape=(5,), num_actions=3, width=16, hidden_size=8)
     with pytest.raises(ValueError):
-        net.unroll(torch.zeros(4, 5), torch.zeros(3, 5, dtype=torch.long))   # B mismatch
+        net.unroll(torch.zeros(4, 5), torch.zeros(3, 5, dtype=torch.long))  # B mismatch
     with pytest.raises(ValueError):
-        net.unroll(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))      # not [K, B]
+        net.unroll(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))  # not [K, B]
 
 
 def test_unroll_zero_steps():
@@ -107,10 +126,16 @@ def test_scale_gradient_identity_forward_scaled_backward():
 def _rep_grad(net, obs, actions, scale, which):
     net.zero_grad()
     out = net.unroll(obs, actions, hidden_grad_scale=scale)
-    loss = out.policy_logits[which].pow(2).sum() + out.value_logits[which].sum() + out.reward_logits[which - 1].sum()
+    loss = (
+        out.policy_logits[which].pow(2).sum()
+        + out.value_logits[which].sum()
+        + out.reward_logits[which - 1].sum()
+    )
     loss.backward()
     params = list(net.torso.parameters()) + list(net.represent_head.parameters())
-    return torch.cat([p.grad.flatten() for p in params]), [p.grad.clone() for p in net.dynamics_parameters()]
+    return torch.cat([p.grad.flatten() for p in params]), [
+        p.grad.clone() for p in net.dynamics_parameters()
+    ]
 
 
 def test_hidden_grad_scale_halves_representation_gradient_through_dynamics():
@@ -130,12 +155,18 @@ def test_hidden_grad_scale_halves_representation_gradient_through_dynamics():
     g_f, _ = _rep_grad(net, obs, actions, 1.0, 2)
     torch.testing.assert_close(g_q, 0.25 * g_f, rtol=1e-5, atol=1e-8)
     # forward values do not depend on the scale
-    torch.testing.assert_close(net.unroll(obs, actions, 0.5).value_logits, net.unroll(obs, actions, 1.0).value_logits)
+    torch.testing.assert_close(
+        net.unroll(obs, actions, 0.5).value_logits, net.unroll(obs, actions, 1.0).value_logits
+    )
 
 
 def test_dynamics_parameters_are_exactly_g():
     net = _net(obs_shape=(5,), num_actions=3, width=16, hidden_size=8, support_size=4)
     dyn = {id(p) for p in net.dynamics_parameters()}
-    expected = {id(p) for m in (net.dynamics_net, net.dynamics_state, net.dynamics_reward) for p in m.parameters()}
+    expected = {
+        id(p)
+        for m in (net.dynamics_net, net.dynamics_state, net.dynamics_reward)
+        for p in m.parameters()
+    }
     assert dyn == expected and len(dyn) > 0
     assert id(net.represent_head.weight) not in dyn and id(net.policy_head.weight) not in dyn

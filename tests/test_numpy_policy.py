@@ -1,4 +1,5 @@
 """common/numpy_policy.py: the numpy acting path equals softmax(MuesliNet.policy_logits)."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +13,15 @@ def torch_probs(net, obs):
         return torch.softmax(net.policy_logits(torch.as_tensor(obs)), -1).numpy()
 
 
-@pytest.mark.parametrize("obs_shape, depth, width, hidden, actions", [
-    ((4,), 2, 64, 64, 2), ((8,), 1, 16, 4, 4), ((2, 3), 3, 32, 8, 5)])   # config enforces depth >= 1
+@pytest.mark.parametrize(
+    "obs_shape, depth, width, hidden, actions",
+    [
+        # config enforces depth >= 1
+        ((4,), 2, 64, 64, 2),
+        ((8,), 1, 16, 4, 4),
+        ((2, 3), 3, 32, 8, 5),
+    ],
+)
 def test_matches_torch_for_mlp_networks(obs_shape, depth, width, hidden, actions):
     torch.manual_seed(0)
     net = MuesliNet(NetworkSpec(obs_shape, actions, "mlp", width, depth, hidden, support_size=5))
@@ -30,7 +38,9 @@ def test_uint8_observations_are_scaled_like_the_network():
     torch.manual_seed(0)
     net = MuesliNet(NetworkSpec((5,), 3, "mlp", 16, 2, 8))
     obs = np.random.default_rng(2).integers(0, 256, size=(4, 5)).astype(np.uint8)
-    np.testing.assert_allclose(policy_probs(policy_layers(net), obs), torch_probs(net, obs), atol=1e-6)
+    np.testing.assert_allclose(
+        policy_probs(policy_layers(net), obs), torch_probs(net, obs), atol=1e-6
+    )
 
 
 def test_layers_are_copies_taken_at_call_time():
@@ -39,7 +49,9 @@ def test_layers_are_copies_taken_at_call_time():
     before = policy_layers(net)
     with torch.no_grad():
         net.policy_head.bias += 5.0 * torch.tensor([1.0, -1.0])
-    np.testing.assert_allclose(policy_probs(policy_layers(net), obs), torch_probs(net, obs), atol=1e-6)
+    np.testing.assert_allclose(
+        policy_probs(policy_layers(net), obs), torch_probs(net, obs), atol=1e-6
+    )
     assert not np.allclose(policy_probs(before, obs), torch_probs(net, obs), atol=1e-3)
 
 

@@ -5,6 +5,7 @@ One short pipeline on a local Ray (module fixture) serves the end-to-end checks;
 watcher thread scrapes http://127.0.0.1:PORT/metrics while launch.main runs, since
 Ray exports only about every 10 s and launch.main shuts Ray down when it returns.
 """
+
 import json
 import os
 import re
@@ -17,22 +18,36 @@ from collections import defaultdict
 import pytest
 
 import launch
-from tests import browser
 from common.ray_metrics import SPECS, Recorder, build_ray_metric
 from common.sequence import SequenceSpec, encode_sequence
 from replay.shard import ReplayShard
+from tests import browser
 
 CHROMIUM = browser.CHROMIUM
 RUN_SECONDS = 30
 
 # Prometheus names (Ray adds `ray_`, and `_total` to counters) that must be non-zero.
 EXPECTED = {
-    "actor": ["env_steps_total", "episodes_total", "episode_return", "env_steps_per_s", "inference_ms",
-              "weight_pulls_total", "policy_version"],
+    "actor": [
+        "env_steps_total",
+        "episodes_total",
+        "episode_return",
+        "env_steps_per_s",
+        "inference_ms",
+        "weight_pulls_total",
+        "policy_version",
+    ],
     "replay": ["inserts_total", "samples_total", "size", "evictions_total"],
-    "learner": ["steps_total", "transitions_per_s", "loss", "batch_wait_s_count", "policy_lag", "publishes_total"],
+    "learner": [
+        "steps_total",
+        "transitions_per_s",
+        "loss",
+        "batch_wait_s_count",
+        "policy_lag",
+        "publishes_total",
+    ],
 }
-SAMPLE = re.compile(r'^(ray_muesli_\w+)\{(.*)\}\s+(\S+)$')
+SAMPLE = re.compile(r"^(ray_muesli_\w+)\{(.*)\}\s+(\S+)$")
 
 
 def free_port() -> int:
@@ -53,8 +68,12 @@ def parse(text: str) -> dict:
 
 
 def missing(values: dict) -> list:
-    return [f"ray_muesli_{c}_{n}" for c, names in EXPECTED.items() for n in names
-            if values.get((f"ray_muesli_{c}_{n}", c), 0.0) == 0.0]
+    return [
+        f"ray_muesli_{c}_{n}"
+        for c, names in EXPECTED.items()
+        for n in names
+        if values.get((f"ray_muesli_{c}_{n}", c), 0.0) == 0.0
+    ]
 
 
 def ray_auth_token() -> str:
@@ -71,7 +90,11 @@ class Watcher(threading.Thread):
 
     def __init__(self, port: int, run_dir, dashboard: bool):
         super().__init__(daemon=True)
-        self.url, self.run_dir, self.dashboard = f"http://127.0.0.1:{port}/metrics", run_dir, dashboard
+        self.url, self.run_dir, self.dashboard = (
+            f"http://127.0.0.1:{port}/metrics",
+            run_dir,
+            dashboard,
+        )
         self.stop, self.text, self.dom, self.started = threading.Event(), "", None, time.monotonic()
 
     def run(self):
@@ -90,6 +113,7 @@ class Watcher(threading.Thread):
         """The actors page's visible text, with the auth token as the dashboard's cookie; the
         screenshot goes to the run directory."""
         import ray
+
         url = ray._private.worker.get_dashboard_url() or "127.0.0.1:8265"
         url = url if url.startswith("http") else "http://" + url
         token = ray_auth_token()
@@ -107,10 +131,29 @@ def ray_run(tmp_path_factory):
     run_dir.mkdir()
     watcher = Watcher(port, run_dir, dashboard=CHROMIUM is not None)
     watcher.start()
-    rc = launch.main(["--run-root", str(root), "--run-name", "run", "--num-cpus", "2", "--seed", "0",
-                      "--metrics-export-port", str(port), "--max-seconds", str(RUN_SECONDS),
-                      "--replay-capacity", "300", "--eval-episodes", "5", "--eval-every-env-steps", "10000",
-                      "--dashboard" if CHROMIUM else "--no-dashboard"])
+    rc = launch.main(
+        [
+            "--run-root",
+            str(root),
+            "--run-name",
+            "run",
+            "--num-cpus",
+            "2",
+            "--seed",
+            "0",
+            "--metrics-export-port",
+            str(port),
+            "--max-seconds",
+            str(RUN_SECONDS),
+            "--replay-capacity",
+            "300",
+            "--eval-episodes",
+            "5",
+            "--eval-every-env-steps",
+            "10000",
+            "--dashboard" if CHROMIUM else "--no-dashboard",
+        ]
+    )
     watcher.stop.set()
     watcher.join(timeout=70)
     assert rc == 0
@@ -119,8 +162,10 @@ def ray_run(tmp_path_factory):
 
 # -- the adapter and the plain classes, no Ray ----------------------------------------------
 
+
 def test_recorder_without_ray_is_a_no_op_that_still_checks_names():
     import sys
+
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         pytest.skip("a Ray session is open in this process")
@@ -131,9 +176,9 @@ def test_recorder_without_ray_is_a_no_op_that_still_checks_names():
     rec.set("episode_return", 21.0)
     assert rec._live is False and rec.tags == {"component": "actor", "index": "3"}
     with pytest.raises(KeyError, match="env_step"):
-        rec.inc("env_step", 1)                    # typo
+        rec.inc("env_step", 1)  # typo
     with pytest.raises(KeyError, match="policy_version"):
-        rec.inc("policy_version", 1)              # a gauge, not a counter
+        rec.inc("policy_version", 1)  # a gauge, not a counter
 
 
 def test_every_spec_builds_as_a_ray_metric():
@@ -163,18 +208,24 @@ def test_replay_shard_reports_inserts_rejections_evictions_size_and_samples():
     good["mask"][:] = True
     shard.insert([encode_sequence(good)] * 5 + [b"not msgpack"])
     assert shard.sample(1, 1) is not None
-    assert rec.calls["inserts"] == [5] and rec.calls["rejected"] == [1] and rec.calls["evictions"] == [2]
+    assert (
+        rec.calls["inserts"] == [5]
+        and rec.calls["rejected"] == [1]
+        and rec.calls["evictions"] == [2]
+    )
     assert rec.calls["size"] == [3] and rec.calls["samples"] == [2]
 
 
 # -- a short run on local Ray ---------------------------------------------------------------
+
 
 def test_ray_metrics_endpoint_shows_actor_replay_and_learner_metrics(ray_run):
     _, watcher = ray_run
     values = parse(watcher.text)
     assert watcher.text, "the metrics endpoint never answered"
     assert not missing(values), f"missing or zero: {missing(values)}; muesli lines:\n" + "\n".join(
-        line for line in watcher.text.splitlines() if "muesli" in line)
+        line for line in watcher.text.splitlines() if "muesli" in line
+    )
     # tagged by component and index; losses also by term
     assert re.search(r'ray_muesli_actor_env_steps_total\{[^}]*index="0"', watcher.text)
     assert re.search(r'ray_muesli_learner_loss\{[^}]*term="total"', watcher.text)
@@ -182,15 +233,22 @@ def test_ray_metrics_endpoint_shows_actor_replay_and_learner_metrics(ray_run):
 
 def test_tensorboard_has_namespaced_scalars_and_config(ray_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     run_dir, _ = ray_run
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("actor/env_steps_per_s", "actor/episode_return", "loss/total", "learner/steps",
-                "learner/policy_lag", "eval/greedy_return"):
+    for tag in (
+        "actor/env_steps_per_s",
+        "actor/episode_return",
+        "loss/total",
+        "learner/steps",
+        "learner/policy_lag",
+        "eval/greedy_return",
+    ):
         assert tag in scalars, sorted(scalars)
     assert events.Scalars("learner/steps")[-1].value > 0
-    assert "config" in " ".join(events.Tags()["tensors"])    # add_text lands under tensors
+    assert "config" in " ".join(events.Tags()["tensors"])  # add_text lands under tensors
 
 
 def test_learning_curve_png_is_written(ray_run):
@@ -201,8 +259,10 @@ def test_learning_curve_png_is_written(ray_run):
     assert summary["env_steps"] > 0 and summary["learner_steps"] > 0
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless check needs Debian's chromium (/usr/bin/chromium); "
-                                             "CI does not install it")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless check needs Debian's chromium (/usr/bin/chromium); CI does not install it",
+)
 def test_ray_dashboard_lists_the_components_in_headless_chromium(ray_run):
     run_dir, watcher = ray_run
     shot = run_dir / "dashboard.png"
@@ -210,4 +270,8 @@ def test_ray_dashboard_lists_the_components_in_headless_chromium(ray_run):
     # The actors page, past the token prompt, names every component by its __repr__.
     for name in ("SelfPlayActor(0)", "ReplayShard(0)", "Learner(step=", "ALIVE"):
         assert name in watcher.dom, watcher.dom[:2000]
-    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert (
+        shot.exists()
+        and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        and shot.stat().st_size > 20_000
+    )

@@ -9,6 +9,7 @@ With no samples yet room = (10 - 2 I) / 2 = 5 - I: inserts 1..5 are let in, afte
 room is 0 and the sender holds. With I = 5 (diff 10) single samples are allowed while
 10 - S - 1 >= 2, i.e. for S = 0..7: the 9th is refused.
 """
+
 import math
 
 import pytest
@@ -27,6 +28,7 @@ def example() -> SampleToInsertRatio:
 
 # -- inserts -------------------------------------------------------------------------------
 
+
 def test_room_counts_down_one_per_insert_and_holds_after_the_fifth():
     limit = example()
     rooms = []
@@ -35,7 +37,7 @@ def test_room_counts_down_one_per_insert_and_holds_after_the_fifth():
         rooms.append(limit.room())
         limit.inserted(1)
     assert rooms == [5.0, 4.0, 3.0, 2.0, 1.0]
-    assert limit.room() == 0.0 and not limit.can_insert()          # room 0 already holds
+    assert limit.room() == 0.0 and not limit.can_insert()  # room 0 already holds
     assert limit.diff == 10.0
 
 
@@ -55,25 +57,28 @@ def test_samples_give_back_room_at_one_insert_per_r_samples():
     limit = example()
     limit.inserted(5)
     assert limit.room() == 0.0
-    limit.sampled(1)                                                # diff 9: (10 - 9) / 2
+    limit.sampled(1)  # diff 9: (10 - 9) / 2
     assert limit.room() == 0.5 and limit.can_insert()
-    limit.sampled(3)                                                # diff 6
+    limit.sampled(3)  # diff 6
     assert limit.room() == 2.0
 
 
 def test_inserts_past_the_room_are_counted_and_make_room_negative():
     limit = example()
-    limit.inserted(8)                                               # a flush of 8 with room 5
+    limit.inserted(8)  # a flush of 8 with room 5
     assert limit.diff == 16.0 and limit.room() == -3.0 and not limit.can_insert()
 
 
 # -- samples -------------------------------------------------------------------------------
 
+
 def test_samples_wait_for_min_size_stored():
     limit = example()
     limit.inserted(2)
-    assert not limit.can_sample(1, size=2)                          # diff 4 - 1 >= 2, but only 2 stored
-    assert limit.can_sample(1, size=3)                              # the size check alone held it back
+    # diff 4 - 1 >= 2, but only 2 stored
+    assert not limit.can_sample(1, size=2)
+    # the size check alone held it back
+    assert limit.can_sample(1, size=3)
     limit.inserted(1)
     assert limit.can_sample(1, size=3)
 
@@ -97,9 +102,9 @@ def test_single_samples_are_allowed_up_to_the_eighth_and_the_ninth_is_refused():
 def test_sample_boundary_is_inclusive():
     limit = example()
     limit.inserted(5)
-    limit.sampled(7)                                                # diff 3
-    assert limit.can_sample(1, size=5)                              # 3 - 1 == 2: allowed
-    assert not limit.can_sample(2, size=5)                          # 3 - 2 == 1 < 2
+    limit.sampled(7)  # diff 3
+    assert limit.can_sample(1, size=5)  # 3 - 1 == 2: allowed
+    assert not limit.can_sample(2, size=5)  # 3 - 2 == 1 < 2
     limit.sampled(1)
     assert not limit.can_sample(1, size=5)
 
@@ -107,7 +112,7 @@ def test_sample_boundary_is_inclusive():
 def test_a_batch_of_three_is_allowed_twice_then_refused():
     limit = example()
     limit.inserted(5)
-    assert grants(limit, 3) == 2 and limit.samples == 6                     # 10 - 6 - 3 = 1 < 2
+    assert grants(limit, 3) == 2 and limit.samples == 6  # 10 - 6 - 3 = 1 < 2
 
 
 def test_ratio_is_kept_over_a_long_alternation():
@@ -131,12 +136,14 @@ def test_ratio_is_kept_over_a_long_alternation():
 
 # -- restarts ------------------------------------------------------------------------------
 
+
 def test_a_fresh_limiter_takes_inserts_at_once_and_serves_samples_once_it_holds_m():
     """A shard that Ray restarts empty builds a fresh limiter (I = S = 0), whatever the old one
     had counted: actors may insert right away and the learner waits for m stored."""
     old = example()
     old.inserted(50)
-    old.sampled(90)                                                 # diff 10: the old one holds actors
+    # diff 10: the old one holds actors
+    old.sampled(90)
     assert not old.can_insert()
     fresh = example()
     assert (fresh.inserts, fresh.samples) == (0, 0)
@@ -150,13 +157,17 @@ def test_a_fresh_limiter_takes_inserts_at_once_and_serves_samples_once_it_holds_
 
 # -- arguments -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, named", [
-    ((0.0, 3, 4.0), "r=0.0"),
-    ((-1.5, 3, 4.0), "r=-1.5"),
-    ((2.0, 0, 4.0), "m=0"),
-    ((2.0, -2, 4.0), "m=-2"),
-    ((2.0, 3, -0.5), "e=-0.5"),
-])
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        ((0.0, 3, 4.0), "r=0.0"),
+        ((-1.5, 3, 4.0), "r=-1.5"),
+        ((2.0, 0, 4.0), "m=0"),
+        ((2.0, -2, 4.0), "m=-2"),
+        ((2.0, 3, -0.5), "e=-0.5"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_value(args, named):
     with pytest.raises(ValueError) as excinfo:
         SampleToInsertRatio(*args)
@@ -170,39 +181,59 @@ def test_smallest_valid_arguments_are_accepted():
 
 # -- driver/wiring.shard_rate_limit --------------------------------------------------------
 
+
 def shard_limit(**overrides):
     base = dict(num_cpus=1, replay_capacity=1000)
     return wiring.shard_rate_limit(validate(Config(**{**base, **overrides})))
 
 
 def test_shard_rate_limit_splits_the_minimum_and_the_buffer_over_shards():
-    limit = shard_limit(replay_ratio=3.2, min_replay=64, batch_size=32, num_replay_shards=3, replay_error_buffer=50)
+    limit = shard_limit(
+        replay_ratio=3.2, min_replay=64, batch_size=32, num_replay_shards=3, replay_error_buffer=50
+    )
     assert isinstance(limit, SampleToInsertRatio)
-    assert (limit.samples_per_insert, limit.min_size) == (3.2, 22)          # ceil(64 / 3)
-    assert limit.error_buffer == pytest.approx(3.2 * 17)                    # ceil(50 / 3) sequences' samples
+    assert (limit.samples_per_insert, limit.min_size) == (3.2, 22)  # ceil(64 / 3)
+    # ceil(50 / 3) sequences' samples
+    assert limit.error_buffer == pytest.approx(3.2 * 17)
     assert (limit.inserts, limit.samples) == (0, 0)
 
 
 def test_shard_rate_limit_uses_the_batch_when_it_exceeds_min_replay():
-    limit = shard_limit(replay_ratio=12.8, min_replay=4, batch_size=10, num_replay_shards=4, replay_error_buffer=4)
-    assert limit.min_size == 3 and limit.error_buffer == pytest.approx(12.8 * 1)   # ceil(10 / 4); ceil(4 / 4)
+    limit = shard_limit(
+        replay_ratio=12.8, min_replay=4, batch_size=10, num_replay_shards=4, replay_error_buffer=4
+    )
+    # ceil(10 / 4); ceil(4 / 4)
+    assert limit.min_size == 3 and limit.error_buffer == pytest.approx(12.8 * 1)
 
 
 def test_shard_rate_limit_buffers_at_least_one_batch_at_a_low_ratio():
     limit = shard_limit(replay_ratio=0.25, min_replay=32, batch_size=64, num_replay_shards=1)
-    assert (limit.min_size, limit.error_buffer) == (64, 64)                       # 0.25 * 64 = 16 < 64
+    # 0.25 * 64 = 16 < 64
+    assert (limit.min_size, limit.error_buffer) == (64, 64)
 
 
 @settings(max_examples=300, deadline=None)
-@given(ratio=st.floats(0.01, 300.0), min_replay=st.integers(1, 200), batch=st.integers(1, 128),
-       shards=st.integers(1, 8), extra_inserts=st.integers(0, 500), samples=st.integers(0, 5000))
-def test_held_actors_never_hold_the_learner_too(ratio, min_replay, batch, shards, extra_inserts, samples):
+@given(
+    ratio=st.floats(0.01, 300.0),
+    min_replay=st.integers(1, 200),
+    batch=st.integers(1, 128),
+    shards=st.integers(1, 8),
+    extra_inserts=st.integers(0, 500),
+    samples=st.integers(0, 5000),
+)
+def test_held_actors_never_hold_the_learner_too(
+    ratio, min_replay, batch, shards, extra_inserts, samples
+):
     """Whenever a shard has no room left for actors (it holds at least m: capacity permitting),
     it serves any share of a batch, up to the whole batch (what one shard is asked for when the
     others are short): actors and learner are never both held by one shard."""
     shards = min(shards, batch)
-    limit = shard_limit(replay_ratio=ratio, min_replay=min(min_replay, 1000), batch_size=batch,
-                        num_replay_shards=shards)
+    limit = shard_limit(
+        replay_ratio=ratio,
+        min_replay=min(min_replay, 1000),
+        batch_size=batch,
+        num_replay_shards=shards,
+    )
     # the smallest insert count at which this many samples leave no room, plus some
     needed = math.ceil(limit.min_size + (limit.error_buffer + samples) / ratio)
     limit.inserted(needed + extra_inserts)
@@ -225,18 +256,25 @@ def test_default_config_limits_each_shard():
 
 def test_every_presets_shards_can_hold_the_minimum_their_limit_waits_for():
     from common.config import PRESETS
+
     for name, values in PRESETS.items():
         for shards in (1, 2, 3, 4):
-            cfg = validate(Config(**{**values, "preset": name, "num_cpus": 1, "num_replay_shards": shards}))
+            cfg = validate(
+                Config(**{**values, "preset": name, "num_cpus": 1, "num_replay_shards": shards})
+            )
             limit = wiring.shard_rate_limit(cfg)
             assert min(split(cfg.replay_capacity, shards)) >= limit.min_size, (name, shards)
 
 
 def test_every_shard_can_hold_the_minimum_its_limit_waits_for():
     from common.config import ConfigError
+
     try:
-        cfg = validate(Config(num_cpus=1, replay_capacity=10, min_replay=10, batch_size=9, num_replay_shards=3))
+        cfg = validate(
+            Config(num_cpus=1, replay_capacity=10, min_replay=10, batch_size=9, num_replay_shards=3)
+        )
     except ConfigError:
-        return                                                  # refusing the config is a fix too
+        return  # refusing the config is a fix too
     limit = wiring.shard_rate_limit(cfg)
-    assert min(split(cfg.replay_capacity, cfg.num_replay_shards)) >= limit.min_size     # [4, 3, 3] vs 4
+    # [4, 3, 3] vs 4
+    assert min(split(cfg.replay_capacity, cfg.num_replay_shards)) >= limit.min_size

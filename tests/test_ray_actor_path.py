@@ -1,6 +1,7 @@
 """What keeps a Ray actor's loop from blocking (issue 19): collect calls queued behind each other
 (driver/on_ray.py RayRounds), weight requests at most every MIN_REQUEST_INTERVAL_S
 (transport/ray_weights.py). One local Ray for the module."""
+
 import collections
 import os
 import time
@@ -14,7 +15,6 @@ from driver.supervision import ActorSupervisor
 from transport.weight_store import WeightStore
 
 ray = pytest.importorskip("ray")
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,6 +39,7 @@ class CountingStore(WeightStore):
 
 def test_weight_requests_go_out_at_most_every_interval(monkeypatch):
     from transport import ray_weights
+
     store = ray.remote(CountingStore).remote()
     ray.get(store.publish.remote(3, [ray.put(codec.encode_weights({"w": np.ones(2, np.float32)}))]))
     client = ray_weights.RayWeightClient(store)
@@ -46,10 +47,14 @@ def test_weight_requests_go_out_at_most_every_interval(monkeypatch):
     ray.wait([client._pending])
     assert client.poll()[0] == 3
     now = time.monotonic()
-    monkeypatch.setattr(ray_weights.time, "monotonic", lambda: now + ray_weights.MIN_REQUEST_INTERVAL_S / 2)
+    monkeypatch.setattr(
+        ray_weights.time, "monotonic", lambda: now + ray_weights.MIN_REQUEST_INTERVAL_S / 2
+    )
     client.request()
     assert client._pending is None and ray.get(store.times_asked.remote()) == 1
-    monkeypatch.setattr(ray_weights.time, "monotonic", lambda: now + ray_weights.MIN_REQUEST_INTERVAL_S * 1.01)
+    monkeypatch.setattr(
+        ray_weights.time, "monotonic", lambda: now + ray_weights.MIN_REQUEST_INTERVAL_S * 1.01
+    )
     client.request()
     ray.wait([client._pending])
     assert ray.get(store.times_asked.remote()) == 2
@@ -77,6 +82,7 @@ def test_queued_calls_of_a_restarting_actor_are_one_failure_and_it_is_fed_again(
     that is one failure, not the DEAD_AFTER died failures that make an actor dead for good, and
     once Ray has restarted it, it gets calls again."""
     from driver.on_ray import PIPELINE, RayRounds
+
     assert PIPELINE == 2
     player = ray.remote(max_restarts=1)(Player).remote()
     learner = ray.remote(Trainer).remote()
@@ -87,7 +93,7 @@ def test_queued_calls_of_a_restarting_actor_are_one_failure_and_it_is_fed_again(
     assert list(rounds.pending.values()) == [0, 0]
     while not any(kind == "actor" for kind, _ in rounds.reports()):
         pass
-    player.crash.remote()                                   # its process dies: Ray restarts it
+    player.crash.remote()  # its process dies: Ray restarts it
     deadline, after = time.monotonic() + 20, 0
     while time.monotonic() < deadline and after < 3:
         after += sum(kind == "actor" for kind, _ in rounds.reports() if faults["actor_failures"])
@@ -100,9 +106,13 @@ def test_an_actor_killed_for_good_is_replaced_and_the_new_one_gets_its_calls():
     success between make it dead for good), the driver retries it after RETRY_S, replaces it,
     and queues PIPELINE calls on the new one."""
     from driver.on_ray import RayRounds
+
     player = ray.remote(Player).remote()
-    components = SimpleNamespace(actors=[player], learner=ray.remote(Trainer).remote(),
-                                 new_actor=lambda index: ray.remote(Player).remote())
+    components = SimpleNamespace(
+        actors=[player],
+        learner=ray.remote(Trainer).remote(),
+        new_actor=lambda index: ray.remote(Player).remote(),
+    )
     faults = collections.Counter()
     rounds = RayRounds(components, 64, ActorSupervisor(64, faults, lambda scalars: None))
     while not any(kind == "actor" for kind, _ in rounds.reports()):

@@ -2,12 +2,19 @@
 
 Every stored sequence carries its insert number in reward[0] and version[:], so a
 test can read off exactly which sequences a shard holds and serves."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.sequence import SequenceSpec, decode_batch, decode_sequences, encode_sequence, encode_sequences
+from common.sequence import (
+    SequenceSpec,
+    decode_batch,
+    decode_sequences,
+    encode_sequence,
+    encode_sequences,
+)
 from common.split import split
 from replay.client import ReplayClient
 from replay.rate_limit import SampleToInsertRatio
@@ -50,14 +57,22 @@ def ids(arrays) -> list:
 
 def stored_ids(shard) -> list:
     """Insert numbers per slot, -1 for empty slots."""
-    return [int(r) if m else -1 for r, m in zip(shard.storage["reward"][:, 0], shard.storage["mask"][:, 0])]
+    return [
+        int(r) if m else -1
+        for r, m in zip(shard.storage["reward"][:, 0], shard.storage["mask"][:, 0])
+    ]
 
 
 # -- shard: storage ------------------------------------------------------------------------
 
+
 def test_insert_stores_exact_sequences_in_slot_order():
     shard = ReplayShard(SPEC, capacity=5)
-    assert shard.insert([payload(i) for i in range(3)]) == {"accepted": 3, "rejected": 0, "room": INF}
+    assert shard.insert([payload(i) for i in range(3)]) == {
+        "accepted": 3,
+        "rejected": 0,
+        "room": INF,
+    }
     assert shard.size == 3 and stored_ids(shard) == [0, 1, 2, -1, -1]
     for slot in range(3):
         for name, array in make_sequence(slot).items():
@@ -71,7 +86,7 @@ def test_fifo_eviction_overwrites_the_oldest_and_counts():
     stats = shard.stats()
     assert stats["size"] == 3 and stats.get("evictions", 0) == 0 and stats["sequences"] == 3
     shard.insert([payload(3), payload(4)])
-    assert stored_ids(shard) == [3, 4, 2]        # 0 then 1 overwritten, 2 is now the oldest
+    assert stored_ids(shard) == [3, 4, 2]  # 0 then 1 overwritten, 2 is now the oldest
     shard.insert([payload(5), payload(6), payload(7)])
     assert stored_ids(shard) == [6, 7, 5]
     stats = shard.stats()
@@ -80,6 +95,7 @@ def test_fifo_eviction_overwrites_the_oldest_and_counts():
 
 
 # -- shard: rejection ----------------------------------------------------------------------
+
 
 def test_rejected_payloads_are_counted_and_never_stored():
     shard = ReplayShard(SPEC, capacity=4)
@@ -96,12 +112,22 @@ def test_rejected_payloads_leave_a_full_shard_bit_identical():
     shard = ReplayShard(SPEC, capacity=3)
     shard.insert([payload(i) for i in range(5)])
     before = {name: array.copy() for name, array in shard.storage.items()}
-    counters = (shard.size, shard.inserts, list(shard.fresh), shard.insert_id.copy(), shard.stats()["evictions"])
+    counters = (
+        shard.size,
+        shard.inserts,
+        list(shard.fresh),
+        shard.insert_id.copy(),
+        shard.stats()["evictions"],
+    )
     shard.insert(bad_payloads())
     for name, array in before.items():
         assert array.tobytes() == shard.storage[name].tobytes(), name
-    assert (shard.size, shard.inserts, list(shard.fresh), shard.stats()["evictions"]) == \
-        (counters[0], counters[1], counters[2], counters[4])
+    assert (shard.size, shard.inserts, list(shard.fresh), shard.stats()["evictions"]) == (
+        counters[0],
+        counters[1],
+        counters[2],
+        counters[4],
+    )
     assert np.array_equal(shard.insert_id, counters[3])
     assert shard.stats()["rejected"] == len(bad_payloads())
 
@@ -115,6 +141,7 @@ def test_last_error_names_the_reason():
 
 
 # -- shard: sampling -----------------------------------------------------------------------
+
 
 def test_sample_serves_the_oldest_fresh_sequences_first_then_uniform_replay():
     shard = ReplayShard(SPEC, capacity=10, seed=1)
@@ -133,7 +160,7 @@ def test_sample_serves_the_oldest_fresh_sequences_first_then_uniform_replay():
 
 def test_fresh_sequences_that_were_overwritten_are_skipped_and_topped_up_uniformly():
     shard = ReplayShard(SPEC, capacity=4, seed=0)
-    shard.insert([payload(i) for i in range(6)])       # 0 and 1 evicted before being served
+    shard.insert([payload(i) for i in range(6)])  # 0 and 1 evicted before being served
     assert ids(decode_batch(shard.sample(2, 0), SPEC)) == [2, 3]
     got = ids(decode_batch(shard.sample(3, 0), SPEC))  # only 4 and 5 are fresh
     assert got[:2] == [4, 5] and got[2] in (2, 3, 4, 5)
@@ -165,13 +192,14 @@ def test_online_and_replay_proportions_of_a_batch():
 
 def test_uniform_replay_draws_only_filled_slots_and_covers_them_evenly():
     shard = ReplayShard(SPEC, capacity=10, seed=0)
-    shard.insert([payload(i) for i in range(4)])       # slots 4..9 are empty padding
+    shard.insert([payload(i) for i in range(4)])  # slots 4..9 are empty padding
     draws = ids(decode_batch(shard.sample(0, 4), SPEC))
     for _ in range(99):
         draws += ids(decode_batch(shard.sample(0, 4), SPEC))
     counts = np.bincount(draws, minlength=4)
-    assert counts.sum() == 400 and len(counts) == 4    # never an empty slot (its reward[0] is 0, mask False)
-    assert counts.min() >= 70 and counts.max() <= 130, counts   # 100 expected; ~3 sigma is 26
+    # never an empty slot (its reward[0] is 0, mask False)
+    assert counts.sum() == 400 and len(counts) == 4
+    assert counts.min() >= 70 and counts.max() <= 130, counts  # 100 expected; ~3 sigma is 26
 
 
 def test_sample_returns_none_until_enough_sequences_are_stored():
@@ -179,7 +207,8 @@ def test_sample_returns_none_until_enough_sequences_are_stored():
     shard.insert([payload(0), payload(1)])
     assert shard.sample(2, 1) is None
     assert shard.sample(0, 0) is None
-    assert shard.stats().get("samples", 0) == 0 and len(shard.fresh) == 2   # a refused sample consumes nothing
+    # a refused sample consumes nothing
+    assert shard.stats().get("samples", 0) == 0 and len(shard.fresh) == 2
     assert shard.sample(1, 1) is not None
 
 
@@ -188,8 +217,16 @@ def test_stats_report_every_counter():
     shard.insert([payload(0), payload(1), payload(2), b"x"])
     shard.sample(1, 1)
     stats = shard.stats()
-    expected = {"shard": 7, "size": 2, "fresh": 1, "sequences": 3, "evictions": 1, "rejected": 1,
-                "samples": 2, "online_sampled": 1}
+    expected = {
+        "shard": 7,
+        "size": 2,
+        "fresh": 1,
+        "sequences": 3,
+        "evictions": 1,
+        "rejected": 1,
+        "samples": 2,
+        "online_sampled": 1,
+    }
     assert {k: stats.get(k, 0) for k in expected} == expected
     assert "sources" not in stats and stats.get("rate_limited_samples", 0) == 0
     assert repr(shard) == "ReplayShard(7)"
@@ -197,9 +234,18 @@ def test_stats_report_every_counter():
 
 # -- client --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("total, parts, expected", [
-    (10, 3, [4, 3, 3]), (9, 3, [3, 3, 3]), (2, 3, [1, 1, 0]), (0, 2, [0, 0]), (5000, 1, [5000]), (7, 7, [1] * 7),
-])
+
+@pytest.mark.parametrize(
+    "total, parts, expected",
+    [
+        (10, 3, [4, 3, 3]),
+        (9, 3, [3, 3, 3]),
+        (2, 3, [1, 1, 0]),
+        (0, 2, [0, 0]),
+        (5000, 1, [5000]),
+        (7, 7, [1] * 7),
+    ],
+)
 def test_split_by_hand(total, parts, expected):
     assert split(total, parts) == expected
 
@@ -214,8 +260,10 @@ def test_split_sums_to_total_and_is_even(total, parts):
 
 def make_client(capacities, flush_every=2, seed=0, limits=None):
     limits = limits or [None] * len(capacities)
-    shards = [ReplayShard(SPEC, c, seed=seed + i, index=i, rate_limit=limit)
-              for i, (c, limit) in enumerate(zip(capacities, limits))]
+    shards = [
+        ReplayShard(SPEC, c, seed=seed + i, index=i, rate_limit=limit)
+        for i, (c, limit) in enumerate(zip(capacities, limits))
+    ]
     return ReplayClient(shards, SPEC, flush_every=flush_every), shards
 
 
@@ -232,12 +280,12 @@ def test_client_flushes_round_robin_over_shards():
     for i in range(7):
         client.add(make_sequence(i))
     assert [s.size for s in shards] == [2, 2, 2] and len(client._sequences) == 1
-    client.flush()                                       # the 7th sequence goes to shard 0
+    client.flush()  # the 7th sequence goes to shard 0
     assert [stored_ids(s)[:3] for s in shards] == [[0, 1, 6], [2, 3, -1], [4, 5, -1]]
-    assert calls == [[1, 1], [1], [1]]                   # one payload per flush
-    client.flush()                                       # nothing to send: no shard is touched
+    assert calls == [[1, 1], [1], [1]]  # one payload per flush
+    client.flush()  # nothing to send: no shard is touched
     assert calls == [[1, 1], [1], [1]]
-    assert client.room == [INF, INF, INF] and client.has_room()     # no limiter: never held
+    assert client.room == [INF, INF, INF] and client.has_room()  # no limiter: never held
     totals = client.totals()
     assert totals["sequences"] == 7 and "env_steps" not in totals and "episodes" not in totals
 
@@ -245,7 +293,7 @@ def test_client_flushes_round_robin_over_shards():
 def test_client_totals_sum_counters_over_shards():
     client, shards = make_client([3, 3], flush_every=1)
     for i in range(8):
-        client.add(make_sequence(i))                     # alternating: 4 per shard, capacity 3
+        client.add(make_sequence(i))  # alternating: 4 per shard, capacity 3
     shards[1].insert([b"garbage"])
     totals = client.totals()
     assert totals["sequences"] == 8 and totals["size"] == 6 and totals["rejected"] == 1
@@ -282,6 +330,7 @@ def test_client_batch_is_none_while_any_shard_is_short():
 
 # -- stacked payloads (what actors send: N sequences in one message) -------------------------
 
+
 def stacked(idents) -> bytes:
     return encode_sequences([make_sequence(i) for i in idents])
 
@@ -289,8 +338,11 @@ def stacked(idents) -> bytes:
 def test_stacked_payload_wraps_the_ring_like_single_inserts():
     one_by_one, stacked_shard = ReplayShard(SPEC, capacity=5), ReplayShard(SPEC, capacity=5)
     one_by_one.insert([payload(i) for i in range(8)])
-    assert stacked_shard.insert([stacked(range(3)), stacked(range(3, 8))]) == {"accepted": 8, "rejected": 0,
-                                                                                 "room": INF}
+    assert stacked_shard.insert([stacked(range(3)), stacked(range(3, 8))]) == {
+        "accepted": 8,
+        "rejected": 0,
+        "room": INF,
+    }
     assert stored_ids(stacked_shard) == stored_ids(one_by_one) == [5, 6, 7, 3, 4]
     for name in SPEC.fields():
         assert np.array_equal(stacked_shard.storage[name], one_by_one.storage[name]), name
@@ -318,8 +370,10 @@ def test_stacked_payload_with_one_bad_sequence_is_dropped_whole():
 def test_client_add_stacks_sequences_per_flush():
     shard = ReplayShard(SPEC, capacity=10)
     sent, original = [], shard.insert
-    shard.insert = lambda payloads: (sent.append([len(decode_sequences(p, SPEC)["mask"]) for p in payloads]),
-                                     original(payloads))[1]
+    shard.insert = lambda payloads: (
+        sent.append([len(decode_sequences(p, SPEC)["mask"]) for p in payloads]),
+        original(payloads),
+    )[1]
     client = ReplayClient([shard], SPEC, flush_every=3)
     for i in range(7):
         client.add(make_sequence(i))
@@ -330,6 +384,7 @@ def test_client_add_stacks_sequences_per_flush():
 
 # -- shard restarts: monotonic totals and batches from the surviving shards -----------------
 
+
 def test_totals_stay_monotonic_when_a_shard_restarts_empty():
     shards = [ReplayShard(SPEC, capacity=10, index=i) for i in range(2)]
     client = ReplayClient(shards, SPEC)
@@ -337,8 +392,14 @@ def test_totals_stay_monotonic_when_a_shard_restarts_empty():
     shards[1].insert([payload(i) for i in range(3)])
     shards[0].sample(1, 1)
     before = client.totals()
-    assert (before["sequences"], before["samples"], before["size"], before["lost_stored"]) == (7, 2, 7, 0)
-    client.shards[0] = shards[0] = ReplayShard(SPEC, capacity=10, index=0)     # what a Ray restart leaves
+    assert (before["sequences"], before["samples"], before["size"], before["lost_stored"]) == (
+        7,
+        2,
+        7,
+        0,
+    )
+    # what a Ray restart leaves
+    client.shards[0] = shards[0] = ReplayShard(SPEC, capacity=10, index=0)
     after = client.totals()
     assert (after["sequences"], after["samples"]) == (7, 2)
     assert after["size"] == 3 and after["lost_stored"] == 4
@@ -350,11 +411,14 @@ def test_totals_stay_monotonic_when_a_shard_restarts_empty():
 def test_restore_totals_continues_the_counters_of_a_checkpoint():
     shard = ReplayShard(SPEC, capacity=10)
     client = ReplayClient([shard], SPEC)
-    client.restore_totals({"samples": 1000, "size": 99, "sequences": 150, "lost_stored": 7, "failed_calls": 3})
+    client.restore_totals(
+        {"samples": 1000, "size": 99, "sequences": 150, "lost_stored": 7, "failed_calls": 3}
+    )
     shard.insert([payload(0)])
     totals = client.totals()
     assert (totals["samples"], totals["sequences"], totals["size"]) == (1000, 151, 1)
-    assert (totals["lost_stored"], totals["failed_calls"]) == (0, 0)     # this client's own, not restored
+    # this client's own, not restored
+    assert (totals["lost_stored"], totals["failed_calls"]) == (0, 0)
 
 
 def test_batch_shares_skip_a_shard_short_of_data():
@@ -362,7 +426,8 @@ def test_batch_shares_skip_a_shard_short_of_data():
     client = ReplayClient(shards, SPEC)
     shards[0].insert([payload(i) for i in range(10)])
     shards[1].insert([payload(i) for i in range(1)])
-    client.totals()                                   # the learner refreshes what it knows of the shards
+    # the learner refreshes what it knows of the shards
+    client.totals()
     assert client.shares(8) == [8, 0]
     batch = client.sample(8, replay_fraction=1.0)
     assert batch is not None and len(batch["mask"]) == 8
@@ -374,6 +439,7 @@ def test_batch_shares_skip_a_shard_short_of_data():
 def test_batch_shares_skip_a_shard_that_stops_answering():
     """A shard whose stats() does not answer (dead, restarting, lost with its node) is passed
     over even though its last known size was healthy, and is used again once it answers."""
+
     class Silenced(ReplayShard):
         silent = False
 
@@ -388,7 +454,7 @@ def test_batch_shares_skip_a_shard_that_stops_answering():
     assert client.shares(8) == [4, 4]
     shards[1].silent = True
     totals = client.totals()
-    assert totals["size"] == 20                       # counted with its last known figures
+    assert totals["size"] == 20  # counted with its last known figures
     assert client.shares(8) == [8, 0]
     shards[1].silent = False
     client.totals()
@@ -399,6 +465,7 @@ def test_batch_shares_skip_a_shard_that_stops_answering():
 # r = 2, m = 3, e = 4 (tests/test_rate_limit.py works it through): room = (10 - diff) / 2 with
 # diff = 2 I - S; a sample of k needs size >= 3 and diff - k >= 2.
 
+
 def limit_2_3_4() -> SampleToInsertRatio:
     return SampleToInsertRatio(samples_per_insert=2.0, min_size=3, error_buffer=4.0)
 
@@ -407,7 +474,11 @@ def test_insert_answers_with_the_room_the_limit_has_left():
     shard = ReplayShard(SPEC, capacity=20, rate_limit=limit_2_3_4())
     assert shard.room() == 5.0
     assert shard.insert([stacked([0, 1])]) == {"accepted": 2, "rejected": 0, "room": 3.0}
-    assert shard.insert([payload(2), payload(3), payload(4)]) == {"accepted": 3, "rejected": 0, "room": 0.0}
+    assert shard.insert([payload(2), payload(3), payload(4)]) == {
+        "accepted": 3,
+        "rejected": 0,
+        "room": 0.0,
+    }
     assert shard.room() == shard.rate_limit.room() == 0.0
     # Data that arrives without room is still stored: the limit acts on senders through `room`.
     assert shard.insert([payload(5)]) == {"accepted": 1, "rejected": 0, "room": -1.0}
@@ -419,31 +490,36 @@ def test_insert_answers_with_the_room_the_limit_has_left():
 
 def test_the_limit_counts_every_sequence_received_even_past_capacity():
     shard = ReplayShard(SPEC, capacity=3, rate_limit=limit_2_3_4())
-    assert shard.insert([stacked(range(7))])["room"] == -2.0          # (10 - 14) / 2
+    assert shard.insert([stacked(range(7))])["room"] == -2.0  # (10 - 14) / 2
     assert shard.rate_limit.inserts == 7 and shard.size == 3
 
 
 def test_sample_is_none_exactly_when_the_limit_forbids():
     shard = ReplayShard(SPEC, capacity=20, seed=0, rate_limit=limit_2_3_4())
     shard.insert([payload(0), payload(1)])
-    assert shard.sample(1, 0) is None                   # 2 stored >= 1 asked, but fewer than m = 3
+    assert shard.sample(1, 0) is None  # 2 stored >= 1 asked, but fewer than m = 3
     assert shard.stats()["rate_limited_samples"] == 1 and len(shard.fresh) == 2
-    shard.insert([payload(i) for i in range(2, 5)])     # I = 5: diff 10
-    assert ids(decode_batch(shard.sample(1, 2), SPEC))[0] == 0      # 10 - 3 >= 2
-    assert shard.sample(0, 3) is not None                           # diff 7: 7 - 3 >= 2
-    assert shard.sample(1, 2) is None                               # diff 4: 4 - 3 < 2
+    shard.insert([payload(i) for i in range(2, 5)])  # I = 5: diff 10
+    assert ids(decode_batch(shard.sample(1, 2), SPEC))[0] == 0  # 10 - 3 >= 2
+    assert shard.sample(0, 3) is not None  # diff 7: 7 - 3 >= 2
+    assert shard.sample(1, 2) is None  # diff 4: 4 - 3 < 2
     stats = shard.stats()
-    assert (stats["rate_limited_samples"], stats["samples"], stats["online_sampled"], stats["fresh"]) == (2, 6, 1, 4)
-    assert shard.sample(0, 2) is not None                           # 4 - 2 == 2: allowed
-    assert shard.sample(0, 1) is None                               # diff 2: 2 - 1 < 2
-    assert shard.rate_limit.samples == 8 and shard.room() == 4.0    # (10 - 2) / 2
+    assert (
+        stats["rate_limited_samples"],
+        stats["samples"],
+        stats["online_sampled"],
+        stats["fresh"],
+    ) == (2, 6, 1, 4)
+    assert shard.sample(0, 2) is not None  # 4 - 2 == 2: allowed
+    assert shard.sample(0, 1) is None  # diff 2: 2 - 1 < 2
+    assert shard.rate_limit.samples == 8 and shard.room() == 4.0  # (10 - 2) / 2
     assert shard.stats()["rate_limited_samples"] == 3
 
 
 def test_a_sample_refused_for_lack_of_data_is_not_counted_as_rate_limited():
     shard = ReplayShard(SPEC, capacity=20, rate_limit=limit_2_3_4())
     shard.insert([payload(i) for i in range(5)])
-    assert shard.sample(3, 3) is None                   # 6 asked of 5 stored
+    assert shard.sample(3, 3) is None  # 6 asked of 5 stored
     assert shard.stats().get("rate_limited_samples", 0) == 0 and shard.rate_limit.samples == 0
 
 
@@ -470,9 +546,13 @@ def test_a_shard_without_a_limit_has_unbounded_room_and_samples_once_it_has_enou
 # flush_every 2:  flush 1 -> shard 0 (room 2), flush 2 -> shard 1 (room 3), flush 3 -> shard 0 (room 0),
 # flush 4 -> shard 1 (room 1), flush 5: shard 0 is next but has no room -> shard 1 (room -1).
 
+
 def room_client():
-    return make_client([20, 20], flush_every=2,
-                       limits=[SampleToInsertRatio(1.0, 2, 2.0), SampleToInsertRatio(1.0, 4, 1.0)])
+    return make_client(
+        [20, 20],
+        flush_every=2,
+        limits=[SampleToInsertRatio(1.0, 2, 2.0), SampleToInsertRatio(1.0, 4, 1.0)],
+    )
 
 
 def test_flush_skips_a_shard_without_room_for_the_next_with_room():
@@ -482,14 +562,16 @@ def test_flush_skips_a_shard_without_room_for_the_next_with_room():
     assert client.room == [0.0, 1.0] and client.has_room()
     assert stored_ids(shards[0])[:4] == [0, 1, 4, 5] and stored_ids(shards[1])[:4] == [2, 3, 6, 7]
     client.add(make_sequence(8))
-    client.add(make_sequence(9))                        # flush 5: round-robin says shard 0, room says 1
+    # flush 5: round-robin says shard 0, room says 1
+    client.add(make_sequence(9))
     assert stored_ids(shards[1])[:6] == [2, 3, 6, 7, 8, 9] and shards[0].size == 4
     assert client.room == [0.0, -1.0] and not client.has_room()
 
 
 def test_with_no_room_anywhere_the_data_goes_to_the_next_shard_all_the_same():
     client, shards = room_client()
-    for i in range(12):                                 # flush 6: no shard has room -> shard 0 (next)
+    # flush 6: no shard has room -> shard 0 (next)
+    for i in range(12):
         client.add(make_sequence(i))
     assert stored_ids(shards[0])[:6] == [0, 1, 4, 5, 10, 11] and shards[1].size == 6
     assert client.room == [-2.0, -1.0] and not client.has_room()
@@ -501,17 +583,18 @@ def test_wait_for_room_in_process_reads_each_shards_room_again():
     for i in range(10):
         client.add(make_sequence(i))
     assert not client.has_room()
-    assert shards[0].sample(1, 1) is not None           # shard 0: diff 4, 4 - 2 >= 2 - 2; room 4 - 4 + 2 = 2
-    assert not client.has_room()                        # the client has not asked yet
+    # shard 0: diff 4, 4 - 2 >= 2 - 2; room 4 - 4 + 2 = 2
+    assert shards[0].sample(1, 1) is not None
+    assert not client.has_room()  # the client has not asked yet
     assert client.wait_for_room(0.0)
     assert client.room == [2.0, -1.0] and client.has_room()
 
 
 def test_wait_for_room_first_flushes_what_is_buffered():
     client, shards = room_client()
-    for i in range(11):                                 # the 11th stays buffered (flush_every 2)
+    for i in range(11):  # the 11th stays buffered (flush_every 2)
         client.add(make_sequence(i))
-    shards[0].sample(1, 1)                              # shard 0's room: 2
+    shards[0].sample(1, 1)  # shard 0's room: 2
     assert client.wait_for_room(0.0)
     # sent to shard 0 (next in turn, and no room known anywhere), then both rooms read
     assert not client._sequences and shards[0].size == 5 and stored_ids(shards[0])[4] == 10
@@ -528,6 +611,7 @@ def test_wait_for_room_sees_a_restarted_shard_empty_and_open():
 
 
 # -- rate limit: actors and learner taking turns through clients ------------------------------
+
 
 def take_turns(num_shards: int, batch: int = 12, ratio: float = 4.0, rounds: int = 2000):
     """Each round the actor adds one sequence if some shard has room and the learner asks for one
@@ -550,10 +634,11 @@ def take_turns(num_shards: int, batch: int = 12, ratio: float = 4.0, rounds: int
 def test_one_shard_serves_the_learner_r_sequences_per_inserted_one():
     inserted, delivered, sampled = take_turns(num_shards=1)
     assert inserted == 2000 and delivered == sampled
-    assert delivered == pytest.approx(4.0 * inserted, abs=12 + 4.0 * 12 + 12)   # within the buffers
+    assert delivered == pytest.approx(4.0 * inserted, abs=12 + 4.0 * 12 + 12)  # within the buffers
 
 
 def test_several_shards_waste_no_samples_on_a_batch_another_shard_refused():
     inserted, delivered, sampled = take_turns(num_shards=2)
-    assert sampled - delivered <= 12                                        # at most one batch held back
+    # at most one batch held back
+    assert sampled - delivered <= 12
     assert delivered == pytest.approx(4.0 * inserted, rel=0.1)

@@ -1,4 +1,5 @@
 """Retrace value targets (common/retrace.py) against loops and hand-computed numbers."""
+
 import itertools
 
 import pytest
@@ -15,7 +16,7 @@ def _random_inputs(T, B, gamma, lam, seed, p_terminal=0.2, p_zero_trace=0.2):
     v = torch.randn(T + 1, B, generator=g, dtype=F64) * 3
     terminal = torch.rand(T, B, generator=g, dtype=F64) < p_terminal
     discount = gamma * (~terminal).to(F64)
-    ratio = torch.rand(T, B, generator=g, dtype=F64) * 2          # pi/mu in [0, 2)
+    ratio = torch.rand(T, B, generator=g, dtype=F64) * 2  # pi/mu in [0, 2)
     c = lam * ratio.clamp(max=1.0)
     c = torch.where(torch.rand(T, B, generator=g, dtype=F64) < p_zero_trace, torch.zeros_like(c), c)
     return r, discount, v, c
@@ -38,12 +39,23 @@ def _python_retrace(r, discount, v, c):
     return out
 
 
-@pytest.mark.parametrize("T,B,gamma,lam", [(1, 3, 0.9, 1.0), (2, 1, 0.0, 0.5), (5, 4, 0.99, 0.95),
-                                           (17, 3, 0.9, 1.0), (30, 8, 0.997, 0.8), (64, 2, 1.0, 0.95)])
+@pytest.mark.parametrize(
+    "T,B,gamma,lam",
+    [
+        (1, 3, 0.9, 1.0),
+        (2, 1, 0.0, 0.5),
+        (5, 4, 0.99, 0.95),
+        (17, 3, 0.9, 1.0),
+        (30, 8, 0.997, 0.8),
+        (64, 2, 1.0, 0.95),
+    ],
+)
 def test_vectorised_matches_loop(T, B, gamma, lam):
     for seed in range(3):
         r, d, v, c = _random_inputs(T, B, gamma, lam, seed=seed * 100 + T)
-        torch.testing.assert_close(retrace(r, d, v, c), retrace_loop(r, d, v, c), rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(
+            retrace(r, d, v, c), retrace_loop(r, d, v, c), rtol=1e-12, atol=1e-10
+        )
 
 
 def test_loop_matches_forward_view_python():
@@ -89,7 +101,7 @@ def test_hand_computed_three_steps():
     #   G_0 = 1 + 0.9 * (1.0 + 0.5 * (5.726 - 1.0))    = 1 + 0.9 * 3.363 = 4.0267
     r = torch.tensor([[1.0], [2.0], [3.0]], dtype=F64)
     v = torch.tensor([[0.5], [1.0], [1.5], [2.0]], dtype=F64)
-    c = torch.tensor([[0.7], [0.5], [0.8]], dtype=F64)        # c_0 is unused
+    c = torch.tensor([[0.7], [0.5], [0.8]], dtype=F64)  # c_0 is unused
     d = torch.full((3, 1), 0.9, dtype=F64)
     want = torch.tensor([[4.0267], [5.726], [4.8]], dtype=F64)
     torch.testing.assert_close(retrace(r, d, v, c), want, rtol=0, atol=1e-12)
@@ -106,7 +118,8 @@ def test_terminal_cuts_truncation_bootstraps():
     """Episode ends at step L-1 = 2 of T = 6; steps 3.. are padding (trace 0)."""
     T, L, gamma = 6, 3, 0.9
     r = torch.tensor([1.0, 2.0, 3.0, 7.0, 7.0, 7.0], dtype=F64)[:, None]
-    v = torch.tensor([0.5, 1.0, 1.5, 10.0, -4.0, 6.0, 8.0], dtype=F64)[:, None]  # v_3 = value of final obs
+    # v_3 = value of final obs
+    v = torch.tensor([0.5, 1.0, 1.5, 10.0, -4.0, 6.0, 8.0], dtype=F64)[:, None]
     c = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0], dtype=F64)[:, None]
     d_trunc = torch.full((T, 1), gamma, dtype=F64)
     d_term = d_trunc.clone()
@@ -115,18 +128,27 @@ def test_terminal_cuts_truncation_bootstraps():
         trunc = fn(r, d_trunc, v, c)[:L, 0]
         term = fn(r, d_term, v, c)[:L, 0]
         # terminal: plain discounted sum of the rewards, the final observation's value is ignored
-        torch.testing.assert_close(term, torch.tensor([1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0], dtype=F64))
+        torch.testing.assert_close(
+            term, torch.tensor([1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0], dtype=F64)
+        )
         # truncation: bootstraps from v_3 = 10
-        torch.testing.assert_close(trunc, torch.tensor([1 + 0.9 * 2 + 0.81 * 3 + 0.729 * 10,
-                                                        2 + 0.9 * 3 + 0.81 * 10, 3 + 0.9 * 10], dtype=F64))
+        torch.testing.assert_close(
+            trunc,
+            torch.tensor(
+                [1 + 0.9 * 2 + 0.81 * 3 + 0.729 * 10, 2 + 0.9 * 3 + 0.81 * 10, 3 + 0.9 * 10],
+                dtype=F64,
+            ),
+        )
         # after the terminal, v_3.. and padded rewards do not matter at all
         v2, r2 = v.clone(), r.clone()
         v2[L:] = torch.tensor([[123.0], [-55.0], [1e3], [4.0]], dtype=F64)
         r2[L:] = -99.0
-        torch.testing.assert_close(fn(r2, d_term, v2, c)[:L], fn(r, d_term, v, c)[:L], rtol=0, atol=0)
+        torch.testing.assert_close(
+            fn(r2, d_term, v2, c)[:L], fn(r, d_term, v, c)[:L], rtol=0, atol=0
+        )
         # with a truncation only v_L (the final observation) matters, not v_{L+1}.. or later rewards
         v3 = v.clone()
-        v3[L + 1:] = 77.0
+        v3[L + 1 :] = 77.0
         torch.testing.assert_close(fn(r2, d_trunc, v3, c)[:L], trunc[:, None], rtol=0, atol=1e-12)
 
 
@@ -179,14 +201,22 @@ def test_q_of_the_taken_action_by_hand():
     c = torch.tensor([[0.25], [0.5]], dtype=F64)
     q = torch.tensor([[5.0], [6.0]], dtype=F64)
     for fn in (retrace, retrace_loop):
-        torch.testing.assert_close(fn(r, d, v, c, q), torch.tensor([[3.52], [5.6]], dtype=F64), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            fn(r, d, v, c, q), torch.tensor([[3.52], [5.6]], dtype=F64), rtol=0, atol=1e-12
+        )
     G = retrace(r, d, v, c, q)
-    torch.testing.assert_close(retrace_state_values(v, c, G, q), torch.tensor([[9.63], [2.8]], dtype=F64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        retrace_state_values(v, c, G, q),
+        torch.tensor([[9.63], [2.8]], dtype=F64),
+        rtol=0,
+        atol=1e-12,
+    )
     # without q the state value stands in for q: V_t = v_t + c_t (G_t - v_t)
     G_v = retrace(r, d, v, c)
     torch.testing.assert_close(G_v, torch.tensor([[4.87], [5.6]], dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(retrace_state_values(v, c, G_v), v[:2] + c * (G_v - v[:2]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        retrace_state_values(v, c, G_v), v[:2] + c * (G_v - v[:2]), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("T,B", [(1, 3), (5, 4), (30, 8)])
@@ -194,4 +224,6 @@ def test_vectorised_matches_loop_with_q(T, B):
     for seed in range(3):
         r, d, v, c = _random_inputs(T, B, 0.95, 0.9, seed=seed * 7 + T)
         q = torch.randn(T, B, generator=torch.Generator().manual_seed(seed), dtype=F64) * 3
-        torch.testing.assert_close(retrace(r, d, v, c, q), retrace_loop(r, d, v, c, q), rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(
+            retrace(r, d, v, c, q), retrace_loop(r, d, v, c, q), rtol=1e-12, atol=1e-10
+        )

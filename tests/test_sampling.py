@@ -1,4 +1,5 @@
 """common/sampling.py: inverse-CDF categorical sampling against the distribution it samples."""
+
 import numpy as np
 import pytest
 
@@ -6,7 +7,9 @@ from common.sampling import sample_categorical
 
 
 def test_frequencies_match_the_probabilities():
-    probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.25, 0.25, 0.5]], dtype=np.float32)
+    probs = np.array(
+        [[0.1, 0.2, 0.7], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.25, 0.25, 0.5]], dtype=np.float32
+    )
     rng = np.random.default_rng(0)
     n = 40_000
     counts = np.zeros_like(probs, dtype=np.float64)
@@ -17,7 +20,7 @@ def test_frequencies_match_the_probabilities():
     freq = counts / n
     # 5 standard errors of a frequency at p = 0.5 and n = 40k is 0.0125
     np.testing.assert_allclose(freq, probs, atol=0.0125)
-    assert counts[1, 2] == 0 and counts[2, 0] == 0 and counts[2, 1] == 0   # zero probability: never
+    assert counts[1, 2] == 0 and counts[2, 0] == 0 and counts[2, 1] == 0  # zero probability: never
 
 
 def test_hand_example_with_fixed_uniforms():
@@ -36,10 +39,12 @@ def test_hand_example_with_fixed_uniforms():
 
 
 def test_rounding_never_selects_past_the_last_positive_action():
-    probs = np.array([[0.3, 0.3, 0.3999999, 0.0]], dtype=np.float32)   # sums to a hair under 1
+    probs = np.array([[0.3, 0.3, 0.3999999, 0.0]], dtype=np.float32)  # sums to a hair under 1
+
     class AlmostOne:
         def random(self, shape):
             return np.full(shape, 1.0 - 1e-12)
+
     assert sample_categorical(probs, AlmostOne()).tolist() == [2]
 
 

@@ -1,5 +1,6 @@
 """Actor supervision (driver/supervision.py), pure Python: what the driver does when an actor's
 call fails on Ray. driver/on_ray.py turns Ray's exceptions into (error name, died)."""
+
 import collections
 
 from driver import supervision
@@ -14,22 +15,28 @@ def make():
 
 def test_a_restarting_actor_is_one_fault_retried_every_second(capsys):
     s, faults, logged = make()
-    assert [s.failed(0, "ActorUnavailableError", died=False) for _ in range(3)] == [supervision.RETRY_S] * 3
+    assert [s.failed(0, "ActorUnavailableError", died=False) for _ in range(3)] == [
+        supervision.RETRY_S
+    ] * 3
     assert faults == {"actor_failures": 1, "chunks_lost": 1}
     assert logged == [{"faults/actor_failures": 1, "faults/chunks_lost": 1}]
-    assert capsys.readouterr().out == ("actor 0 failed (ActorUnavailableError); its chunk of <= 256 env steps is "
-                                       "lost; retrying while Ray restarts it\n")
+    assert capsys.readouterr().out == (
+        "actor 0 failed (ActorUnavailableError); its chunk of <= 256 env steps is "
+        "lost; retrying while Ray restarts it\n"
+    )
     s.succeeded(0)
-    assert s.failed(0, "ActorUnavailableError", died=False) == supervision.RETRY_S      # a new fault after a success
+    # a new fault after a success
+    assert s.failed(0, "ActorUnavailableError", died=False) == supervision.RETRY_S
     assert faults == {"actor_failures": 2, "chunks_lost": 2}
 
 
 def test_an_actor_dead_twice_in_a_row_is_replaced_and_counted():
     s, faults, _ = make()
     assert s.failed(1, "ActorDiedError", died=True) == supervision.RETRY_S
-    assert s.failed(1, "ActorDiedError", died=True) is None                            # replace it
+    assert s.failed(1, "ActorDiedError", died=True) is None  # replace it
     assert faults == {"actor_failures": 1, "chunks_lost": 1, "actors_replaced": 1}
-    assert s.failed(1, "ActorDiedError", died=True) == supervision.RETRY_S             # the new one: counted afresh
+    # the new one: counted afresh
+    assert s.failed(1, "ActorDiedError", died=True) == supervision.RETRY_S
     assert faults["actors_replaced"] == 1
 
 
@@ -40,5 +47,6 @@ def test_only_a_success_between_deaths_resets_their_count():
     assert s.failed(2, "ActorDiedError", died=True) == supervision.RETRY_S
     s.failed(3, "ActorDiedError", died=True)
     assert s.failed(3, "ActorUnavailableError", died=False) == supervision.RETRY_S
-    assert s.failed(3, "ActorDiedError", died=True) is None       # an unavailable call between them resets nothing
+    # an unavailable call between them resets nothing
+    assert s.failed(3, "ActorDiedError", died=True) is None
     assert faults["actor_failures"] == 3 and faults["actors_replaced"] == 1

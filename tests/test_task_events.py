@@ -1,6 +1,7 @@
 """The GCS keeps a record of every remote call that reports task events, and a run makes
 thousands a minute: its memory grew ~10 MB/min without bound (docs/soak.md). The component
 classes driver/on_ray.py builds report none unless --task-events asks for Ray's task list."""
+
 import time
 
 import pytest
@@ -23,7 +24,10 @@ def calls_recorded(ray, actor_id: str) -> int:
     """WeightStore.version calls of one actor in the GCS's task events (read from the GCS
     itself, so no dashboard is needed)."""
     events = ray._private.state.state._get_all_task_events()
-    return sum(e.task_info.name == "WeightStore.version" and e.task_info.actor_id.hex() == actor_id for e in events)
+    return sum(
+        e.task_info.name == "WeightStore.version" and e.task_info.actor_id.hex() == actor_id
+        for e in events
+    )
 
 
 def test_component_calls_leave_no_task_record_unless_asked():
@@ -31,8 +35,11 @@ def test_component_calls_leave_no_task_record_unless_asked():
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, address="local")
     try:
         quiet, recorded = store_class(ray).remote(), store_class(ray, "--task-events").remote()
-        actor_id = lambda handle: ray.get(handle.__ray_call__.remote(  # noqa: E731
-            lambda _self: ray.get_runtime_context().get_actor_id()))
+        actor_id = lambda handle: ray.get(
+            handle.__ray_call__.remote(  # noqa: E731
+                lambda _self: ray.get_runtime_context().get_actor_id()
+            )
+        )
         ids = {"quiet": actor_id(quiet), "recorded": actor_id(recorded)}
         for handle in (quiet, recorded):
             ray.get([handle.version.remote() for _ in range(CALLS)])

@@ -1,4 +1,5 @@
 """common/timeline.py: milestones in seconds since the process started."""
+
 import json
 import subprocess
 import sys
@@ -12,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_process_start_is_when_the_process_was_spawned():
     before = time.time()
-    out = subprocess.run([sys.executable, "-c", "from common.timeline import process_start; print(process_start())"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert before - 0.05 <= float(out) <= before + 0.25     # /proc's clock ticks are 10 ms
+    out = subprocess.run(
+        [sys.executable, "-c", "from common.timeline import process_start; print(process_start())"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert before - 0.05 <= float(out) <= before + 0.25  # /proc's clock ticks are 10 ms
 
 
 def test_the_first_mark_of_a_name_counts_and_marks_come_in_time_order():
@@ -22,5 +28,9 @@ def test_the_first_mark_of_a_name_counts_and_marks_come_in_time_order():
     timeline.mark("late", 103.0)
     timeline.mark("early", 101.5)
     timeline.mark("early", 102.0)
-    assert list(timeline.as_dict().items()) == [("start_unix", 100.0), ("early", 1.5), ("late", 3.0)]
+    assert list(timeline.as_dict().items()) == [
+        ("start_unix", 100.0),
+        ("early", 1.5),
+        ("late", 3.0),
+    ]
     assert json.loads(json.dumps(timeline.as_dict())) == timeline.as_dict()

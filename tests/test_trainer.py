@@ -1,5 +1,6 @@
 """The driver's evaluation bookkeeping (driver/trainer.Trainer), in-process and without training:
 which weights solve a run, and that exactly those are exported and summarised."""
+
 import json
 
 import numpy as np
@@ -13,7 +14,9 @@ from driver.trainer import Trainer, make_run_dir
 
 
 def make_trainer(tmp_path, *flags):
-    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3", *flags])
+    cfg = parse_config(
+        ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3", *flags]
+    )
     info = envs_lib.describe(cfg.env)
     trainer = Trainer(cfg, info, make_run_dir(cfg))
     trainer.build()
@@ -38,14 +41,20 @@ def net_with_bias(trainer, bias: float):
 def test_the_first_passing_evaluation_solves_and_later_ones_do_not_replace_it(tmp_path):
     trainer = make_trainer(tmp_path, "--solve-return", "100")
     first, second = net_with_bias(trainer, 1.0), net_with_bias(trainer, 2.0)
-    trainer._judged(first, 7, 1234, None, np.array([90.0, 99.0]))          # mean 94.5 < 100: not solved
+    # mean 94.5 < 100: not solved
+    trainer._judged(first, 7, 1234, None, np.array([90.0, 99.0]))
     assert trainer.solved_at is None and trainer.solved_net is None and trainer.best_eval == 94.5
     trainer._judged(first, 9, 2048, np.array([120.0]), np.array([100.0, 110.0]))
     assert trainer.solved_net is first
     assert trainer.solved_at["env_steps"] == 2048 and trainer.solved_at["version"] == 9
     assert trainer.solved_at["eval_mean"] == 105.0 and trainer.solved_at["eval_std"] == 5.0
-    trainer._judged(second, 11, 4096, None, np.array([200.0, 200.0]))      # better, but the run was solved before
-    assert trainer.solved_net is first and trainer.solved_at["env_steps"] == 2048 and trainer.best_eval == 200.0
+    # better, but the run was solved before
+    trainer._judged(second, 11, 4096, None, np.array([200.0, 200.0]))
+    assert (
+        trainer.solved_net is first
+        and trainer.solved_at["env_steps"] == 2048
+        and trainer.best_eval == 200.0
+    )
     trainer.eval_thread.shutdown()
     trainer.log.close()
 
@@ -54,7 +63,8 @@ def test_finish_exports_the_weights_that_solved_not_the_newest(tmp_path):
     trainer = make_trainer(tmp_path, "--solve-return", "100", "--sampled-eval-episodes", "3")
     solved = net_with_bias(trainer, 3.0)
     trainer._judged(solved, 5, 512, None, np.array([150.0]))
-    trainer.latest = (net_with_bias(trainer, -3.0), 6)                      # newer weights, greedy on action 0
+    # newer weights, greedy on action 0
+    trainer.latest = (net_with_bias(trainer, -3.0), 6)
     summary = trainer.finish("solved")
     policy = torch.export.load(str(trainer.run_dir / "policy.pt2")).module()
     assert torch.allclose(policy(torch.zeros(2, 4)), torch.tensor([[0.0, 3.0]] * 2))
@@ -74,26 +84,40 @@ def test_newest_waits_for_the_stores_answer_on_ray():
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         store = ray.remote(num_cpus=0)(WeightStore).remote()
-        net = build_network(parse_config(["--num-cpus", "1"]).network_spec(envs_lib.describe("CartPole-v1")))
+        net = build_network(
+            parse_config(["--num-cpus", "1"]).network_spec(envs_lib.describe("CartPole-v1"))
+        )
         publisher = RayWeightPublisher(store)
         publisher.publish(0, net)
         client = RayWeightClient(store)
         assert client.wait()[0] == 0
         publisher.publish(7, net)
-        ray.get(store.version.remote())                     # the publish has landed in the store
+        ray.get(store.version.remote())  # the publish has landed in the store
         got = client.newest()
         assert got is not None and got[0] == 7 and client.version == 7
-        assert client.newest() is None                      # nothing newer since
+        assert client.newest() is None  # nothing newer since
     finally:
         ray.shutdown()
 
 
-def test_the_solving_evaluation_exports_on_its_thread_and_finish_does_not_again(tmp_path, monkeypatch):
+def test_the_solving_evaluation_exports_on_its_thread_and_finish_does_not_again(
+    tmp_path, monkeypatch
+):
     """The export is off the path from the solve to the exit (issue 24): the evaluation job that
     passes writes policy.pt2 before the driver hears of it, and finish() does not export again."""
-    trainer = make_trainer(tmp_path, "--solve-return", "5", "--eval-episodes", "2", "--eval-screen-episodes", "1",
-                           "--sampled-eval-episodes", "1")
-    solved = net_with_bias(trainer, 3.0)                     # always action 1: about 10 steps an episode
+    trainer = make_trainer(
+        tmp_path,
+        "--solve-return",
+        "5",
+        "--eval-episodes",
+        "2",
+        "--eval-screen-episodes",
+        "1",
+        "--sampled-eval-episodes",
+        "1",
+    )
+    # always action 1: about 10 steps an episode
+    solved = net_with_bias(trainer, 3.0)
     screen, full, ended = trainer._evaluation_job(solved)
     assert full is not None and full.mean() >= 5 and (trainer.run_dir / "policy.pt2").exists()
     trainer._judged(solved, 5, 512, screen, full, ended)
@@ -111,8 +135,10 @@ def test_no_evaluation_starts_after_the_run_is_solved(tmp_path, monkeypatch):
     """Another evaluation after the solving one would hold the exit up, and could write policy.pt2 over the one that passed."""
     trainer = make_trainer(tmp_path, "--solve-return", "100", "--eval-every-env-steps", "1")
     trainer._judged(net_with_bias(trainer, 1.0), 5, 512, None, np.array([150.0]))
-    trainer.log.env_steps = 10_000                          # an evaluation is due
-    monkeypatch.setattr(trainer, "_evaluation_job", lambda net: pytest.fail("an evaluation started"))
+    trainer.log.env_steps = 10_000  # an evaluation is due
+    monkeypatch.setattr(
+        trainer, "_evaluation_job", lambda net: pytest.fail("an evaluation started")
+    )
     trainer.maybe_evaluate()
     assert trainer.evaluation is None
     trainer.eval_thread.shutdown()
@@ -121,6 +147,7 @@ def test_no_evaluation_starts_after_the_run_is_solved(tmp_path, monkeypatch):
 
 def test_a_failed_export_leaves_the_previous_policy_whole(tmp_path, monkeypatch):
     from learner import export
+
     trainer = make_trainer(tmp_path)
     path = trainer.run_dir / "policy.pt2"
     export.export_policy(net_with_bias(trainer, 1.0), trainer.info, path)
@@ -130,6 +157,7 @@ def test_a_failed_export_leaves_the_previous_policy_whole(tmp_path, monkeypatch)
         with open(f, "wb") as out:
             out.write(before[:100])
         raise OSError("disk full")
+
     monkeypatch.setattr(torch.export, "save", cut_short)
     with pytest.raises(OSError):
         export.export_policy(net_with_bias(trainer, 2.0), trainer.info, path)
@@ -142,6 +170,7 @@ def test_the_final_checkpoint_is_saved_while_finish_goes_on(tmp_path, monkeypatc
     """On Ray the final checkpoint waits for the learner's call in flight; the sampled evaluation,
     the export and the plot do not wait for it, and summary.json comes after it."""
     import threading
+
     trainer = make_trainer(tmp_path, "--solve-return", "100", "--sampled-eval-episodes", "1")
     trainer._judged(net_with_bias(trainer, 1.0), 5, 512, None, np.array([150.0]))
     plotted, order = threading.Event(), []
@@ -150,11 +179,17 @@ def test_the_final_checkpoint_is_saved_while_finish_goes_on(tmp_path, monkeypatc
     def plot(*args):
         real_plot(*args)
         plotted.set()
+
     monkeypatch.setattr(trainer.log, "plot", plot)
 
     def slow_checkpoint(force=False):
         order.append(("checkpoint saw the plot", plotted.wait(timeout=10)))
+
     monkeypatch.setattr(trainer, "maybe_checkpoint", slow_checkpoint)
     summary = trainer.finish("solved")
     assert order == [("checkpoint saw the plot", True)]
-    assert summary["timeline"]["plot"] <= summary["timeline"]["final_checkpoint"] <= summary["timeline"]["summary"]
+    assert (
+        summary["timeline"]["plot"]
+        <= summary["timeline"]["final_checkpoint"]
+        <= summary["timeline"]["summary"]
+    )

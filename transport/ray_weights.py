@@ -4,6 +4,7 @@ The learner `ray.put`s each payload once and hands the store (a Ray actor) a ref
 in a list, so Ray passes the reference instead of resolving it; every actor then reads the
 same object from the object store.
 """
+
 import math
 import time
 
@@ -11,7 +12,7 @@ import ray
 
 from transport.weights import WeightClient, WeightPublisher
 
-MIN_REQUEST_INTERVAL_S = 0.05       # at most 20 weight requests a second per client
+MIN_REQUEST_INTERVAL_S = 0.05  # at most 20 weight requests a second per client
 STORE_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
 

@@ -2,7 +2,6 @@
 the evaluator to fetch (transport/weights.py has the publishing and fetching sides). Plain class;
 driver/on_ray.py wraps it with ray.remote. No torch here, so its Ray process starts quickly.
 """
-from typing import Tuple
 
 
 class WeightStore:
@@ -19,7 +18,7 @@ class WeightStore:
         if version > self._version:
             self._version, self._payload = version, payload
 
-    def latest(self) -> Tuple[int, object]:
+    def latest(self) -> tuple[int, object]:
         return self._version, self._payload
 
     def version(self) -> int:

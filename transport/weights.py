@@ -5,8 +5,8 @@ learner to actors. The classes here are the in-process transport: the store is a
 WeightStore in this process, which keeps the bytes themselves, and a fetch answers at once.
 transport/ray_weights.py has the Ray transport behind the same methods.
 """
+
 import time
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -14,18 +14,22 @@ import torch
 from common import codec
 
 
-def state_to_numpy(module: torch.nn.Module) -> Dict[str, np.ndarray]:
+def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
-def load_numpy_state(module: torch.nn.Module, arrays: Dict[str, np.ndarray]) -> None:
+def load_numpy_state(module: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
     """Copy decoded arrays into module; CodecError if names or shapes do not match."""
     state = module.state_dict()
     if set(arrays) != set(state):
-        raise codec.CodecError(f"weights do not match the network: differing tensors {sorted(set(arrays) ^ set(state))}")
+        raise codec.CodecError(
+            f"weights do not match the network: differing tensors {sorted(set(arrays) ^ set(state))}"
+        )
     for name, tensor in state.items():
         if tuple(arrays[name].shape) != tuple(tensor.shape):
-            raise codec.CodecError(f"weight {name!r} has shape {arrays[name].shape}; the network needs {tuple(tensor.shape)}")
+            raise codec.CodecError(
+                f"weight {name!r} has shape {arrays[name].shape}; the network needs {tuple(tensor.shape)}"
+            )
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
 
 
@@ -52,7 +56,7 @@ class WeightClient:
         self.version = -1
         self.pulls = 0
 
-    def _accept(self, version: int, payload) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+    def _accept(self, version: int, payload) -> tuple[int, dict[str, np.ndarray]] | None:
         """(version, arrays) of a store's answer if newer than what this client has, else None."""
         if version <= self.version or payload is None:
             return None
@@ -68,16 +72,16 @@ class WeightClient:
     def request(self) -> None:
         """Ask for the newest weights (in-process: nothing to start)."""
 
-    def poll(self) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+    def poll(self) -> tuple[int, dict[str, np.ndarray]] | None:
         """Newer (version, arrays) if available now, else None."""
         return self._accept(*self.store.latest())
 
-    def newest(self, timeout_s: float = 10.0) -> Optional[Tuple[int, Dict[str, np.ndarray]]]:
+    def newest(self, timeout_s: float = 10.0) -> tuple[int, dict[str, np.ndarray]] | None:
         """Ask the store and wait for its answer (one round trip, unlike poll): the newest
         (version, arrays) if newer than what this client has, else None."""
         return self.poll()
 
-    def wait(self, timeout_s: float = 120.0) -> Tuple[int, Dict[str, np.ndarray]]:
+    def wait(self, timeout_s: float = 120.0) -> tuple[int, dict[str, np.ndarray]]:
         """Block until some version has been published (start-up)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

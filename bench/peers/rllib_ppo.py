@@ -15,36 +15,58 @@ fewer CPUs than that needs (runners + learner + driver) gets as many runners as 
 next to the driver (at least one) and the learner in the driver (--num-learners 0).
 One training iteration is one chunk; the greedy evaluation runs after each.
 """
+
 import os
 import time
 
 START = time.monotonic()
 
 import torch  # noqa: E402
-
 from harness import Judge, Policy, parse_args  # noqa: E402
 
-EXAMPLE = dict(lr=0.0003, num_epochs=6, vf_loss_coeff=0.01, fcnet_hiddens=[32], fcnet_activation="linear",
-               vf_share_layers=True, num_env_runners=4, num_envs_per_env_runner=16, num_learners=1)
+EXAMPLE = dict(
+    lr=0.0003,
+    num_epochs=6,
+    vf_loss_coeff=0.01,
+    fcnet_hiddens=[32],
+    fcnet_activation="linear",
+    vf_share_layers=True,
+    num_env_runners=4,
+    num_envs_per_env_runner=16,
+    num_learners=1,
+)
 
 
 def fit_to_machine(cpus: int) -> dict:
     """The example's scale where the machine has room for it (one CPU per runner, learner and
     driver), else as many runners as fit next to the driver and a local learner."""
     if cpus >= EXAMPLE["num_env_runners"] + EXAMPLE["num_learners"] + 1:
-        return dict(num_env_runners=EXAMPLE["num_env_runners"], num_learners=EXAMPLE["num_learners"])
+        return dict(
+            num_env_runners=EXAMPLE["num_env_runners"], num_learners=EXAMPLE["num_learners"]
+        )
     return dict(num_env_runners=max(1, min(EXAMPLE["num_env_runners"], cpus - 1)), num_learners=0)
 
 
 def main() -> None:
     cpus = os.cpu_count() or 1
     fit = fit_to_machine(cpus)
-    args = parse_args(__doc__.splitlines()[0], lambda p: (
-        p.add_argument("--num-env-runners", type=int, default=fit["num_env_runners"]),
-        p.add_argument("--num-envs-per-env-runner", type=int, default=EXAMPLE["num_envs_per_env_runner"]),
-        p.add_argument("--num-learners", type=int, default=fit["num_learners"]),
-        p.add_argument("--max-env-steps", type=int, default=4_000_000, help="the example's --stop-timesteps"),
-        p.add_argument("--torch-threads", type=int, default=1)))
+    args = parse_args(
+        __doc__.splitlines()[0],
+        lambda p: (
+            p.add_argument("--num-env-runners", type=int, default=fit["num_env_runners"]),
+            p.add_argument(
+                "--num-envs-per-env-runner", type=int, default=EXAMPLE["num_envs_per_env_runner"]
+            ),
+            p.add_argument("--num-learners", type=int, default=fit["num_learners"]),
+            p.add_argument(
+                "--max-env-steps",
+                type=int,
+                default=4_000_000,
+                help="the example's --stop-timesteps",
+            ),
+            p.add_argument("--torch-threads", type=int, default=1),
+        ),
+    )
     torch.set_num_threads(args.torch_threads)
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -56,12 +78,23 @@ def main() -> None:
     config = (
         PPOConfig()
         .environment("CartPole-v1")
-        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+        .env_runners(
+            num_env_runners=args.num_env_runners,
+            num_envs_per_env_runner=args.num_envs_per_env_runner,
+        )
         .learners(num_learners=args.num_learners)
-        .training(lr=EXAMPLE["lr"], num_epochs=EXAMPLE["num_epochs"], vf_loss_coeff=EXAMPLE["vf_loss_coeff"])
-        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=EXAMPLE["fcnet_hiddens"],
-                                                   fcnet_activation=EXAMPLE["fcnet_activation"],
-                                                   vf_share_layers=EXAMPLE["vf_share_layers"]))
+        .training(
+            lr=EXAMPLE["lr"],
+            num_epochs=EXAMPLE["num_epochs"],
+            vf_loss_coeff=EXAMPLE["vf_loss_coeff"],
+        )
+        .rl_module(
+            model_config=DefaultModelConfig(
+                fcnet_hiddens=EXAMPLE["fcnet_hiddens"],
+                fcnet_activation=EXAMPLE["fcnet_activation"],
+                vf_share_layers=EXAMPLE["vf_share_layers"],
+            )
+        )
         .debugging(seed=args.seed)
     )
     algo = config.build_algo()
@@ -85,12 +118,24 @@ def main() -> None:
         elif judge.out_of_time():
             reason = "time budget spent"
     learner_steps = iterations * EXAMPLE["num_epochs"] * -(-batch // minibatch)
-    judge.finish((judge.solved_at or {}).get("env_steps", env_steps), learner_steps, reason, policy,
-                 {"peer": "ray[rllib] " + ray.__version__, "iterations": iterations,
-                  "hyperparameters": dict(EXAMPLE, num_env_runners=args.num_env_runners,
-                                          num_envs_per_env_runner=args.num_envs_per_env_runner,
-                                          num_learners=args.num_learners, train_batch_size=batch,
-                                          minibatch_size=minibatch)})
+    judge.finish(
+        (judge.solved_at or {}).get("env_steps", env_steps),
+        learner_steps,
+        reason,
+        policy,
+        {
+            "peer": "ray[rllib] " + ray.__version__,
+            "iterations": iterations,
+            "hyperparameters": dict(
+                EXAMPLE,
+                num_env_runners=args.num_env_runners,
+                num_envs_per_env_runner=args.num_envs_per_env_runner,
+                num_learners=args.num_learners,
+                train_batch_size=batch,
+                minibatch_size=minibatch,
+            ),
+        },
+    )
     algo.stop()
     ray.shutdown()
 
