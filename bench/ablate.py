@@ -41,7 +41,7 @@ from common.config import ConfigError, parse_config  # noqa: E402
 from learner.checkpoint import write_atomic  # noqa: E402
 
 SETS = {
-    "paper": {  # the paper's forms (issue 18): each alone, then all together
+    "paper": {  # the paper's forms: each alone, then all together
         "base": [],
         "retrace-model-q": ["--retrace-q", "model"],
         "value-consistent": ["--value-head-target", "value"],

@@ -25,6 +25,7 @@ or need fewer env steps.
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -352,6 +353,7 @@ def main() -> None:
             )
     result = {
         "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/solve.py " + shlex.join(sys.argv[1:]),
         "machine": machine(),
         "seeds": args.seeds,
         "compile_cache": args.compile_cache,

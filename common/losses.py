@@ -12,7 +12,7 @@ Batch (time-major tensors, made by `common/batch.py` from replay's arrays):
   terminal     [T, B]        1 where step t reached a true terminal state (not a time limit)
   start_mask   [T, B]        (optional) which start states contribute; defaults to mask
 
-Per start state s_t (Muesli, Hessel et al. 2021; MUESLI.md "Losses"):
+Per start state s_t (Muesli, Hessel et al. 2021, section 4 and appendix):
   L_pg    = -clip(pi(a_t|s_t) / mu(a_t|s_t), 0, 1) * A_hat_t,  A_hat_t = (G_t - v(s_t)) / running std
   L_reg   = lambda_reg * KL(pi_cmpo(.|s_t) || pi(.|s_t))        (exact, or sampled with N draws)
   L_model = 1/K sum_k KL(pi_cmpo(.|s_{t+k}) || pi_hat_k(.|s_t, a_t..a_{t+k-1}))

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import launch
+import muesli_ray
 from common import envs as envs_lib
 from common.config import parse_config, to_dict
 from driver.trainer import Trainer, make_run_dir
@@ -223,14 +224,14 @@ def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(
 ):
     """Two runs with one name both pass preflight (on Ray, ray.init lies between preflight and the
     folder): the one that claims the folder second stops with one line and writes nothing into it."""
-    real_placed = launch.placed
+    real_placed = muesli_ray.placed
 
     def placed_while_another_run_claims_the_folder(cfg, connect=False):
         other = make_run_dir(cfg)  # the other run, claiming the folder first
         (other / "metrics.jsonl").write_text("the other run\n")
         return real_placed(cfg, connect)
 
-    monkeypatch.setattr(launch, "placed", placed_while_another_run_claims_the_folder)
+    monkeypatch.setattr(muesli_ray, "placed", placed_while_another_run_claims_the_folder)
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
     assert line == (
         f"launch.py: error: --run-name='run' is invalid: {tmp_path / 'run'} was taken by another run "

@@ -1,4 +1,4 @@
-"""What keeps a Ray actor's loop from blocking (issue 19): collect calls queued behind each other
+"""What keeps a Ray actor's loop from blocking: collect calls queued behind each other
 (driver/on_ray.py RayRounds), weight requests at most every MIN_REQUEST_INTERVAL_S
 (transport/ray_weights.py). One local Ray for the module."""
 

@@ -103,7 +103,7 @@ def test_newest_waits_for_the_stores_answer_on_ray():
 def test_the_solving_evaluation_exports_on_its_thread_and_finish_does_not_again(
     tmp_path, monkeypatch
 ):
-    """The export is off the path from the solve to the exit (issue 24): the evaluation job that
+    """The export is off the path from the solve to the exit: the evaluation job that
     passes writes policy.pt2 before the driver hears of it, and finish() does not export again."""
     trainer = make_trainer(
         tmp_path,
