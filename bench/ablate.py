@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help='more variants: NAME="--flag value ..." (NAME= for none)',
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="each run's time budget")
     parser.add_argument(

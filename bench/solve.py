@@ -133,7 +133,7 @@ def run_seeds_as_trials(
             *map(str, seeds),
             "--trial-cpus",
             str(cpus),
-            "--out",
+            "--sweep-dir",
             str(out),
             "--",
             *flags,
@@ -244,8 +244,15 @@ def main() -> None:
     parser.add_argument(
         "--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS])
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        help="each run's time budget (launch.py --max-seconds)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="write the rows and the summary as JSON here"
     )

@@ -61,10 +61,19 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", required=True, help='NAME="--flag value ..." (NAME= for none)'
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--max-seconds", type=float, default=300.0)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        help="each run's time budget (launch.py --max-seconds)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write every run and the medians as JSON here"
+    )
     parser.add_argument("extra", nargs="*", help="flags for every run (after --)")
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variants)

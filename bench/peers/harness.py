@@ -29,7 +29,7 @@ ENV_ID = "CartPole-v1"
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the run seed, as launch.py --seed")
     parser.add_argument(
         "--max-seconds", type=float, default=300.0, help="time budget from process start"
     )
