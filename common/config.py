@@ -261,6 +261,9 @@ class Config:
     checkpoint_every_s: float = _stop(60.0, "seconds between learner checkpoints")
     keep_checkpoints: int = _stop(3, "newest checkpoints kept; older ones are deleted")
 
+    def __post_init__(self):
+        validate(self)  # every Config, wherever it is built (flags, code, a saved config.json)
+
     def network_spec(self, info) -> NetworkSpec:
         """Architecture for an env described by common.envs.EnvInfo; ConfigError when --torso
         cannot take the env's observations."""
