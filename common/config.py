@@ -234,6 +234,13 @@ class Config:
         0, "actions sampled for the CMPO regulariser (0 = exact KL over all actions)"
     )
     value_weight: float = _loss(0.25, "weight of the value loss")
+    value_loss_weighting: str = _loss(
+        "pooled",
+        "how the value loss weighs the unrolled steps k: 'pooled', one mean over the k = 0 terms "
+        "of every state and the k >= 1 terms of the starts; 'per-start', the paper's sum over "
+        "k = 0..K per start state, averaged over starts, / (K + 1)",
+        choices=("pooled", "per-start"),
+    )
     reward_weight: float = _loss(1.0, "weight of the reward loss")
     model_weight: float = _loss(1.0, "weight of the model's policy loss on the unrolled steps")
     pg_weight: float = _loss(1.0, "weight of the policy-gradient loss")

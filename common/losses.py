@@ -17,6 +17,7 @@ Per start state s_t (Muesli, Hessel et al. 2021, section 4 and appendix):
   L_reg   = lambda_reg * KL(pi_cmpo(.|s_t) || pi(.|s_t))        (exact, or sampled with N draws)
   L_model = 1/K sum_k KL(pi_cmpo(.|s_{t+k}) || pi_hat_k(.|s_t, a_t..a_{t+k-1}))
   L_value = CE(two_hot(h(G_{t+k})), v_hat_k)  k = 0..K   (squared error for scalar heads)
+            pooled: one mean over all terms; per-start: (1/(K+1)) [mean_k=0 + sum_{k>=1} / N_starts]
   L_reward= CE(two_hot(h(r_{t+k-1})), r_hat_k) k = 1..K
   total   = L_pg + L_reg + w_v L_value + w_r L_reward + w_m L_model
 G is the Retrace (or, for the seed, trace-1 discounted) return computed with the target network.
@@ -67,6 +68,9 @@ class LossParams:
     reg_weight: float  # lambda_reg
     reg_samples: int  # N; 0 = exact KL over all actions
     value_weight: float
+    # 'pooled': one mean over every value term; 'per-start': the paper's sum over k = 0..K per
+    # start state, averaged over starts and divided by K + 1 (each k weighs about 1 / (K + 1))
+    value_loss_weighting: str
     reward_weight: float
     model_weight: float
     pg_weight: float
@@ -393,7 +397,19 @@ def muesli_loss_tensors(
         torch.cat([value_targets, windows(batch["reward"])[:K].reshape(K * N)]),
         support,
     )
-    loss_value = _masked_mean(head_terms[: M + K * N], value_weights)
+    if p.value_loss_weighting == "pooled":
+        loss_value = _masked_mean(head_terms[: M + K * N], value_weights)
+    elif p.value_loss_weighting == "per-start":
+        # k = 0 as a mean over its M states, each k >= 1 summed per start and averaged over the
+        # N starts, as the paper's per-start sum over k; / (K + 1) keeps the pooled scale
+        unrolled = _masked_sum(head_terms[M : M + K * N], value_weights[M:])
+        loss_value = (
+            _masked_mean(head_terms[:M], weight0) + unrolled / weight.sum().clamp(min=1.0)
+        ) / (K + 1)
+    else:
+        raise ValueError(
+            f"unknown value_loss_weighting {p.value_loss_weighting!r}; allowed: 'pooled', 'per-start'"
+        )
     loss_reward = _masked_mean(head_terms[M + K * N :], acted.reshape(K * N))
 
     loss = (
