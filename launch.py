@@ -1,6 +1,6 @@
 """Train Muesli: `python launch.py [--preset NAME] [--field-name VALUE ...]`.
 
-Parses and checks the command line (common/config.py, common/preflight.py), places the
+Parses and checks the command line (common/config.py, driver/preflight.py), places the
 components (driver/wiring.py: a local Ray by default, `--address` joins a cluster,
 `--in-process` runs them all in this process) and trains them (driver/trainer.py) until a
 separate greedy evaluation reaches the solve threshold or a budget runs out. The run
@@ -22,9 +22,9 @@ import sys
 import traceback
 
 from common import envs as envs_lib
-from common import placement, preflight
 from common.config import ConfigError, parse_config
 from common.vector_env import EnvFailure
+from driver import placement, preflight
 from driver.trainer import Trainer, make_run_dir, train
 from driver.wiring import placed
 from learner import checkpoint, compiled

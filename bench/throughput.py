@@ -19,7 +19,7 @@ repeated per preset, the replay, learner and weights rows are for the first pres
   run has them. `/ bare per core` divides the rate by the cores the actors can use
   (min(actors, CPUs)) and by the bare env rate.
 - envpool (Atari presets, when the `envpool` package imports): EnvPool's C++ vector env with the
-  same preprocessing (common/envpool_env.py), random actions, one worker thread and one per CPU.
+  same preprocessing (bench/envpool_env.py), random actions, one worker thread and one per CPU.
 - replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
   stacked by the actor's ReplayClient from its real sequences, 32 per payload), and sample + decode through
   ReplayClient as the learner sees it.
@@ -280,9 +280,9 @@ def run_actors(actors: list, chunk: int, seconds: float) -> tuple:
 def envpool_env(
     cfg: Config, info, seconds: float, bare: Bare, cpus: int, table: Table, label: str = ""
 ) -> None:
-    """EnvPool with the same preprocessing (common/envpool_env.py), random actions: one worker
+    """EnvPool with the same preprocessing (bench/envpool_env.py), random actions: one worker
     thread (per core, against the bare row), then one per CPU."""
-    from common.envpool_env import make_envpool
+    from bench.envpool_env import make_envpool
 
     actions = np.random.default_rng(0).integers(
         0, info.num_actions, size=(4096, cfg.envs_per_actor)

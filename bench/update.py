@@ -34,9 +34,9 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
     import torch
 
     from common import envs as envs_lib
-    from common.batch import to_time_major
     from common.config import PRESETS, Config, validate
     from common.losses import muesli_loss_tensors, target_quantities
+    from learner.batch import to_time_major
     from learner.learner import Learner, random_start_mask
 
     torch.set_num_threads(1)

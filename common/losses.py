@@ -3,7 +3,7 @@
 Shape legend: T sequence length, B batch, K unroll steps, A actions, N sampled
 actions, S support bins, O observation shape.
 
-Batch (time-major tensors, made by `common/batch.py` from replay's arrays):
+Batch (time-major tensors, made by `learner/batch.py` from replay's arrays):
   obs          [T+1, B, *O]  s_0 .. s_T; s_L is the final observation where an episode ends at step L-1
   action       [T, B]        a_t (int64)
   reward       [T, B]        r_t

@@ -9,7 +9,7 @@ or a stop is asked for. The end writes the final checkpoint, policy.pt2 and summ
 The solving evaluation writes policy.pt2 itself (on the evaluation thread, on Ray), so the
 export is not on the path from the solve to the exit; the first evaluation warms torch.export
 and matplotlib up for the same reason. summary.json's "timeline" holds the milestones of the
-start and the end (common/timeline.py).
+start and the end (driver/timeline.py).
 """
 
 import collections
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from actors.evaluate import evaluate
 from common import envs as envs_lib
-from common import preflight
 from common.config import Config, ConfigError, to_dict
-from common.metrics import RunLogger
 from common.networks import build_network
-from common.timeline import Timeline
+from driver import preflight
+from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
+from driver.timeline import Timeline
 from driver.wiring import Components, placed
 from learner import checkpoint, export
 from transport.weights import load_numpy_state

@@ -20,11 +20,11 @@ from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
-from common.batch import to_time_major
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
 from common.sequence import SequenceSpec, decode_sequences
 from common.vector_env import VectorEnv
+from learner.batch import to_time_major
 from learner.learner import Learner
 from replay.client import ReplayClient
 from tests.recording import RecordingShard

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from common import codec
-from common.batch import to_time_major
 from common.config import Config, validate
 from common.sequence import SequenceSpec, encode_sequences
 from learner import checkpoint
+from learner.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner
 from replay.client import ReplayClient

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from common import placement
 from common.config import parse_config
+from driver import placement
 from driver.on_ray import remote_classes
 from transport.weight_store import WeightStore
 
