@@ -353,7 +353,8 @@ def replay_rates(
     )
     client = ReplayClient([shard], spec)
     n, elapsed = timed(
-        seconds, lambda: B if client.sample(B, cfg.replay_fraction) is not None else 0
+        seconds,
+        lambda: B if client.result(client.request(B, cfg.replay_fraction)) is not None else 0,
     )
     table.add(
         "replay",

@@ -28,7 +28,7 @@ from driver import preflight
 from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
 from driver.timeline import Timeline
-from driver.wiring import Components, placed
+from driver.wiring import Components
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
 
@@ -85,13 +85,12 @@ class Trainer:
         cfg: Config,
         info: envs_lib.EnvInfo,
         run_dir: Path,
-        resume: preflight.ResumePoint = None,
-        where=None,
+        resume: preflight.ResumePoint | None,
+        where,
     ):
-        """resume: the checkpoint to continue from (preflight.check_resume), for --resume; where:
-        the placement (driver/wiring.placed), else placed here (cfg.num_actors resolved by it)."""
-        if where is None:
-            cfg, where = placed(cfg)
+        """cfg and where: what driver/wiring.placed returns (cfg.num_actors resolved by the
+        placement); resume: the checkpoint to continue from (preflight.check_resume), for
+        --resume, else None."""
         self.cfg, self.info, self.run_dir, self.resume, self.where = (
             cfg,
             info,
@@ -106,6 +105,8 @@ class Trainer:
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
         # bench/peers/harness.py screens on the same seeds
         self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")
+        # not eval_seed + 1: that replays all but one of the greedy evaluation's envs
+        self.sampled_eval_seed = envs_lib.derive_seed(cfg.seed, "sampled_eval")
         self.last_eval = -math.inf  # env steps at the last evaluation
         self.latest = None  # (network, version) of the newest weights fetched
         # ((network, version, env steps), future): running on eval_thread
@@ -393,7 +394,7 @@ class Trainer:
                 policy,
                 self.cfg.env,
                 self.cfg.sampled_eval_episodes,
-                self.eval_seed + 1,
+                self.sampled_eval_seed,
                 greedy=False,
             )
             self.log.evaluation(sampled, greedy=False)

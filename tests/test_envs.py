@@ -337,7 +337,8 @@ def test_preset_sequences_round_trip_with_the_env_dtype(preset_run):
         )
         # raw bytes of that dtype, no float copy
         assert n * obs_bytes < len(payload) < n * (obs_bytes + 1024) + 512
-    batch = ReplayClient([shard], spec).sample(4, 0.5)
+    client = ReplayClient([shard], spec)
+    batch = client.result(client.request(4, 0.5))
     assert batch["obs"].dtype == dtype
     assert to_time_major(batch)["obs"].dtype == (
         torch.uint8 if dtype == np.uint8 else torch.float32
