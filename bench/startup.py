@@ -1,7 +1,7 @@
 """Start-up and exit of whole `python launch.py` processes: launch -> first env step, solving
 evaluation -> exit, and the wall time, as medians over --runs runs of each code folder and mode.
 
-    python bench/startup.py [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
+    python -m bench.startup [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
 
 Each DIR is a checkout of this project (default: this one), e.g. an older commit made with
 `git worktree add /tmp/old COMMIT`; the runs alternate between the folders (and modes) round by

@@ -1,9 +1,9 @@
 """Throughput of the system's parts on this machine, as one table plus JSON.
 
-  python bench/throughput.py                          # ~2-3 minutes
-  python bench/throughput.py --quick                  # ~1 minute, short windows
-  python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
-  python bench/throughput.py --presets cartpole atari-pong --actor-rows-only --actors 1 2 --seconds 10
+  python -m bench.throughput                          # ~2-3 minutes
+  python -m bench.throughput --quick                  # ~1 minute, short windows
+  python -m bench.throughput --out docs/throughput.json --actors 1 2 4 8 --device cuda
+  python -m bench.throughput --presets cartpole atari-pong --actor-rows-only --actors 1 2 --seconds 10
 
 Rows (the real components, built by launch.py's wiring (driver/wiring.py), with the config of each
 --presets preset (default: cartpole), its replay rate limit off; the env, actor and EnvPool rows are
@@ -41,27 +41,23 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from host import describe  # noqa: E402
-
-from actors.actor import SelfPlayActor  # noqa: E402
-from common import envs as envs_lib  # noqa: E402
-from common.config import PRESETS, Config, validate  # noqa: E402
-from common.networks import build_network  # noqa: E402
-from common.sequence import SequenceSpec  # noqa: E402
-from common.vector_env import VectorEnv  # noqa: E402
-from driver.on_ray import PIPELINE  # noqa: E402
-from driver.wiring import Components, placed  # noqa: E402
-from learner.learner import Learner, resolve_device  # noqa: E402
-from replay.client import ReplayClient  # noqa: E402
-from replay.shard import ReplayShard  # noqa: E402
-from transport.weight_store import WeightStore  # noqa: E402
-from transport.weights import WeightClient, WeightPublisher  # noqa: E402
+from actors.actor import SelfPlayActor
+from bench.host import describe
+from common import envs as envs_lib
+from common.config import PRESETS, Config, validate
+from common.networks import build_network
+from common.sequence import SequenceSpec
+from common.vector_env import VectorEnv
+from driver.on_ray import PIPELINE
+from driver.wiring import Components, placed
+from learner.learner import Learner, resolve_device
+from replay.client import ReplayClient
+from replay.shard import ReplayShard
+from transport.weight_store import WeightStore
+from transport.weights import WeightClient, WeightPublisher
 
 
 class Table:

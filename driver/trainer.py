@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from actors.evaluate import evaluate
+from actors.evaluation import evaluate
 from common import envs as envs_lib
 from common.config import Config, ConfigError, to_dict
 from common.networks import build_network

@@ -202,7 +202,7 @@ def test_the_sampled_evaluation_plays_env_seeds_no_other_role_plays(tmp_path, mo
     its seed + 1, so all but one of them), the screen's, the start-up check's or an actor's:
     every env seed each of them resets an env with (seed + j for env j) is collected and
     the sampled evaluation's must meet none of the others'."""
-    from actors.evaluate import num_eval_envs
+    from actors.evaluation import num_eval_envs
     from driver import trainer as trainer_module
 
     trainer = make_trainer(tmp_path, "--solve-return", "100")
