@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.evaluate import Episodes, num_eval_envs, play
+from actors.evaluation import Episodes, num_eval_envs, play
 from actors.video import EpisodeVideo, missing_video_packages
 from common import envs as envs_lib
 from common.cli import OneLineParser, UsageError

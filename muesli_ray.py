@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
-from common import placement, preflight
 from common.config import Config, ConfigError, for_this_machine, validate, with_preset
 from common.vector_env import EnvFailure
+from driver import placement, preflight
 from driver.stopping import stop_on_signals
 from driver.trainer import Trainer, make_run_dir
 from driver.trainer import train as run_to_end

@@ -181,7 +181,7 @@ def run_trial(params: dict, flags: list, run_root: str, trial_cpus: float) -> di
             trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name]
         )
     )
-    summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), where=where))
+    summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where))
     at = summary["solved_at"] or {}
     result = {
         "solved": summary["solved"],

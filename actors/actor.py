@@ -19,12 +19,12 @@ import time
 import numpy as np
 import torch
 
+from actors.numpy_policy import policy_layers, policy_probs
+from actors.sampling import sample_categorical
 from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
-from common.numpy_policy import policy_layers, policy_probs
 from common.ray_metrics import Recorder
-from common.sampling import sample_categorical
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
 from transport.weights import WeightClient, load_numpy_state
@@ -138,7 +138,7 @@ class SelfPlayActor:
 
     def _policy(self, obs: np.ndarray) -> np.ndarray:
         """Action probabilities [E, A] of the loaded weights: numpy for MLP torsos
-        (common/numpy_policy.py), torch otherwise."""
+        (actors/numpy_policy.py), torch otherwise."""
         if self.numpy_policy is not None:
             return policy_probs(self.numpy_policy, obs)
         return torch.softmax(self.net.policy_logits(torch.as_tensor(obs)), -1).numpy()

@@ -2,8 +2,8 @@
 in docs/results/, so the two cannot disagree and every figure carries the command and date that
 made it.
 
-  python bench/report.py            # rewrite docs/results.md and README.md's marked blocks
-  python bench/report.py --check    # exit 1, naming the file, if either is not what the JSON gives
+  python -m bench.report            # rewrite docs/results.md and README.md's marked blocks
+  python -m bench.report --check    # exit 1, naming the file, if either is not what the JSON gives
 
 Sources: solve-*.json (bench/solve.py --out), update-*.json (bench/update.py --out),
 single-runs.json (single launch.py runs, from their summary.json), quickstart-*.json (the
@@ -43,7 +43,7 @@ def solve_command(d: dict) -> str:
     configs = list(d["summary"])
     policy = " --check-policy" if any("check_mean" in r for r in d["rows"]) else ""
     return (
-        f"python bench/solve.py --configs {' '.join(configs)} --seeds {' '.join(map(str, d['seeds']))}"
+        f"python -m bench.solve --configs {' '.join(configs)} --seeds {' '.join(map(str, d['seeds']))}"
         f"{policy} --compile-cache {d.get('compile_cache', 'user')}"
     )
 
@@ -117,7 +117,7 @@ def results_page() -> str:
     out = [
         "# Results",
         "",
-        "<!-- Built by `python bench/report.py` from docs/results/*.json: edit those, not this page. -->",
+        "<!-- Built by `python -m bench.report` from docs/results/*.json: edit those, not this page. -->",
         "",
         "Every figure below was measured on the project's development machine and is rebuilt from",
         "the JSON its command wrote (docs/results/). Ratios to peers are taken within one invocation:",
@@ -146,7 +146,7 @@ def results_page() -> str:
             "",
             f"## One learner update ({d['date']}, {path.name})",
             "",
-            f"`python bench/update.py {shlex.join(d['argv'])}` on {machine(d)}.",
+            f"`python -m bench.update {shlex.join(d['argv'])}` on {machine(d)}.",
             "",
             *update_table(d),
         ]
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     if args.check:
         for path in stale:
             print(
-                f"report.py: {path.relative_to(ROOT)} differs from docs/results/*.json; run python bench/report.py"
+                f"report.py: {path.relative_to(ROOT)} differs from docs/results/*.json; run python -m bench.report"
             )
         return 1 if stale else 0
     for path, text in pages.items():

@@ -1,7 +1,7 @@
 """Start-up and exit of whole `python launch.py` processes: launch -> first env step, solving
 evaluation -> exit, and the wall time, as medians over --runs runs of each code folder and mode.
 
-    python bench/startup.py [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
+    python -m bench.startup [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
 
 Each DIR is a checkout of this project (default: this one), e.g. an older commit made with
 `git worktree add /tmp/old COMMIT`; the runs alternate between the folders (and modes) round by
@@ -9,7 +9,7 @@ round, so a machine whose speed drifts affects each alike. Every run is a fresh 
 same interpreter, in its DIR, writing to a temporary run root.
 
 Times are taken from summary.json's "timeline" (seconds since the process started,
-common/timeline.py). A checkout from before the timeline has only logger-relative times
+driver/timeline.py). A checkout from before the timeline has only logger-relative times
 (timing.first_env_step_s, solved_at.seconds); the logger's start is then placed at summary.json's
 modification time less `seconds` and timing.finish_s (about +-0.05 s, from `seconds`' rounding),
 and "solved" is when the driver took the solving evaluation, up to a round (0.5 s) after it ended,
@@ -38,7 +38,7 @@ def figures(summary: dict, spawned: float, ended: float, summary_mtime: float) -
         first_env, solved, written = (
             timeline.get(k) for k in ("first_env_step", "solved", "summary")
         )
-    else:  # before common/timeline.py: logger-relative times (see the module docstring)
+    else:  # before driver/timeline.py: logger-relative times (see the module docstring)
         start = summary_mtime - summary["seconds"] - summary["timing"]["finish_s"]
         first_env = summary["timing"]["first_env_step_s"]
         solved = (summary.get("solved_at") or {}).get("seconds")

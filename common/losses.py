@@ -3,7 +3,7 @@
 Shape legend: T sequence length, B batch, K unroll steps, A actions, N sampled
 actions, S support bins, O observation shape.
 
-Batch (time-major tensors, made by `common/batch.py` from replay's arrays):
+Batch (time-major tensors, made by `learner/batch.py` from replay's arrays):
   obs          [T+1, B, *O]  s_0 .. s_T; s_L is the final observation where an episode ends at step L-1
   action       [T, B]        a_t (int64)
   reward       [T, B]        r_t
@@ -275,12 +275,6 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
     return out, LossState(adv_state, pg_state)
 
 
-def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
-    """Total Muesli loss. Returns (loss scalar, metrics dict of floats, new LossState)."""
-    loss, metrics, state = muesli_loss_tensors(online, target, batch, state, p)
-    return loss, metrics_to_floats(metrics), state
-
-
 def metrics_to_floats(metrics: dict) -> dict:
     """{name: 0-d tensor} -> {name: float} in one device-to-host copy (one GPU sync, not one per number)."""
     values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
@@ -290,8 +284,9 @@ def metrics_to_floats(metrics: dict) -> dict:
 def muesli_loss_tensors(
     online, target, batch: dict, state: "LossState", p: LossParams, stats: bool = True
 ):
-    """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
-    no data-dependent shape, so torch.compile can capture it whole. `stats=False` leaves out
+    """Total Muesli loss. Returns (loss scalar, metrics {name: 0-d tensor} on the batch's
+    device, new LossState): no host sync and no data-dependent shape, so torch.compile can
+    capture it whole (metrics_to_floats turns the metrics into floats). `stats=False` leaves out
     the stats/* metrics (the loss/* terms are always there).
 
     Each network function runs once over everything it applies to: h over every state, g K

@@ -9,7 +9,7 @@ apart from the components themselves, whose errors are the run's.
 import concurrent.futures
 import time
 
-from common import placement
+from driver import placement
 from replay.client import ReplayClient
 from transport.weights import WeightClient, WeightPublisher
 

@@ -21,9 +21,9 @@ from ray.util.scheduling_strategies import (
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
-from common import placement
 from common.config import Config, ConfigError
 from common.vector_env import EnvFailure
+from driver import placement
 from learner.learner import Learner
 from replay.ray_client import RayReplayClient
 from replay.shard import ReplayShard
@@ -108,7 +108,7 @@ def remote_classes(cfg: Config, plan: placement.Placement) -> dict:
 
 
 def cluster_plan(cfg: Config) -> placement.Placement:
-    """common/placement.py's plan for the cluster's CPUs and GPUs; inside a Ray Tune trial
+    """driver/placement.py's plan for the cluster's CPUs and GPUs; inside a Ray Tune trial
     (sweep.py), for the bundles of its placement group after its own first one."""
     group = ray.util.get_current_placement_group()
     if group is None:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
-from common.batch import to_time_major
 from common.cmpo import NormalizerState
 from common.config import Config
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
@@ -22,6 +21,7 @@ from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 from learner import compiled as compiled_lib
+from learner.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
 from transport.weights import WeightPublisher

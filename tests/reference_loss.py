@@ -143,8 +143,8 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
 
 
 def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams):
-    """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
-    no data-dependent shape, so torch.compile can capture it whole.
+    """Total Muesli loss. Returns (loss scalar, metrics {name: 0-d tensor} on the batch's
+    device, new LossState).
 
     Gradient reaches only `online`; targets are computed under no_grad with `target`."""
     check_batch(batch, online.spec.num_actions)

@@ -20,11 +20,11 @@ from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
-from common.batch import to_time_major
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
 from common.sequence import SequenceSpec, decode_sequences
 from common.vector_env import VectorEnv
+from learner.batch import to_time_major
 from learner.learner import Learner
 from replay.client import ReplayClient
 from tests.recording import RecordingShard
@@ -337,7 +337,8 @@ def test_preset_sequences_round_trip_with_the_env_dtype(preset_run):
         )
         # raw bytes of that dtype, no float copy
         assert n * obs_bytes < len(payload) < n * (obs_bytes + 1024) + 512
-    batch = ReplayClient([shard], spec).sample(4, 0.5)
+    client = ReplayClient([shard], spec)
+    batch = client.result(client.request(4, 0.5))
     assert batch["obs"].dtype == dtype
     assert to_time_major(batch)["obs"].dtype == (
         torch.uint8 if dtype == np.uint8 else torch.float32

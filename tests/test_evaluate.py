@@ -1,5 +1,5 @@
 """evaluate.py (evaluate and watch a run), the evaluation loop it shares with training
-(actors/evaluate.play) and the episode video writer (actors/video.py).
+(actors/evaluation.play) and the episode video writer (actors/video.py).
 
 One short in-process CartPole run (a few seconds of training) serves every test. In
 CartPole every step pays +1, so a return equals its episode's length exactly, and a video of
@@ -17,7 +17,7 @@ import torch
 import evaluate as cli
 import launch
 from actors import video
-from actors.evaluate import play
+from actors.evaluation import play
 from common import envs as envs_lib
 from tests.test_envs import needs
 

@@ -23,6 +23,7 @@ import muesli_ray
 from common import envs as envs_lib
 from common.config import parse_config, to_dict
 from driver.trainer import Trainer, make_run_dir
+from driver.wiring import placed
 from learner import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,7 +384,8 @@ def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(
     cfg = parse_config(
         ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"]
     )
-    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    cfg, where = placed(cfg)
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where)
     c = trainer.build()
     for _ in range(3):
         trainer.on_actor(c.actors[0].collect(CHUNK))

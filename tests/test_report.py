@@ -18,7 +18,7 @@ def load_report():
 
 def test_the_committed_pages_are_what_the_json_gives():
     proc = subprocess.run(
-        [sys.executable, "bench/report.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "bench.report", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -36,7 +36,7 @@ def test_a_figure_edited_by_hand_is_caught(tmp_path, monkeypatch, capsys):
     readme.write_text(readme.read_text().replace("| 29.7 s | 16,832 |", "| 19.7 s | 16,832 |"))
     assert report.main(["--check"]) == 1
     assert capsys.readouterr().out.strip() == (
-        "report.py: README.md differs from docs/results/*.json; run python bench/report.py"
+        "report.py: README.md differs from docs/results/*.json; run python -m bench.report"
     )
     assert report.main([]) == 0  # rebuilt
     assert "| 29.7 s | 16,832 |" in readme.read_text() and report.main(["--check"]) == 0
@@ -48,5 +48,5 @@ def test_every_figure_names_the_command_and_date_that_made_it():
     assert len(sections) >= 3
     for section in sections:
         assert "2026-" in section and (
-            "`python bench/" in section or "`python launch.py" in section
+            "`python -m bench." in section or "`python launch.py" in section
         ), section[:80]

@@ -290,8 +290,8 @@ def test_optuna_refuses_grid_entries(tmp_path, capsys):
 
 
 def test_inside_schedules_every_component_by_the_group_strategy():
-    from common import placement
     from common.config import parse_config
+    from driver import placement
 
     plan = placement.plan(parse_config(["--num-actors", "2"]), 3.0, 3.0, 0.0)
     moved = placement.inside(plan, "GROUP")

@@ -4,7 +4,7 @@ once. Prints a row per run as it finishes, then a table of medians (env steps to
 over all runs, an unsolved run counting as infinitely many; learner steps and process wall
 time of the solved runs) and writes JSON.
 
-  python bench/sweep.py --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
+  python -m bench.variants --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
       --out docs/sweeps/rr.json -- --in-process
 
 Flags after `--` go to every run. Env steps to solve do not depend on the host's speed
@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from solve import launch_command, machine, read_run
+from bench.solve import launch_command, machine, read_run
 
 
 def parse_variant(text: str):
