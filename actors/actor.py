@@ -27,7 +27,8 @@ from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
-from transport.weights import WeightClient, load_numpy_state
+from transport.seams import ReplayWriter, WeightSource
+from transport.weights import load_numpy_state
 
 HELD_REPORT_S = 1.0  # a collect call held by replay's rate limit returns after this long
 
@@ -103,7 +104,7 @@ class SequenceCutter:
 class SelfPlayActor:
     """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
 
-    def __init__(self, cfg: Config, index: int, replay, weights: WeightClient):
+    def __init__(self, cfg: Config, index: int, replay: ReplayWriter, weights: WeightSource):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
         info = envs_lib.describe(cfg.env)

@@ -24,7 +24,7 @@ from learner import compiled as compiled_lib
 from learner.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
-from transport.weights import WeightPublisher
+from transport.seams import BatchSource, WeightSink
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,7 +113,7 @@ def acting_network_name(cfg: Config) -> str:
 
 
 class Learner:
-    def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
+    def __init__(self, cfg: Config, replay: BatchSource, publisher: WeightSink):
         self.cfg, self.replay, self.publisher = cfg, replay, publisher
         self.device = resolve_device(cfg.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
