@@ -30,8 +30,6 @@ from common.vector_env import VectorEnv
 from transport.seams import ReplayWriter, WeightSource
 from transport.weights import load_numpy_state
 
-HELD_REPORT_S = 1.0  # a collect call held by replay's rate limit returns after this long
-
 
 class SequenceCutter:
     """Per-env rolling buffers [E, T(+1), ...]; emits sequences at episode ends and every T steps."""
@@ -165,7 +163,7 @@ class SelfPlayActor:
     def collect(self, num_steps: int) -> dict:
         """Step all envs until `num_steps` env steps (summed over envs) are done, pushing
         finished sequences to replay; while replay's rate limit holds the actor (the learner
-        is behind), wait for room, and return early after HELD_REPORT_S (in-process at once:
+        is behind), wait for room, and return early after waits.ACTOR_HELD_REPORT_S (in-process at once:
         nothing moves while we wait). Returns statistics for logging."""
         start, infer_s = time.perf_counter(), 0.0
         returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
@@ -175,7 +173,7 @@ class SelfPlayActor:
         while steps < num_steps:
             if not self.replay.has_room():
                 t = time.perf_counter()
-                room = self.replay.wait_for_room(max(0.0, HELD_REPORT_S - (t - start)))
+                room = self.replay.wait_for_room(max(0.0, waits.ACTOR_HELD_REPORT_S - (t - start)))
                 waits += time.perf_counter() - t
                 # the learner moved on: look for weights
                 self.steps_since_pull = self.cfg.weight_pull_every

@@ -51,11 +51,12 @@ from common.config import PRESETS, Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
-from driver.on_ray import PIPELINE
+from common.waits import ACTOR_PIPELINE as PIPELINE
 from driver.wiring import Components, placed
 from learner.learner import Learner, resolve_device
 from replay.client import ReplayClient
 from replay.shard import ReplayShard
+from replay.stream import BatchStream
 from transport.weight_store import WeightStore
 from transport.weights import WeightClient, WeightPublisher
 
@@ -375,7 +376,8 @@ def learner_rate(
     cfg = dataclasses.replace(
         cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile
     )
-    learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
+    batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
+    learner = Learner(cfg, batches, WeightPublisher(WeightStore()))
     t = time.perf_counter()
     # warm-up (allocations, CUDA context, torch.compile)
     learner.train(3)

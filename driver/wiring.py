@@ -19,6 +19,7 @@ from driver.in_process import InProcess
 from learner.learner import Learner
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
+from replay.stream import BatchStream
 from transport.seams import Placement
 from transport.weight_store import WeightStore
 
@@ -91,12 +92,10 @@ class Components:
         pace themselves from the restored version; the stored run_state is kept in
         `self.run_state`), then the actors."""
         w = self.where
-        self.learner = w.new(
-            Learner,
-            self.cfg,
-            w.replay_client(self.shards, self.spec),
-            w.weight_publisher(self.store),
+        batches = BatchStream(
+            w.replay_client(self.shards, self.spec), self.cfg.batch_size, self.cfg.replay_fraction
         )
+        self.learner = w.new(Learner, self.cfg, batches, w.weight_publisher(self.store))
         if checkpoint_data:
             self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data)
         self.actors = [self.new_actor(i) for i in range(self.cfg.num_actors)]

@@ -27,6 +27,7 @@ from common.vector_env import VectorEnv
 from learner.batch import to_time_major
 from learner.learner import Learner
 from replay.client import ReplayClient
+from replay.stream import BatchStream
 from tests.recording import RecordingShard
 from transport.weight_store import WeightStore
 from transport.weights import WeightClient, WeightPublisher
@@ -271,7 +272,8 @@ def build(cfg: Config):
     store = WeightStore()
     shard = RecordingShard(spec, cfg.replay_capacity)
     torch.manual_seed(0)
-    learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(store))
+    batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
+    learner = Learner(cfg, batches, WeightPublisher(store))
     actor = SelfPlayActor(cfg, 0, ReplayClient([shard], spec, flush_every=1), WeightClient(store))
     return info, spec, shard, learner, actor
 

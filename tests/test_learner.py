@@ -23,6 +23,7 @@ from learner.learner import Learner
 from replay.client import ReplayClient
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
+from replay.stream import BatchStream
 from transport.weight_store import WeightStore
 from transport.weights import WeightPublisher
 
@@ -57,7 +58,9 @@ def make_learner(cfg=None, seed=0, rate_limit=None):
     cfg = cfg or small_config(seed=seed)
     store = WeightStore()
     client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity, rate_limit=rate_limit)], SPEC)
-    return Learner(cfg, client, WeightPublisher(store)), store
+    return Learner(
+        cfg, BatchStream(client, cfg.batch_size, cfg.replay_fraction), WeightPublisher(store)
+    ), store
 
 
 def make_batch(seed=0, terminal_at=3):
@@ -628,7 +631,7 @@ def test_train_returns_without_updates_while_replay_is_short_and_trains_once_it_
     learner, store = make_learner()
     out = learner.train(3, wait_s=0.05)
     assert out["learner/updates_in_call"] == 0 and learner.steps == 0 and store.latest()[0] == 0
-    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    learner.batches.replay.shards[0].insert([replay_payload(2 * B)])
     out = learner.train(3, wait_s=1.0)
     assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.latest()[0] == 3
 
@@ -654,7 +657,7 @@ def test_train_makes_exactly_the_updates_the_rate_limit_allows(monkeypatch):
     monkeypatch.setattr(time, "sleep", no_sleep)
     limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
     learner, store = make_learner(small_config(publish_every=1), rate_limit=limit)
-    shard = learner.replay.shards[0]
+    shard = learner.batches.replay.shards[0]
     # I = 8: batches at S = 0, 4, 8; S = 12 > 8 refused
     shard.insert([replay_payload(8)])
     out = learner.train(100, wait_s=0.0)
@@ -671,10 +674,10 @@ def test_train_makes_exactly_the_updates_the_rate_limit_allows(monkeypatch):
 def test_train_stops_at_max_steps_and_the_prefetched_batch_is_used_next():
     limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
     learner, _ = make_learner(rate_limit=limit)
-    learner.replay.shards[0].insert([replay_payload(8)])
+    learner.batches.replay.shards[0].insert([replay_payload(8)])
     assert learner.train(2, wait_s=0.0)["learner/updates_in_call"] == 2
     assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 1
-    assert learner.steps == 3 and learner.replay.shards[0].rate_limit.samples == 12
+    assert learner.steps == 3 and learner.batches.replay.shards[0].rate_limit.samples == 12
 
 
 # -- CUDA (run where a GPU exists: CI has none, so these skip there) --------------------------
@@ -728,7 +731,7 @@ def test_cuda_auto_precision_is_bf16_and_learns_with_fp32_state():
 @needs_cuda
 def test_cuda_learner_trains_from_replay_and_publishes_cpu_weights():
     learner, store = make_learner(small_config(device="cuda"))
-    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    learner.batches.replay.shards[0].insert([replay_payload(2 * B)])
     assert learner.train(4, wait_s=1.0)["learner/updates_in_call"] == 4
     version, payload = store.latest()
     weights = codec.decode_weights(payload)

@@ -9,6 +9,7 @@ from driver.in_process import InProcess
 from driver.on_ray import OnRay
 from replay.client import ReplayClient
 from replay.ray_client import RayReplayClient
+from replay.stream import BatchStream
 from transport import seams
 from transport.ray_weights import RayWeightClient, RayWeightPublisher
 from transport.weights import WeightClient, WeightPublisher
@@ -58,6 +59,7 @@ IMPLEMENTATIONS = [
     (ReplayClient, seams.BatchSource),
     (RayReplayClient, seams.ReplayWriter),
     (RayReplayClient, seams.BatchSource),
+    (BatchStream, seams.Batches),
     (WeightClient, seams.WeightSource),
     (RayWeightClient, seams.WeightSource),
     (WeightPublisher, seams.WeightSink),

@@ -36,6 +36,18 @@ class BatchSource(Protocol):
     def restore_totals(self, counts: dict[str, int]) -> None: ...
 
 
+class Batches(Protocol):
+    """What the learner calls for its batches (replay/stream.BatchStream over a BatchSource)."""
+
+    totals: dict  # replay's counters as last read
+
+    def next(self, deadline: float) -> dict[str, np.ndarray] | None: ...
+
+    def refresh_totals(self) -> dict: ...
+
+    def restore_totals(self, counts: dict[str, int]) -> None: ...
+
+
 class WeightSink(Protocol):
     """What the learner calls to publish its weights."""
 
