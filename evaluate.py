@@ -1,5 +1,5 @@
 """Evaluate and watch a trained run: `python evaluate.py RUN_DIR [--episodes N] [--greedy | --sampled]
-[--checkpoint STEP_OR_PATH] [--video N] [--seed S]`.
+[--checkpoint STEP_OR_PATH] [--video N] [--seed-set S]`.
 
 Plays the run's exported policy (RUN_DIR/policy.pt2) or one of its learner checkpoints on
 env seeds the run never used (role 'watch' of common/envs.derive_seed, distinct from the
@@ -28,7 +28,7 @@ import torch
 from actors.evaluation import Episodes, num_eval_envs, play
 from actors.video import EpisodeVideo, missing_video_packages
 from common import envs as envs_lib
-from common.cli import OneLineParser, UsageError
+from common.cli import OneLineParser, UsageError, first_paragraph
 from common.config import Config, ConfigError, saved_config
 from common.networks import build_network
 from learner import checkpoint
@@ -38,7 +38,7 @@ POLICY_FILE = "policy.pt2"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="evaluate.py", description=first_paragraph(__doc__))
     parser.add_argument(
         "run_dir", type=Path, help="a run directory written by launch.py (runs/<name>)"
     )

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.solve import PEERS, machine, run_dir
 from bench.variants import median_steps_to_solve, parse_variant, run_pairs
-from common.cli import OneLineParser, UsageError
+from common.cli import OneLineParser, UsageError, first_paragraph
 from common.config import ConfigError, parse_config
 from learner.checkpoint import write_atomic
 
@@ -69,7 +69,7 @@ SETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="ablate.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="ablate.py", description=first_paragraph(__doc__))
     parser.add_argument(
         "--set", nargs="+", default=[], dest="sets", help=f"variant sets: {', '.join(SETS)}"
     )

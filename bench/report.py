@@ -10,12 +10,13 @@ single-runs.json (single launch.py runs, from their summary.json), quickstart-*.
 quick-start command's output). Lab notes on how the figures came about: docs/results-notes.md.
 """
 
-import argparse
 import json
 import shlex
 import statistics
 import sys
 from pathlib import Path
+
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "docs" / "results"
@@ -237,7 +238,7 @@ def built() -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__, prog="report.py")
     parser.add_argument(
         "--check", action="store_true", help="only compare; exit 1 where a page differs"
     )

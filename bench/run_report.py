@@ -9,12 +9,12 @@ Reads summary.json and metrics.jsonl and prints, and writes as JSON:
 - the summary's stop reason, solve, final greedy and sampled means.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from common import envs as envs_lib
+from common.cli import script_parser
 
 
 def report(run_dir: Path) -> dict:
@@ -61,7 +61,7 @@ def report(run_dir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()

@@ -16,7 +16,6 @@ chunks and per 1000 learner updates; it writes the samples as JSON and a plot of
   python -m bench.soak --minutes 6 --interval 20 -- --num-actors 2     # after --: launch.py flags
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -34,6 +33,7 @@ except ImportError:  # ray[default] ships its own copy, on the path once ray is 
     import psutil
 
 from bench.host import describe
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -198,11 +198,7 @@ def plot(samples: list, path: Path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    parser = script_parser(__doc__, epilog=__doc__)
     parser.add_argument(
         "--minutes", type=float, default=60.0, help="training length (launch.py --max-seconds)"
     )

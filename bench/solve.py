@@ -22,7 +22,6 @@ at the end are ours / peer on the medians over solved seeds: below 1 means we ar
 or need fewer env steps.
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 from bench.host import describe
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -237,7 +237,7 @@ def machine() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS])
     )

@@ -16,7 +16,6 @@ and "solved" is when the driver took the solving evaluation, up to a round (0.5 
 which favours such a checkout. The exit is when the process ended, seen from here.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("launch_to_first_env_step_s", "solved_to_exit_s", "summary_to_exit_s", "wall_s")
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     launch_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "dirs",
         nargs="*",

@@ -30,7 +30,6 @@ repeated per preset, the replay, learner and weights rows are for the first pres
   call round trip, reported on its own too).
 """
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -47,6 +46,7 @@ import torch
 from actors.actor import SelfPlayActor
 from bench.host import describe
 from common import envs as envs_lib
+from common.cli import script_parser
 from common.config import PRESETS, Config, validate
 from common.networks import build_network
 from common.sequence import SequenceSpec
@@ -489,7 +489,7 @@ def machine() -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="short measurement windows (~1 minute in all)"
     )

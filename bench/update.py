@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import script_parser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -177,7 +179,7 @@ def checkout_env(env: dict, code: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--code", nargs="+", default=["new=."], help="NAME=FOLDER checkouts to compare"
     )

@@ -12,7 +12,6 @@ in-process (evaluations are every --eval-every-env-steps); wall times do, so com
 them only within one invocation and with --jobs 1.
 """
 
-import argparse
 import json
 import math
 import shlex
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from bench.solve import launch_command, machine, read_run
+from common.cli import script_parser
 
 
 def parse_variant(text: str):
@@ -57,7 +57,7 @@ def median_steps_to_solve(rows) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--variants", nargs="+", required=True, help='NAME="--flag value ..." (NAME= for none)'
     )

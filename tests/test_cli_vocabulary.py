@@ -49,3 +49,25 @@ def test_seed_is_only_the_run_seed():
 def test_max_seconds_is_always_a_run_s_time_budget():
     for script, text in flags()["--max-seconds"]:
         assert "budget" in text, (script, text)
+
+
+def test_a_bench_script_s_bad_flag_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.report", "--chek"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert (
+        proc.stderr == "report.py: error: unrecognized argument: --chek (did you mean --check?)\n"
+    )
+
+
+def test_help_descriptions_are_the_docstring_s_whole_first_paragraph():
+    from common.cli import first_paragraph
+
+    assert (
+        first_paragraph('"""\n  One line\n  and its end.\n\n  More."""'.strip('"'))
+        == "One line and its end."
+    )

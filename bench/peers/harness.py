@@ -18,12 +18,13 @@ import torch
 
 from actors.evaluation import evaluate
 from common import envs as envs_lib
+from common.cli import OneLineParser
 
 ENV_ID = "CartPole-v1"
 
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineParser(description=description, exit_on_usage=True)
     parser.add_argument("--seed", type=int, default=0, help="the run seed, as launch.py --seed")
     parser.add_argument(
         "--max-seconds", type=float, default=300.0, help="time budget from process start"
