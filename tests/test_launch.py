@@ -515,25 +515,17 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
 # -- Ctrl-C --------------------------------------------------------------------------------
 
 
+def launch_argv(tmp_path, *flags) -> list:
+    """`python launch.py` of a run named `run` below tmp_path that never solves on its own."""
+    return [sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
+            "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags]  # fmt: skip
+
+
 def start_run(tmp_path, *flags) -> subprocess.Popen:
     """`python launch.py` in its own process group, as a terminal's foreground job is."""
     log = open(tmp_path / "stdout.txt", "w")
     return subprocess.Popen(
-        [
-            sys.executable,
-            "launch.py",
-            "--run-root",
-            str(tmp_path),
-            "--run-name",
-            "run",
-            "--seed",
-            "3",
-            "--solve-return",
-            "1e9",
-            "--checkpoint-every-s",
-            "1000",
-            *flags,
-        ],
+        launch_argv(tmp_path, *flags),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.PIPE,
@@ -666,25 +658,7 @@ def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
     SIGHUP: the run still ends as after a Ctrl-C, its output going nowhere, with exit 128 + 1."""
     master, terminal = os.openpty()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "launch.py",
-            "--in-process",
-            "--run-root",
-            str(tmp_path),
-            "--run-name",
-            "run",
-            "--seed",
-            "3",
-            "--solve-return",
-            "1e9",
-            "--checkpoint-every-s",
-            "1000",
-            "--max-seconds",
-            "300",
-            "--eval-episodes",
-            "5",
-        ],
+        launch_argv(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "5"),
         cwd=ROOT,
         stdin=terminal,
         stdout=terminal,
