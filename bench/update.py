@@ -14,6 +14,7 @@ but shaped as replay's (the preset's batch size and sequence length, a few episo
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -44,10 +45,15 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
         from common.batch import to_time_major
 
     torch.set_num_threads(1)
+    name, _, sets = preset.partition(":")  # PRESET[:FIELD=VALUE,...]
+    overrides = {
+        k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in sets.split(",") if kv)
+    }
     cfg = validate(
         Config(
             **{
-                **PRESETS[preset],
+                **PRESETS[name],
+                **overrides,
                 "compile": "auto" if mode == "compiled" else "off",
                 "device": "cpu",
                 "torch_threads": 1,
@@ -183,7 +189,12 @@ def main() -> int:
     parser.add_argument(
         "--code", nargs="+", default=["new=."], help="NAME=FOLDER checkouts to compare"
     )
-    parser.add_argument("--presets", nargs="+", default=["cartpole"])
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["cartpole"],
+        help="PRESET or PRESET:FIELD=VALUE,... (e.g. minatar-breakout:starts_per_sequence=3)",
+    )
     parser.add_argument(
         "--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"]
     )
