@@ -22,6 +22,7 @@ import torch
 from actors.numpy_policy import policy_layers, policy_probs
 from actors.sampling import sample_categorical
 from common import envs as envs_lib
+from common import waits
 from common.config import Config
 from common.networks import build_network
 from common.ray_metrics import Recorder
@@ -166,7 +167,7 @@ class SelfPlayActor:
         is behind), wait for room, and return early after waits.ACTOR_HELD_REPORT_S (in-process at once:
         nothing moves while we wait). Returns statistics for logging."""
         start, infer_s = time.perf_counter(), 0.0
-        returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
+        returns, lengths, sent, steps, held_s = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
         if self.obs is None:
             self._start_envs()
@@ -174,7 +175,7 @@ class SelfPlayActor:
             if not self.replay.has_room():
                 t = time.perf_counter()
                 room = self.replay.wait_for_room(max(0.0, waits.ACTOR_HELD_REPORT_S - (t - start)))
-                waits += time.perf_counter() - t
+                held_s += time.perf_counter() - t
                 # the learner moved on: look for weights
                 self.steps_since_pull = self.cfg.weight_pull_every
                 self._maybe_pull()
@@ -223,7 +224,7 @@ class SelfPlayActor:
             self.envs.errors,
         )
         self._record_metrics(
-            steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors
+            steps, returns, elapsed, infer_s / max(steps // E, 1), held_s, env_errors
         )
         return {
             "actor": self.index,
@@ -235,7 +236,7 @@ class SelfPlayActor:
             "sequences": sent,
             "seconds": elapsed,
             "inference_s": infer_s,
-            "wait_s": waits,
+            "wait_s": held_s,
             "version": self.version,
             "pulls": self.weights.pulls,
             "env_errors": env_errors,
