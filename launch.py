@@ -10,7 +10,7 @@ and policy.pt2 (torch.export; load with torch.export.load, no project code neede
 Bad input fails before Ray starts or anything is written (exit 2, one line). The first
 Ctrl-C, SIGTERM or SIGHUP stops the run as a budget would (final checkpoint, policy, summary);
 a second one stops it at once. A run that fails after start-up still writes summary.json, with
-the error. Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
+the error; on a full disk with one line naming the folder and the space needed (common/files.py). Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
 input, 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP; 130 a second Ctrl-C).
 """
 
@@ -22,7 +22,7 @@ import sys
 import traceback
 
 from common import envs as envs_lib
-from common import placement, preflight
+from common import files, placement, preflight
 from common.config import ConfigError, parse_config
 from common.vector_env import EnvFailure
 from driver.trainer import Trainer, make_run_dir, train
@@ -112,6 +112,30 @@ def error_line(exc: Exception) -> int:
     return 2
 
 
+def disk_full(trainer: Trainer, exc: Exception) -> int:
+    """A write refused for want of space: one line naming the folder and the space it needed,
+    summary.json in the space reserved for it (common/files.py), nothing else attempted (every
+    write would fail). Exit 1: the run failed; --resume continues it once there is room."""
+    if not isinstance(exc, files.DiskFull):
+        # metrics.jsonl or TensorBoard, a line at a time: going on needs about a checkpoint's size
+        newest = checkpoint.list_checkpoints(trainer.run_dir / "checkpoints")
+        needed = newest[0].stat().st_size if newest else None
+        exc = files.DiskFull(
+            trainer.run_dir, "its logs and next checkpoint", needed, files.full_cause(exc)
+        )
+    where = f"summary.json in {trainer.run_dir}"
+    try:
+        trainer.fail("disk full", str(exc))
+    except OSError as again:
+        where = f"summary.json not written either: {again.strerror or again}"
+    print(
+        f"launch.py: error: {exc}; free space, then --resume {trainer.run_dir} ({where})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
 def main(argv=None) -> int:
     try:
         cfg = parse_config(argv)
@@ -154,6 +178,8 @@ def main(argv=None) -> int:
         print(f"launch.py: error: {exc} (summary.json in {run_dir})", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:
+        if files.full_cause(exc):
+            return disk_full(trainer, exc)
         traceback.print_exc()
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         trainer.fail("error", message)

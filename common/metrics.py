@@ -2,12 +2,14 @@
 learning-curve PNG. Metric names are flat and namespaced (`actor/...`, `learner/...`,
 `loss/...`, `eval/...`)."""
 
+import io
 import json
-import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
+
+from common.files import write_atomic
 
 
 def keep_metrics_until(path: Path, env_steps: int) -> None:
@@ -24,9 +26,7 @@ def keep_metrics_until(path: Path, env_steps: int) -> None:
                 kept.append(line.rstrip("\n") + "\n")
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept).encode())
 
 
 class RunLogger:
@@ -178,8 +178,10 @@ class RunLogger:
         axes[0].legend(loc="lower right", fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
         plt.close(fig)
+        write_atomic(Path(path), png.getvalue())
         return Path(path)
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from actors.evaluate import evaluate
 from common import envs as envs_lib
-from common import preflight
+from common import files, preflight
 from common.config import Config, ConfigError, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
@@ -71,9 +71,19 @@ def make_run_dir(cfg: Config) -> Path:
                 f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
                 "at the same time; allowed: a new name"
             )
-    checkpoint.write_atomic(
-        run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
-    )
+    try:
+        files.reserve(run_dir)  # the room summary.json will need (common/files.py)
+        files.write_atomic(
+            run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
+        )
+    except OSError as exc:
+        if not cfg.resume:  # a new folder left behind would block its name
+            files.release(run_dir)
+            (run_dir / "checkpoints").rmdir()
+            run_dir.rmdir()
+        raise ConfigError(
+            f"--run-root={cfg.run_root!r} is invalid: {exc}; allowed: a folder with free space"
+        ) from None
     return run_dir
 
 
@@ -446,14 +456,21 @@ class Trainer:
             "resumed_from": self.resumed_from,
         }
 
-    def write_summary(self, summary: dict) -> None:
-        """summary.json (atomically), with the timeline up to now."""
+    def write_summary(self, summary: dict, failed: bool = False) -> None:
+        """summary.json (atomically), with the timeline up to now, the last file written: the
+        logs are closed first (of a run that `failed`, a log that cannot be flushed, on a full
+        disk say, does not stop the summary), then the space reserved for it is given back."""
         self.timeline.mark("summary")
         summary["timeline"] = self.timeline.as_dict()
-        checkpoint.write_atomic(
+        try:
+            self.log.close()
+        except OSError:
+            if not failed:
+                raise
+        files.release(self.run_dir)
+        files.write_atomic(
             self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
         )
-        self.log.close()
 
     def fail(self, reason: str, error: str) -> dict:
         """summary.json of a run that failed after start-up: why it stopped and the newest
@@ -464,7 +481,7 @@ class Trainer:
             "error": error,
             "checkpoint": str(newest[0]) if newest else None,
         }
-        self.write_summary(summary)
+        self.write_summary(summary, failed=True)
         return summary
 
 
