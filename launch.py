@@ -25,6 +25,7 @@ from common import envs as envs_lib
 from common import files, placement, preflight
 from common.config import ConfigError, parse_config
 from common.vector_env import EnvFailure
+from driver.bad_data import BadData
 from driver.trainer import Trainer, make_run_dir, train
 from driver.wiring import placed
 from learner import checkpoint, compiled
@@ -172,9 +173,9 @@ def main(argv=None) -> int:
             flush=True,
         )
         return 130
-    # the env stopped working mid-run: a failed run, not a bad flag
-    except EnvFailure as exc:
-        trainer.fail("error", str(exc))
+    # the env stopped working or gives only bad data mid-run: a failed run, not a bad flag
+    except (EnvFailure, BadData) as exc:
+        trainer.fail(getattr(exc, "reason", "error"), str(exc))
         print(f"launch.py: error: {exc} (summary.json in {run_dir})", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:

@@ -117,7 +117,8 @@ class RunLogger:
             else float("nan")
         )
 
-    def progress(self, force: bool = False) -> None:
+    def progress(self, force: bool = False, note: str = "") -> None:
+        """The progress line (every print_every_s unless force), `note` at its end."""
         now = self.elapsed()
         if not force and now - self._last_print < self.print_every_s:
             return
@@ -129,7 +130,7 @@ class RunLogger:
             f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
             f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
             f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
-            f"| loss {m.get('loss/total', float('nan')):7.3f}"
+            f"| loss {m.get('loss/total', float('nan')):7.3f}{note}"
         )
         if self.tty and not force:
             self.stream.write("\r" + line)

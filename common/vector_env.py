@@ -7,7 +7,8 @@ autoreset_mode SAME_STEP, resets an env within the step its episode ends: `obs` 
 new episode's first observation and `final_obs` the ended episode's last one. Without
 errors the two give the same numbers for the same seed (env j is reset with seed + j).
 
-What an env error costs (any Exception from the env's constructor, reset or step):
+What an env error costs (any Exception from the env's constructor, reset or step, and an
+observation whose shape is not its observation space's):
 - in step: that env's transition and the rest of its episode. The env is closed, rebuilt
   and reset; `lost[j]` is True, its reward 0, terminated and truncated False, and `obs[j]`
   is the rebuilt env's first observation. The caller drops whatever it held of that
@@ -92,6 +93,7 @@ class VectorEnv:
         for j in range(E):
             try:
                 o, r, term, trunc, _ = self.envs[j].step(actions[j])
+                o = self._checked(j, o)
             except Exception as exc:  # the env's own error: it costs this episode
                 self._count(j, exc, "step")
                 lost[j] = True
@@ -117,7 +119,7 @@ class VectorEnv:
     def _reset(self, j: int, seed: int | None) -> np.ndarray:
         """Reset env j (the autoreset after an episode end); rebuilt if the reset raises."""
         try:
-            return self.envs[j].reset(seed=seed)[0]
+            return self._checked(j, self.envs[j].reset(seed=seed)[0])
         except Exception as exc:
             self._count(j, exc, "reset")
             return self._start(j, self._next_seed(j))
@@ -129,12 +131,23 @@ class VectorEnv:
             try:
                 if self.envs[j] is None:
                     self.envs[j] = self._make(j)
-                return self.envs[j].reset(seed=seed)[0]
+                return self._checked(j, self.envs[j].reset(seed=seed)[0])
             except envs_lib.EnvError:
                 raise  # an unsupported id or space: no retry makes it work
             except Exception as exc:
                 self._count(j, exc, "creation" if self.envs[j] is None else "reset")
                 seed = self._next_seed(j)
+
+    def _checked(self, j: int, obs) -> np.ndarray:
+        """obs as an array of the shape env j's observation space promises; an env that breaks
+        that promise raises here, inside the env's own try, so it is one env error (np.stack
+        of the E observations would fail the whole step, and with it the actor)."""
+        obs, shape = np.asarray(obs), self.envs[j].observation_space.shape
+        if obs.shape != shape:
+            raise ValueError(
+                f"observation of shape {obs.shape} does not match its observation space {shape}"
+            )
+        return obs
 
     def _make(self, j: int):
         if j < len(self.watched):

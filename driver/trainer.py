@@ -27,6 +27,7 @@ from common.config import Config, ConfigError, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
 from common.timeline import Timeline
+from driver.bad_data import BadDataWatch
 from driver.supervision import ActorSupervisor
 from driver.wiring import Components, placed
 from learner import checkpoint, export
@@ -145,6 +146,7 @@ class Trainer:
         # actor_failures, actors_replaced, ... (summary.json)
         self.faults = collections.Counter()
         self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
+        self.bad_data = BadDataWatch(self.faults)
 
     # -- building and resuming -------------------------------------------------------------
     def build(self) -> Components:
@@ -194,6 +196,14 @@ class Trainer:
         if stats["env_errors"]:
             self.faults["env_errors"] += stats["env_errors"]
             self.log.scalars({"faults/env_errors": self.faults["env_errors"]})
+        if self.bad_data.add(stats["sequences"], stats["dropped_sequences"], stats["nonfinite"]):
+            self.log.scalars(
+                {
+                    f"faults/{k}": v
+                    for k, v in self.faults.items()
+                    if k.startswith(("nonfinite", "dropped"))
+                }
+            )
 
     def on_learner(self, metrics: dict) -> None:
         """A learner.train report; of one that made no update (data or throttle held it back)
@@ -203,7 +213,7 @@ class Trainer:
                 {
                     k: v
                     for k, v in metrics.items()
-                    if k in ("replay/failed_calls", "replay/lost_sequences")
+                    if k in ("replay/failed_calls", "replay/lost_sequences", "replay/rejected")
                 }
             )
             return
@@ -365,7 +375,7 @@ class Trainer:
         reason = ""
         while not reason:
             self.take(rounds.reports())
-            self.log.progress()
+            self.log.progress(note=self.bad_data.progress_note())
             self.maybe_evaluate()
             self.maybe_checkpoint()
             reason = self.should_stop()
@@ -385,7 +395,7 @@ class Trainer:
         train_seconds = self.log.elapsed()
         finish_start = time.monotonic()
         self.timeline.mark("finish")
-        self.log.progress(force=True)
+        self.log.progress(force=True, note=self.bad_data.progress_note())
         # The final checkpoint waits for the learner's call in flight (up to LEARNER_CALL_STEPS
         # updates on Ray): it is saved on a thread of its own while the rest is done here.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as saver:
@@ -452,6 +462,7 @@ class Trainer:
                 env_errors=self.faults["env_errors"],
                 replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                 replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
+                replay_payloads_rejected=int(self.log.latest.get("replay/rejected", 0)),
             ),
             "resumed_from": self.resumed_from,
         }

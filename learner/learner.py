@@ -350,6 +350,7 @@ class Learner:
                 "learner/skipped_updates": self.skipped,
                 "replay/failed_calls": self.totals.get("failed_calls", 0),
                 "replay/lost_sequences": self.totals.get("lost_stored", 0),
+                "replay/rejected": self.totals.get("rejected", 0),
             }
         )
         self._record_metrics(out, count)
