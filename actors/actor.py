@@ -131,6 +131,7 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._reported_env_errors = 0
+        self._reported_stalls = 0
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -239,6 +240,7 @@ class SelfPlayActor:
             steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors
         )
         self.metrics.inc("nonfinite_sequences", dropped)
+        stalls, self._reported_stalls = self.envs.stalls - self._reported_stalls, self.envs.stalls
         return {
             "actor": self.index,
             "env_steps": steps,
@@ -253,6 +255,7 @@ class SelfPlayActor:
             "version": self.version,
             "pulls": self.weights.pulls,
             "env_errors": env_errors,
+            "env_stalls": stalls,
             "dropped_sequences": dropped,
             "nonfinite": dict(nonfinite),
         }

@@ -26,6 +26,7 @@ from common import files, preflight
 from common.config import Config, ConfigError, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
+from common.sequence import NONFINITE_FIELDS
 from common.timeline import Timeline
 from driver.bad_data import BadDataWatch
 from driver.supervision import ActorSupervisor
@@ -86,6 +87,15 @@ def make_run_dir(cfg: Config) -> Path:
             f"--run-root={cfg.run_root!r} is invalid: {exc}; allowed: a folder with free space"
         ) from None
     return run_dir
+
+
+# summary.json's faults that are there, 0 or not (others appear once they happen: actor_failures, ...)
+ALWAYS_REPORTED = (
+    "env_errors",
+    "env_stalls",
+    "dropped_sequences",
+    *(f"nonfinite_{kind}" for kind in NONFINITE_FIELDS.values()),
+)
 
 
 class Trainer:
@@ -193,9 +203,10 @@ class Trainer:
             self.first_env_step_s = self.log.elapsed() - stats["seconds"]
             self.timeline.mark("first_env_step", time.time() - stats["seconds"])
         self.log.actor(stats)
-        if stats["env_errors"]:
-            self.faults["env_errors"] += stats["env_errors"]
-            self.log.scalars({"faults/env_errors": self.faults["env_errors"]})
+        for fault in ("env_errors", "env_stalls"):
+            if stats[fault]:
+                self.faults[fault] += stats[fault]
+                self.log.scalars({f"faults/{fault}": self.faults[fault]})
         if self.bad_data.add(stats["sequences"], stats["dropped_sequences"], stats["nonfinite"]):
             self.log.scalars(
                 {
@@ -458,8 +469,9 @@ class Trainer:
             "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "run_dir": str(self.run_dir),
             "faults": dict(
-                self.faults,
-                env_errors=self.faults["env_errors"],
+                # the counters every run reports, 0 where nothing happened
+                {name: self.faults[name] for name in ALWAYS_REPORTED},
+                **self.faults,
                 replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                 replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
                 replay_payloads_rejected=int(self.log.latest.get("replay/rejected", 0)),

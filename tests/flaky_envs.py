@@ -12,6 +12,7 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   raises, and so does reset number `fail_at_reset` (the first reset is number 1). With
   `nan_obs_at` (`nan_reward_at`) the observation reached at step t = nan_obs_at of every
   episode (the reward of the step that reaches it) is NaN; `wrong_shape_at` gives it shape (2,).
+  Step number `stall_at` of an instance's life sleeps `stall_s` seconds first.
 - HugeObsCartPole-v0: CartPole with float64 observations (obs + 10) * 1e39: every value is beyond
   float32's range (3.4e38).
 - ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
@@ -68,6 +69,8 @@ class CountingEnv(gym.Env):
         nan_obs_at: int = 0,
         nan_reward_at: int = 0,
         wrong_shape_at: int = 0,
+        stall_at: int = 0,
+        stall_s: float = 0.0,
     ):
         self.episode_steps, self.fail_at_step, self.fail_at_reset = (
             episode_steps,
@@ -76,6 +79,7 @@ class CountingEnv(gym.Env):
         )
         self.nan_obs_at, self.nan_reward_at = nan_obs_at, nan_reward_at
         self.wrong_shape_at = wrong_shape_at
+        self.stall_at, self.stall_s = stall_at, stall_s
         self.instance = next(_instances)
         made[COUNTING_ID] += 1
         self.resets, self.life_steps, self.episode, self.t = 0, 0, -1, 0
@@ -93,6 +97,8 @@ class CountingEnv(gym.Env):
 
     def step(self, action):
         self.life_steps += 1
+        if self.life_steps == self.stall_at:
+            time.sleep(self.stall_s)
         if self.life_steps == self.fail_at_step:
             raise RuntimeError(f"CountingEnv {self.instance}: step {self.life_steps} failed")
         self.t += 1

@@ -119,7 +119,7 @@ def test_nan_in_half_the_sequences_is_counted_in_the_summary_and_shown(tmp_path,
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     faults = summary["faults"]
     assert (faults["dropped_sequences"], faults["nonfinite_obs"]) == (128, 128)
-    assert (faults["nonfinite_probabilities"], faults.get("nonfinite_reward", 0)) == (128, 0)
+    assert (faults["nonfinite_probabilities"], faults["nonfinite_reward"]) == (128, 0)
     assert faults["replay_payloads_rejected"] == 0 and summary["learner_steps"] > 0
     assert out.splitlines()[-2].endswith(
         " | bad data 50.0% dropped (obs 128, reward 0, probabilities 128)"
@@ -148,3 +148,23 @@ def test_an_env_beyond_float32s_range_stops_with_one_line_and_a_summary(tmp_path
         f"from (summary.json in {run_dir})"
     ]
     assert np.isfinite(summary["env_steps"]) and summary["error"] in err
+
+
+def test_a_stalled_env_is_counted_and_logged_once(tmp_path, capsys, monkeypatch):
+    """Step 20 of every env instance's life sleeps 0.3 s, with stalls counted from 0.2 s (10 s
+    in a run): the first printed as one line, all in summary.json's faults. 1,024 env steps of
+    2 envs are 512 steps of each env's one instance: 2 stalls."""
+    from common import vector_env
+
+    monkeypatch.setattr(vector_env, "STALL_S", 0.2)
+    env_id = counting_env(episode_steps=EPISODE, stall_at=20, stall_s=0.3)
+    flags = [*RUN, "--env", env_id, "--max-env-steps", "1024", "--run-root", str(tmp_path)]
+    assert launch.main(flags) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["faults"]["env_stalls"] == 2 and summary["faults"]["env_errors"] == 0
+    stalls = [line for line in out.splitlines() if "(stalled: " in line]
+    assert len(stalls) == 1 and stalls[0].startswith(
+        f"actor 0: env 0 of {env_id} took 0.3 s for one step"
+    )
+    assert stalls[0].endswith("(stalled: >= 0.2 s); env stall 1 (logged: the 1st and every 100th)")
