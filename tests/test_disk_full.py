@@ -19,6 +19,7 @@ from common import files
 from common.config import parse_config
 from common.networks import build_network
 from learner import checkpoint, export
+from tests.test_launch import RUN_FLAGS
 
 KIB = 1024
 
@@ -53,23 +54,8 @@ def leftovers(folder) -> list:
     )
 
 
-RUN = [
-    "--in-process",
-    "--seed",
-    "3",
-    "--checkpoint-every-s",
-    "0",
-    "--keep-checkpoints",
-    "100",
-    "--eval-episodes",
-    "5",
-    "--sampled-eval-episodes",
-    "2",
-    "--solve-return",
-    "1e9",
-    "--run-name",
-    "run",
-]
+# test_launch's short in-process run, a checkpoint every round, and all of them kept: they fill the disk
+RUN = [*RUN_FLAGS, "--keep-checkpoints", "100", "--run-name", "run"]
 
 
 def test_a_run_that_fills_its_disk_ends_in_one_line_and_a_summary_and_resumes(tmp_path, capsys):
@@ -163,12 +149,13 @@ def test_log_lines_refused_by_a_full_disk_are_one_line_naming_the_run_folder(
 
     def scalars_until_the_disk_is_full(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 40:
+        if len(calls) == 12:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return scalars(self, *args, **kwargs)
 
     monkeypatch.setattr(RunLogger, "scalars", scalars_until_the_disk_is_full)
-    assert launch.main([*RUN, "--run-root", str(tmp_path), "--max-env-steps", "20000"]) == 1
+    flags = [*RUN, "--checkpoint-every-s", "1000", "--max-env-steps", "20000"]
+    assert launch.main([*flags, "--run-root", str(tmp_path)]) == 1
     run_dir = tmp_path / "run"
     (line,) = capsys.readouterr().err.splitlines()
     size = files.size(checkpoint.list_checkpoints(run_dir / "checkpoints")[0].stat().st_size)
