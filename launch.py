@@ -130,7 +130,7 @@ def disk_full(trainer: Trainer, exc: Exception) -> int:
     except OSError as again:
         where = f"summary.json not written either: {again.strerror or again}"
     print(
-        f"launch.py: error: {exc}; free space, then --resume {trainer.run_dir} ({where})",
+        f"launch.py: error: {exc}; {exc.remedy}, then --resume {trainer.run_dir} ({where})",
         file=sys.stderr,
         flush=True,
     )

@@ -34,10 +34,20 @@ class DiskFull(OSError):
 
     def __str__(self) -> str:
         need = f"needs {size(self.needed)}" if self.needed else "needs more"
+        if self.cause.errno == errno.EFBIG:  # the disk has room; this process may not use it
+            return (
+                f"{self.what} in {self.folder} exceeds this process's file-size limit (ulimit -f; "
+                f"{os.strerror(self.cause.errno)}): it {need}"
+            )
         return (
             f"no space left in {self.folder} for {self.what} ({os.strerror(self.cause.errno)}): "
             f"it {need}, {size(self.free)} free"
         )
+
+    @property
+    def remedy(self) -> str:
+        """What the user does before --resume."""
+        return "raise the file-size limit" if self.cause.errno == errno.EFBIG else "free space"
 
 
 def full_cause(exc: BaseException | None) -> OSError | None:

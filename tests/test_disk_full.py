@@ -205,3 +205,22 @@ def test_a_disk_another_process_fills_still_gets_the_summary(tmp_path, capsys, m
         assert summary["stop_reason"] == "disk full" and leftovers(run_dir) == []
         for path in checkpoint.list_checkpoints(run_dir / "checkpoints"):
             checkpoint.read_checked(path)
+
+
+def test_a_file_size_limit_is_told_apart_from_a_full_disk(tmp_path):
+    """ulimit -f (RLIMIT_FSIZE): Python ignores SIGXFSZ, so the write fails with EFBIG while the
+    disk has room; the line says which limit, and nothing is left behind."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * KIB, hard))
+    try:
+        with pytest.raises(files.DiskFull) as failed:
+            files.write_atomic(tmp_path / "ckpt-1.pt", b"\1" * (100 * KIB))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(failed.value) == (
+        f"ckpt-1.pt in {tmp_path} exceeds this process's file-size limit (ulimit -f; File too "
+        "large): it needs 100.0 KiB"
+    )
+    assert failed.value.remedy == "raise the file-size limit" and list(tmp_path.iterdir()) == []
