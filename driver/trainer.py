@@ -9,7 +9,7 @@ or a stop is asked for. The end writes the final checkpoint, policy.pt2 and summ
 The solving evaluation writes policy.pt2 itself (on the evaluation thread, on Ray), so the
 export is not on the path from the solve to the exit; the first evaluation warms torch.export
 and matplotlib up for the same reason. summary.json's "timeline" holds the milestones of the
-start and the end (common/timeline.py).
+start and the end (driver/timeline.py).
 """
 
 import collections
@@ -20,17 +20,19 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from actors.evaluate import evaluate
+from actors.evaluation import evaluate
 from common import envs as envs_lib
-from common import files, preflight
+from common import files
 from common.config import Config, ConfigError, to_dict
-from common.metrics import RunLogger
 from common.networks import build_network
 from common.sequence import NONFINITE_FIELDS
-from common.timeline import Timeline
-from driver.bad_data import BadDataWatch
+from common.vector_env import EnvFailure
+from driver import preflight
+from driver.bad_data import BadData, BadDataWatch
+from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
-from driver.wiring import Components, placed
+from driver.timeline import Timeline
+from driver.wiring import Components
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
 
@@ -106,13 +108,12 @@ class Trainer:
         cfg: Config,
         info: envs_lib.EnvInfo,
         run_dir: Path,
-        resume: preflight.ResumePoint = None,
-        where=None,
+        resume: preflight.ResumePoint | None,
+        where,
     ):
-        """resume: the checkpoint to continue from (preflight.check_resume), for --resume; where:
-        the placement (driver/wiring.placed), else placed here (cfg.num_actors resolved by it)."""
-        if where is None:
-            cfg, where = placed(cfg)
+        """cfg and where: what driver/wiring.placed returns (cfg.num_actors resolved by the
+        placement); resume: the checkpoint to continue from (preflight.check_resume), for
+        --resume, else None."""
         self.cfg, self.info, self.run_dir, self.resume, self.where = (
             cfg,
             info,
@@ -127,6 +128,8 @@ class Trainer:
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
         # bench/peers/harness.py screens on the same seeds
         self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")
+        # not eval_seed + 1: that replays all but one of the greedy evaluation's envs
+        self.sampled_eval_seed = envs_lib.derive_seed(cfg.seed, "sampled_eval")
         self.last_eval = -math.inf  # env steps at the last evaluation
         self.latest = None  # (network, version) of the newest weights fetched
         # ((network, version, env steps), future): running on eval_thread
@@ -424,7 +427,7 @@ class Trainer:
                 policy,
                 self.cfg.env,
                 self.cfg.sampled_eval_episodes,
-                self.eval_seed + 1,
+                self.sampled_eval_seed,
                 greedy=False,
             )
             self.log.evaluation(sampled, greedy=False)
@@ -493,6 +496,29 @@ class Trainer:
         files.release(self.run_dir)
         files.write_atomic(
             self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+        )
+
+    def failure(self, exc: BaseException) -> tuple[str, str]:
+        """(stop_reason, error) for the summary.json of a run that raised exc: a full disk and
+        data that is mostly bad have reasons of their own (common/files.py, driver/bad_data.py)."""
+        if files.full_cause(exc):
+            return "disk full", str(self.disk_full(exc))
+        if isinstance(exc, BadData):
+            return exc.reason, str(exc)
+        if isinstance(exc, EnvFailure):
+            return "error", str(exc)
+        return "error", " ".join(f"{type(exc).__name__}: {exc}".split())
+
+    def disk_full(self, exc: BaseException) -> files.DiskFull:
+        """exc, a write refused for want of space, as a DiskFull: one of a log line
+        (metrics.jsonl, TensorBoard), whose size is unknown, as going on needing about a
+        checkpoint's size."""
+        if isinstance(exc, files.DiskFull):
+            return exc
+        newest = checkpoint.list_checkpoints(self.run_dir / "checkpoints")
+        needed = newest[0].stat().st_size if newest else None
+        return files.DiskFull(
+            self.run_dir, "its logs and next checkpoint", needed, files.full_cause(exc)
         )
 
     def fail(self, reason: str, error: str) -> dict:

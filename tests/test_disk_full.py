@@ -146,7 +146,7 @@ def test_log_lines_refused_by_a_full_disk_are_one_line_naming_the_run_folder(
 ):
     """metrics.jsonl and TensorBoard write a line at a time (their size is unknown): the line
     names the run folder and a checkpoint's size as what going on needs."""
-    from common.metrics import RunLogger
+    from driver.metrics import RunLogger
 
     scalars, calls = RunLogger.scalars, []
 

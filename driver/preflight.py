@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import placement
 from common.config import Config, ConfigError
 from common.envs import EnvInfo, derive_seed
 from common.networks import build_network
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
+from driver import placement
 from learner import checkpoint
 from learner.learner import check_same_shapes
 
@@ -68,7 +68,7 @@ def check_run_root(cfg: Config) -> None:
 
 def check_device(cfg: Config) -> None:
     """--device cuda needs a CUDA device here; a cluster's GPUs are checked after joining it
-    (common/placement.py)."""
+    (driver/placement.py)."""
     if cfg.device == "cuda" and cfg.address is None and not torch.cuda.is_available():
         raise ConfigError(
             "--device='cuda' is invalid: torch sees no CUDA device on this machine; "
