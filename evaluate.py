@@ -10,8 +10,8 @@ std, min and max return. --video N writes MP4s of the first N episodes into RUN_
 (raw rendered frames, e.g. Atari's colour screen rather than the 84x84 stack the agent sees;
 needs pip install -r requirements-video.txt).
 
-Bad input (no such run, no policy, a checkpoint that is missing or corrupt, a missing env or
-video package, a bad flag) prints one line and exits with code 2.
+Bad input (no such run, no policy, a policy of another env, a checkpoint that is missing or
+corrupt, a missing env or video package, a bad flag) prints one line and exits with code 2.
 """
 
 import argparse
@@ -109,8 +109,32 @@ def checkpoint_policy(cfg: Config, info: envs_lib.EnvInfo, path: Path) -> Callab
     return net.policy_logits
 
 
-def exported_policy(run_dir: Path) -> Callable:
-    """RUN_DIR/policy.pt2: obs [B, *O] -> logits [B, A] (torch.export program)."""
+def program_shapes(program: torch.export.ExportedProgram) -> tuple[tuple, torch.dtype, int]:
+    """(observation shape without the batch, its dtype, action count) an exported policy takes
+    and gives, from its graph: what a run on another env cannot feed it."""
+    (name,) = program.graph_signature.user_inputs
+    nodes = {node.name: node for node in program.graph.nodes}
+    obs = nodes[name].meta["val"]
+    (logits,) = next(n for n in program.graph.nodes if n.op == "output").args[0]
+    return tuple(obs.shape[1:]), obs.dtype, int(logits.meta["val"].shape[-1])
+
+
+def check_fits(program, info: envs_lib.EnvInfo, env_id: str, path: Path) -> None:
+    """UsageError unless the program takes the env's observations and gives its actions (a
+    policy.pt2 copied from a run on another env fails only inside torch, with a long traceback)."""
+    shape, dtype, actions = program_shapes(program)
+    env_dtype = getattr(torch, info.obs_dtype)
+    if (shape, dtype, actions) != (tuple(info.obs_shape), env_dtype, info.num_actions):
+        raise UsageError(
+            f"{path} does not fit {env_id}: it takes observations {shape} {str(dtype)[6:]} and gives "
+            f"{actions} actions, the env has {tuple(info.obs_shape)} {info.obs_dtype} and "
+            f"{info.num_actions}; allowed: the policy.pt2 of a run on {env_id}"
+        )
+
+
+def exported_policy(run_dir: Path, info: envs_lib.EnvInfo, env_id: str) -> Callable:
+    """RUN_DIR/policy.pt2: obs [B, *O] -> logits [B, A] (torch.export program), which must fit
+    the run's env."""
     path = run_dir / POLICY_FILE
     if not path.is_file():
         raise UsageError(
@@ -121,12 +145,14 @@ def exported_policy(run_dir: Path) -> Callable:
         data = path.read_bytes()
         # before torch.export.load, which logs a traceback on a bad file
         checkpoint.check_zip(data)
-        return torch.export.load(io.BytesIO(data)).module()
+        program = torch.export.load(io.BytesIO(data))
     except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
         raise UsageError(
             f"{path} cannot be loaded ({type(exc).__name__}); allowed: a policy.pt2 written by "
             "launch.py"
         ) from None
+    check_fits(program, info, env_id, path)
+    return program.module()
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -187,7 +213,7 @@ def watch(args: argparse.Namespace) -> dict:
         path = checkpoint_path(run_dir, args.checkpoint)
         policy, source = checkpoint_policy(cfg, info, path), path.name
     else:
-        policy, source = exported_policy(run_dir), POLICY_FILE
+        policy, source = exported_policy(run_dir, info, cfg.env), POLICY_FILE
     seed = envs_lib.derive_seed(cfg.seed, "watch", args.seed_set)
     num_envs = num_eval_envs(args.episodes)
     mode = "greedy" if args.greedy else "sampled"

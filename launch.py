@@ -10,7 +10,7 @@ and policy.pt2 (torch.export; load with torch.export.load, no project code neede
 Bad input fails before Ray starts or anything is written (exit 2, one line). The first
 Ctrl-C, SIGTERM or SIGHUP stops the run as a budget would (final checkpoint, policy, summary);
 a second one stops it at once. A run that fails after start-up still writes summary.json, with
-the error. Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
+the error; on a full disk with one line naming the folder and the space needed (common/files.py). Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 1 failed, 2 bad
 input, 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP; 130 a second Ctrl-C).
 """
 
@@ -19,10 +19,12 @@ import signal
 import sys
 import traceback
 
+from common import files
 from common.config import parse_config
 from common.vector_env import EnvFailure
+from driver.bad_data import BadData
 from driver.stopping import StopAtOnce, stop_on_signals
-from driver.trainer import train
+from driver.trainer import Trainer, train
 from learner import compiled
 from muesli_ray import BAD_INPUT, shutdown_ray, start
 
@@ -51,6 +53,24 @@ def error_line(exc: Exception) -> int:
     return 2
 
 
+def disk_full(trainer: Trainer, exc: Exception) -> int:
+    """A write refused for want of space: one line naming the folder and the space it needed,
+    summary.json in the space reserved for it (common/files.py), nothing else attempted (every
+    write would fail). Exit 1: the run failed; --resume continues it once there is room."""
+    exc = trainer.disk_full(exc)
+    where = f"summary.json in {trainer.run_dir}"
+    try:
+        trainer.fail(*trainer.failure(exc))
+    except OSError as again:
+        where = f"summary.json not written either: {again.strerror or again}"
+    print(
+        f"launch.py: error: {exc}; {exc.remedy}, then --resume {trainer.run_dir} ({where})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
 def main(argv=None) -> int:
     try:
         trainer = start(parse_config(argv))
@@ -76,14 +96,16 @@ def main(argv=None) -> int:
             flush=True,
         )
         return 130
-    # the env stopped working mid-run: a failed run, not a bad flag
-    except EnvFailure as exc:
-        trainer.fail("error", str(exc))
+    # the env stopped working or gives only bad data mid-run: a failed run, not a bad flag
+    except (EnvFailure, BadData) as exc:
+        trainer.fail(*trainer.failure(exc))
         print(f"launch.py: error: {exc} (summary.json in {run_dir})", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:
+        if files.full_cause(exc):
+            return disk_full(trainer, exc)
         traceback.print_exc()
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _, message = trainer.failure(exc)
         trainer.fail("error", message)
         print(
             f"launch.py: error: the run failed: {message} (summary.json in {run_dir})",

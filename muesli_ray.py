@@ -94,9 +94,7 @@ def train(cfg: Config) -> dict:
         with stop_on_signals(trainer):
             return run_to_end(trainer)
     except Exception as exc:
-        raise RunFailed(
-            trainer.fail("error", " ".join(f"{type(exc).__name__}: {exc}".split()))
-        ) from exc
+        raise RunFailed(trainer.fail(*trainer.failure(exc))) from exc
     except BaseException as exc:
         trainer.fail(f"{trainer.stop_request or 'interrupted'} twice", type(exc).__name__)
         raise
@@ -136,5 +134,6 @@ def load_policy(run_dir, greedy: bool = True, seed: int = 0) -> Policy:
     from evaluate import exported_policy, load_config
 
     run_dir = Path(run_dir)
-    info = envs_lib.describe(load_config(run_dir).env)
-    return Policy(exported_policy(run_dir), info.obs_shape, greedy, seed)
+    env = load_config(run_dir).env
+    info = envs_lib.describe(env)
+    return Policy(exported_policy(run_dir, info, env), info.obs_shape, greedy, seed)

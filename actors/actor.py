@@ -12,8 +12,13 @@ the cutter still holds are dropped, sequences already sent stay (each is complet
 with a bootstrap observation, as every non-final sequence does), and the env's next
 sequence starts at the rebuilt env's first observation, so no sequence spans an error.
 The lost step is not counted as an env step and the lost episode not as an episode.
+
+A sequence holding NaN or inf (an observation, a reward, or the probabilities the policy
+gave for them) is dropped on its own, never sent, and counted per kind (common/sequence.py
+nonfinite_kinds): the driver reports them and stops a run whose data is mostly bad.
 """
 
+import collections
 import time
 
 import numpy as np
@@ -26,7 +31,7 @@ from common import waits
 from common.config import Config
 from common.networks import build_network
 from common.ray_metrics import Recorder
-from common.sequence import SequenceSpec
+from common.sequence import SequenceSpec, nonfinite_kinds
 from common.vector_env import VectorEnv
 from transport.seams import ReplayWriter, WeightSource
 from transport.weights import load_numpy_state
@@ -126,6 +131,7 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._reported_env_errors = 0
+        self._reported_stalls = 0
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -168,6 +174,8 @@ class SelfPlayActor:
         nothing moves while we wait). Returns statistics for logging."""
         start, infer_s = time.perf_counter(), 0.0
         returns, lengths, sent, steps, held_s = [], [], 0, 0, 0.0
+        nonfinite = collections.Counter()  # sequences dropped per kind of bad value
+        dropped = 0
         E = self.cfg.envs_per_actor
         if self.obs is None:
             self._start_envs()
@@ -198,6 +206,11 @@ class SelfPlayActor:
                 out.final_obs,
                 out.lost,
             ):
+                bad = nonfinite_kinds(seq)
+                if bad:
+                    nonfinite.update(bad)
+                    dropped += 1
+                    continue
                 self.replay.add(seq)
                 sent += 1
             self.episode_return += out.reward
@@ -226,6 +239,8 @@ class SelfPlayActor:
         self._record_metrics(
             steps, returns, elapsed, infer_s / max(steps // E, 1), held_s, env_errors
         )
+        self.metrics.inc("nonfinite_sequences", dropped)
+        stalls, self._reported_stalls = self.envs.stalls - self._reported_stalls, self.envs.stalls
         return {
             "actor": self.index,
             "env_steps": steps,
@@ -240,6 +255,9 @@ class SelfPlayActor:
             "version": self.version,
             "pulls": self.weights.pulls,
             "env_errors": env_errors,
+            "env_stalls": stalls,
+            "dropped_sequences": dropped,
+            "nonfinite": dict(nonfinite),
         }
 
     def _record_metrics(

@@ -65,7 +65,13 @@ def policy_layers(net) -> list[Layer] | None:
 
 def policy_probs(layers: list[Layer], obs: np.ndarray) -> np.ndarray:
     """obs [B, *O] -> action probabilities [B, A] float32 (uint8 observations are scaled
-    by 1/255 first, as MuesliNet.represent does)."""
+    by 1/255 first, as MuesliNet.represent does). A non-finite observation gives NaN in its
+    row only, without numpy's warning: the actor counts and drops those sequences."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _policy_probs(layers, obs)
+
+
+def _policy_probs(layers: list[Layer], obs: np.ndarray) -> np.ndarray:
     x = obs.reshape(obs.shape[0], -1)
     x = (
         x.astype(np.float32) / np.float32(255.0)

@@ -428,6 +428,19 @@ def validate(cfg: Config) -> Config:
         cfg.replay_ratio == math.inf
     ):  # a limit no insert can satisfy: actors and learner both wait forever
         bad("replay_ratio", "must be finite (0 = no limit)")
+    if cfg.value_target == "mc" and cfg.retrace_q == "model":
+        # every trace 1 with model q's is still Retrace, not the discounted returns mc promises
+        bad(
+            "retrace_q",
+            "cannot be combined with --value-target='mc' (its targets are the "
+            "discounted returns, which use no q); allowed: v",
+        )
+    if cfg.unroll_steps > cfg.sequence_length:
+        bad(
+            "unroll_steps",
+            f"must be <= --sequence-length={cfg.sequence_length} (an unroll step "
+            "past a sequence's end has no target)",
+        )
     if cfg.prior_behaviour_weight + cfg.prior_uniform_weight > 1.0:
         bad("prior_behaviour_weight", "prior_behaviour_weight + prior_uniform_weight must be <= 1")
     if cfg.sequence_stride > cfg.sequence_length:

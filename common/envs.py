@@ -193,8 +193,15 @@ def _as_float32(env: gym.Env) -> gym.Env:
     with np.errstate(over="ignore"):  # float64 bounds beyond float32 become +-inf
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
     return gym.wrappers.TransformObservation(
-        env, lambda obs: np.asarray(obs, np.float32), spaces.Box(low, high, space.shape, np.float32)
+        env, _float32, spaces.Box(low, high, space.shape, np.float32)
     )
+
+
+def _float32(obs) -> np.ndarray:
+    """obs as float32; a value beyond float32's range becomes inf without numpy's warning: the
+    actor counts and drops the sequences that hold it (driver/bad_data.py)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(obs, np.float32)
 
 
 def _convert_observations(env_id: str, env: gym.Env) -> gym.Env:

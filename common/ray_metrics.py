@@ -50,6 +50,12 @@ SPECS: dict[tuple[str, str], tuple[str, str, list | None, tuple[str, ...]]] = {
         None,
         (),
     ),
+    ("actor", "nonfinite_sequences"): (
+        "counter",
+        "Sequences dropped for NaN or inf in their observations, rewards or probabilities",
+        None,
+        (),
+    ),
     ("actor", "weight_pulls"): ("counter", "Weight versions fetched from the store", None, ()),
     ("actor", "policy_version"): (
         "gauge",

@@ -67,6 +67,21 @@ def check_sequence_values(arrays: dict[str, np.ndarray], spec: SequenceSpec, wha
         raise codec.CodecError(f"{what} has no real step")
 
 
+# what a sequence's non-finite values are counted as (summary.json faults: nonfinite_<kind>)
+NONFINITE_FIELDS = {"obs": "obs", "reward": "reward", "behaviour": "probabilities"}
+
+
+def nonfinite_kinds(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The kinds of values (obs, reward, probabilities) that hold NaN or inf in one sequence:
+    the actor drops such a sequence alone and counts it, where replay's validation would drop
+    the whole payload of stacked sequences around it."""
+    return [
+        kind
+        for name, kind in NONFINITE_FIELDS.items()
+        if arrays[name].dtype.kind == "f" and not np.isfinite(arrays[name]).all()
+    ]
+
+
 def encode_sequence(arrays: dict[str, np.ndarray]) -> bytes:
     return codec.encode(SEQUENCE_KIND, arrays)
 

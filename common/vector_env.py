@@ -7,7 +7,8 @@ autoreset_mode SAME_STEP, resets an env within the step its episode ends: `obs` 
 new episode's first observation and `final_obs` the ended episode's last one. Without
 errors the two give the same numbers for the same seed (env j is reset with seed + j).
 
-What an env error costs (any Exception from the env's constructor, reset or step):
+What an env error costs (any Exception from the env's constructor, reset or step, and an
+observation whose shape is not its observation space's):
 - in step: that env's transition and the rest of its episode. The env is closed, rebuilt
   and reset; `lost[j]` is True, its reward 0, terminated and truncated False, and `obs[j]`
   is the rebuilt env's first observation. The caller drops whatever it held of that
@@ -16,11 +17,13 @@ What an env error costs (any Exception from the env's constructor, reset or step
   step is reported as usual); the env is rebuilt and `obs[j]` comes from the new one.
 - a rebuilt env is reset with a seed derived from (reset seed, j, rebuilds of env j so far).
 Every error is counted (`errors`) and the first and every LOG_EVERY-th printed as one line
-with the env's own message. An env that fails MAX_FAILURES_IN_A_ROW times with no
+with the env's own message. A step or reset that takes STALL_S or longer (a simulator or a
+server that hangs for a while, then answers) is counted in `stalls` and printed the same way. An env that fails MAX_FAILURES_IN_A_ROW times with no
 successful step in between (so: at creation or reset, or at the first step of every new
 episode) raises EnvFailure, one line naming the env and its last error.
 """
 
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +31,7 @@ import numpy as np
 from common import envs as envs_lib
 
 MAX_FAILURES_IN_A_ROW = 5
+STALL_S = 10.0  # one env call this long is a stall: counted and logged (a CartPole step: ~10 us)
 LOG_EVERY = 100
 MESSAGE_CHARS = 300
 
@@ -77,6 +81,7 @@ class VectorEnv:
         self.rebuilds = np.zeros(num_envs, dtype=np.int64)
         self.failures_in_a_row = np.zeros(num_envs, dtype=np.int64)
         self.errors = 0
+        self.stalls = 0
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Build (where needed) and reset every env; env j gets seed + j. Returns obs [E, *O]."""
@@ -91,7 +96,10 @@ class VectorEnv:
         final = [None] * E
         for j in range(E):
             try:
+                called = time.monotonic()
                 o, r, term, trunc, _ = self.envs[j].step(actions[j])
+                self._timed(j, "step", called)
+                o = self._checked(j, o)
             except Exception as exc:  # the env's own error: it costs this episode
                 self._count(j, exc, "step")
                 lost[j] = True
@@ -117,7 +125,10 @@ class VectorEnv:
     def _reset(self, j: int, seed: int | None) -> np.ndarray:
         """Reset env j (the autoreset after an episode end); rebuilt if the reset raises."""
         try:
-            return self.envs[j].reset(seed=seed)[0]
+            called = time.monotonic()
+            obs = self.envs[j].reset(seed=seed)[0]
+            self._timed(j, "reset", called)
+            return self._checked(j, obs)
         except Exception as exc:
             self._count(j, exc, "reset")
             return self._start(j, self._next_seed(j))
@@ -129,17 +140,44 @@ class VectorEnv:
             try:
                 if self.envs[j] is None:
                     self.envs[j] = self._make(j)
-                return self.envs[j].reset(seed=seed)[0]
+                return self._checked(j, self.envs[j].reset(seed=seed)[0])
             except envs_lib.EnvError:
                 raise  # an unsupported id or space: no retry makes it work
             except Exception as exc:
                 self._count(j, exc, "creation" if self.envs[j] is None else "reset")
                 seed = self._next_seed(j)
 
+    def _checked(self, j: int, obs) -> np.ndarray:
+        """obs as an array of the shape env j's observation space promises; an env that breaks
+        that promise raises here, inside the env's own try, so it is one env error (np.stack
+        of the E observations would fail the whole step, and with it the actor)."""
+        obs, shape = np.asarray(obs), self.envs[j].observation_space.shape
+        if obs.shape != shape:
+            raise ValueError(
+                f"observation of shape {obs.shape} does not match its observation space {shape}"
+            )
+        return obs
+
     def _make(self, j: int):
         if j < len(self.watched):
             return self.watched[j](envs_lib.make_env(self.env_id, render_mode="rgb_array"))
         return envs_lib.make_env(self.env_id)
+
+    def _timed(self, j: int, where: str, called: float) -> None:
+        """Count and log a call of env j that took STALL_S or longer (a stall, not an error: the
+        env answered, and its answer is used)."""
+        took = time.monotonic() - called
+        if took < STALL_S:
+            return
+        self.stalls += 1
+        if self.stalls == 1 or self.stalls % LOG_EVERY == 0:
+            who = f"{self.owner}: " if self.owner else ""
+            print(
+                f"{who}env {j} of {self.env_id} took {took:.1f} s for one {where} (stalled: "
+                f">= {STALL_S:g} s); env stall {self.stalls} (logged: the 1st and every "
+                f"{LOG_EVERY}th)",
+                flush=True,
+            )
 
     def _count(self, j: int, exc: Exception, where: str) -> None:
         """Book an error of env j at `where`, log it, drop the env (rebuilt on next start);

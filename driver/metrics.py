@@ -2,12 +2,14 @@
 learning-curve PNG. Metric names are flat and namespaced (`actor/...`, `learner/...`,
 `loss/...`, `eval/...`)."""
 
+import io
 import json
-import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
+
+from common.files import write_atomic
 
 
 def keep_metrics_until(path: Path, env_steps: int) -> None:
@@ -24,9 +26,7 @@ def keep_metrics_until(path: Path, env_steps: int) -> None:
                 kept.append(line.rstrip("\n") + "\n")
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept).encode())
 
 
 class RunLogger:
@@ -117,7 +117,8 @@ class RunLogger:
             else float("nan")
         )
 
-    def progress(self, force: bool = False) -> None:
+    def progress(self, force: bool = False, note: str = "") -> None:
+        """The progress line (every print_every_s unless force), `note` at its end."""
         now = self.elapsed()
         if not force and now - self._last_print < self.print_every_s:
             return
@@ -129,7 +130,7 @@ class RunLogger:
             f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
             f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
             f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
-            f"| loss {m.get('loss/total', float('nan')):7.3f}"
+            f"| loss {m.get('loss/total', float('nan')):7.3f}{note}"
         )
         if self.tty and not force:
             self.stream.write("\r" + line)
@@ -178,8 +179,10 @@ class RunLogger:
         axes[0].legend(loc="lower right", fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
         plt.close(fig)
+        write_atomic(Path(path), png.getvalue())
         return Path(path)
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
     else:
         num_actors = cfg.num_actors
         whole = int(math.floor(left + 1e-9))
+        check_actors_fit(num_actors, left, learner_cpus)
         if whole >= 1:
             per_cpu = math.ceil(num_actors / whole)
             actor_cpus = max(MIN_ACTOR_CPUS, _floor(1.0 / per_cpu, 4))
@@ -79,6 +80,21 @@ def plan(cfg, total_cpus: float, free_cpus: float, free_gpus: float) -> Placemen
         shard=dict(num_cpus=0, scheduling_strategy="SPREAD"),
         store=dict(num_cpus=0),
     )
+
+
+def check_actors_fit(num_actors: int, left: float, learner_cpus: float) -> None:
+    """PlacementError unless num_actors of at least MIN_ACTOR_CPUS each fit the `left` CPUs (as
+    plan shares them: k per whole CPU, or an even split of less than one): Ray would start the
+    ones that fit and leave the rest pending, and the run would wait for them, silently."""
+    whole = int(math.floor(left + 1e-9))
+    per_cpu = round(1 / MIN_ACTOR_CPUS)
+    most = whole * per_cpu if whole >= 1 else int(math.floor(left * per_cpu + 1e-9))
+    if num_actors > most:
+        raise PlacementError(
+            f"--num-actors={num_actors} is invalid: at most {most} actors (at least "
+            f"{MIN_ACTOR_CPUS:g} CPU each) fit the {left:g} CPU(s) left after the learner's "
+            f"{learner_cpus:g}; allowed: 1 to {most}, or more CPUs (--num-cpus for a local Ray)"
+        )
 
 
 def inside(plan: Placement, strategy) -> Placement:

@@ -19,6 +19,7 @@ from common.envs import EnvInfo, derive_seed
 from common.networks import build_network
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
+from driver import placement
 from learner import checkpoint
 from learner.learner import check_same_shapes
 
@@ -135,6 +136,33 @@ def probe_address(address: str, timeout_s: float = ADDRESS_PROBE_S) -> None:
         ) from None
 
 
+def check_local_ray(cfg: Config) -> None:
+    """A local Ray's settings that would hang it or its start: more actors than its --num-cpus
+    can hold (they would wait for CPUs forever), a metrics port another process holds (ray.init
+    would time out after 30 s)."""
+    try:
+        placement.plan(cfg, cfg.num_cpus, cfg.num_cpus, free_gpus=0)
+    except placement.PlacementError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.metrics_export_port:
+        check_port_free(cfg.metrics_export_port)
+
+
+def check_port_free(port: int) -> None:
+    """--metrics-export-port must be free on every interface of this machine, as Ray binds it."""
+    with socket.socket() as probe:
+        # SO_REUSEADDR: a port left in TIME_WAIT by an earlier run is free for Ray too
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"--metrics-export-port={port} is invalid: another process holds port {port} "
+                f"on this machine ({exc.strerror or type(exc).__name__}); allowed: a free port, "
+                "or 0 (Ray's default)"
+            ) from None
+
+
 @dataclass
 class ResumePoint:
     """The checkpoint a --resume run continues from, read and checked before anything starts."""
@@ -184,6 +212,8 @@ def check(cfg: Config, info: EnvInfo) -> ResumePoint | None:
     check_device(cfg)
     if cfg.address is None:  # replay lives on this machine (in-process or a local Ray)
         check_replay_memory(cfg, info, available_memory(), "this machine")
+        if not cfg.in_process:
+            check_local_ray(cfg)
     else:
         probe_address(cfg.address)
     return check_resume(cfg, info)

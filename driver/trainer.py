@@ -22,9 +22,13 @@ from pathlib import Path
 
 from actors.evaluation import evaluate
 from common import envs as envs_lib
+from common import files
 from common.config import Config, ConfigError, to_dict
 from common.networks import build_network
+from common.sequence import NONFINITE_FIELDS
+from common.vector_env import EnvFailure
 from driver import preflight
+from driver.bad_data import BadData, BadDataWatch
 from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
 from driver.timeline import Timeline
@@ -71,10 +75,29 @@ def make_run_dir(cfg: Config) -> Path:
                 f"--run-name={name!r} is invalid: {root / name} was taken by another run that started "
                 "at the same time; allowed: a new name"
             )
-    checkpoint.write_atomic(
-        run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
-    )
+    try:
+        files.reserve(run_dir)  # the room summary.json will need (common/files.py)
+        files.write_atomic(
+            run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
+        )
+    except OSError as exc:
+        if not cfg.resume:  # a new folder left behind would block its name
+            files.release(run_dir)
+            (run_dir / "checkpoints").rmdir()
+            run_dir.rmdir()
+        raise ConfigError(
+            f"--run-root={cfg.run_root!r} is invalid: {exc}; allowed: a folder with free space"
+        ) from None
     return run_dir
+
+
+# summary.json's faults that are there, 0 or not (others appear once they happen: actor_failures, ...)
+ALWAYS_REPORTED = (
+    "env_errors",
+    "env_stalls",
+    "dropped_sequences",
+    *(f"nonfinite_{kind}" for kind in NONFINITE_FIELDS.values()),
+)
 
 
 class Trainer:
@@ -136,6 +159,7 @@ class Trainer:
         # actor_failures, actors_replaced, ... (summary.json)
         self.faults = collections.Counter()
         self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
+        self.bad_data = BadDataWatch(self.faults)
 
     # -- building and resuming -------------------------------------------------------------
     def build(self) -> Components:
@@ -182,9 +206,18 @@ class Trainer:
             self.first_env_step_s = self.log.elapsed() - stats["seconds"]
             self.timeline.mark("first_env_step", time.time() - stats["seconds"])
         self.log.actor(stats)
-        if stats["env_errors"]:
-            self.faults["env_errors"] += stats["env_errors"]
-            self.log.scalars({"faults/env_errors": self.faults["env_errors"]})
+        for fault in ("env_errors", "env_stalls"):
+            if stats[fault]:
+                self.faults[fault] += stats[fault]
+                self.log.scalars({f"faults/{fault}": self.faults[fault]})
+        if self.bad_data.add(stats["sequences"], stats["dropped_sequences"], stats["nonfinite"]):
+            self.log.scalars(
+                {
+                    f"faults/{k}": v
+                    for k, v in self.faults.items()
+                    if k.startswith(("nonfinite", "dropped"))
+                }
+            )
 
     def on_learner(self, metrics: dict) -> None:
         """A learner.train report; of one that made no update (data or throttle held it back)
@@ -194,7 +227,7 @@ class Trainer:
                 {
                     k: v
                     for k, v in metrics.items()
-                    if k in ("replay/failed_calls", "replay/lost_sequences")
+                    if k in ("replay/failed_calls", "replay/lost_sequences", "replay/rejected")
                 }
             )
             return
@@ -356,7 +389,7 @@ class Trainer:
         reason = ""
         while not reason:
             self.take(rounds.reports())
-            self.log.progress()
+            self.log.progress(note=self.bad_data.progress_note())
             self.maybe_evaluate()
             self.maybe_checkpoint()
             reason = self.should_stop()
@@ -376,7 +409,7 @@ class Trainer:
         train_seconds = self.log.elapsed()
         finish_start = time.monotonic()
         self.timeline.mark("finish")
-        self.log.progress(force=True)
+        self.log.progress(force=True, note=self.bad_data.progress_note())
         # The final checkpoint waits for the learner's call in flight (up to LEARNER_CALL_STEPS
         # updates on Ray): it is saved on a thread of its own while the rest is done here.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as saver:
@@ -439,22 +472,54 @@ class Trainer:
             "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "run_dir": str(self.run_dir),
             "faults": dict(
-                self.faults,
-                env_errors=self.faults["env_errors"],
+                # the counters every run reports, 0 where nothing happened
+                {name: self.faults[name] for name in ALWAYS_REPORTED},
+                **self.faults,
                 replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
                 replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
+                replay_payloads_rejected=int(self.log.latest.get("replay/rejected", 0)),
             ),
             "resumed_from": self.resumed_from,
         }
 
-    def write_summary(self, summary: dict) -> None:
-        """summary.json (atomically), with the timeline up to now."""
+    def write_summary(self, summary: dict, failed: bool = False) -> None:
+        """summary.json (atomically), with the timeline up to now, the last file written: the
+        logs are closed first (of a run that `failed`, a log that cannot be flushed, on a full
+        disk say, does not stop the summary), then the space reserved for it is given back."""
         self.timeline.mark("summary")
         summary["timeline"] = self.timeline.as_dict()
-        checkpoint.write_atomic(
+        try:
+            self.log.close()
+        except OSError:
+            if not failed:
+                raise
+        files.release(self.run_dir)
+        files.write_atomic(
             self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
         )
-        self.log.close()
+
+    def failure(self, exc: BaseException) -> tuple[str, str]:
+        """(stop_reason, error) for the summary.json of a run that raised exc: a full disk and
+        data that is mostly bad have reasons of their own (common/files.py, driver/bad_data.py)."""
+        if files.full_cause(exc):
+            return "disk full", str(self.disk_full(exc))
+        if isinstance(exc, BadData):
+            return exc.reason, str(exc)
+        if isinstance(exc, EnvFailure):
+            return "error", str(exc)
+        return "error", " ".join(f"{type(exc).__name__}: {exc}".split())
+
+    def disk_full(self, exc: BaseException) -> files.DiskFull:
+        """exc, a write refused for want of space, as a DiskFull: one of a log line
+        (metrics.jsonl, TensorBoard), whose size is unknown, as going on needing about a
+        checkpoint's size."""
+        if isinstance(exc, files.DiskFull):
+            return exc
+        newest = checkpoint.list_checkpoints(self.run_dir / "checkpoints")
+        needed = newest[0].stat().st_size if newest else None
+        return files.DiskFull(
+            self.run_dir, "its logs and next checkpoint", needed, files.full_cause(exc)
+        )
 
     def fail(self, reason: str, error: str) -> dict:
         """summary.json of a run that failed after start-up: why it stopped and the newest
@@ -465,7 +530,7 @@ class Trainer:
             "error": error,
             "checkpoint": str(newest[0]) if newest else None,
         }
-        self.write_summary(summary)
+        self.write_summary(summary, failed=True)
         return summary
 
 

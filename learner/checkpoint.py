@@ -2,8 +2,9 @@
 
 A checkpoint is the bytes of `Learner.checkpoint_bytes()` (torch.save format) written as
 run_dir/checkpoints/ckpt-<step>.pt, <step> being the learner step stored inside. Writes
-go to a temporary file in the same folder, are fsynced, then renamed, so a crash never
-leaves a half-written checkpoint under the final name; an existing file is never replaced.
+go through common/files.write_atomic (a temporary file, fsynced, then renamed, removed when
+the write fails), so a crash or a full disk never leaves a half-written checkpoint under the
+final name; an existing file is never replaced.
 """
 
 import io
@@ -14,26 +15,14 @@ from pathlib import Path
 
 import torch
 
+# the run's one atomic write (common/files.py), used here and by bench/ablate.py
+from common.files import write_atomic
+
 PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -2,12 +2,13 @@
 action logits [B, A], saved with torch.export (dynamic batch); load it with torch.export.load,
 no project code needed."""
 
-import os
+import io
 from pathlib import Path
 
 import torch
 
 from common.envs import EnvInfo
+from common.files import write_atomic
 
 
 class Policy(torch.nn.Module):
@@ -34,10 +35,9 @@ def warm_up(net: torch.nn.Module, info: EnvInfo) -> None:
 
 
 def export_policy(net: torch.nn.Module, info: EnvInfo, path: Path) -> None:
-    """Write net's policy to `path` atomically (a temp file, then os.replace): a reader never
-    sees a half-written file."""
-    path = Path(path)
-    # torch.export.save wants a .pt2 name
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    torch.export.save(export_program(net, info), str(tmp))
-    os.replace(tmp, path)
+    """Write net's policy to `path` whole or not at all (common/files.write_atomic): saved to
+    memory first, so its size is known and a full disk stops a Python write, which removes its
+    temp file, not torch's C++ writer (which aborted the process)."""
+    buffer = io.BytesIO()
+    torch.export.save(export_program(net, info), buffer)
+    write_atomic(Path(path), buffer.getvalue())

@@ -322,6 +322,7 @@ class Learner:
                 "learner/skipped_updates": self.skipped,
                 "replay/failed_calls": totals.get("failed_calls", 0),
                 "replay/lost_sequences": totals.get("lost_stored", 0),
+                "replay/rejected": totals.get("rejected", 0),
             }
         )
         self._record_metrics(out, count)

@@ -9,7 +9,12 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   instance of the env (numbered per process from 0), its episode number (from 0) and the
   step within the episode. Every episode terminates after `episode_steps` steps, reward 1;
   step number `fail_at_step` of an instance's life (counted over its episodes, from 1)
-  raises, and so does reset number `fail_at_reset` (the first reset is number 1).
+  raises, and so does reset number `fail_at_reset` (the first reset is number 1). With
+  `nan_obs_at` (`nan_reward_at`) the observation reached at step t = nan_obs_at of every
+  episode (the reward of the step that reaches it) is NaN; `wrong_shape_at` gives it shape (2,).
+  Step number `stall_at` of an instance's life sleeps `stall_s` seconds first.
+- HugeObsCartPole-v0: CartPole with float64 observations (obs + 10) * 1e39: every value is beyond
+  float32's range (3.4e38).
 - ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
 - ResetFailsOffDriver-v0: CartPole-v1 whose reset raises RuntimeError in every process but
   the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
@@ -29,6 +34,7 @@ FLAKY_ID, COUNTING_ID, RESET_FAILS_ID = "FlakyCartPole-v0", "CountingEnv-v0", "R
 OFF_DRIVER_ID, DRIVER_PID_VAR = "ResetFailsOffDriver-v0", "FLAKY_ENVS_DRIVER_PID"
 # CartPole whose reset takes 3 ms: long evaluations, whatever the policy
 SLOW_RESET_ID = "SlowResetCartPole-v0"
+HUGE_OBS_ID = "HugeObsCartPole-v0"
 RESET_FAILURE = "simulator lost its licence server"
 _instances = itertools.count()
 made = {COUNTING_ID: 0, RESET_FAILS_ID: 0}  # instances built in this process
@@ -55,12 +61,25 @@ class CountingEnv(gym.Env):
     observation_space = spaces.Box(0, 10**6, (3,), np.float32)
     action_space = spaces.Discrete(2)
 
-    def __init__(self, episode_steps: int = 8, fail_at_step: int = 0, fail_at_reset: int = 0):
+    def __init__(
+        self,
+        episode_steps: int = 8,
+        fail_at_step: int = 0,
+        fail_at_reset: int = 0,
+        nan_obs_at: int = 0,
+        nan_reward_at: int = 0,
+        wrong_shape_at: int = 0,
+        stall_at: int = 0,
+        stall_s: float = 0.0,
+    ):
         self.episode_steps, self.fail_at_step, self.fail_at_reset = (
             episode_steps,
             fail_at_step,
             fail_at_reset,
         )
+        self.nan_obs_at, self.nan_reward_at = nan_obs_at, nan_reward_at
+        self.wrong_shape_at = wrong_shape_at
+        self.stall_at, self.stall_s = stall_at, stall_s
         self.instance = next(_instances)
         made[COUNTING_ID] += 1
         self.resets, self.life_steps, self.episode, self.t = 0, 0, -1, 0
@@ -78,10 +97,19 @@ class CountingEnv(gym.Env):
 
     def step(self, action):
         self.life_steps += 1
+        if self.life_steps == self.stall_at:
+            time.sleep(self.stall_s)
         if self.life_steps == self.fail_at_step:
             raise RuntimeError(f"CountingEnv {self.instance}: step {self.life_steps} failed")
         self.t += 1
-        return self._obs(), 1.0, self.t >= self.episode_steps, False, {}
+        obs, reward = self._obs(), 1.0
+        if self.t == self.nan_obs_at:
+            obs[0] = np.nan
+        if self.t == self.nan_reward_at:
+            reward = float("nan")
+        if self.t == self.wrong_shape_at:
+            obs = obs[:2]
+        return obs, reward, self.t >= self.episode_steps, False, {}
 
 
 class ResetFails(CartPoleEnv):
@@ -100,6 +128,21 @@ class ResetFailsOffDriver(CartPoleEnv):
         return super().reset(seed=seed, options=options)
 
 
+class HugeObsCartPole(CartPoleEnv):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        high = np.full(4, np.finfo(np.float64).max)
+        self.observation_space = spaces.Box(-high, high, (4,), np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return (obs.astype(np.float64) + 10) * 1e39, info
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return ((obs.astype(np.float64) + 10) * 1e39, *rest)
+
+
 class SlowResetCartPole(CartPoleEnv):
     def reset(self, *, seed=None, options=None):
         time.sleep(0.003)
@@ -112,6 +155,7 @@ for env_id, entry_point, limit in (
     (RESET_FAILS_ID, ResetFails, 500),
     (OFF_DRIVER_ID, ResetFailsOffDriver, 500),
     (SLOW_RESET_ID, SlowResetCartPole, 500),
+    (HUGE_OBS_ID, HugeObsCartPole, 500),
 ):
     if env_id not in gym.registry:
         gym.register(

@@ -124,6 +124,16 @@ def test_defaults_and_every_preset_are_valid():
         ),
         # combinations and syntax
         (
+            ["--value-target", "mc", "--retrace-q", "model"],
+            "--retrace-q='model' is invalid: cannot be combined with --value-target='mc' (its "
+            "targets are the discounted returns, which use no q); allowed: v",
+        ),
+        (
+            ["--unroll-steps", "11"],
+            "--unroll-steps=11 is invalid: must be <= --sequence-length=10 (an unroll step past "
+            "a sequence's end has no target)",
+        ),
+        (
             ["--in-process", "--address", "auto"],
             "--address='auto' is invalid: cannot be combined with --in-process",
         ),

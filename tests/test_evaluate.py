@@ -108,10 +108,12 @@ def test_checkpoint_plays_as_the_exported_policy_of_the_same_weights(run_dir):
     # Greedy episodes of a barely trained policy hardly tell online from target: the logits do.
     cfg = cli.load_config(run_dir)
     obs = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
-    from_checkpoint = cli.checkpoint_policy(
-        cfg, envs_lib.describe("CartPole-v1"), run_dir / "checkpoints" / f"ckpt-{step}.pt"
-    )(obs)
-    torch.testing.assert_close(from_checkpoint, cli.exported_policy(run_dir)(obs))
+    info = envs_lib.describe("CartPole-v1")
+    from_checkpoint = cli.checkpoint_policy(cfg, info, run_dir / "checkpoints" / f"ckpt-{step}.pt")(
+        obs
+    )
+    exported = cli.exported_policy(run_dir, info, "CartPole-v1")
+    torch.testing.assert_close(from_checkpoint, exported(obs))
 
 
 def test_other_seed_index_and_sampling_play_other_episodes(run_dir):
@@ -169,6 +171,17 @@ def corrupt_policy(run_dir, tmp_path):
     ], "{d}/r/policy.pt2 cannot be loaded (BadZipFile); allowed: a policy.pt2 written by launch.py"
 
 
+def another_envs_policy(run_dir, tmp_path):
+    """A CartPole run's policy.pt2 in a run folder of Acrobot (6 observations, 3 actions)."""
+    shutil.copytree(run_dir, tmp_path / "r", ignore=shutil.ignore_patterns("videos"))
+    config = json.loads((run_dir / "config.json").read_text())
+    (tmp_path / "r" / "config.json").write_text(json.dumps({**config, "env": "Acrobot-v1"}))
+    return [tmp_path / "r"], (
+        "{d}/r/policy.pt2 does not fit Acrobot-v1: it takes observations (4,) float32 and gives "
+        "2 actions, the env has (6,) float32 and 3; allowed: the policy.pt2 of a run on Acrobot-v1"
+    )
+
+
 def corrupt_checkpoint(run_dir, tmp_path):
     data = (run_dir / "checkpoints" / f"ckpt-{final_checkpoint(run_dir)}.pt").read_bytes()
     (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
@@ -213,6 +226,7 @@ BAD = {
     ),
     "no policy": lambda r, t, m: no_policy(r, t),
     "corrupt policy": lambda r, t, m: corrupt_policy(r, t),
+    "another env's policy": lambda r, t, m: another_envs_policy(r, t),
     "no such checkpoint": lambda r, t, m: (
         [r, "--checkpoint", 7],
         f"--checkpoint='7' is invalid: no file {r}/checkpoints/"

@@ -95,6 +95,29 @@ def test_bad_flags_stop_before_anything_starts(tmp_path, capsys, flags, expected
     assert list(tmp_path.iterdir()) == [] and not ray_running()
 
 
+def test_a_local_ray_that_would_hang_is_refused_before_it_starts(tmp_path, capsys):
+    """11 actors on 2 CPUs waited forever for CPUs; a metrics port another process holds made
+    ray.init time out after 30 s with a traceback. Both: one line, Ray never started."""
+    root = ["--run-root", str(tmp_path / "runs")]
+    line = main_fails(capsys, [*root, "--num-cpus", "2", "--num-actors", "11"])
+    assert line == (
+        "launch.py: error: --num-actors=11 is invalid: at most 10 actors (at least 0.1 CPU each) "
+        "fit the 1 CPU(s) left after the learner's 1; allowed: 1 to 10, or more CPUs (--num-cpus "
+        "for a local Ray)"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        line = main_fails(capsys, [*root, "--num-cpus", "1", "--metrics-export-port", str(port)])
+    assert line == (
+        f"launch.py: error: --metrics-export-port={port} is invalid: another process holds port "
+        f"{port} on this machine (Address already in use); allowed: a free port, or 0 (Ray's "
+        "default)"
+    )
+    assert not (tmp_path / "runs").exists() and not ray_running()
+
+
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
@@ -239,7 +262,9 @@ def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(
         "that started at the same time; allowed: a new name"
     )
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "the other run\n"
+    # the other run's files (.space-for-summary: the room it keeps for its summary.json)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".space-for-summary",
         "checkpoints",
         "config.json",
         "metrics.jsonl",

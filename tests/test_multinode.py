@@ -571,6 +571,27 @@ def test_actor_requests_fit_any_mix_of_whole_cpu_nodes(node_cpus):
         assert plan.num_actors == (num_actors or whole_left)
 
 
+@pytest.mark.parametrize("node_cpus", [[2], [1, 2], [2, 2], [8], [0.5]])
+def test_more_actors_than_fit_are_refused_not_left_pending(node_cpus):
+    """One actor past 10 per whole CPU left (or per 0.1 of less than one) would wait forever."""
+    from types import SimpleNamespace
+
+    from driver import placement
+
+    total = float(sum(node_cpus))
+    learner = min(1.0, total / 2)
+    most = 10 * int(total - learner) if total - learner >= 1 else int((total - learner) * 10)
+    cfg = SimpleNamespace(num_actors=most, device="auto")
+    assert placement.plan(cfg, total, total, 0.0).num_actors == most
+    with pytest.raises(placement.PlacementError) as refused:
+        placement.plan(SimpleNamespace(num_actors=most + 1, device="auto"), total, total, 0.0)
+    assert str(refused.value) == (
+        f"--num-actors={most + 1} is invalid: at most {most} actors (at least 0.1 CPU each) fit "
+        f"the {total - learner:g} CPU(s) left after the learner's {learner:g}; allowed: 1 to "
+        f"{most}, or more CPUs (--num-cpus for a local Ray)"
+    )
+
+
 def test_an_even_split_that_would_strand_an_actor_is_not_chosen():
     """Two 2-CPU nodes, 4 actors: 3 free CPUs / 4 = 0.75 each leaves 0.25 and 0.5 over and the
     fourth actor pending forever; 1/2 CPU each fills the nodes exactly."""
