@@ -10,6 +10,7 @@ learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's 
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def start_ray(cfg: Config) -> None:
             ) from None
     else:
         port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
+        ask_for_token_auth()
         # address="local": a new local Ray even where `ray start` left one running on this machine
         ray.init(
             address="local",
@@ -74,6 +76,19 @@ def start_ray(cfg: Config) -> None:
             log_to_driver=True,
             **port,
         )
+
+
+def ask_for_token_auth() -> None:
+    """Token authentication for a new local Ray, as Ray 2.60 turns it on by default, but asked
+    for, so Ray does not warn on the console that it turned it on (README: the dashboard asks
+    for the token, `ray get-auth-token` prints it). What Ray does when it turns it on itself:
+    the mode in the environment (for this process's children) and Ray's cached config refreshed.
+    RAY_AUTH_MODE set by the user wins; where Ray's internals differ from 2.60's, Ray warns."""
+    initialize = getattr(getattr(ray._raylet, "Config", None), "initialize", None)
+    if "RAY_AUTH_MODE" in os.environ or initialize is None:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    initialize("")
 
 
 def shutdown_ray() -> None:
@@ -203,6 +218,16 @@ class RayRounds:
         return [("learner", ray.get(self.learner_call))] if done else []
 
 
+# Ray's core worker logs an error the first time an actor that may restart is given an actor
+# handle (ray#53727: creation arguments held by reference may be gone when it restarts). Each
+# self-play actor is given the replay shards' and the weight store's handles, which the driver
+# holds until the run ends, so a restarted actor finds them; this line says so on the console.
+RESTART_ERROR_NOTE = (
+    "note: the core_worker error above (ray#53727) is about the replay and weight-store handles "
+    "each actor is given; the driver holds them all run, so a restarted actor finds them"
+)
+
+
 class OnRay:
     """Where components run: Ray actors placed by `cluster_plan`. Same methods as
     driver/in_process.InProcess."""
@@ -211,11 +236,17 @@ class OnRay:
         self.plan = cluster_plan(cfg)
         self.num_actors = self.plan.num_actors
         self.classes = remote_classes(cfg, self.plan)
+        # the first actor's creation prints Ray's error line, once per process
+        self.restart_note_due = cfg.max_restarts != 0
         # Ray is up and the plan made (summary.json timeline)
         self.ready_at = time.time()
 
     def new(self, cls, *args):
-        return self.classes[cls].remote(*args)
+        handle = self.classes[cls].remote(*args)
+        if cls is SelfPlayActor and self.restart_note_due:
+            self.restart_note_due = False
+            print(RESTART_ERROR_NOTE, flush=True)
+        return handle
 
     def call(self, handle, method: str, *args):
         return ray.get(getattr(handle, method).remote(*args))

@@ -264,7 +264,7 @@ class Trainer:
         """Log an evaluation of the weights as of env_steps (`ended`: the wall time it ended); the
         first that reaches the bar solves the run, and its network is the one exported."""
         if screen is not None:
-            self.log.scalars({"eval/screen_return": float(screen.mean())}, env_steps)
+            self.log.screening(screen, env_steps)
         if full is None:
             return
         self.log.evaluation(full, env_steps=env_steps)

@@ -268,10 +268,38 @@ def test_ray_dashboard_lists_the_components_in_headless_chromium(ray_run):
     shot = run_dir / "dashboard.png"
     assert watcher.dom, "chromium returned no page"
     # The actors page, past the token prompt, names every component by its __repr__.
-    for name in ("SelfPlayActor(0)", "ReplayShard(0)", "Learner(step=", "ALIVE"):
+    for name in ("SelfPlayActor(0)", "ReplayShard(0)", "Learner(cpu)", "ALIVE"):
         assert name in watcher.dom, watcher.dom[:2000]
     assert (
         shot.exists()
         and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         and shot.stat().st_size > 20_000
     )
+
+
+def test_progress_line_shows_dashes_until_there_is_a_loss_and_the_newest_screen_or_eval(tmp_path):
+    import io
+
+    from common.metrics import RunLogger
+
+    out = io.StringIO()
+    log = RunLogger(tmp_path, "{}", stream=out)
+
+    def segments():
+        log.progress(force=True)
+        line = out.getvalue().splitlines()[-1]
+        return [part.strip() for part in line.split("|")]
+
+    assert segments()[3:] == [
+        "eval         -",
+        "learner       0 lag   0.0 (     0 env)",
+        "loss       -",
+    ]
+    log.screening([40.0, 50.5], env_steps=256)
+    log.scalars({"loss/total": 0.5, "learner/steps": 100})
+    assert segments()[3] == "screen    45.2" and segments()[5] == "loss   0.500"
+    log.evaluation([386.0, 387.0], env_steps=512)
+    assert segments()[3] == "eval     386.5"
+    log.screening([10.0], env_steps=1024)  # the newest look, whichever kind
+    assert segments()[3] == "screen    10.0"
+    log.close()
