@@ -23,13 +23,17 @@ from common import envs as envs_lib
 from common.config import Config
 from common.networks import build_network
 from common.numpy_policy import policy_layers, policy_probs
-from common.ray_metrics import Recorder
+from common.ray_metrics import Recorder, in_ray
 from common.sampling import sample_categorical
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
 from transport.weights import WeightClient, load_numpy_state
 
 HELD_REPORT_S = 1.0  # a collect call held by replay's rate limit returns after this long
+# On Ray an actor prints its rate this often to its own log (the dashboard's Actors -> Log view);
+# the driver keeps lines that start with RATE_PREFIX off its console (driver/on_ray.py).
+RATE_LOG_S = 5.0
+RATE_PREFIX = "throughput: "
 
 
 class SequenceCutter:
@@ -126,6 +130,8 @@ class SelfPlayActor:
         self.metrics = Recorder("actor", index)
         self._reported_pulls = 0
         self._reported_env_errors = 0
+        # (time, env steps, episodes) at the last rate line; None: no rate lines (not on Ray)
+        self._rate_mark = (time.monotonic(), 0, 0) if in_ray() else None
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -226,6 +232,7 @@ class SelfPlayActor:
         self._record_metrics(
             steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors
         )
+        self._maybe_log_rate()
         return {
             "actor": self.index,
             "env_steps": steps,
@@ -241,6 +248,24 @@ class SelfPlayActor:
             "pulls": self.weights.pulls,
             "env_errors": env_errors,
         }
+
+    def _maybe_log_rate(self) -> None:
+        """Every RATE_LOG_S (checked after each collect call), one line: env steps per second
+        since the last line, and what the actor acts with."""
+        if self._rate_mark is None:
+            return
+        now = time.monotonic()
+        then, steps, episodes = self._rate_mark
+        if now - then < RATE_LOG_S:
+            return
+        self._rate_mark = (now, self.env_steps, self.episodes)
+        print(
+            f"{RATE_PREFIX}actor {self.index}: {(self.env_steps - steps) / (now - then):.0f} env "
+            f"steps/s over {now - then:.1f} s ({self.env_steps - steps:,} env steps, "
+            f"{self.episodes - episodes} episodes; {self.env_steps:,} in all), weights of "
+            f"learner step {self.version}",
+            flush=True,
+        )
 
     def _record_metrics(
         self,

@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from actors.actor import SelfPlayActor
+from actors.actor import RATE_PREFIX, SelfPlayActor
 from common import envs as envs_lib
 from common import placement
 from common.config import Config, ConfigError
@@ -76,6 +76,7 @@ def start_ray(cfg: Config) -> None:
             log_to_driver=True,
             **port,
         )
+    keep_rate_lines_off_console()
 
 
 def ask_for_token_auth() -> None:
@@ -89,6 +90,28 @@ def ask_for_token_auth() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     initialize("")
+
+
+def keep_rate_lines_off_console() -> None:
+    """The actors' rate lines (actors/actor.py, RATE_PREFIX) stay in their own logs (the
+    dashboard's Actors -> Log view) and off this console, where the progress line has the
+    run's rate: each of Ray's handlers of the actors' forwarded output gets their batches
+    without those lines. Where Ray's internals differ from 2.60's, the lines show here too."""
+    dispatcher = getattr(ray._private.worker, "global_worker_stdstream_dispatcher", None)
+    handlers, lock = getattr(dispatcher, "handlers", None), getattr(dispatcher, "_lock", None)
+    if not isinstance(handlers, list) or lock is None:
+        return
+
+    def without_rate_lines(handler):
+        def handle(batch):
+            lines = [line for line in batch.get("lines", ()) if not line.startswith(RATE_PREFIX)]
+            if lines:
+                handler({**batch, "lines": lines})
+
+        return handle
+
+    with lock:
+        dispatcher.handlers = [(name, without_rate_lines(h)) for name, h in handlers]
 
 
 def shutdown_ray() -> None:

@@ -26,11 +26,22 @@ from common import preflight
 from common.config import Config, ConfigError, to_dict
 from common.metrics import RunLogger
 from common.networks import build_network
+from common.ray_metrics import Recorder
 from common.timeline import Timeline
 from driver.supervision import ActorSupervisor
 from driver.wiring import Components, placed
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
+
+# summary.json's fault counts; each is a Ray gauge from the start (0 is news too: Grafana's Faults)
+FAULT_KINDS = (
+    "actor_failures",
+    "chunks_lost",
+    "actors_replaced",
+    "env_errors",
+    "replay_failed_calls",
+    "replay_sequences_lost",
+)
 
 
 def claim_run_dir(run_dir: Path) -> bool:
@@ -135,6 +146,7 @@ class Trainer:
         # actor_failures, actors_replaced, ... (summary.json)
         self.faults = collections.Counter()
         self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
+        self.metrics = Recorder("driver")  # a no-op unless this process runs on Ray
 
     # -- building and resuming -------------------------------------------------------------
     def build(self) -> Components:
@@ -355,6 +367,7 @@ class Trainer:
         reason = ""
         while not reason:
             self.take(rounds.reports())
+            self.record_faults()
             self.log.progress()
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -365,6 +378,21 @@ class Trainer:
     def take(self, reports) -> None:
         for kind, report in reports:
             (self.on_actor if kind == "actor" else self.on_learner)(report)
+
+    def fault_counts(self) -> dict:
+        """The run's faults: the supervisor's counts, env errors, and replay's from the learner's
+        last report."""
+        return dict(
+            self.faults,
+            env_errors=self.faults["env_errors"],
+            replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+            replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
+        )
+
+    def record_faults(self) -> None:
+        """Every fault count as the driver's Ray gauge, those still 0 included."""
+        for kind, count in {**dict.fromkeys(FAULT_KINDS, 0), **self.fault_counts()}.items():
+            self.metrics.set("faults", count, kind=kind)
 
     # -- the end --------------------------------------------------------------------------
     def finish(self, reason: str) -> dict:
@@ -437,12 +465,7 @@ class Trainer:
             "episodes": self.log.episodes,
             "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "run_dir": str(self.run_dir),
-            "faults": dict(
-                self.faults,
-                env_errors=self.faults["env_errors"],
-                replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
-                replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
-            ),
+            "faults": self.fault_counts(),
             "resumed_from": self.resumed_from,
         }
 

@@ -37,7 +37,7 @@ EXPECTED = {
         "weight_pulls_total",
         "policy_version",
     ],
-    "replay": ["inserts_total", "samples_total", "size", "evictions_total"],
+    "replay": ["inserts_total", "samples_total", "size", "fill", "evictions_total"],
     "learner": [
         "steps_total",
         "transitions_per_s",
@@ -213,7 +213,7 @@ def test_replay_shard_reports_inserts_rejections_evictions_size_and_samples():
         and rec.calls["rejected"] == [1]
         and rec.calls["evictions"] == [2]
     )
-    assert rec.calls["size"] == [3] and rec.calls["samples"] == [2]
+    assert rec.calls["size"] == [3] and rec.calls["fill"] == [1.0] and rec.calls["samples"] == [2]
 
 
 # -- a short run on local Ray ---------------------------------------------------------------
