@@ -25,6 +25,7 @@ from common import envs as envs_lib
 from common import placement
 from common.config import Config, ConfigError
 from common.vector_env import EnvFailure
+from driver import grafana
 from learner.learner import Learner
 from replay.ray_client import RayReplayClient
 from replay.shard import ReplayShard
@@ -310,6 +311,18 @@ class OnRay:
 
     def describe(self, nodes: dict) -> str:
         return format_placement(self.plan, nodes)
+
+    def install_dashboard(self) -> str:
+        """Put the Grafana dashboard where the Grafana of this machine's Ray head looks
+        (driver/grafana.py); the line that says where, or "" off the head or without its
+        dashboard. Called once the components are up: the head writes its folder at start."""
+        node = getattr(ray._private.worker, "_global_node", None)
+        written = node is not None and grafana.install(node.get_session_dir_path())
+        return (
+            f"grafana: dashboard muesli-ray in {written.parent} (docs/dashboard.md)"
+            if written
+            else ""
+        )
 
     def rounds(self, components, chunk_steps: int, supervisor, stop=None) -> RayRounds:
         """stop: not needed here, as a round waits at most ROUND_WAIT_S and a learner call is short."""

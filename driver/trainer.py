@@ -361,9 +361,9 @@ class Trainer:
         for role, _, at in answers:
             self.timeline.mark(f"{role}_up", at)
         self.nodes = c.node_map(answers)
-        line = self.where.describe(self.nodes)
-        if line:
-            print(line, flush=True)
+        for line in (self.where.describe(self.nodes), self.where.install_dashboard()):
+            if line:
+                print(line, flush=True)
         reason = ""
         while not reason:
             self.take(rounds.reports())

@@ -273,13 +273,39 @@ def test_prometheus_and_grafana_read_what_the_ray_head_writes():
 
     grafana = services["grafana"]
     assert f"{head_tmp[0]}:/tmp/ray:ro" in grafana["volumes"]
-    assert (
-        grafana["environment"]["GF_PATHS_PROVISIONING"]
-        == "/tmp/ray/session_latest/metrics/grafana/provisioning"
-    )
     assert "3000:3000" in grafana["ports"]
     for name in ("prometheus", "grafana"):
         assert ":" in services[name]["image"] and not services[name]["image"].endswith(":latest")
+
+
+def test_grafana_provisions_prometheus_rays_dashboards_and_muesli_rays():
+    """Grafana's provisioning is docker/grafana/provisioning: Prometheus above as its data
+    source, Ray's dashboards from the folder the head writes them to in the shared volume, and
+    the project's dashboard from docker/grafana/dashboards (the file launch.py also puts into a
+    local head's Grafana folder: driver/grafana.py)."""
+    services = load("compose.yaml")["services"]
+    grafana = services["grafana"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
+    provisioning = grafana["environment"]["GF_PATHS_PROVISIONING"]
+    assert mounts["./grafana/provisioning"] == provisioning
+    assert all(v.endswith(":ro") for v in grafana["volumes"])
+
+    def provisioned(kind: str) -> list:
+        (file,) = (DOCKER / "grafana" / "provisioning" / kind).iterdir()
+        return yaml.safe_load(file.read_text())
+
+    (source,) = provisioned("datasources")["datasources"]
+    assert (source["type"], source["url"], source["isDefault"]) == (
+        "prometheus",
+        "http://prometheus:9090",
+        True,
+    )
+    paths = {p["folder"]: p["options"]["path"] for p in provisioned("dashboards")["providers"]}
+    ray_dashboards = services["ray-head"]["environment"]["RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"]
+    assert paths == {"Ray": ray_dashboards, "muesli-ray": mounts["./grafana/dashboards"]}
+    assert ray_dashboards.startswith("/tmp/ray/")  # in the volume Grafana mounts from the head
+    # the one dashboard, which tests/test_observability.py checks against a real Prometheus
+    assert [p.name for p in (DOCKER / "grafana" / "dashboards").iterdir()] == ["muesli-ray.json"]
 
 
 # -- ray up -----------------------------------------------------------------------------
