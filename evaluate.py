@@ -1,5 +1,5 @@
 """Evaluate and watch a trained run: `python evaluate.py RUN_DIR [--episodes N] [--greedy | --sampled]
-[--checkpoint STEP_OR_PATH] [--video N] [--seed S]`.
+[--checkpoint STEP_OR_PATH] [--video N] [--seed-set S]`.
 
 Plays the run's exported policy (RUN_DIR/policy.pt2) or one of its learner checkpoints on
 env seeds the run never used (role 'watch' of common/envs.derive_seed, distinct from the
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.evaluate import Episodes, num_eval_envs, play
+from actors.evaluation import Episodes, num_eval_envs, play
 from actors.video import EpisodeVideo, missing_video_packages
 from common import envs as envs_lib
-from common.cli import OneLineParser, UsageError
+from common.cli import OneLineParser, UsageError, first_paragraph
 from common.config import Config, ConfigError, saved_config
 from common.networks import build_network
 from learner import checkpoint
@@ -38,7 +38,7 @@ POLICY_FILE = "policy.pt2"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="evaluate.py", description=first_paragraph(__doc__))
     parser.add_argument(
         "run_dir", type=Path, help="a run directory written by launch.py (runs/<name>)"
     )
@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write MP4 videos of the first N episodes to RUN_DIR/videos/ (N <= min(episodes, 50))",
     )
     parser.add_argument(
-        "--seed",
+        "--seed-set",
         type=int,
         default=0,
-        help="which set of unseen env seeds: index of the 'watch' seed role (default 0)",
+        help="which set of env seeds the run never used, 0, 1, ...; the same set plays the same "
+        "episodes again (default 0)",
     )
     return parser
 
@@ -187,11 +188,11 @@ def watch(args: argparse.Namespace) -> dict:
         policy, source = checkpoint_policy(cfg, info, path), path.name
     else:
         policy, source = exported_policy(run_dir), POLICY_FILE
-    seed = envs_lib.derive_seed(cfg.seed, "watch", args.seed)
+    seed = envs_lib.derive_seed(cfg.seed, "watch", args.seed_set)
     num_envs = num_eval_envs(args.episodes)
     mode = "greedy" if args.greedy else "sampled"
     paths = [
-        run_dir / "videos" / f"{Path(source).stem}-{mode}-seed{args.seed}-episode{k}.mp4"
+        run_dir / "videos" / f"{Path(source).stem}-{mode}-set{args.seed_set}-episode{k}.mp4"
         for k in range(args.video)
     ]
     watched = [
@@ -199,7 +200,7 @@ def watch(args: argparse.Namespace) -> dict:
     ]
     print(
         f"evaluate.py: {run_dir} | {cfg.env} | {source} | {mode} | {args.episodes} episodes on {num_envs} envs, "
-        f"env seeds {seed}..{seed + num_envs - 1} (role 'watch', --seed {args.seed})",
+        f"env seeds {seed}..{seed + num_envs - 1} (role 'watch', --seed-set {args.seed_set})",
         flush=True,
     )
     episodes = play(

@@ -1,9 +1,9 @@
 """Train Muesli: `python launch.py [--preset NAME] [--field-name VALUE ...]`.
 
-Parses and checks the command line (common/config.py, common/preflight.py), places the
-components (driver/wiring.py: a local Ray by default, `--address` joins a cluster,
-`--in-process` runs them all in this process) and trains them (driver/trainer.py) until a
-separate greedy evaluation reaches the solve threshold or a budget runs out. The run
+Parses the command line (common/config.py); muesli_ray.start (the Python API) checks it, places
+the components (driver/wiring.py: a local Ray by default, `--address` joins a cluster,
+`--in-process` runs them all in this process) and claims the run folder; driver/trainer.py trains
+them until a separate greedy evaluation reaches the solve threshold or a budget runs out. The run
 directory holds config.json, metrics.jsonl, tensorboard/, checkpoints/, learning_curve.png
 and policy.pt2 (torch.export; load with torch.export.load, no project code needed).
 
@@ -14,20 +14,17 @@ the error. Exit codes (README.md, "Stopping"): 0 finished or stopped by Ctrl-C, 
 input, 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP; 130 a second Ctrl-C).
 """
 
-import contextlib
 import gc
-import os
 import signal
 import sys
 import traceback
 
-from common import envs as envs_lib
-from common import placement, preflight
-from common.config import ConfigError, parse_config
+from common.config import parse_config
 from common.vector_env import EnvFailure
-from driver.trainer import Trainer, make_run_dir, train
-from driver.wiring import placed
-from learner import checkpoint, compiled
+from driver.stopping import StopAtOnce, stop_on_signals
+from driver.trainer import train
+from learner import compiled
+from muesli_ray import BAD_INPUT, shutdown_ray, start
 
 
 def format_summary(s: dict) -> str:
@@ -39,64 +36,6 @@ def format_summary(s: dict) -> str:
         f"greedy eval {s['greedy_eval_mean']:.1f}, sampled eval {s['sampled_eval_mean']:.1f} "
         f"-> {s['run_dir']}"
     )
-
-
-def shutdown_ray() -> None:
-    """Stop the Ray this process started or joined, if any (an in-process run never imports Ray)."""
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        from driver import on_ray
-
-        on_ray.shutdown_ray()
-
-
-STOP_REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "sigterm", signal.SIGHUP: "sighup"}
-
-
-class StopAtOnce(KeyboardInterrupt):
-    """A second stop signal (SIGTERM or SIGHUP; a second Ctrl-C is a plain KeyboardInterrupt)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def detach_from_a_closed_terminal(trainer: Trainer) -> None:
-    """After SIGHUP the terminal may be gone, and every print would raise OSError (EIO): the
-    rest of the run writes its output to /dev/null instead (its files hold everything)."""
-    devnull = open(os.devnull, "w")
-    sys.stdout = sys.stderr = trainer.log.stream = devnull
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer):
-    """The first Ctrl-C (SIGINT), SIGTERM (Kubernetes, `ray job stop`, systemd, Docker) or SIGHUP
-    (a closed terminal) asks the trainer to stop as a spent budget would (final checkpoint,
-    policy, summary); a second one raises KeyboardInterrupt at once. A signal that was ignored
-    when the program started (`nohup`, a shell's background job) stays ignored. These handlers
-    replace the one ray.init installs for SIGTERM (sys.exit, which wrote nothing)."""
-
-    def on_signal(signum, frame):
-        if trainer.stop_request:
-            raise KeyboardInterrupt if signum == signal.SIGINT else StopAtOnce(signum)
-        trainer.stop_request = STOP_REASONS[signum]
-        again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
-        try:
-            print(
-                f"\n{trainer.stop_request}: finishing (final checkpoint, policy, summary); {again} stops at once",
-                flush=True,
-            )
-        except OSError:
-            detach_from_a_closed_terminal(trainer)
-
-    previous = {signum: signal.getsignal(signum) for signum in STOP_REASONS}
-    for signum, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(signum, on_signal)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def exit_code(summary: dict) -> int:
@@ -114,21 +53,10 @@ def error_line(exc: Exception) -> int:
 
 def main(argv=None) -> int:
     try:
-        cfg = parse_config(argv)
-        info = envs_lib.describe(cfg.env)
-        cfg.network_spec(info)  # a torso that cannot take these observations stops here
-        resume = preflight.check(cfg, info)
-        preflight.check_env_starts(cfg)
-    except (ConfigError, envs_lib.EnvError, checkpoint.CheckpointError, EnvFailure) as exc:
+        trainer = start(parse_config(argv))
+    except BAD_INPUT as exc:
         return error_line(exc)
-    try:
-        # num_actors resolved before config.json is written
-        cfg, where = placed(cfg, connect=True)
-        run_dir = make_run_dir(cfg)
-    except (ConfigError, placement.PlacementError) as exc:
-        shutdown_ray()
-        return error_line(exc)
-    trainer = Trainer(cfg, info, run_dir, resume, where)
+    cfg, info, run_dir = trainer.cfg, trainer.info, trainer.run_dir
     try:
         with stop_on_signals(trainer):
             summary = train(trainer)

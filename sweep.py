@@ -19,7 +19,7 @@ A search-space entry is NAME=KIND:ARGS over any Config field (the YAML file maps
 --samples N draws the random entries N times (for each grid point); with --search optuna,
 Optuna's TPE draws them from the results so far (--metric, --mode; no grid entries). A line is printed per
 finished trial, then a table of every trial and one of medians per configuration (over
-seeds; an unsolved trial counts as more env steps than any solved one); --out also gets
+seeds; an unsolved trial counts as more env steps than any solved one); --sweep-dir also gets
 results.json and Tune's own files.
 """
 
@@ -181,7 +181,7 @@ def run_trial(params: dict, flags: list, run_root: str, trial_cpus: float) -> di
             trial_argv(flags, params) + placement + ["--run-root", run_root, "--run-name", name]
         )
     )
-    summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), where=where))
+    summary = train(Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where))
     at = summary["solved_at"] or {}
     result = {
         "solved": summary["solved"],
@@ -325,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show each trial's own progress lines"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="sweep directory (default runs/sweep-<time>)"
+        "--sweep-dir",
+        type=Path,
+        default=None,
+        help="folder of the sweep's runs, Tune state and results.json (default runs/sweep-<time>)",
     )
     parser.add_argument("flags", nargs="*", help="launch.py flags for every trial (after --)")
     return parser
@@ -444,7 +447,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    out = (args.out or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out = (args.sweep_dir or Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     # with verbose=0: no status tables, our lines only

@@ -19,17 +19,18 @@ import time
 import numpy as np
 import torch
 
+from actors.numpy_policy import policy_layers, policy_probs
+from actors.sampling import sample_categorical
 from common import envs as envs_lib
+from common import waits
 from common.config import Config
 from common.networks import build_network
-from common.numpy_policy import policy_layers, policy_probs
 from common.ray_metrics import Recorder, in_ray
-from common.sampling import sample_categorical
 from common.sequence import SequenceSpec
 from common.vector_env import VectorEnv
-from transport.weights import WeightClient, load_numpy_state
+from transport.seams import ReplayWriter, WeightSource
+from transport.weights import load_numpy_state
 
-HELD_REPORT_S = 1.0  # a collect call held by replay's rate limit returns after this long
 # On Ray an actor prints its rate this often to its own log (the dashboard's Actors -> Log view);
 # the driver keeps lines that start with RATE_PREFIX off its console (driver/on_ray.py).
 RATE_LOG_S = 5.0
@@ -107,7 +108,7 @@ class SequenceCutter:
 class SelfPlayActor:
     """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
 
-    def __init__(self, cfg: Config, index: int, replay, weights: WeightClient):
+    def __init__(self, cfg: Config, index: int, replay: ReplayWriter, weights: WeightSource):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
         info = envs_lib.describe(cfg.env)
@@ -144,7 +145,7 @@ class SelfPlayActor:
 
     def _policy(self, obs: np.ndarray) -> np.ndarray:
         """Action probabilities [E, A] of the loaded weights: numpy for MLP torsos
-        (common/numpy_policy.py), torch otherwise."""
+        (actors/numpy_policy.py), torch otherwise."""
         if self.numpy_policy is not None:
             return policy_probs(self.numpy_policy, obs)
         return torch.softmax(self.net.policy_logits(torch.as_tensor(obs)), -1).numpy()
@@ -170,18 +171,18 @@ class SelfPlayActor:
     def collect(self, num_steps: int) -> dict:
         """Step all envs until `num_steps` env steps (summed over envs) are done, pushing
         finished sequences to replay; while replay's rate limit holds the actor (the learner
-        is behind), wait for room, and return early after HELD_REPORT_S (in-process at once:
+        is behind), wait for room, and return early after waits.ACTOR_HELD_REPORT_S (in-process at once:
         nothing moves while we wait). Returns statistics for logging."""
         start, infer_s = time.perf_counter(), 0.0
-        returns, lengths, sent, steps, waits = [], [], 0, 0, 0.0
+        returns, lengths, sent, steps, waited = [], [], 0, 0, 0.0
         E = self.cfg.envs_per_actor
         if self.obs is None:
             self._start_envs()
         while steps < num_steps:
             if not self.replay.has_room():
                 t = time.perf_counter()
-                room = self.replay.wait_for_room(max(0.0, HELD_REPORT_S - (t - start)))
-                waits += time.perf_counter() - t
+                room = self.replay.wait_for_room(max(0.0, waits.ACTOR_HELD_REPORT_S - (t - start)))
+                waited += time.perf_counter() - t
                 # the learner moved on: look for weights
                 self.steps_since_pull = self.cfg.weight_pull_every
                 self._maybe_pull()
@@ -230,7 +231,7 @@ class SelfPlayActor:
             self.envs.errors,
         )
         self._record_metrics(
-            steps, returns, elapsed, infer_s / max(steps // E, 1), waits, env_errors
+            steps, returns, elapsed, infer_s / max(steps // E, 1), waited, env_errors
         )
         self._maybe_log_rate()
         return {
@@ -243,7 +244,7 @@ class SelfPlayActor:
             "sequences": sent,
             "seconds": elapsed,
             "inference_s": infer_s,
-            "wait_s": waits,
+            "wait_s": waited,
             "version": self.version,
             "pulls": self.weights.pulls,
             "env_errors": env_errors,

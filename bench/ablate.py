@@ -1,12 +1,12 @@
 """Ablations: named sets of launch.py variants over seeds, each (variant, seed) one
-`python launch.py` process as in bench/sweep.py (`--jobs` at once); a table per variant,
+`python launch.py` process as in bench/variants.py (`--jobs` at once); a table per variant,
 its markdown for docs/ablations.md, JSON after every finished run, and a plot of greedy
 evaluation against env steps (--out x.json also writes x.png).
 
-  python bench/ablate.py --set paper --seeds 0 1 2 3 4 --out docs/ablations/cartpole-paper.json
-  python bench/ablate.py --set ablations --seeds 0 1 2 --max-env-steps 300000 --max-seconds 1800 \\
+  python -m bench.ablate --set paper --seeds 0 1 2 3 4 --out docs/ablations/cartpole-paper.json
+  python -m bench.ablate --set ablations --seeds 0 1 2 --max-env-steps 300000 --max-seconds 1800 \\
       --out docs/ablations/lunar.json --resume -- --in-process --preset lunarlander
-  python bench/ablate.py --variants base= lr3="--learning-rate 3e-3" --seeds 0 1 --markdown
+  python -m bench.ablate --variants base= lr3="--learning-rate 3e-3" --seeds 0 1 --markdown
 
 Flags after `--` go to every run. --max-env-steps gives every run the same env-step budget
 (a run that does not solve within it is judged by its final greedy evaluation). --resume
@@ -31,17 +31,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from solve import PEERS, ROOT, machine, run_dir
-
-from sweep import median_steps_to_solve, parse_variant, run_pairs
-
-sys.path.insert(0, str(ROOT))
-from common.cli import OneLineParser, UsageError
-from common.config import ConfigError, parse_config  # noqa: E402
-from learner.checkpoint import write_atomic  # noqa: E402
+from bench.solve import PEERS, machine, run_dir
+from bench.variants import median_steps_to_solve, parse_variant, run_pairs
+from common.cli import OneLineParser, UsageError, first_paragraph
+from common.config import ConfigError, parse_config
+from learner.checkpoint import write_atomic
 
 SETS = {
-    "paper": {  # the paper's forms (issue 18): each alone, then all together
+    "paper": {  # the paper's forms: each alone, then all together
         "base": [],
         "retrace-model-q": ["--retrace-q", "model"],
         "value-consistent": ["--value-head-target", "value"],
@@ -72,7 +69,7 @@ SETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="ablate.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="ablate.py", description=first_paragraph(__doc__))
     parser.add_argument(
         "--set", nargs="+", default=[], dest="sets", help=f"variant sets: {', '.join(SETS)}"
     )
@@ -82,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help='more variants: NAME="--flag value ..." (NAME= for none)',
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="each run's time budget")
     parser.add_argument(
@@ -342,7 +341,7 @@ def write_result(path: Path, result: dict) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "bench/ablate.py", *argv])
+    command = shlex.join(["python", "-m", "bench.ablate", *argv])
     try:
         args = build_parser().parse_args(argv)
         variants = select_variants(args.sets, args.variants)

@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 echo "== 1. CUDA learner tests"
 timeout 180 $py -m pytest -q -rs tests/test_learner.py -k cuda 2>&1 | tee "$out/pytest.txt"
 echo "== 2. throughput"
-timeout 300 $py bench/throughput.py --seconds 4 --device cuda --out "$out/throughput-gpu.json" \
+timeout 300 $py -m bench.throughput --seconds 4 --device cuda --out "$out/throughput-gpu.json" \
     ${THROUGHPUT_ARGS:---actors 1 2 4 8 --learner-batch-sizes 64 256 1024 4096 --learner-compile off on} \
     2>&1 | tee "$out/throughput.txt"
 echo "== 3. default run, learner on the GPU"

@@ -75,7 +75,7 @@ echo "launch.py exit $status"; tail -6 "$out/launch.txt"
 cp "$run_root/pong/summary.json" "$run_root/pong/learning_curve.png" "$run_root/pong/metrics.jsonl" "$out/" 2>/dev/null
 
 echo "== 3. report"
-$py bench/run_report.py "$run_root/pong" --out "$out/report.json"
+$py -m bench.run_report "$run_root/pong" --out "$out/report.json"
 report_status=$?
 rm -rf "$run_root"
 echo "pong_gpu.sh: ${SECONDS}s in all; files in $out"

@@ -1,6 +1,6 @@
 """The figures of one finished launch.py run, from its run directory (bench/pong_gpu.sh uses it).
 
-  python bench/run_report.py RUN_DIR [--out report.json]
+  python -m bench.run_report RUN_DIR [--out report.json]
 
 Reads summary.json and metrics.jsonl and prints, and writes as JSON:
 - env frames/s: agent steps x the env's frame skip (4 for Atari, 1 otherwise) per second of the run;
@@ -9,16 +9,12 @@ Reads summary.json and metrics.jsonl and prints, and writes as JSON:
 - the summary's stop reason, solve, final greedy and sampled means.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from common import envs as envs_lib  # noqa: E402
+from common import envs as envs_lib
+from common.cli import script_parser
 
 
 def report(run_dir: Path) -> dict:
@@ -65,7 +61,7 @@ def report(run_dir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()

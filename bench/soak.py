@@ -12,11 +12,10 @@ At the end it prints, per process: RSS at its first and last sample, the least-s
 in MB/min over all samples and over the last half, and the last half's slope per 1000 actor
 chunks and per 1000 learner updates; it writes the samples as JSON and a plot of RSS over time.
 
-  python bench/soak.py --minutes 60 --out docs/soak-1h.json --plot docs/soak-1h.png
-  python bench/soak.py --minutes 6 --interval 20 -- --num-actors 2     # after --: launch.py flags
+  python -m bench.soak --minutes 60 --out docs/soak-1h.json --plot docs/soak-1h.png
+  python -m bench.soak --minutes 6 --interval 20 -- --num-actors 2     # after --: launch.py flags
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,10 +27,13 @@ from pathlib import Path
 try:
     import psutil
 except ImportError:  # ray[default] ships its own copy, on the path once ray is imported
-    import psutil
     import ray  # noqa: F401
 
-from host import describe
+    # isort: split
+    import psutil
+
+from bench.host import describe
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -196,11 +198,7 @@ def plot(samples: list, path: Path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    parser = script_parser(__doc__, epilog=__doc__)
     parser.add_argument(
         "--minutes", type=float, default=60.0, help="training length (launch.py --max-seconds)"
     )

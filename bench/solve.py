@@ -6,10 +6,10 @@ their own processes (bench/peers/; `pip install -r requirements-bench.txt`):
   sb3-ppo    Stable-Baselines3 PPO, rl-baselines3-zoo CartPole-v1 hyperparameters
   rllib-ppo  RLlib PPO of the installed Ray, Ray's tuned CartPole example settings
 
-  python bench/solve.py                       # default run, seeds 0-4
-  python bench/solve.py --configs default seed sb3-ppo rllib-ppo --seeds 0 1 2 3 4 --out docs/solve.json
-  python bench/solve.py --configs default sb3-ppo --seeds 0 --json    # last line: the summary as JSON
-  python bench/solve.py --configs in-process --seeds 0 1 2 3 4 --tune  # our seeds as Ray Tune trials, in parallel
+  python -m bench.solve                       # default run, seeds 0-4
+  python -m bench.solve --configs default seed sb3-ppo rllib-ppo --seeds 0 1 2 3 4 --out docs/solve.json
+  python -m bench.solve --configs default sb3-ppo --seeds 0 --json    # last line: the summary as JSON
+  python -m bench.solve --configs in-process --seeds 0 1 2 3 4 --tune  # our seeds as Ray Tune trials, in parallel
 
 With --tune our configurations' seeds run as Ray Tune trials through sweep.py (in parallel
 where the machine has room; `in-process` as one-CPU trials, the others with --trial-cpus);
@@ -22,9 +22,9 @@ at the end are ours / peer on the medians over solved seeds: below 1 means we ar
 or need fewer env steps.
 """
 
-import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from host import describe
+from bench.host import describe
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -40,9 +41,9 @@ CONFIGS = {
     "seed": ["--preset", "seed"],
     "in-process": ["--in-process"],
 }
-PEERS = {  # name -> (runner script, a module it needs, what to install)
-    "sb3-ppo": ("bench/peers/sb3_ppo.py", "stable_baselines3", "stable-baselines3"),
-    "rllib-ppo": ("bench/peers/rllib_ppo.py", "tree", "RLlib's dependencies (dm_tree, ...)"),
+PEERS = {  # name -> (runner module, run from ROOT; a module it needs; what to install)
+    "sb3-ppo": ("bench.peers.sb3_ppo", "stable_baselines3", "stable-baselines3"),
+    "rllib-ppo": ("bench.peers.rllib_ppo", "tree", "RLlib's dependencies (dm_tree, ...)"),
 }
 
 
@@ -64,7 +65,7 @@ def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Pa
         run_dir(run_root, name, seed).name,
     ]
     if name in PEERS:
-        return [sys.executable, "-W", "ignore", str(ROOT / PEERS[name][0]), *common]
+        return [sys.executable, "-W", "ignore", "-m", PEERS[name][0], *common]
     return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
 
 
@@ -120,7 +121,6 @@ def run_seeds_as_trials(
     name: str, seeds, extra, max_seconds: float, run_root: Path, trial_cpus: float
 ) -> list:
     """Our config's seeds as Ray Tune trials (sweep.py); rows like read_run's, without process wall time."""
-    sys.path.insert(0, str(ROOT))
     import sweep
 
     out = run_root / f"{name}-tune"
@@ -132,7 +132,7 @@ def run_seeds_as_trials(
             *map(str, seeds),
             "--trial-cpus",
             str(cpus),
-            "--out",
+            "--sweep-dir",
             str(out),
             "--",
             *flags,
@@ -170,10 +170,8 @@ def check_policy(run_dir: Path, seed: int, episodes: int = 100) -> dict:
     the run's actors nor its evaluations used."""
     import torch
 
-    # the peers' adapter; it also puts the project on sys.path
-    from peers.harness import Policy
-
-    from actors.evaluate import evaluate
+    from actors.evaluation import evaluate
+    from bench.peers.harness import Policy
     from common.envs import derive_seed
 
     program = torch.export.load(str(run_dir / "policy.pt2")).module()
@@ -239,12 +237,19 @@ def machine() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--configs", nargs="+", default=["default"], choices=sorted([*CONFIGS, *PEERS])
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        help="each run's time budget (launch.py --max-seconds)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="write the rows and the summary as JSON here"
     )
@@ -352,6 +357,7 @@ def main() -> None:
             )
     result = {
         "date": time.strftime("%Y-%m-%d"),
+        "command": "python -m bench.solve " + shlex.join(sys.argv[1:]),
         "machine": machine(),
         "seeds": args.seeds,
         "compile_cache": args.compile_cache,

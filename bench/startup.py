@@ -1,7 +1,7 @@
 """Start-up and exit of whole `python launch.py` processes: launch -> first env step, solving
 evaluation -> exit, and the wall time, as medians over --runs runs of each code folder and mode.
 
-    python bench/startup.py [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
+    python -m bench.startup [--runs 3] [--modes ray in-process] [--out FILE] [DIR ...] [-- LAUNCH ARGS]
 
 Each DIR is a checkout of this project (default: this one), e.g. an older commit made with
 `git worktree add /tmp/old COMMIT`; the runs alternate between the folders (and modes) round by
@@ -9,14 +9,13 @@ round, so a machine whose speed drifts affects each alike. Every run is a fresh 
 same interpreter, in its DIR, writing to a temporary run root.
 
 Times are taken from summary.json's "timeline" (seconds since the process started,
-common/timeline.py). A checkout from before the timeline has only logger-relative times
+driver/timeline.py). A checkout from before the timeline has only logger-relative times
 (timing.first_env_step_s, solved_at.seconds); the logger's start is then placed at summary.json's
 modification time less `seconds` and timing.finish_s (about +-0.05 s, from `seconds`' rounding),
 and "solved" is when the driver took the solving evaluation, up to a round (0.5 s) after it ended,
 which favours such a checkout. The exit is when the process ended, seen from here.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("launch_to_first_env_step_s", "solved_to_exit_s", "summary_to_exit_s", "wall_s")
@@ -38,7 +39,7 @@ def figures(summary: dict, spawned: float, ended: float, summary_mtime: float) -
         first_env, solved, written = (
             timeline.get(k) for k in ("first_env_step", "solved", "summary")
         )
-    else:  # before common/timeline.py: logger-relative times (see the module docstring)
+    else:  # before driver/timeline.py: logger-relative times (see the module docstring)
         start = summary_mtime - summary["seconds"] - summary["timing"]["finish_s"]
         first_env = summary["timing"]["first_env_step_s"]
         solved = (summary.get("solved_at") or {}).get("seconds")
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     launch_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "dirs",
         nargs="*",

@@ -1,9 +1,9 @@
 """Throughput of the system's parts on this machine, as one table plus JSON.
 
-  python bench/throughput.py                          # ~2-3 minutes
-  python bench/throughput.py --quick                  # ~1 minute, short windows
-  python bench/throughput.py --out docs/throughput.json --actors 1 2 4 8 --device cuda
-  python bench/throughput.py --presets cartpole atari-pong --actor-rows-only --actors 1 2 --seconds 10
+  python -m bench.throughput                          # ~2-3 minutes
+  python -m bench.throughput --quick                  # ~1 minute, short windows
+  python -m bench.throughput --out docs/throughput.json --actors 1 2 4 8 --device cuda
+  python -m bench.throughput --presets cartpole atari-pong --actor-rows-only --actors 1 2 --seconds 10
 
 Rows (the real components, built by launch.py's wiring (driver/wiring.py), with the config of each
 --presets preset (default: cartpole), its replay rate limit off; the env, actor and EnvPool rows are
@@ -19,7 +19,7 @@ repeated per preset, the replay, learner and weights rows are for the first pres
   run has them. `/ bare per core` divides the rate by the cores the actors can use
   (min(actors, CPUs)) and by the bare env rate.
 - envpool (Atari presets, when the `envpool` package imports): EnvPool's C++ vector env with the
-  same preprocessing (common/envpool_env.py), random actions, one worker thread and one per CPU.
+  same preprocessing (bench/envpool_env.py), random actions, one worker thread and one per CPU.
 - replay: ReplayShard insert and sample rates in sequences/s (in-process, payloads
   stacked by the actor's ReplayClient from its real sequences, 32 per payload), and sample + decode through
   ReplayClient as the learner sees it.
@@ -30,7 +30,6 @@ repeated per preset, the replay, learner and weights rows are for the first pres
   call round trip, reported on its own too).
 """
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -41,27 +40,25 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from host import describe  # noqa: E402
-
-from actors.actor import SelfPlayActor  # noqa: E402
-from common import envs as envs_lib  # noqa: E402
-from common.config import PRESETS, Config, validate  # noqa: E402
-from common.networks import build_network  # noqa: E402
-from common.sequence import SequenceSpec  # noqa: E402
-from common.vector_env import VectorEnv  # noqa: E402
-from driver.on_ray import PIPELINE  # noqa: E402
-from driver.wiring import Components, placed  # noqa: E402
-from learner.learner import Learner, resolve_device  # noqa: E402
-from replay.client import ReplayClient  # noqa: E402
-from replay.shard import ReplayShard  # noqa: E402
-from transport.weight_store import WeightStore  # noqa: E402
-from transport.weights import WeightClient, WeightPublisher  # noqa: E402
+from actors.actor import SelfPlayActor
+from bench.host import describe
+from common import envs as envs_lib
+from common.cli import script_parser
+from common.config import PRESETS, Config, validate
+from common.networks import build_network
+from common.sequence import SequenceSpec
+from common.vector_env import VectorEnv
+from common.waits import ACTOR_PIPELINE as PIPELINE
+from driver.wiring import Components, placed
+from learner.learner import Learner, resolve_device
+from replay.client import ReplayClient
+from replay.shard import ReplayShard
+from replay.stream import BatchStream
+from transport.weight_store import WeightStore
+from transport.weights import WeightClient, WeightPublisher
 
 
 class Table:
@@ -280,9 +277,9 @@ def run_actors(actors: list, chunk: int, seconds: float) -> tuple:
 def envpool_env(
     cfg: Config, info, seconds: float, bare: Bare, cpus: int, table: Table, label: str = ""
 ) -> None:
-    """EnvPool with the same preprocessing (common/envpool_env.py), random actions: one worker
+    """EnvPool with the same preprocessing (bench/envpool_env.py), random actions: one worker
     thread (per core, against the bare row), then one per CPU."""
-    from common.envpool_env import make_envpool
+    from bench.envpool_env import make_envpool
 
     actions = np.random.default_rng(0).integers(
         0, info.num_actions, size=(4096, cfg.envs_per_actor)
@@ -353,7 +350,8 @@ def replay_rates(
     )
     client = ReplayClient([shard], spec)
     n, elapsed = timed(
-        seconds, lambda: B if client.sample(B, cfg.replay_fraction) is not None else 0
+        seconds,
+        lambda: B if client.result(client.request(B, cfg.replay_fraction)) is not None else 0,
     )
     table.add(
         "replay",
@@ -378,7 +376,8 @@ def learner_rate(
     cfg = dataclasses.replace(
         cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile
     )
-    learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(WeightStore()))
+    batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
+    learner = Learner(cfg, batches, WeightPublisher(WeightStore()))
     t = time.perf_counter()
     # warm-up (allocations, CUDA context, torch.compile)
     learner.train(3)
@@ -490,7 +489,7 @@ def machine() -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="short measurement windows (~1 minute in all)"
     )

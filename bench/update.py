@@ -3,7 +3,7 @@ checkouts of the code side by side in one invocation (each measurement its own p
 the checkouts alternating, so that the machine's drift hits them alike), per preset and mode.
 
   git worktree add /tmp/old 9ff6b78
-  python bench/update.py --code new=. old=/tmp/old --presets cartpole minatar-breakout --out x.json
+  python -m bench.update --code new=. old=/tmp/old --presets cartpole minatar-breakout --out x.json
 
 Modes: `eager`; `compiled`, the loss compiled through learner/compiled.py's cache (built
 first, outside the timing, into --cache; checkouts without that module are skipped). Each
@@ -14,6 +14,7 @@ but shaped as replay's (the preset's batch size and sequence length, a few episo
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -22,28 +23,37 @@ import sys
 import time
 from pathlib import Path
 
-from host import describe
+from common.cli import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(code: str, preset: str, mode: str, updates: int) -> dict:
-    """Runs in a child process with `code` first on sys.path: times that checkout's learner."""
-    sys.path.insert(0, code)
+    """Runs in a child process with `code` first on PYTHONPATH (checkout_env): times that
+    checkout's learner."""
     import numpy as np
     import torch
 
     from common import envs as envs_lib
-    from common.batch import to_time_major
     from common.config import PRESETS, Config, validate
     from common.losses import muesli_loss_tensors, target_quantities
     from learner.learner import Learner, random_start_mask
 
+    try:
+        from learner.batch import to_time_major
+    except ImportError:  # a checkout from before issue 28 kept it in common/
+        from common.batch import to_time_major
+
     torch.set_num_threads(1)
+    name, _, sets = preset.partition(":")  # PRESET[:FIELD=VALUE,...]
+    overrides = {
+        k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in sets.split(",") if kv)
+    }
     cfg = validate(
         Config(
             **{
-                **PRESETS[preset],
+                **PRESETS[name],
+                **overrides,
                 "compile": "auto" if mode == "compiled" else "off",
                 "device": "cpu",
                 "torch_threads": 1,
@@ -145,8 +155,7 @@ def batch_of(cfg, info, np, to_time_major) -> dict:
 
 def build(code: str, preset: str) -> None:
     """Runs in a child process: build `code`'s compiled loss for `preset` into the cache (if it
-    is not there), outside any timing."""
-    sys.path.insert(0, code)
+    is not there), outside any timing. `code` is first on PYTHONPATH (checkout_env)."""
     from common.config import PRESETS, Config, to_dict, validate
     from learner import compiled
     from learner.learner import Learner
@@ -166,12 +175,26 @@ def build(code: str, preset: str) -> None:
         )
 
 
+def checkout_env(env: dict, code: str) -> dict:
+    """The environment of a child that measures the checkout at `code`: that folder first on
+    PYTHONPATH, so its common/ and learner/ are the ones imported. The child runs this file by
+    its path, which puts bench/ (no project package in it) first on sys.path, not this
+    checkout's root."""
+    paths = [str(Path(code).resolve()), env.get("PYTHONPATH", "")]
+    return dict(env, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--code", nargs="+", default=["new=."], help="NAME=FOLDER checkouts to compare"
     )
-    parser.add_argument("--presets", nargs="+", default=["cartpole"])
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["cartpole"],
+        help="PRESET or PRESET:FIELD=VALUE,... (e.g. minatar-breakout:starts_per_sequence=3)",
+    )
     parser.add_argument(
         "--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"]
     )
@@ -196,6 +219,8 @@ def main() -> int:
         code, preset, mode, updates = args.worker
         print(json.dumps(worker(code, preset, mode, int(updates))))
         return 0
+    from bench.host import describe
+
     codes = dict(item.split("=", 1) for item in args.code)
     env = dict(os.environ, MUESLI_RAY_CACHE=str(args.cache), OMP_NUM_THREADS="1")
     plan = [
@@ -209,7 +234,7 @@ def main() -> int:
         if mode == "compiled":
             subprocess.run(
                 [sys.executable, __file__, "--build", str(Path(codes[name]).resolve()), preset],
-                env=env,
+                env=checkout_env(env, codes[name]),
                 check=True,
             )
     results = {key: [] for key in plan}
@@ -226,7 +251,7 @@ def main() -> int:
                     mode,
                     str(args.updates),
                 ],
-                env=env,
+                env=checkout_env(env, codes[name]),
                 check=True,
                 capture_output=True,
                 text=True,

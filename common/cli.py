@@ -16,12 +16,18 @@ class UsageError(ValueError):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
+    """An ArgumentParser whose errors are one line: raised as UsageError for the caller to print
+    (launch.py, evaluate.py, sweep.py), or with `exit_on_usage` printed and exit code 2."""
+
+    def __init__(self, *args, exit_on_usage: bool = False, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
+        self.exit_on_usage = exit_on_usage
 
     def error(self, message):
+        if self.exit_on_usage:
+            sys.exit(exit_usage(self.prog, message))
         raise UsageError(message)
 
     def parse_args(self, args=None, namespace=None):
@@ -38,15 +44,22 @@ def unknown_argument_message(arg: str, known) -> str:
         return f"unrecognized argument: {arg!r}"
     options = [o for o in known if o.startswith("--")]
     initials = [o for o in options if "".join(w[0] for w in o[2:].split("-")) == flag.lstrip("-")]
-    close = initials[:1] or difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    close = initials[:1] or difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
     close = close or sorted(o for o in options if o.startswith(flag))[:1]
     close = close or [o for o in options if flag.lstrip("-") in o]
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unrecognized argument: {flag}{hint}"
 
 
-def parser(prog: str, description: str) -> OneLineParser:
-    return OneLineParser(prog=prog, description=description)
+def first_paragraph(doc: str) -> str:
+    """A module docstring's first paragraph as one line: a parser's description."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def script_parser(doc: str, **kwargs) -> OneLineParser:
+    """The parser of a bench script: its docstring's first paragraph as the description, one
+    line and exit code 2 on bad input."""
+    return OneLineParser(description=first_paragraph(doc), exit_on_usage=True, **kwargs)
 
 
 def exit_usage(prog: str, exc: Exception) -> int:

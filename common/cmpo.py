@@ -94,7 +94,7 @@ def exact_kl(target_log_probs: torch.Tensor, log_pi: torch.Tensor) -> torch.Tens
 def sampled_cmpo_regularizer(
     log_pi_of_samples: torch.Tensor, clipped_adv_of_samples: torch.Tensor
 ) -> torch.Tensor:
-    """Sampled CMPO regulariser with b_1..b_N ~ pi_prior (Muesli eq. 9 / MUESLI.md loss 2):
+    """Sampled CMPO regulariser with b_1..b_N ~ pi_prior (Muesli eq. 9):
 
       w_i = exp(adv_i) / z_i,  z_i = (1 + sum_{j != i} exp(adv_j)) / N
       loss = -(1 / N) sum_i w_i log pi(b_i | s)

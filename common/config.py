@@ -234,6 +234,13 @@ class Config:
         0, "actions sampled for the CMPO regulariser (0 = exact KL over all actions)"
     )
     value_weight: float = _loss(0.25, "weight of the value loss")
+    value_loss_weighting: str = _loss(
+        "pooled",
+        "how the value loss weighs the unrolled steps k: 'pooled', one mean over the k = 0 terms "
+        "of every state and the k >= 1 terms of the starts; 'per-start', the paper's sum over "
+        "k = 0..K per start state, averaged over starts, / (K + 1)",
+        choices=("pooled", "per-start"),
+    )
     reward_weight: float = _loss(1.0, "weight of the reward loss")
     model_weight: float = _loss(1.0, "weight of the model's policy loss on the unrolled steps")
     pg_weight: float = _loss(1.0, "weight of the policy-gradient loss")
@@ -260,6 +267,9 @@ class Config:
     )
     checkpoint_every_s: float = _stop(60.0, "seconds between learner checkpoints")
     keep_checkpoints: int = _stop(3, "newest checkpoints kept; older ones are deleted")
+
+    def __post_init__(self):
+        validate(self)  # every Config, wherever it is built (flags, code, a saved config.json)
 
     def network_spec(self, info) -> NetworkSpec:
         """Architecture for an env described by common.envs.EnvInfo; ConfigError when --torso
@@ -524,26 +534,35 @@ def build_parser(prog: str = "launch.py") -> cli.OneLineParser:
 
 
 def parse_config(argv=None) -> Config:
-    """Defaults <- preset <- command line; then validate. With --env naming another env than
-    the preset's, the preset's fields that only fit its own env (presets.ENV_BOUND) are dropped."""
+    """Defaults <- preset (or the config.json of --resume) <- command line; then validate."""
     try:
         args = build_parser().parse_args(argv)
     except cli.UsageError as exc:
         raise ConfigError(str(exc)) from None
     given = {k: v for k, v in vars(args).items() if v is not None}
     if given.get("resume"):
-        base = saved_config(given["resume"])
+        cfg = Config(**{**saved_config(given["resume"]), **given})
     else:
-        preset = given.get("preset", "cartpole")
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset={preset!r} is invalid: allowed: " + ", ".join(PRESETS))
-        base = dict(PRESETS[preset])
-        if given.get("env", base.get("env", Config.env)) != base.get("env", Config.env):
-            base = {k: v for k, v in base.items() if k not in ENV_BOUND}
-    cfg = Config(**{**base, **given})
+        cfg = with_preset(given.pop("preset", "cartpole"), **given)
+    return validate(for_this_machine(cfg))
+
+
+def with_preset(preset: str, **fields) -> Config:
+    """The preset's settings, then `fields`. With an env other than the preset's, the preset's
+    fields that only fit its own env (presets.ENV_BOUND) are dropped."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset={preset!r} is invalid: allowed: " + ", ".join(PRESETS))
+    base = PRESETS[preset]
+    if fields.get("env", base.get("env", Config.env)) != base.get("env", Config.env):
+        base = {k: v for k, v in base.items() if k not in ENV_BOUND}
+    return Config(**{**base, **fields, "preset": preset})
+
+
+def for_this_machine(cfg: Config) -> Config:
+    """cfg with --num-cpus 0 (all) made this machine's CPU count for a local Ray."""
     if cfg.num_cpus == 0 and cfg.address is None:
-        cfg.num_cpus = os.cpu_count() or 1
-    return validate(cfg)
+        return dataclasses.replace(cfg, num_cpus=os.cpu_count() or 1)
+    return cfg
 
 
 def saved_config(run_dir: str, flag: str = "--resume") -> dict:

@@ -35,8 +35,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-# check: bench/solve.py --check-policy; watch: evaluate.py (a user's look at a finished run)
-ROLE_IDS = {"actor": 1, "eval": 2, "learner": 3, "check": 4, "watch": 5, "replay": 6, "screen": 7}
+# check: bench/solve.py --check-policy; watch: evaluate.py (a user's look at a finished run);
+# eval, screen and sampled_eval: the driver's greedy evaluations, their screen, and the final
+# sampled evaluation, each on env seeds of its own
+ROLE_IDS = {
+    "actor": 1,
+    "eval": 2,
+    "learner": 3,
+    "check": 4,
+    "watch": 5,
+    "replay": 6,
+    "screen": 7,
+    "sampled_eval": 8,
+}
 
 # Packages that register env ids on import: (module, pip name). Imported when an id is not
 # yet registered, so `--env ALE/Pong-v5` works in every process (actors, learner, driver).

@@ -3,7 +3,7 @@
 Shape legend: T sequence length, B batch, K unroll steps, A actions, N sampled
 actions, S support bins, O observation shape.
 
-Batch (time-major tensors, made by `common/batch.py` from replay's arrays):
+Batch (time-major tensors, made by `learner/batch.py` from replay's arrays):
   obs          [T+1, B, *O]  s_0 .. s_T; s_L is the final observation where an episode ends at step L-1
   action       [T, B]        a_t (int64)
   reward       [T, B]        r_t
@@ -12,11 +12,12 @@ Batch (time-major tensors, made by `common/batch.py` from replay's arrays):
   terminal     [T, B]        1 where step t reached a true terminal state (not a time limit)
   start_mask   [T, B]        (optional) which start states contribute; defaults to mask
 
-Per start state s_t (Muesli, Hessel et al. 2021; MUESLI.md "Losses"):
+Per start state s_t (Muesli, Hessel et al. 2021, section 4 and appendix):
   L_pg    = -clip(pi(a_t|s_t) / mu(a_t|s_t), 0, 1) * A_hat_t,  A_hat_t = (G_t - v(s_t)) / running std
   L_reg   = lambda_reg * KL(pi_cmpo(.|s_t) || pi(.|s_t))        (exact, or sampled with N draws)
   L_model = 1/K sum_k KL(pi_cmpo(.|s_{t+k}) || pi_hat_k(.|s_t, a_t..a_{t+k-1}))
   L_value = CE(two_hot(h(G_{t+k})), v_hat_k)  k = 0..K   (squared error for scalar heads)
+            pooled: one mean over all terms; per-start: (1/(K+1)) [mean_k=0 + sum_{k>=1} / N_starts]
   L_reward= CE(two_hot(h(r_{t+k-1})), r_hat_k) k = 1..K
   total   = L_pg + L_reg + w_v L_value + w_r L_reward + w_m L_model
 G is the Retrace (or, for the seed, trace-1 discounted) return computed with the target network.
@@ -67,6 +68,9 @@ class LossParams:
     reg_weight: float  # lambda_reg
     reg_samples: int  # N; 0 = exact KL over all actions
     value_weight: float
+    # 'pooled': one mean over every value term; 'per-start': the paper's sum over k = 0..K per
+    # start state, averaged over starts and divided by K + 1 (each k weighs about 1 / (K + 1))
+    value_loss_weighting: str
     reward_weight: float
     model_weight: float
     pg_weight: float
@@ -271,12 +275,6 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
     return out, LossState(adv_state, pg_state)
 
 
-def muesli_loss(online, target, batch: dict, state: "LossState", p: LossParams):
-    """Total Muesli loss. Returns (loss scalar, metrics dict of floats, new LossState)."""
-    loss, metrics, state = muesli_loss_tensors(online, target, batch, state, p)
-    return loss, metrics_to_floats(metrics), state
-
-
 def metrics_to_floats(metrics: dict) -> dict:
     """{name: 0-d tensor} -> {name: float} in one device-to-host copy (one GPU sync, not one per number)."""
     values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
@@ -286,8 +284,9 @@ def metrics_to_floats(metrics: dict) -> dict:
 def muesli_loss_tensors(
     online, target, batch: dict, state: "LossState", p: LossParams, stats: bool = True
 ):
-    """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
-    no data-dependent shape, so torch.compile can capture it whole. `stats=False` leaves out
+    """Total Muesli loss. Returns (loss scalar, metrics {name: 0-d tensor} on the batch's
+    device, new LossState): no host sync and no data-dependent shape, so torch.compile can
+    capture it whole (metrics_to_floats turns the metrics into floats). `stats=False` leaves out
     the stats/* metrics (the loss/* terms are always there).
 
     Each network function runs once over everything it applies to: h over every state, g K
@@ -393,7 +392,19 @@ def muesli_loss_tensors(
         torch.cat([value_targets, windows(batch["reward"])[:K].reshape(K * N)]),
         support,
     )
-    loss_value = _masked_mean(head_terms[: M + K * N], value_weights)
+    if p.value_loss_weighting == "pooled":
+        loss_value = _masked_mean(head_terms[: M + K * N], value_weights)
+    elif p.value_loss_weighting == "per-start":
+        # k = 0 as a mean over its M states, each k >= 1 summed per start and averaged over the
+        # N starts, as the paper's per-start sum over k; / (K + 1) keeps the pooled scale
+        unrolled = _masked_sum(head_terms[M : M + K * N], value_weights[M:])
+        loss_value = (
+            _masked_mean(head_terms[:M], weight0) + unrolled / weight.sum().clamp(min=1.0)
+        ) / (K + 1)
+    else:
+        raise ValueError(
+            f"unknown value_loss_weighting {p.value_loss_weighting!r}; allowed: 'pooled', 'per-start'"
+        )
     loss_reward = _masked_mean(head_terms[M + K * N :], acted.reshape(K * N))
 
     loss = (

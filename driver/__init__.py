@@ -8,4 +8,7 @@ and stop (launch.py is its command line).
   starting or joining Ray.
 - driver/supervision.py: what happens to an actor whose call failed (retry, replace).
 - driver/trainer.py: `Trainer`, the one training loop, evaluation, checkpoints, summary.json.
+- driver/preflight.py: checks run before anything starts; driver/placement.py: the plan of
+  which component goes where; driver/metrics.py: the run logger; driver/timeline.py: start-up
+  and exit milestones.
 """

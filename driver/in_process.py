@@ -1,7 +1,7 @@
 """Every component a plain object in this process (--in-process): Sample Factory's serial mode.
 
 A round runs every actor's chunk, then as many learner updates as replay allows, in turn, so
-a run is deterministic for a seed (unless one round's learning runs past ROUND_LEARNER_S).
+a run is deterministic for a seed (unless one round's learning runs past waits.ROUND_LEARNER_S).
 Clients call the components directly (transport/weights.py, replay/client.py); nothing can fail
 apart from the components themselves, whose errors are the run's.
 """
@@ -9,14 +9,10 @@ apart from the components themselves, whose errors are the run's.
 import concurrent.futures
 import time
 
-from common import placement
+from common import waits
+from driver import placement
 from replay.client import ReplayClient
 from transport.weights import WeightClient, WeightPublisher
-
-# updates per learner call; between calls a round looks for a stop (Ctrl-C, budgets)
-LEARNER_CALL_STEPS = 50
-# a round's learning ends after this long: replay may never hold the learner back
-ROUND_LEARNER_S = 10.0
 
 
 class Inline:
@@ -39,21 +35,21 @@ class SerialRounds:
 
     def reports(self):
         """("actor", stats) of each actor's chunk, then ("learner", metrics) of each learner call
-        of LEARNER_CALL_STEPS updates, until a call makes fewer (replay held the learner back: the
-        replay ratio's share of this round is done), a stop is due, ROUND_LEARNER_S have passed (a
+        of waits.LEARNER_CALL_STEPS updates, until a call makes fewer (replay held the learner back: the
+        replay ratio's share of this round is done), a stop is due, waits.ROUND_LEARNER_S have passed (a
         ratio so high that replay never holds it back), or after one call with --replay-ratio 0
         (no limit: the learner's turn is one call, as a learner call on Ray)."""
         for actor in self.c.actors:
             yield "actor", actor.collect(self.chunk_steps)
         start = time.monotonic()
         while True:
-            metrics = self.c.learner.train(LEARNER_CALL_STEPS, wait_s=0.0)
+            metrics = self.c.learner.train(waits.LEARNER_CALL_STEPS, wait_s=0.0)
             yield "learner", metrics  # taken by the trainer before the stop check below
             if (
                 not self.limited
-                or metrics["learner/updates_in_call"] < LEARNER_CALL_STEPS
+                or metrics["learner/updates_in_call"] < waits.LEARNER_CALL_STEPS
                 or self.stop()
-                or time.monotonic() - start >= ROUND_LEARNER_S
+                or time.monotonic() - start >= waits.ROUND_LEARNER_S
             ):
                 return
 

@@ -2,9 +2,9 @@
 Factory's parallel mode. Ray is imported here and in the Ray transports (transport/ray_weights.py,
 replay/ray_client.py) only; an in-process run never imports it.
 
-A round takes whatever reports have arrived: every actor always has PIPELINE chunks queued (Ray
+A round takes whatever reports have arrived: every actor always has waits.ACTOR_PIPELINE chunks queued (Ray
 runs an actor's calls in order, so the next one starts the moment the last returns) and the
-learner a call of LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
+learner a call of waits.LEARNER_CALL_STEPS updates, so neither waits for the driver's bookkeeping.
 """
 
 import concurrent.futures
@@ -22,20 +22,16 @@ from ray.util.scheduling_strategies import (
 
 from actors.actor import RATE_PREFIX, SelfPlayActor
 from common import envs as envs_lib
-from common import placement
+from common import waits
 from common.config import Config, ConfigError
 from common.vector_env import EnvFailure
-from driver import grafana
+from driver import grafana, placement
 from learner.learner import Learner
 from replay.ray_client import RayReplayClient
 from replay.shard import ReplayShard
 from transport.ray_weights import RayWeightClient, RayWeightPublisher
 from transport.weight_store import WeightStore
 
-PIPELINE = 2  # collect calls queued per actor: one running, one waiting behind it
-LEARNER_CALL_STEPS = 50  # updates per learner call before it reports back
-LEARNER_WAIT_S = 0.5  # a learner call held by replay returns after this long
-ROUND_WAIT_S = 0.5  # a round waits this long for a first report
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -147,7 +143,7 @@ def remote_classes(cfg: Config, plan: placement.Placement) -> dict:
 
 
 def cluster_plan(cfg: Config) -> placement.Placement:
-    """common/placement.py's plan for the cluster's CPUs and GPUs; inside a Ray Tune trial
+    """driver/placement.py's plan for the cluster's CPUs and GPUs; inside a Ray Tune trial
     (sweep.py), for the bundles of its placement group after its own first one."""
     group = ray.util.get_current_placement_group()
     if group is None:
@@ -186,7 +182,7 @@ class RayRounds:
         self.pending = {}  # collect call ref -> actor index
         self.retry_at = {}  # actor index -> when to call it again
         for index in range(len(components.actors)):
-            self._queue(index, PIPELINE)
+            self._queue(index, waits.ACTOR_PIPELINE)
         self.learner_call = self._train()
 
     def _queue(self, index: int, calls: int = 1) -> None:
@@ -194,7 +190,7 @@ class RayRounds:
             self.pending[self.c.actors[index].collect.remote(self.chunk_steps)] = index
 
     def _train(self):
-        return self.c.learner.train.remote(LEARNER_CALL_STEPS, LEARNER_WAIT_S)
+        return self.c.learner.train.remote(waits.LEARNER_CALL_STEPS, waits.LEARNER_WAIT_S)
 
     def reports(self):
         """("actor", stats) and ("learner", metrics) of every call that has finished: waits for
@@ -203,9 +199,9 @@ class RayRounds:
         for index, when in list(self.retry_at.items()):
             if time.monotonic() >= when:
                 del self.retry_at[index]
-                self._queue(index, PIPELINE)
+                self._queue(index, waits.ACTOR_PIPELINE)
         refs = [self.learner_call] + list(self.pending)
-        ray.wait(refs, num_returns=1, timeout=ROUND_WAIT_S)
+        ray.wait(refs, num_returns=1, timeout=waits.ROUND_WAIT_S)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
             if ref == self.learner_call:
@@ -325,7 +321,7 @@ class OnRay:
         )
 
     def rounds(self, components, chunk_steps: int, supervisor, stop=None) -> RayRounds:
-        """stop: not needed here, as a round waits at most ROUND_WAIT_S and a learner call is short."""
+        """stop: not needed here, as a round waits at most waits.ROUND_WAIT_S and a learner call is short."""
         return RayRounds(components, chunk_steps, supervisor)
 
     def evaluator(self):

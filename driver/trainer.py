@@ -9,7 +9,7 @@ or a stop is asked for. The end writes the final checkpoint, policy.pt2 and summ
 The solving evaluation writes policy.pt2 itself (on the evaluation thread, on Ray), so the
 export is not on the path from the solve to the exit; the first evaluation warms torch.export
 and matplotlib up for the same reason. summary.json's "timeline" holds the milestones of the
-start and the end (common/timeline.py).
+start and the end (driver/timeline.py).
 """
 
 import collections
@@ -20,16 +20,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from actors.evaluate import evaluate
+from actors.evaluation import evaluate
 from common import envs as envs_lib
-from common import preflight
 from common.config import Config, ConfigError, to_dict
-from common.metrics import RunLogger
 from common.networks import build_network
 from common.ray_metrics import Recorder
-from common.timeline import Timeline
+from driver import preflight
+from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
-from driver.wiring import Components, placed
+from driver.timeline import Timeline
+from driver.wiring import Components
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
 
@@ -96,13 +96,12 @@ class Trainer:
         cfg: Config,
         info: envs_lib.EnvInfo,
         run_dir: Path,
-        resume: preflight.ResumePoint = None,
-        where=None,
+        resume: preflight.ResumePoint | None,
+        where,
     ):
-        """resume: the checkpoint to continue from (preflight.check_resume), for --resume; where:
-        the placement (driver/wiring.placed), else placed here (cfg.num_actors resolved by it)."""
-        if where is None:
-            cfg, where = placed(cfg)
+        """cfg and where: what driver/wiring.placed returns (cfg.num_actors resolved by the
+        placement); resume: the checkpoint to continue from (preflight.check_resume), for
+        --resume, else None."""
         self.cfg, self.info, self.run_dir, self.resume, self.where = (
             cfg,
             info,
@@ -117,6 +116,8 @@ class Trainer:
         self.eval_seed = envs_lib.derive_seed(cfg.seed, "eval")
         # bench/peers/harness.py screens on the same seeds
         self.screen_seed = envs_lib.derive_seed(cfg.seed, "screen")
+        # not eval_seed + 1: that replays all but one of the greedy evaluation's envs
+        self.sampled_eval_seed = envs_lib.derive_seed(cfg.seed, "sampled_eval")
         self.last_eval = -math.inf  # env steps at the last evaluation
         self.latest = None  # (network, version) of the newest weights fetched
         # ((network, version, env steps), future): running on eval_thread
@@ -421,7 +422,7 @@ class Trainer:
                 policy,
                 self.cfg.env,
                 self.cfg.sampled_eval_episodes,
-                self.eval_seed + 1,
+                self.sampled_eval_seed,
                 greedy=False,
             )
             self.log.evaluation(sampled, greedy=False)

@@ -19,20 +19,31 @@ from driver.in_process import InProcess
 from learner.learner import Learner
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
+from replay.stream import BatchStream
+from transport.seams import Placement
 from transport.weight_store import WeightStore
 
 
-def place(cfg: Config, connect: bool = False):
-    """Where the components run: InProcess for --in-process, else OnRay on the Ray this process
-    is connected to, or first starts or joins (`connect`: launch.py; sweep trials are connected
-    already). OnRay's plan fixes the actor count; PlacementError if the cluster cannot host it."""
-    if cfg.in_process:
-        return InProcess(cfg)
+def on_ray(cfg: Config, connect: bool) -> Placement:
+    """OnRay on the Ray this process is connected to, or first starts or joins (`connect`:
+    launch.py; sweep trials are connected already)."""
     from driver import on_ray  # only a run on Ray imports Ray
 
     if connect:
         on_ray.start_ray(cfg)
     return on_ray.OnRay(cfg)
+
+
+PLACEMENTS = {  # keyed by --in-process
+    True: lambda cfg, connect: InProcess(cfg),
+    False: on_ray,
+}
+
+
+def place(cfg: Config, connect: bool = False) -> Placement:
+    """Where the components run (PLACEMENTS). OnRay's plan fixes the actor count;
+    PlacementError if the cluster cannot host it."""
+    return PLACEMENTS[cfg.in_process](cfg, connect)
 
 
 def placed(cfg: Config, connect: bool = False):
@@ -58,7 +69,7 @@ class Components:
     """Weight store and replay shards at construction; `start` adds the learner and the actors
     (bench/throughput.py measures actors without a learner)."""
 
-    def __init__(self, cfg: Config, info: EnvInfo, where):
+    def __init__(self, cfg: Config, info: EnvInfo, where: Placement):
         """cfg: with num_actors resolved (`placed`); where: InProcess or OnRay."""
         self.cfg, self.where = cfg, where
         self.spec = SequenceSpec(
@@ -81,12 +92,10 @@ class Components:
         pace themselves from the restored version; the stored run_state is kept in
         `self.run_state`), then the actors."""
         w = self.where
-        self.learner = w.new(
-            Learner,
-            self.cfg,
-            w.replay_client(self.shards, self.spec),
-            w.weight_publisher(self.store),
+        batches = BatchStream(
+            w.replay_client(self.shards, self.spec), self.cfg.batch_size, self.cfg.replay_fraction
         )
+        self.learner = w.new(Learner, self.cfg, batches, w.weight_publisher(self.store))
         if checkpoint_data:
             self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data)
         self.actors = [self.new_actor(i) for i in range(self.cfg.num_actors)]

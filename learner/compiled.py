@@ -37,7 +37,7 @@ SOURCES = (
     "common/cmpo.py",
     "common/value_transforms.py",
     "common/retrace.py",
-    "common/batch.py",
+    "learner/batch.py",
     "learner/learner.py",
     "learner/compiled.py",
 )
@@ -237,9 +237,9 @@ def build(config: dict, staging: Path, folder: Path) -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(staging / "inductor")
     import torch
 
-    from common.batch import to_time_major
     from common.config import Config
     from common.losses import muesli_loss_tensors
+    from learner.batch import to_time_major
     from learner.learner import Learner
 
     class _NoPublisher:

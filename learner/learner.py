@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from common import envs as envs_lib
-from common.batch import to_time_major
 from common.cmpo import NormalizerState
 from common.config import Config
 from common.losses import LossState, init_loss_state, metrics_to_floats, muesli_loss_tensors
@@ -22,9 +21,10 @@ from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.sequence import SequenceSpec
 from learner import compiled as compiled_lib
+from learner.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.checkpoint import contents as checkpoint_contents
-from transport.weights import WeightPublisher
+from transport.seams import Batches, WeightSink
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,8 +113,8 @@ def acting_network_name(cfg: Config) -> str:
 
 
 class Learner:
-    def __init__(self, cfg: Config, replay, publisher: WeightPublisher):
-        self.cfg, self.replay, self.publisher = cfg, replay, publisher
+    def __init__(self, cfg: Config, batches: Batches, publisher: WeightSink):
+        self.cfg, self.batches, self.publisher = cfg, batches, publisher
         self.device = resolve_device(cfg.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
         if self.device.type == "cpu":
@@ -157,10 +157,6 @@ class Learner:
         self.steps = 0
         self.skipped = 0
         self.blends = 0
-        # replay's counters (replay/client.py totals), for the metrics
-        self.totals = {}
-        self._refreshed = 0.0
-        self._pending = None
         self.metrics = Recorder("learner")
         self.publish()
 
@@ -293,44 +289,21 @@ class Learner:
         return metrics
 
     # -- the training loop --------------------------------------------------------------
-    def _refresh_totals(self) -> None:
-        self.totals, self._refreshed = self.replay.totals(), time.perf_counter()
-
-    def _next_batch(self) -> dict | None:
-        if self._pending is None:
-            self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
-        batch = self.replay.result(self._pending)
-        # Prefetch: the next batch is sampled while this one trains.
-        self._pending = self.replay.request(self.cfg.batch_size, self.cfg.replay_fraction)
-        return batch
-
     def train(self, max_steps: int, wait_s: float = 0.0) -> dict:
-        """Run up to max_steps updates; while replay holds batches back (too little data, or its
-        rate limit: the actors are behind), wait up to wait_s seconds in total, then return.
-        Returns averaged metrics and counters."""
+        """Run up to max_steps updates on the batch stream's batches; while replay holds batches
+        back (too little data, or its rate limit: the actors are behind), wait up to wait_s
+        seconds in total, then return. Returns averaged metrics and counters."""
         start = time.perf_counter()
         deadline = start + wait_s
         sums, counts, count, batch_wait, lags = {}, {}, 0, 0.0, []
-        held = False
-        self._refresh_totals()
+        totals = self.batches.refresh_totals()
         while count < max_steps:
             t = time.perf_counter()
-            arrays = self._next_batch()
+            arrays = self.batches.next(deadline)
             batch_wait += time.perf_counter() - t
             self.metrics.observe("batch_wait_s", time.perf_counter() - t)
             if arrays is None:
-                # Held back: _next_batch has asked again; look once more at once (the first answer may
-                # predate new data), then after pauses until wait_s has passed.
-                if held and time.perf_counter() >= deadline:
-                    break
-                if held:
-                    time.sleep(0.002)
-                held = True
-                if time.perf_counter() - self._refreshed >= 0.25:
-                    # notices restarted shards, so their share moves to the others
-                    self._refresh_totals()
-                continue
-            held = False
+                break
             valid = arrays["mask"]
             lags.append(self.steps - float(arrays["version"][valid].mean()))
             # stats/* of the first update of each call only: they are logged per call, not per update
@@ -339,8 +312,7 @@ class Learner:
                 sums[key] = sums.get(key, 0.0) + value
                 counts[key] = counts.get(key, 0) + 1
             count += 1
-            if count % 20 == 0:
-                self._refresh_totals()
+        totals = self.batches.totals
         out = {key: value / counts[key] for key, value in sums.items()}
         out.update(
             {
@@ -350,8 +322,8 @@ class Learner:
                 "learner/batch_wait_s": batch_wait,
                 "learner/policy_lag": float(np.mean(lags)) if lags else 0.0,
                 "learner/skipped_updates": self.skipped,
-                "replay/failed_calls": self.totals.get("failed_calls", 0),
-                "replay/lost_sequences": self.totals.get("lost_stored", 0),
+                "replay/failed_calls": totals.get("failed_calls", 0),
+                "replay/lost_sequences": totals.get("lost_stored", 0),
             }
         )
         self._record_metrics(out, count)
@@ -373,10 +345,9 @@ class Learner:
     def checkpoint_bytes(self, run_state: dict | None = None) -> bytes:
         """Everything needed to resume, serialised with torch.save (loadable with weights_only=True).
         `run_state` is the driver's own bookkeeping (plain numbers), stored alongside."""
-        self._refresh_totals()
         state = {
             "run": dict(run_state or {}),
-            "replay_totals": {k: int(v) for k, v in self.totals.items()},
+            "replay_totals": {k: int(v) for k, v in self.batches.refresh_totals().items()},
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -416,7 +387,7 @@ class Learner:
         self.steps, self.skipped, self.blends = state["steps"], state["skipped"], state["blends"]
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
-        self.replay.restore_totals(state.get("replay_totals", {}))
-        self._refresh_totals()
+        self.batches.restore_totals(state.get("replay_totals", {}))
+        self.batches.refresh_totals()
         self.publish()
         return state.get("run", {})

@@ -135,9 +135,6 @@ class ReplayClient:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def sample(self, batch_size: int, replay_fraction: float) -> dict[str, np.ndarray] | None:
-        return self.result(self.request(batch_size, replay_fraction))
-
     def stats(self) -> list[dict | None]:
         """Each shard's stats(); None for a shard that did not answer."""
         asked = [self._ask(shard, "stats") for shard in self.shards]

@@ -44,9 +44,6 @@ class SampleToInsertRatio:
         r = self.samples_per_insert
         return (r * self.min_size + self.error_buffer - self.diff) / r
 
-    def can_insert(self) -> bool:
-        return self.room() > 0
-
     def can_sample(self, num: int, size: int) -> bool:
         r, m = self.samples_per_insert, self.min_size
         return size >= m and self.diff - num >= r * m - self.error_buffer

@@ -10,12 +10,12 @@ import time
 
 import ray
 
+from common import waits
 from common.sequence import SequenceSpec
 from replay.client import ReplayClient
 
 SHARD_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 # a held actor asks the shards again after 1 ms, doubling up to this
-MAX_ROOM_POLL_S = 0.02
 
 
 class RayReplayClient(ReplayClient):
@@ -91,4 +91,4 @@ class RayReplayClient(ReplayClient):
             if max(self.room) > 0 or time.monotonic() >= deadline:
                 return max(self.room) > 0
             time.sleep(pause)
-            pause = min(2 * pause, MAX_ROOM_POLL_S)
+            pause = min(2 * pause, waits.ROOM_POLL_MAX_S)

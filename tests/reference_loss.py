@@ -143,8 +143,8 @@ def target_quantities(target, batch: dict, state: "LossState", p: LossParams):
 
 
 def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: LossParams):
-    """muesli_loss with the metrics left as 0-d tensors on the batch's device: no host sync and
-    no data-dependent shape, so torch.compile can capture it whole.
+    """Total Muesli loss. Returns (loss scalar, metrics {name: 0-d tensor} on the batch's
+    device, new LossState).
 
     Gradient reaches only `online`; targets are computed under no_grad with `target`."""
     check_batch(batch, online.spec.num_actions)
@@ -234,7 +234,17 @@ def muesli_loss_tensors(online, target, batch: dict, state: "LossState", p: Loss
     else:
         loss_model = loss_reward = torch.zeros((), device=obs.device)
     # one mean over the k = 0 terms of every state and the k >= 1 terms of the starts
-    if every_state:
+    if p.value_loss_weighting == "per-start":  # the paper's sum over k per start, / (K + 1)
+        terms0 = _head_loss(value_logits0, pick0(tq["value_targets"]), support)
+        per_start = torch.zeros_like(weight)
+        for k in range(1, K + 1):
+            per_start = per_start + step_valid[k] * _head_loss(
+                out.value_logits[k], value_targets[k], support
+            )
+        loss_value = (
+            _masked_mean(terms0, weight0) + per_start.sum() / weight.sum().clamp(min=1.0)
+        ) / (K + 1)
+    elif every_state:
         terms0 = _head_loss(value_logits0, pick0(tq["value_targets"]), support)
         terms = _head_loss(out.value_logits[1:], value_targets[1:], support)
         loss_value = (_masked_sum(terms0, weight0) + _masked_sum(terms, step_valid[1:])) / (

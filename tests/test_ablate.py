@@ -5,25 +5,12 @@ whose row, curve (from its metrics.jsonl) and plot are checked."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = str(Path(__file__).resolve().parents[1] / "bench")
-_root_sweep = sys.modules.pop("sweep", None)
-sys.path.insert(0, BENCH)
-import ablate  # noqa: E402
-
-import sweep as bench_sweep  # noqa: E402  (bench/sweep.py)
-
-# The root sweep.py is also `sweep` (tests/test_sweep.py): leave neither bench/ on the path nor
-# bench/sweep.py under that name for the modules imported after this one.
-sys.path.remove(BENCH)
-del sys.modules["sweep"]
-if _root_sweep is not None:
-    sys.modules["sweep"] = _root_sweep
-from common.config import ConfigError  # noqa: E402
+from bench import ablate
+from bench import variants as bench_variants
+from common.config import ConfigError
 
 ROWS = [  # variant a: two of three seeds solved; b: one of three; c: none run yet
     {
@@ -74,13 +61,13 @@ VARIANTS = {"a": [], "b": ["--reg-weight", "0"], "c": ["--unroll-steps", "1"]}
 def test_median_steps_to_solve_counts_unsolved_as_infinite():
     rows = ROWS[:3]
     # [100, 300, inf]; without the unsolved: 200
-    assert bench_sweep.median_steps_to_solve(rows) == 300
-    assert bench_sweep.median_steps_to_solve(ROWS[3:]) == math.inf  # [200, inf, inf]
-    assert bench_sweep.median_steps_to_solve(ROWS[:2] + ROWS[3:5]) == 250  # [100, 200, 300, inf]
+    assert bench_variants.median_steps_to_solve(rows) == 300
+    assert bench_variants.median_steps_to_solve(ROWS[3:]) == math.inf  # [200, inf, inf]
+    assert bench_variants.median_steps_to_solve(ROWS[:2] + ROWS[3:5]) == 250  # [100, 200, 300, inf]
     # [100, 300, inf, inf]
-    assert bench_sweep.median_steps_to_solve(ROWS[:2] + ROWS[4:]) == math.inf
-    assert bench_sweep.median_steps_to_solve(ROWS[:2]) == 200
-    assert bench_sweep.median_steps_to_solve([]) == 0
+    assert bench_variants.median_steps_to_solve(ROWS[:2] + ROWS[4:]) == math.inf
+    assert bench_variants.median_steps_to_solve(ROWS[:2]) == 200
+    assert bench_variants.median_steps_to_solve([]) == 0
 
 
 def test_summary_per_variant():
@@ -127,8 +114,8 @@ def test_text_and_markdown_tables():
         "b        1/3     unsolved (200-200)            12.5        270.0 (50.0-490.0)           --reg-weight 0",
         "c        0/0     unsolved                      -           -                            --unroll-steps 1",
     ]
-    assert ablate.markdown_table(s, "python bench/ablate.py --set x").splitlines() == [
-        "<!-- python bench/ablate.py --set x -->",
+    assert ablate.markdown_table(s, "python -m bench.ablate --set x").splitlines() == [
+        "<!-- python -m bench.ablate --set x -->",
         "| variant | solved | env steps to solve (min-max) | s to solve | final greedy eval (min-max) | flags |",
         "|---|---|---|---|---|---|",
         "| a | 2/3 | 300 (100-300) | 20.0 | 480.0 (100.0-500.0) |  |",

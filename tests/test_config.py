@@ -19,6 +19,7 @@ from common.config import (
     choices,
     parse_config,
     validate,
+    with_preset,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,9 +150,8 @@ def test_bad_values_raise_one_line_config_errors(argv, expected):
     ],
 )
 def test_validate_names_the_field_and_what_is_allowed(field, value, allowed):
-    cfg = dataclasses.replace(Config(), **{field: value})
-    with pytest.raises(ConfigError) as excinfo:
-        validate(cfg)
+    with pytest.raises(ConfigError) as excinfo:  # raised as the Config is built
+        dataclasses.replace(Config(), **{field: value})
     text = one_line(excinfo)
     assert allowed in text
     named = "--batch-size" if field == "replay_capacity" else "--" + field.replace("_", "-")
@@ -485,3 +485,13 @@ def test_policy_terms_cover_every_state_except_in_the_seed_preset():
         parse_config(["--preset", "seed", "--num-cpus", "1"]).loss_params().policy_terms_every_state
         is False
     )
+
+
+def test_a_config_built_in_code_is_validated_as_flags_are():
+    """bench scripts, tests and notebooks build Config(...) directly: the same check applies."""
+    with pytest.raises(
+        ConfigError, match=r"^--batch-size=0 is invalid: must be a whole number >= 1$"
+    ):
+        Config(batch_size=0)
+    with pytest.raises(ConfigError, match=r"^--optimizer='sgd' is invalid: allowed: adam, adamw$"):
+        with_preset("lunarlander", optimizer="sgd")

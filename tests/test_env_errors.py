@@ -182,7 +182,7 @@ def test_evaluation_counts_only_episodes_that_ended_without_an_error():
     """Episodes of 8 steps, reward 1 each; every instance raises at its 12th step, in its second
     episode: that episode (3 steps, return 3 so far) must not be counted or carried over into
     the rebuilt env's first one, which is each env's second counted episode."""
-    from actors.evaluate import evaluate
+    from actors.evaluation import evaluate
     from common.networks import build_network
 
     env_id = counting_env(episode_steps=EPISODE, fail_at_step=12)

@@ -20,13 +20,14 @@ from gymnasium import spaces
 
 from actors.actor import SelfPlayActor
 from common import envs as envs_lib
-from common.batch import to_time_major
 from common.config import PRESETS, Config, ConfigError, parse_config, validate
 from common.networks import auto_torso, build_network
 from common.sequence import SequenceSpec, decode_sequences
 from common.vector_env import VectorEnv
+from learner.batch import to_time_major
 from learner.learner import Learner
 from replay.client import ReplayClient
+from replay.stream import BatchStream
 from tests.recording import RecordingShard
 from transport.weight_store import WeightStore
 from transport.weights import WeightClient, WeightPublisher
@@ -271,7 +272,8 @@ def build(cfg: Config):
     store = WeightStore()
     shard = RecordingShard(spec, cfg.replay_capacity)
     torch.manual_seed(0)
-    learner = Learner(cfg, ReplayClient([shard], spec), WeightPublisher(store))
+    batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
+    learner = Learner(cfg, batches, WeightPublisher(store))
     actor = SelfPlayActor(cfg, 0, ReplayClient([shard], spec, flush_every=1), WeightClient(store))
     return info, spec, shard, learner, actor
 
@@ -337,7 +339,8 @@ def test_preset_sequences_round_trip_with_the_env_dtype(preset_run):
         )
         # raw bytes of that dtype, no float copy
         assert n * obs_bytes < len(payload) < n * (obs_bytes + 1024) + 512
-    batch = ReplayClient([shard], spec).sample(4, 0.5)
+    client = ReplayClient([shard], spec)
+    batch = client.result(client.request(4, 0.5))
     assert batch["obs"].dtype == dtype
     assert to_time_major(batch)["obs"].dtype == (
         torch.uint8 if dtype == np.uint8 else torch.float32

@@ -1,5 +1,5 @@
 """evaluate.py (evaluate and watch a run), the evaluation loop it shares with training
-(actors/evaluate.play) and the episode video writer (actors/video.py).
+(actors/evaluation.play) and the episode video writer (actors/video.py).
 
 One short in-process CartPole run (a few seconds of training) serves every test. In
 CartPole every step pays +1, so a return equals its episode's length exactly, and a video of
@@ -17,7 +17,7 @@ import torch
 import evaluate as cli
 import launch
 from actors import video
-from actors.evaluate import play
+from actors.evaluation import play
 from common import envs as envs_lib
 from tests.test_envs import needs
 
@@ -88,7 +88,7 @@ def test_policy_episodes_are_plausible_and_videos_decode_to_their_episodes(run_d
     # no CartPole episode ends before 8 steps
     assert lengths.min() >= 8 and lengths.max() <= 500
     assert result["seed"] == envs_lib.derive_seed(0, "watch", 0)
-    names = [f"policy-greedy-seed0-episode{k}.mp4" for k in range(2)]
+    names = [f"policy-greedy-set0-episode{k}.mp4" for k in range(2)]
     assert [p.name for p in result["videos"]] == names
     assert sorted(p.name for p in (run_dir / "videos").iterdir()) == names  # no .tmp left behind
     for k in range(2):
@@ -117,7 +117,7 @@ def test_checkpoint_plays_as_the_exported_policy_of_the_same_weights(run_dir):
 def test_other_seed_index_and_sampling_play_other_episodes(run_dir):
     base = cli.watch(args(run_dir, "--episodes", 20))["episodes"].returns
     again = cli.watch(args(run_dir, "--episodes", 20))["episodes"].returns
-    other_seed = cli.watch(args(run_dir, "--episodes", 20, "--seed", 1))
+    other_seed = cli.watch(args(run_dir, "--episodes", 20, "--seed-set", 1))
     sampled = cli.watch(args(run_dir, "--episodes", 20, "--sampled"))["episodes"].returns
     np.testing.assert_array_equal(again, base)
     assert other_seed["seed"] == envs_lib.derive_seed(0, "watch", 1)
@@ -131,7 +131,7 @@ def test_command_prints_a_line_per_batch_and_a_table(run_dir, capsys):
     seed = envs_lib.derive_seed(0, "watch", 0)
     assert out[0] == (
         f"evaluate.py: {run_dir} | CartPole-v1 | policy.pt2 | greedy | 60 episodes on 50 envs, "
-        f"env seeds {seed}..{seed + 49} (role 'watch', --seed 0)"
+        f"env seeds {seed}..{seed + 49} (role 'watch', --seed-set 0)"
     )
     progress = [line for line in out if "| this batch:" in line]
     assert [line.split("episodes")[1].split("|")[0].strip() for line in progress] == [

@@ -17,6 +17,7 @@ import launch
 from common import envs as envs_lib
 from common.config import parse_config, to_dict
 from driver.trainer import Trainer, make_run_dir
+from driver.wiring import placed
 from learner import checkpoint
 
 
@@ -217,7 +218,8 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
         ]
     )
     ray.init(address=cluster.address)
-    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    cfg, where = placed(cfg)
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where)
     # (arrival time, actor index, that actor process's env steps so far)
     chunks = []
     count_chunk = trainer.on_actor
@@ -282,7 +284,8 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
     )
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+        cfg, where = placed(cfg)
+        trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where)
         killed_at, errors = [], []
 
         def kill_the_shard():
@@ -312,8 +315,10 @@ def test_learning_goes_on_after_the_only_replay_shard_loses_everything(tmp_path)
 
 def test_replay_fault_counts_of_a_report_without_updates_still_reach_the_summary(tmp_path):
     """A learner starved by a lost shard reports no update; its replay fault counters must not be dropped with it."""
-    cfg = parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
-    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    cfg, where = placed(
+        parse_config(["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
+    )
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where)
     trainer.on_learner(
         {
             "learner/updates_in_call": 5,

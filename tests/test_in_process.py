@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 import launch
+from common import waits
+from common.waits import LEARNER_CALL_STEPS
 from driver import in_process
-from driver.in_process import LEARNER_CALL_STEPS, SerialRounds
+from driver.in_process import SerialRounds
 from driver.trainer import Trainer
 
 
@@ -58,7 +60,7 @@ def test_a_stop_ends_the_learners_turn_at_the_next_call():
 def test_a_ratio_replay_never_reaches_ends_the_turn_after_round_learner_s(monkeypatch):
     clock = iter(range(0, 10**6, 3))  # each look at the clock: 3 s later
     monkeypatch.setattr(in_process.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(in_process, "ROUND_LEARNER_S", 10.0)
+    monkeypatch.setattr(waits, "ROUND_LEARNER_S", 10.0)
     rounds, learner = rounds_of(
         1e9, stop=lambda: "a safety net for this test" if len(learner.calls) > 20 else ""
     )
@@ -137,7 +139,7 @@ def test_a_stop_in_a_learning_turn_that_replay_never_ends_is_seen_at_the_next_ca
             trainer.log.start -= trainer.cfg.max_seconds  # the clock passes --max-seconds
 
     monkeypatch.setattr(Trainer, "on_learner", on_learner)
-    monkeypatch.setattr(in_process, "ROUND_LEARNER_S", 3600.0)
+    monkeypatch.setattr(waits, "ROUND_LEARNER_S", 3600.0)
     rc, summary = run(tmp_path, "--replay-ratio", "1e9", "--max-seconds", "300")
     assert rc == 0 and after_stop == [], (rc, after_stop)
     assert summary["stop_reason"] == ("interrupted" if stop == "ctrl-c" else "time budget spent")

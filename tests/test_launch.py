@@ -19,9 +19,11 @@ import pytest
 import torch
 
 import launch
+import muesli_ray
 from common import envs as envs_lib
 from common.config import parse_config, to_dict
 from driver.trainer import Trainer, make_run_dir
+from driver.wiring import placed
 from learner import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,14 +225,14 @@ def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(
 ):
     """Two runs with one name both pass preflight (on Ray, ray.init lies between preflight and the
     folder): the one that claims the folder second stops with one line and writes nothing into it."""
-    real_placed = launch.placed
+    real_placed = muesli_ray.placed
 
     def placed_while_another_run_claims_the_folder(cfg, connect=False):
         other = make_run_dir(cfg)  # the other run, claiming the folder first
         (other / "metrics.jsonl").write_text("the other run\n")
         return real_placed(cfg, connect)
 
-    monkeypatch.setattr(launch, "placed", placed_while_another_run_claims_the_folder)
+    monkeypatch.setattr(muesli_ray, "placed", placed_while_another_run_claims_the_folder)
     line = main_fails(capsys, ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"])
     assert line == (
         f"launch.py: error: --run-name='run' is invalid: {tmp_path / 'run'} was taken by another run "
@@ -382,7 +384,8 @@ def test_a_checkpoint_is_named_by_the_learners_step_not_the_drivers_last_report(
     cfg = parse_config(
         ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--replay-ratio", "0"]
     )
-    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg))
+    cfg, where = placed(cfg)
+    trainer = Trainer(cfg, envs_lib.describe(cfg.env), make_run_dir(cfg), None, where)
     c = trainer.build()
     for _ in range(3):
         trainer.on_actor(c.actors[0].collect(CHUNK))
@@ -512,25 +515,17 @@ def test_a_run_that_fails_after_start_up_writes_summary_json(tmp_path, capsys, m
 # -- Ctrl-C --------------------------------------------------------------------------------
 
 
+def launch_argv(tmp_path, *flags) -> list:
+    """`python launch.py` of a run named `run` below tmp_path that never solves on its own."""
+    return [sys.executable, "launch.py", "--run-root", str(tmp_path), "--run-name", "run",
+            "--seed", "3", "--solve-return", "1e9", "--checkpoint-every-s", "1000", *flags]  # fmt: skip
+
+
 def start_run(tmp_path, *flags) -> subprocess.Popen:
     """`python launch.py` in its own process group, as a terminal's foreground job is."""
     log = open(tmp_path / "stdout.txt", "w")
     return subprocess.Popen(
-        [
-            sys.executable,
-            "launch.py",
-            "--run-root",
-            str(tmp_path),
-            "--run-name",
-            "run",
-            "--seed",
-            "3",
-            "--solve-return",
-            "1e9",
-            "--checkpoint-every-s",
-            "1000",
-            *flags,
-        ],
+        launch_argv(tmp_path, *flags),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.PIPE,
@@ -663,25 +658,7 @@ def test_sighup_of_a_closed_terminal_finishes_the_run_with_exit_129(tmp_path):
     SIGHUP: the run still ends as after a Ctrl-C, its output going nowhere, with exit 128 + 1."""
     master, terminal = os.openpty()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "launch.py",
-            "--in-process",
-            "--run-root",
-            str(tmp_path),
-            "--run-name",
-            "run",
-            "--seed",
-            "3",
-            "--solve-return",
-            "1e9",
-            "--checkpoint-every-s",
-            "1000",
-            "--max-seconds",
-            "300",
-            "--eval-episodes",
-            "5",
-        ],
+        launch_argv(tmp_path, "--in-process", "--max-seconds", "300", "--eval-episodes", "5"),
         cwd=ROOT,
         stdin=terminal,
         stdout=terminal,

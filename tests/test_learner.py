@@ -14,15 +14,16 @@ import pytest
 import torch
 
 from common import codec
-from common.batch import to_time_major
 from common.config import Config, validate
 from common.sequence import SequenceSpec, encode_sequences
 from learner import checkpoint
+from learner.batch import to_time_major
 from learner.checkpoint import CheckpointError
 from learner.learner import Learner
 from replay.client import ReplayClient
 from replay.rate_limit import SampleToInsertRatio
 from replay.shard import ReplayShard
+from replay.stream import BatchStream
 from transport.weight_store import WeightStore
 from transport.weights import WeightPublisher
 
@@ -57,7 +58,9 @@ def make_learner(cfg=None, seed=0, rate_limit=None):
     cfg = cfg or small_config(seed=seed)
     store = WeightStore()
     client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity, rate_limit=rate_limit)], SPEC)
-    return Learner(cfg, client, WeightPublisher(store)), store
+    return Learner(
+        cfg, BatchStream(client, cfg.batch_size, cfg.replay_fraction), WeightPublisher(store)
+    ), store
 
 
 def make_batch(seed=0, terminal_at=3):
@@ -151,13 +154,13 @@ def test_non_finite_batch_skips_the_update_and_leaves_state_bit_identical(field,
     learner.update(make_batch(0))
     learner.update(make_batch(1))
     before = snapshot(learner)
-    version = store.version()
+    version = store.latest()[0]
     batch = make_batch(2)
     batch[field] = batch[field].clone()
     batch[field][index] = float("nan")  # injected after decode, which would refuse it
     metrics = learner.update(batch)
     assert learner.skipped == 1 and metrics["learner/skipped_updates"] == 1
-    assert learner.steps == before["steps"] == 2 and store.version() == version
+    assert learner.steps == before["steps"] == 2 and store.latest()[0] == version
     assert_state_identical(before, snapshot(learner))
     assert all(p.grad is None for p in learner.online.parameters())
     # The next finite batch trains normally.
@@ -183,7 +186,7 @@ def test_non_finite_gradient_skips_the_update(capsys):
     learner, store = make_learner()
     learner.update(make_batch(0))
     capsys.readouterr()
-    before, version = snapshot(learner), store.version()
+    before, version = snapshot(learner), store.latest()[0]
     learner.params = dataclasses.replace(learner.params, value_weight=1e36)
     metrics = learner.update(make_batch(1))
     assert math.isfinite(metrics["loss/total"]) and metrics["loss/total"] > 1e35
@@ -192,7 +195,7 @@ def test_non_finite_gradient_skips_the_update(capsys):
         and metrics["learner/skipped_updates"] == 1
         and "learner/grad_norm" not in metrics
     )
-    assert learner.steps == 1 and store.version() == version
+    assert learner.steps == 1 and store.latest()[0] == version
     assert_state_identical(before, snapshot(learner))
     assert all(p.grad is None for p in learner.online.parameters())
     assert (
@@ -293,9 +296,9 @@ def test_publish_sends_the_acting_network_with_the_step_as_version():
     from common.codec import decode_weights
 
     learner, store = make_learner(small_config(publish_every=2))
-    assert store.version() == 0
+    assert store.latest()[0] == 0
     learner.update(make_batch(0))
-    assert store.version() == 0
+    assert store.latest()[0] == 0
     learner.update(make_batch(1))
     version, payload = store.latest()
     assert version == 2
@@ -443,7 +446,7 @@ def test_checkpoint_round_trip_restores_everything_into_a_fresh_learner(trained)
         source.blends,
     )
     # the restored weights are published
-    assert store.version() == source.steps
+    assert store.latest()[0] == source.steps
     # Same state, same batch, same RNG: the next update is identical too (Adam moments and step count).
     rng = torch.get_rng_state()
     twin = copy.deepcopy(source)
@@ -494,13 +497,13 @@ def damaged(data: bytes, damage: str) -> bytes:
 )
 def test_loading_a_damaged_checkpoint_raises_and_changes_nothing(trained, damage, cause):
     learner, store = make_learner(seed=5)
-    before, version = snapshot(learner), store.version()
+    before, version = snapshot(learner), store.latest()[0]
     with pytest.raises(
         CheckpointError, match=rf"^checkpoint data is corrupt or truncated \({cause}\)$"
     ):
         learner.load_checkpoint_bytes(damaged(trained[0].checkpoint_bytes(), damage))
     assert_state_identical(before, snapshot(learner))
-    assert store.version() == version
+    assert store.latest()[0] == version
 
 
 def test_checkpoint_of_another_architecture_is_refused_before_anything_is_overwritten(trained):
@@ -627,10 +630,10 @@ def test_read_checked_refuses_pickled_objects(tmp_path):
 def test_train_returns_without_updates_while_replay_is_short_and_trains_once_it_fills():
     learner, store = make_learner()
     out = learner.train(3, wait_s=0.05)
-    assert out["learner/updates_in_call"] == 0 and learner.steps == 0 and store.version() == 0
-    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    assert out["learner/updates_in_call"] == 0 and learner.steps == 0 and store.latest()[0] == 0
+    learner.batches.replay.shards[0].insert([replay_payload(2 * B)])
     out = learner.train(3, wait_s=1.0)
-    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.version() == 3
+    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.latest()[0] == 3
 
 
 def test_train_waits_up_to_wait_s_for_data():
@@ -654,11 +657,11 @@ def test_train_makes_exactly_the_updates_the_rate_limit_allows(monkeypatch):
     monkeypatch.setattr(time, "sleep", no_sleep)
     limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
     learner, store = make_learner(small_config(publish_every=1), rate_limit=limit)
-    shard = learner.replay.shards[0]
+    shard = learner.batches.replay.shards[0]
     # I = 8: batches at S = 0, 4, 8; S = 12 > 8 refused
     shard.insert([replay_payload(8)])
     out = learner.train(100, wait_s=0.0)
-    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.version() == 3
+    assert out["learner/updates_in_call"] == 3 and learner.steps == 3 and store.latest()[0] == 3
     assert shard.rate_limit.samples == shard.stats()["samples"] == 12
     assert shard.stats()["rate_limited_samples"] >= 1
     assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 0
@@ -671,10 +674,10 @@ def test_train_makes_exactly_the_updates_the_rate_limit_allows(monkeypatch):
 def test_train_stops_at_max_steps_and_the_prefetched_batch_is_used_next():
     limit = SampleToInsertRatio(samples_per_insert=2.0, min_size=4, error_buffer=4.0)
     learner, _ = make_learner(rate_limit=limit)
-    learner.replay.shards[0].insert([replay_payload(8)])
+    learner.batches.replay.shards[0].insert([replay_payload(8)])
     assert learner.train(2, wait_s=0.0)["learner/updates_in_call"] == 2
     assert learner.train(100, wait_s=0.0)["learner/updates_in_call"] == 1
-    assert learner.steps == 3 and learner.replay.shards[0].rate_limit.samples == 12
+    assert learner.steps == 3 and learner.batches.replay.shards[0].rate_limit.samples == 12
 
 
 # -- CUDA (run where a GPU exists: CI has none, so these skip there) --------------------------
@@ -728,7 +731,7 @@ def test_cuda_auto_precision_is_bf16_and_learns_with_fp32_state():
 @needs_cuda
 def test_cuda_learner_trains_from_replay_and_publishes_cpu_weights():
     learner, store = make_learner(small_config(device="cuda"))
-    learner.replay.shards[0].insert([replay_payload(2 * B)])
+    learner.batches.replay.shards[0].insert([replay_payload(2 * B)])
     assert learner.train(4, wait_s=1.0)["learner/updates_in_call"] == 4
     version, payload = store.latest()
     weights = codec.decode_weights(payload)
@@ -748,7 +751,7 @@ def test_cuda_checkpoint_resumes_on_cpu_and_on_cuda():
     for device in ("cpu", "cuda"):
         fresh, store = make_learner(small_config(device=device, seed=5))
         fresh.load_checkpoint_bytes(data)
-        assert (fresh.steps, store.version()) == (3, 3)
+        assert (fresh.steps, store.latest()[0]) == (3, 3)
         for name, value in source.online.state_dict().items():
             assert torch.equal(fresh.online.state_dict()[name].cpu(), value.cpu()), (device, name)
         assert np.isfinite(fresh.update(to_time_major(make_arrays(4), device))["loss/total"])

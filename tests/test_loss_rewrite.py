@@ -67,6 +67,10 @@ CASES = [
     dict(value_target="mc", hidden_grad_scale=1.0),
     dict(support_size=0),
     dict(support_size=0, policy_terms_every_state=False),
+    dict(value_loss_weighting="per-start"),
+    dict(value_loss_weighting="per-start", max_starts=0),
+    dict(value_loss_weighting="per-start", policy_terms_every_state=False),
+    dict(value_loss_weighting="per-start", unroll_steps=8),
 ]
 
 
@@ -174,3 +178,30 @@ def test_pieces_cover_every_row_once_in_order():
         and torch.equal(a, 2 * torch.arange(13.0))
         and torch.equal(b, torch.arange(1, 14))
     )
+
+
+def test_per_start_value_weighting_is_the_pooled_mean_when_every_step_counts_alike():
+    """With every state a start and no episode end, each k has T*B terms: the paper's per-start
+    sum over k / (K + 1) is then exactly the pooled mean; with 3 starts of T it is not."""
+    online, target = nets(5, 0)
+    batch = random_batch(0)
+    batch["mask"] = torch.ones(T, B)
+    batch["terminal"] = torch.zeros(T, B)
+    K = 2  # t + K within the sequence for t <= T - K - 1 only: keep starts where it is
+    batch["start_mask"] = torch.zeros(T, B)
+    batch["start_mask"][: T - K] = 1.0
+    base = dict(max_starts=0, unroll_steps=K, policy_terms_every_state=False)
+    values = {}
+    for weighting in ("pooled", "per-start"):
+        p = dataclasses.replace(Config().loss_params(), **base, value_loss_weighting=weighting)
+        values[weighting] = muesli_loss_tensors(online, target, batch, init_loss_state(), p)[1]
+    torch.testing.assert_close(values["pooled"]["loss/value"], values["per-start"]["loss/value"])
+    every = {}
+    for weighting in ("pooled", "per-start"):
+        p = dataclasses.replace(
+            Config().loss_params(), max_starts=3 * B, unroll_steps=K, value_loss_weighting=weighting
+        )
+        every[weighting] = float(
+            muesli_loss_tensors(online, target, batch, init_loss_state(), p)[1]["loss/value"]
+        )
+    assert abs(every["pooled"] - every["per-start"]) > 1e-3, every

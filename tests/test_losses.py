@@ -10,7 +10,13 @@ import torch
 from common import cmpo
 from common import value_transforms as vt
 from common.config import Config
-from common.losses import check_batch, init_loss_state, muesli_loss, target_quantities
+from common.losses import (
+    check_batch,
+    init_loss_state,
+    metrics_to_floats,
+    muesli_loss_tensors,
+    target_quantities,
+)
 from common.networks import NetworkSpec, build_network
 
 T, B, A, D = 6, 4, 3, 5
@@ -20,6 +26,13 @@ T, B, A, D = 6, 4, 3, 5
 #   b=2: time-limit truncation at step 3 -> steps 4.. padding; obs[4] (final obs) bootstraps, obs[5..] unused
 #   b=3: true terminal at the last step T-1 -> obs[T] unused
 TERM_COL, TRUNC_COL, LAST_TERM_COL = 1, 2, 3
+
+
+def learner_loss(online, target, batch, state, p):
+    """The loss as the learner takes it (learner/learner.py): muesli_loss_tensors, then its
+    metrics as floats. Returns (loss, {name: float}, new LossState)."""
+    loss, metrics, state = muesli_loss_tensors(online, target, batch, state, p)
+    return loss, metrics_to_floats(metrics), state
 
 
 def params(**changes):
@@ -79,7 +92,7 @@ def make_nets(support_size=5, seed=0):
 def loss_and_grads(online, target, batch, p, seed=0):
     online.zero_grad()
     torch.manual_seed(seed)
-    loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
+    loss, metrics, state = learner_loss(online, target, batch, init_loss_state(), p)
     loss.backward()
     grads = {n: q.grad.clone() for n, q in online.named_parameters()}
     return loss.detach(), grads, metrics, state
@@ -96,7 +109,7 @@ def test_loss_finite_and_gradient_reaches_every_online_parameter(support_size, r
         prior_behaviour_weight=0.03,
         prior_uniform_weight=0.003,
     )
-    loss, metrics, state = muesli_loss(online, target, batch, init_loss_state(), p)
+    loss, metrics, state = learner_loss(online, target, batch, init_loss_state(), p)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) and v == v for v in metrics.values())
     assert metrics["loss/total"] == pytest.approx(loss.item())
@@ -119,7 +132,7 @@ def test_no_gradient_flows_into_batch_tensors_even_if_they_require_grad():
         batch[key].requires_grad_(True)
     for support_size in (5, 0):
         online, target = make_nets(support_size)
-        loss, _, _ = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))
+        loss, _, _ = learner_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))
         loss.backward()
         for key, value in batch.items():
             assert value.grad is None, key
@@ -137,7 +150,7 @@ def test_loss_weights_combine_components():
         reward_weight=2.0,
         model_weight=0.5,
     )
-    loss, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    loss, m, _ = learner_loss(online, target, batch, init_loss_state(), p)
     want = (
         1.3 * m["loss/pg"]
         + 0.7 * m["loss/reg"]
@@ -274,20 +287,20 @@ def test_value_target_mc_and_retrace_differ_and_bad_name_raises():
     for t in reversed(range(T)):
         want = batch["reward"][t, 0] + 0.99 * want
         assert G[t].item() == pytest.approx(want.item(), abs=1e-4)
-    loss, _, _ = muesli_loss(
+    loss, _, _ = learner_loss(
         online, target, batch, init_loss_state(), params(unroll_steps=3, value_target="mc")
     )
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="value_target"):
-        muesli_loss(online, target, batch, init_loss_state(), params(value_target="td"))
+        learner_loss(online, target, batch, init_loss_state(), params(value_target="td"))
 
 
 def test_exact_and_sampled_regulariser_both_run_and_agree_roughly():
     online, target = make_nets(5)
     batch = make_batch()
-    _, m_exact = muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))[:2]
+    _, m_exact = learner_loss(online, target, batch, init_loss_state(), params(unroll_steps=3))[:2]
     torch.manual_seed(0)
-    _, m_sampled = muesli_loss(
+    _, m_sampled = learner_loss(
         online, target, batch, init_loss_state(), params(unroll_steps=3, reg_samples=64)
     )[:2]
     assert m_exact["loss/reg"] >= 0
@@ -340,7 +353,7 @@ def test_unroll_lengths_match_a_loop_over_start_states(K):
     online, target = make_nets(5)
     batch = make_batch()
     p = params(unroll_steps=K)
-    _, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    _, m, _ = learner_loss(online, target, batch, init_loss_state(), p)
     want = _loop_model_losses(online, target, batch, p)
     for key in ("value", "reward", "model"):
         assert m[f"loss/{key}"] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
@@ -352,14 +365,14 @@ def test_start_mask_selects_start_states():
     online, target = make_nets(5)
     batch = make_batch()
     p = params(unroll_steps=2)
-    base, _, _ = muesli_loss(online, target, batch, init_loss_state(), p)
-    same, _, _ = muesli_loss(
+    base, _, _ = learner_loss(online, target, batch, init_loss_state(), p)
+    same, _, _ = learner_loss(
         online, target, dict(batch, start_mask=torch.ones(T, B)), init_loss_state(), p
     )
     torch.testing.assert_close(same, base)  # start_mask is combined with mask
     only = torch.zeros(T, B)
     only[0, 0] = 1.0
-    one, m, _ = muesli_loss(online, target, dict(batch, start_mask=only), init_loss_state(), p)
+    one, m, _ = learner_loss(online, target, dict(batch, start_mask=only), init_loss_state(), p)
     assert not torch.allclose(one, base)
     tq, _ = target_quantities(target, batch, init_loss_state(), p)
     log_pi = torch.log_softmax(online.policy_logits(batch["obs"][0, :1]), -1)[0]
@@ -404,11 +417,11 @@ def test_adam_steps_lower_the_loss(support_size):
     losses = []
     for _ in range(50):
         opt.zero_grad()
-        loss, _, _ = muesli_loss(online, target, batch, state, p)  # same state: fixed targets
+        loss, _, _ = learner_loss(online, target, batch, state, p)  # same state: fixed targets
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    final, _, _ = muesli_loss(online, target, batch, state, p)
+    final, _, _ = learner_loss(online, target, batch, state, p)
     assert final.item() < losses[0] - 0.25 * abs(losses[0]), (losses[0], final.item())
 
 
@@ -429,7 +442,7 @@ def test_check_batch_names_the_bad_field():
             check_batch(batch, A)
         online, target = make_nets(5)
         with pytest.raises(ValueError, match=key):
-            muesli_loss(online, target, batch, init_loss_state(), params(unroll_steps=2))
+            learner_loss(online, target, batch, init_loss_state(), params(unroll_steps=2))
 
 
 def _uniform_policy_nets(value=1.0, reward=1.0):
@@ -497,7 +510,7 @@ def test_retrace_traces_are_truncated_at_one():
 def test_policy_gradient_importance_ratio_is_clipped_at_one():
     online, target = _uniform_policy_nets(value=1.0)
     p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95)
-    _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    _, m, _ = learner_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
     ratio = [2.0 / 3.0, 1.0, 5.0 / 9.0]  # min(1, pi/mu): 10/3 clipped to 1
     assert m["stats/is_ratio_mean"] == pytest.approx(sum(ratio) / 3, abs=1e-6)
     # pg advantage (G - v) / rms(G - v) after one normaliser update (bias-corrected: the plain rms)
@@ -515,7 +528,7 @@ def test_sampled_regulariser_clips_the_advantages():
     N, c = 4, 0.5
     p = params(unroll_steps=1, discount=0.9, reg_samples=N, cmpo_clip=c)
     torch.manual_seed(0)
-    _, m, _ = muesli_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
+    _, m, _ = learner_loss(online, target, _three_step_batch(MU_TAKEN), init_loss_state(), p)
     w = N * math.exp(c) / (1 + (N - 1) * math.exp(c))  # 1.1091; unclipped (adv 1) 1.1877
     assert m["loss/reg"] == pytest.approx(w * math.log(3.0), abs=1e-5)
 
@@ -599,7 +612,7 @@ def test_state_value_target_by_hand_and_used_by_the_value_loss():
     want = [1.9 + ci * (g - 1.9) for ci, g in zip(c, G)]  # 4.3397, 4.9683, 3.3568
     torch.testing.assert_close(tq["value_targets"][:, 0], torch.tensor(want), rtol=0, atol=1e-5)
     # scalar heads, K = 0: L_value = mean_t 0.5 (v_hat(s_t) - V_t)^2 with v_hat = 1
-    _, m, _ = muesli_loss(online, target, batch, init_loss_state(), p)
+    _, m, _ = learner_loss(online, target, batch, init_loss_state(), p)
     assert m["loss/value"] == pytest.approx(sum(0.5 * (1.0 - v) ** 2 for v in want) / 3, abs=1e-4)
 
 
@@ -612,7 +625,7 @@ def test_shared_normaliser_scales_the_policy_gradient_by_the_cmpo_advantages():
     adv = [g - 1.0 for g in _hand_retrace_returns()]
     for normalizer, scale in (("shared", 0.9), ("own", (sum(a * a for a in adv) / 3) ** 0.5)):
         p = params(unroll_steps=1, discount=0.9, retrace_lambda=0.95, pg_normalizer=normalizer)
-        _, m, state = muesli_loss(online, target, batch, init_loss_state(), p)
+        _, m, state = learner_loss(online, target, batch, init_loss_state(), p)
         want = -sum(r * a / scale for r, a in zip(ratio, adv)) / 3
         assert m["loss/pg"] == pytest.approx(want, abs=1e-5), normalizer
         assert m["stats/pg_adv_std"] == pytest.approx(scale, abs=1e-5), normalizer
@@ -628,12 +641,12 @@ def test_policy_terms_on_every_state_while_only_the_unroll_is_subsampled():
     chosen = torch.zeros(T, B)
     chosen[[0, 1, 4, 2], [0, 1, 2, 3]] = 1.0
     p = params(unroll_steps=2, max_starts=4)
-    _, full, _ = muesli_loss(
+    _, full, _ = learner_loss(
         online, target, batch, init_loss_state(), dataclasses.replace(p, max_starts=0)
     )
-    _, sub, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), p)
+    _, sub, _ = learner_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), p)
     every = dataclasses.replace(p, policy_terms_every_state=True)
-    _, m, _ = muesli_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), every)
+    _, m, _ = learner_loss(online, target, dict(batch, start_mask=chosen), init_loss_state(), every)
     for name in ("loss/pg", "loss/reg", "stats/entropy", "stats/is_ratio_mean"):
         assert m[name] == pytest.approx(full[name], rel=1e-5), name
     for name in ("loss/model", "loss/reward"):

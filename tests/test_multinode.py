@@ -535,7 +535,7 @@ def test_launch_joins_a_two_node_cluster_and_actors_run_on_the_worker(
     record_property("multinode", line)
 
 
-# -- placement on several nodes (pure: common/placement.plan against a model of Ray's packing) --
+# -- placement on several nodes (pure: driver/placement.plan against a model of Ray's packing) --
 
 
 def fits_everywhere(node_cpus: list, plan) -> bool:
@@ -558,7 +558,7 @@ def fits_everywhere(node_cpus: list, plan) -> bool:
 def test_actor_requests_fit_any_mix_of_whole_cpu_nodes(node_cpus):
     from types import SimpleNamespace
 
-    from common import placement
+    from driver import placement
 
     total = float(sum(node_cpus))
     whole_left = int(total) - 1  # after the learner's CPU
@@ -576,7 +576,7 @@ def test_an_even_split_that_would_strand_an_actor_is_not_chosen():
     fourth actor pending forever; 1/2 CPU each fills the nodes exactly."""
     from types import SimpleNamespace
 
-    from common import placement
+    from driver import placement
 
     plan = placement.plan(SimpleNamespace(num_actors=4, device="auto"), 4.0, 4.0, 0.0)
     assert plan.actor["num_cpus"] == 0.5 and plan.actor["scheduling_strategy"] == "SPREAD"

@@ -1,11 +1,11 @@
-"""common/numpy_policy.py: the numpy acting path equals softmax(MuesliNet.policy_logits)."""
+"""actors/numpy_policy.py: the numpy acting path equals softmax(MuesliNet.policy_logits)."""
 
 import numpy as np
 import pytest
 import torch
 
+from actors.numpy_policy import policy_layers, policy_probs
 from common.networks import MuesliNet, NetworkSpec
-from common.numpy_policy import policy_layers, policy_probs
 
 
 def torch_probs(net, obs):

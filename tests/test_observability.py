@@ -475,7 +475,7 @@ def test_console_has_the_progress_line_and_no_unexplained_error_or_token_warning
 def test_progress_line_shows_dashes_until_there_is_a_loss_and_the_newest_screen_or_eval(tmp_path):
     import io
 
-    from common.metrics import RunLogger
+    from driver.metrics import RunLogger
 
     out = io.StringIO()
     log = RunLogger(tmp_path, "{}", stream=out)

@@ -33,11 +33,11 @@ def test_room_counts_down_one_per_insert_and_holds_after_the_fifth():
     limit = example()
     rooms = []
     for _ in range(5):
-        assert limit.can_insert()
+        assert limit.room() > 0
         rooms.append(limit.room())
         limit.inserted(1)
     assert rooms == [5.0, 4.0, 3.0, 2.0, 1.0]
-    assert limit.room() == 0.0 and not limit.can_insert()  # room 0 already holds
+    assert limit.room() == 0.0  # room 0 already holds (senders hold at room <= 0)
     assert limit.diff == 10.0
 
 
@@ -45,9 +45,9 @@ def test_room_during_the_first_m_inserts_is_never_short_of_the_rest_of_them():
     """Without an error buffer the limiter holds exactly at m: the first m inserts always get in."""
     limit = SampleToInsertRatio(samples_per_insert=0.5, min_size=4, error_buffer=0.0)
     for inserted in range(4):
-        assert limit.room() == 4 - inserted and limit.can_insert()
+        assert limit.room() == 4 - inserted > 0
         limit.inserted(1)
-    assert limit.room() == 0.0 and not limit.can_insert()
+    assert limit.room() == 0.0
     big = SampleToInsertRatio(samples_per_insert=100.0, min_size=10, error_buffer=0.0)
     big.inserted(3)
     assert big.room() == 7.0
@@ -58,7 +58,7 @@ def test_samples_give_back_room_at_one_insert_per_r_samples():
     limit.inserted(5)
     assert limit.room() == 0.0
     limit.sampled(1)  # diff 9: (10 - 9) / 2
-    assert limit.room() == 0.5 and limit.can_insert()
+    assert limit.room() == 0.5
     limit.sampled(3)  # diff 6
     assert limit.room() == 2.0
 
@@ -66,7 +66,7 @@ def test_samples_give_back_room_at_one_insert_per_r_samples():
 def test_inserts_past_the_room_are_counted_and_make_room_negative():
     limit = example()
     limit.inserted(8)  # a flush of 8 with room 5
-    assert limit.diff == 16.0 and limit.room() == -3.0 and not limit.can_insert()
+    assert limit.diff == 16.0 and limit.room() == -3.0
 
 
 # -- samples -------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_ratio_is_kept_over_a_long_alternation():
     limit = SampleToInsertRatio(r, m, e)
     stored = 0
     for _ in range(2000):
-        if limit.can_insert():
+        if limit.room() > 0:
             limit.inserted(1)
             stored += 1
         if limit.can_sample(2, size=stored):
@@ -144,10 +144,10 @@ def test_a_fresh_limiter_takes_inserts_at_once_and_serves_samples_once_it_holds_
     old.inserted(50)
     # diff 10: the old one holds actors
     old.sampled(90)
-    assert not old.can_insert()
+    assert old.room() <= 0
     fresh = example()
     assert (fresh.inserts, fresh.samples) == (0, 0)
-    assert fresh.can_insert() and fresh.room() == 5.0
+    assert fresh.room() == 5.0
     for stored in (1, 2):
         fresh.inserted(1)
         assert not fresh.can_sample(1, size=stored)
@@ -176,7 +176,7 @@ def test_bad_arguments_raise_value_error_naming_the_value(args, named):
 
 def test_smallest_valid_arguments_are_accepted():
     limit = SampleToInsertRatio(1e-9, 1, 0.0)
-    assert limit.can_insert()
+    assert limit.room() > 0
 
 
 # -- driver/wiring.shard_rate_limit --------------------------------------------------------

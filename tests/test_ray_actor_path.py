@@ -1,4 +1,4 @@
-"""What keeps a Ray actor's loop from blocking (issue 19): collect calls queued behind each other
+"""What keeps a Ray actor's loop from blocking: collect calls queued behind each other
 (driver/on_ray.py RayRounds), weight requests at most every MIN_REQUEST_INTERVAL_S
 (transport/ray_weights.py). One local Ray for the module."""
 
@@ -81,7 +81,8 @@ def test_queued_calls_of_a_restarting_actor_are_one_failure_and_it_is_fed_again(
     """With PIPELINE calls queued, an actor whose process dies fails all of them (Ray says died);
     that is one failure, not the DEAD_AFTER died failures that make an actor dead for good, and
     once Ray has restarted it, it gets calls again."""
-    from driver.on_ray import PIPELINE, RayRounds
+    from common.waits import ACTOR_PIPELINE as PIPELINE
+    from driver.on_ray import RayRounds
 
     assert PIPELINE == 2
     player = ray.remote(max_restarts=1)(Player).remote()

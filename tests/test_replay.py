@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.codec import CodecError
 from common.sequence import (
     SequenceSpec,
     decode_batch,
@@ -104,7 +105,6 @@ def test_rejected_payloads_are_counted_and_never_stored():
     assert result == {"accepted": 2, "rejected": len(bad), "room": INF}
     assert shard.size == 2 and stored_ids(shard) == [0, 1, -1, -1]
     assert shard.stats()["rejected"] == len(bad) and shard.stats()["sequences"] == 2
-    assert shard.last_error and "\n" not in shard.last_error
     assert len(shard.fresh) == 2
 
 
@@ -132,12 +132,14 @@ def test_rejected_payloads_leave_a_full_shard_bit_identical():
     assert shard.stats()["rejected"] == len(bad_payloads())
 
 
-def test_last_error_names_the_reason():
+def test_a_payload_with_a_non_finite_array_is_rejected_for_that_reason():
     shard = ReplayShard(SPEC, capacity=2)
     bad = make_sequence(0)
     bad["behaviour"][0, 0] = np.inf
-    shard.insert([encode_sequence(bad)])
-    assert "'behaviour'" in shard.last_error and "NaN or inf" in shard.last_error
+    assert shard.insert([encode_sequence(bad)])["rejected"] == 1 and shard.size == 0
+    # the shard's own check: what it rejects the payload for
+    with pytest.raises(CodecError, match=r"'behaviour' contains NaN or inf"):
+        decode_sequences(encode_sequence(bad), SPEC)
 
 
 # -- shard: sampling -----------------------------------------------------------------------
@@ -302,20 +304,25 @@ def test_client_totals_sum_counters_over_shards():
     assert [s["shard"] for s in client.stats()] == [0, 1]
 
 
+def sample(client: ReplayClient, batch_size: int, replay_fraction: float):
+    """One batch asked for as the learner asks (learner/learner.py): request, then result."""
+    return client.result(client.request(batch_size, replay_fraction))
+
+
 def test_client_batch_takes_each_shards_share_with_the_online_mix():
     client, shards = make_client([10, 10, 10])
     for i, shard in enumerate(shards):
         shard.insert([payload(10 * i + k) for k in range(4)])
     # B = 5 over 3 shards -> [2, 2, 1]; replay_fraction 0.4 -> online round(1.2)=1, 1, round(0.6)=1
-    batch = client.sample(5, 0.4)
+    batch = sample(client, 5, 0.4)
     got = ids(batch)
     assert len(got) == 5 and batch["obs"].shape == (5, T + 1, 3)
     assert got[0] == 0 and 0 <= got[1] < 4 and got[2] == 10 and 10 <= got[3] < 14 and got[4] == 20
     assert [s.stats()["online_sampled"] for s in shards] == [1, 1, 1]
     # replay_fraction 0: every sequence is the next fresh one of its shard
-    assert ids(client.sample(6, 0.0)) == [1, 2, 11, 12, 21, 22]
+    assert ids(sample(client, 6, 0.0)) == [1, 2, 11, 12, 21, 22]
     # replay_fraction 1: the fresh queues are not touched
-    client.sample(6, 1.0)
+    sample(client, 6, 1.0)
     assert [len(s.fresh) for s in shards] == [1, 1, 1]
 
 
@@ -323,9 +330,9 @@ def test_client_batch_is_none_while_any_shard_is_short():
     client, shards = make_client([10, 10])
     shards[0].insert([payload(i) for i in range(5)])
     shards[1].insert([payload(9)])
-    assert client.sample(4, 0.5) is None
+    assert sample(client, 4, 0.5) is None
     shards[1].insert([payload(10)])
-    assert client.sample(4, 0.5) is not None
+    assert sample(client, 4, 0.5) is not None
 
 
 # -- stacked payloads (what actors send: N sequences in one message) -------------------------
@@ -364,7 +371,8 @@ def test_stacked_payload_with_one_bad_sequence_is_dropped_whole():
     rows[1]["behaviour"][0, 0] = 1.5
     assert shard.insert([encode_sequences(rows)]) == {"accepted": 0, "rejected": 1, "room": INF}
     assert stored_ids(shard) == [0, 1, -1, -1, -1]
-    assert "behaviour probabilities outside [0, 1]" in shard.last_error
+    with pytest.raises(CodecError, match=r"behaviour probabilities outside \[0, 1\]"):
+        decode_sequences(encode_sequences(rows), SPEC)
 
 
 def test_client_add_stacks_sequences_per_flush():
@@ -429,7 +437,7 @@ def test_batch_shares_skip_a_shard_short_of_data():
     # the learner refreshes what it knows of the shards
     client.totals()
     assert client.shares(8) == [8, 0]
-    batch = client.sample(8, replay_fraction=1.0)
+    batch = sample(client, 8, 1.0)
     assert batch is not None and len(batch["mask"]) == 8
     shards[1].insert([payload(i) for i in range(1, 6)])
     client.totals()
@@ -626,7 +634,7 @@ def take_turns(num_shards: int, batch: int = 12, ratio: float = 4.0, rounds: int
         if actor.has_room() or actor.wait_for_room(0.0):
             actor.add(make_sequence(inserted))
             inserted += 1
-        got = learner.sample(batch, 0.5)
+        got = sample(learner, batch, 0.5)
         delivered += 0 if got is None else len(got["mask"])
     return inserted, delivered, sum(s.rate_limit.samples for s in shards)
 

@@ -1,9 +1,9 @@
-"""common/sampling.py: inverse-CDF categorical sampling against the distribution it samples."""
+"""actors/sampling.py: inverse-CDF categorical sampling against the distribution it samples."""
 
 import numpy as np
 import pytest
 
-from common.sampling import sample_categorical
+from actors.sampling import sample_categorical
 
 
 def test_frequencies_match_the_probabilities():

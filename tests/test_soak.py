@@ -2,11 +2,8 @@
 one row per process even when its Ray name changes (ray::IDLE becomes ray::Learner)."""
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import soak  # noqa: E402
+from bench import soak
 
 
 def test_slope_is_least_squares():

@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(
     tmp_path, capsys, argv, message
 ):
     out = tmp_path / "sweep"
-    assert sweep.main(["--out", str(out), *argv]) == 2
+    assert sweep.main(["--sweep-dir", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sweep.py: error: ") and message in err[0]
     assert not out.exists()
@@ -162,7 +162,7 @@ def test_two_trials_on_local_ray_and_a_trial_that_raises_is_reported(tmp_path, c
             "env=grid:CartPole-v1,NoSuchEnv-v0",
             "--num-cpus",
             "2",
-            "--out",
+            "--sweep-dir",
             str(out),
             "--",
             "--max-seconds",
@@ -258,7 +258,7 @@ def test_optuna_draws_the_random_entries(tmp_path):
             "2",
             "--num-cpus",
             "2",
-            "--out",
+            "--sweep-dir",
             str(out),
             "--",
             "--max-seconds",
@@ -280,7 +280,8 @@ def test_optuna_draws_the_random_entries(tmp_path):
 
 def test_optuna_refuses_grid_entries(tmp_path, capsys):
     assert (
-        sweep.main(["--search", "optuna", "--seeds", "0", "1", "--out", str(tmp_path / "s")]) == 2
+        sweep.main(["--search", "optuna", "--seeds", "0", "1", "--sweep-dir", str(tmp_path / "s")])
+        == 2
     )
     assert (
         "--search optuna draws every entry itself: use choice instead of grid"
@@ -289,8 +290,8 @@ def test_optuna_refuses_grid_entries(tmp_path, capsys):
 
 
 def test_inside_schedules_every_component_by_the_group_strategy():
-    from common import placement
     from common.config import parse_config
+    from driver import placement
 
     plan = placement.plan(parse_config(["--num-actors", "2"]), 3.0, 3.0, 0.0)
     moved = placement.inside(plan, "GROUP")

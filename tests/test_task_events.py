@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from common import placement
 from common.config import parse_config
+from driver import placement
 from driver.on_ray import remote_classes
 from transport.weight_store import WeightStore
 
@@ -21,11 +21,11 @@ def store_class(ray, *flags):
 
 
 def calls_recorded(ray, actor_id: str) -> int:
-    """WeightStore.version calls of one actor in the GCS's task events (read from the GCS
+    """WeightStore.latest calls of one actor in the GCS's task events (read from the GCS
     itself, so no dashboard is needed)."""
     events = ray._private.state.state._get_all_task_events()
     return sum(
-        e.task_info.name == "WeightStore.version" and e.task_info.actor_id.hex() == actor_id
+        e.task_info.name == "WeightStore.latest" and e.task_info.actor_id.hex() == actor_id
         for e in events
     )
 
@@ -42,7 +42,7 @@ def test_component_calls_leave_no_task_record_unless_asked():
         )
         ids = {"quiet": actor_id(quiet), "recorded": actor_id(recorded)}
         for handle in (quiet, recorded):
-            ray.get([handle.version.remote() for _ in range(CALLS)])
+            ray.get([handle.latest.remote() for _ in range(CALLS)])
         # Workers report their events about every second: wait until the recorded store's calls
         # have all arrived; the quiet store's calls were reported (or not) by the same flushes.
         deadline = time.monotonic() + 60

@@ -1,4 +1,4 @@
-"""common/timeline.py: milestones in seconds since the process started."""
+"""driver/timeline.py: milestones in seconds since the process started."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.timeline import Timeline
+from driver.timeline import Timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_process_start_is_when_the_process_was_spawned():
     before = time.time()
     out = subprocess.run(
-        [sys.executable, "-c", "from common.timeline import process_start; print(process_start())"],
+        [sys.executable, "-c", "from driver.timeline import process_start; print(process_start())"],
         cwd=ROOT,
         capture_output=True,
         text=True,

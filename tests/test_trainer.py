@@ -11,6 +11,7 @@ from common import envs as envs_lib
 from common.config import parse_config
 from common.networks import build_network
 from driver.trainer import Trainer, make_run_dir
+from driver.wiring import placed
 
 
 def make_trainer(tmp_path, *flags):
@@ -18,7 +19,8 @@ def make_trainer(tmp_path, *flags):
         ["--in-process", "--run-root", str(tmp_path), "--run-name", "run", "--seed", "3", *flags]
     )
     info = envs_lib.describe(cfg.env)
-    trainer = Trainer(cfg, info, make_run_dir(cfg))
+    cfg, where = placed(cfg)
+    trainer = Trainer(cfg, info, make_run_dir(cfg), None, where)
     trainer.build()
     return trainer
 
@@ -92,7 +94,7 @@ def test_newest_waits_for_the_stores_answer_on_ray():
         client = RayWeightClient(store)
         assert client.wait()[0] == 0
         publisher.publish(7, net)
-        ray.get(store.version.remote())  # the publish has landed in the store
+        ray.get(store.latest.remote())  # the publish has landed in the store
         got = client.newest()
         assert got is not None and got[0] == 7 and client.version == 7
         assert client.newest() is None  # nothing newer since
@@ -103,7 +105,7 @@ def test_newest_waits_for_the_stores_answer_on_ray():
 def test_the_solving_evaluation_exports_on_its_thread_and_finish_does_not_again(
     tmp_path, monkeypatch
 ):
-    """The export is off the path from the solve to the exit (issue 24): the evaluation job that
+    """The export is off the path from the solve to the exit: the evaluation job that
     passes writes policy.pt2 before the driver hears of it, and finish() does not export again."""
     trainer = make_trainer(
         tmp_path,
@@ -193,3 +195,34 @@ def test_the_final_checkpoint_is_saved_while_finish_goes_on(tmp_path, monkeypatc
         <= summary["timeline"]["final_checkpoint"]
         <= summary["timeline"]["summary"]
     )
+
+
+def test_the_sampled_evaluation_plays_env_seeds_no_other_role_plays(tmp_path, monkeypatch):
+    """The final sampled evaluation must not replay the greedy evaluation's envs (it once ran on
+    its seed + 1, so all but one of them), the screen's, the start-up check's or an actor's:
+    every env seed each of them resets an env with (seed + j for env j) is collected and
+    the sampled evaluation's must meet none of the others'."""
+    from actors.evaluation import num_eval_envs
+    from driver import trainer as trainer_module
+
+    trainer = make_trainer(tmp_path, "--solve-return", "100")
+    played = []  # (greedy, env seeds)
+
+    def recording_evaluate(net, env_id, episodes, seed, greedy=True):
+        played.append((greedy, set(range(seed, seed + num_eval_envs(episodes)))))
+        return np.full(episodes, 150.0 if greedy else 0.0)
+
+    monkeypatch.setattr(trainer_module, "evaluate", recording_evaluate)
+    net = net_with_bias(trainer, 1.0)
+    trainer._judge(net)  # the screen, then the full greedy evaluation
+    trainer.latest = (net, 1)
+    trainer.finish("budget")
+    cfg = trainer.cfg
+    others = set().union(*(seeds for greedy, seeds in played if greedy))
+    assert len([greedy for greedy, _ in played if greedy]) >= 2  # screen and full at least
+    for actor in trainer.components.actors:
+        others |= set(range(actor.env_seed, actor.env_seed + cfg.envs_per_actor))
+    others.add(envs_lib.derive_seed(cfg.seed, "check"))  # one env (driver/preflight.py)
+    (sampled,) = [seeds for greedy, seeds in played if not greedy]
+    assert len(sampled) == num_eval_envs(cfg.sampled_eval_episodes) > 1
+    assert sampled.isdisjoint(others), sorted(sampled & others)

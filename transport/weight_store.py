@@ -20,6 +20,3 @@ class WeightStore:
 
     def latest(self) -> tuple[int, object]:
         return self._version, self._payload
-
-    def version(self) -> int:
-        return self._version

@@ -2,7 +2,7 @@
 (`--seed`, `--max-seconds`, `--run-root`, `--run-name`), the greedy evaluation that
 decides "solved" and the summary.json that bench/solve.py reads.
 
-The evaluation is the project's own (actors/evaluate.py) on the same env seeds as a
+The evaluation is the project's own (actors/evaluation.py) on the same env seeds as a
 `launch.py` run of that seed: a 10-episode screen on its own seeds first, then 100
 greedy episodes; solved = mean >= the env's reward threshold (475 for CartPole-v1).
 A peer's policy only has to offer `policy_logits(obs [B, O] float32) -> [B, A]`.
@@ -10,26 +10,22 @@ A peer's policy only has to offer `policy_logits(obs [B, O] float32) -> [B, A]`.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from actors.evaluate import evaluate  # noqa: E402
-from common import envs as envs_lib  # noqa: E402
+from actors.evaluation import evaluate
+from common import envs as envs_lib
+from common.cli import OneLineParser
 
 ENV_ID = "CartPole-v1"
 
 
 def parse_args(description: str, extra=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = OneLineParser(description=description, exit_on_usage=True)
+    parser.add_argument("--seed", type=int, default=0, help="the run seed, as launch.py --seed")
     parser.add_argument(
         "--max-seconds", type=float, default=300.0, help="time budget from process start"
     )

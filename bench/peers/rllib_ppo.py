@@ -4,7 +4,7 @@ rllib/tuned_examples/ppo/cartpole_ppo.py), measured like `launch.py`: wall time 
 process start (Ray start-up included), env steps, and solved = the project's greedy
 100-episode evaluation (separate env seeds) reaching 475.
 
-  python bench/peers/rllib_ppo.py --seed 0 --max-seconds 300 --run-root /tmp/runs
+  python -m bench.peers.rllib_ppo --seed 0 --max-seconds 300 --run-root /tmp/runs
 
 Example settings: lr 0.0003, num_epochs 6, vf_loss_coeff 0.01, one hidden layer of 32
 linear units with the value function sharing it (fcnet_hiddens [32], fcnet_activation
@@ -22,7 +22,8 @@ import time
 START = time.monotonic()
 
 import torch  # noqa: E402
-from harness import Judge, Policy, parse_args  # noqa: E402
+
+from bench.peers.harness import Judge, Policy, parse_args  # noqa: E402
 
 EXAMPLE = dict(
     lr=0.0003,

@@ -2,7 +2,7 @@
 measured like `launch.py`: wall time from process start, env steps, and solved = the
 project's greedy 100-episode evaluation (separate env seeds) reaching 475.
 
-  python bench/peers/sb3_ppo.py --seed 0 --max-seconds 300 --run-root /tmp/runs
+  python -m bench.peers.sb3_ppo --seed 0 --max-seconds 300 --run-root /tmp/runs
 
 Zoo, hyperparams/ppo.yml, CartPole-v1 (tuned): n_envs 8, n_timesteps 1e5, MlpPolicy,
 n_steps 32, batch_size 256, gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0.0,
@@ -17,7 +17,8 @@ import time
 START = time.monotonic()
 
 import torch  # noqa: E402
-from harness import Judge, Policy, parse_args  # noqa: E402
+
+from bench.peers.harness import Judge, Policy, parse_args  # noqa: E402
 
 ZOO = dict(
     n_envs=8,

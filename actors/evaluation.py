@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from common.sampling import sample_categorical
+from actors.sampling import sample_categorical
 from common.split import split
 from common.vector_env import VectorEnv
 

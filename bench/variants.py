@@ -4,7 +4,7 @@ once. Prints a row per run as it finishes, then a table of medians (env steps to
 over all runs, an unsolved run counting as infinitely many; learner steps and process wall
 time of the solved runs) and writes JSON.
 
-  python bench/sweep.py --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
+  python -m bench.variants --variants base= rr8="--replay-ratio 8" --seeds 0 1 2 --jobs 2 \
       --out docs/sweeps/rr.json -- --in-process
 
 Flags after `--` go to every run. Env steps to solve do not depend on the host's speed
@@ -12,7 +12,6 @@ in-process (evaluations are every --eval-every-env-steps); wall times do, so com
 them only within one invocation and with --jobs 1.
 """
 
-import argparse
 import json
 import math
 import shlex
@@ -22,7 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from solve import launch_command, machine, read_run
+from bench.solve import launch_command, machine, read_run
+from common.cli import script_parser
 
 
 def parse_variant(text: str):
@@ -57,14 +57,23 @@ def median_steps_to_solve(rows) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--variants", nargs="+", required=True, help='NAME="--flag value ..." (NAME= for none)'
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--max-seconds", type=float, default=300.0)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds (launch.py --seed)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        help="each run's time budget (launch.py --max-seconds)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write every run and the medians as JSON here"
+    )
     parser.add_argument("extra", nargs="*", help="flags for every run (after --)")
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variants)

@@ -67,7 +67,7 @@ def check_run_root(cfg: Config) -> None:
 
 def check_device(cfg: Config) -> None:
     """--device cuda needs a CUDA device here; a cluster's GPUs are checked after joining it
-    (common/placement.py)."""
+    (driver/placement.py)."""
     if cfg.device == "cuda" and cfg.address is None and not torch.cuda.is_available():
         raise ConfigError(
             "--device='cuda' is invalid: torch sees no CUDA device on this machine; "
