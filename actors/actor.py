@@ -30,11 +30,16 @@ from common import envs as envs_lib
 from common import waits
 from common.config import Config
 from common.networks import build_network
-from common.ray_metrics import Recorder
+from common.ray_metrics import Recorder, in_ray
 from common.sequence import SequenceSpec, nonfinite_kinds
 from common.vector_env import VectorEnv
 from transport.seams import ReplayWriter, WeightSource
 from transport.weights import load_numpy_state
+
+# On Ray an actor prints its rate this often to its own log (the dashboard's Actors -> Log view);
+# the driver keeps lines that start with RATE_PREFIX off its console (driver/on_ray.py).
+RATE_LOG_S = 5.0
+RATE_PREFIX = "throughput: "
 
 
 class SequenceCutter:
@@ -132,6 +137,8 @@ class SelfPlayActor:
         self._reported_pulls = 0
         self._reported_env_errors = 0
         self._reported_stalls = 0
+        # (time, env steps, episodes) at the last rate line; None: no rate lines (not on Ray)
+        self._rate_mark = (time.monotonic(), 0, 0) if in_ray() else None
         self._load(*weights.wait())
 
     def __repr__(self) -> str:
@@ -239,6 +246,7 @@ class SelfPlayActor:
         self._record_metrics(
             steps, returns, elapsed, infer_s / max(steps // E, 1), held_s, env_errors
         )
+        self._maybe_log_rate()
         self.metrics.inc("nonfinite_sequences", dropped)
         stalls, self._reported_stalls = self.envs.stalls - self._reported_stalls, self.envs.stalls
         return {
@@ -259,6 +267,24 @@ class SelfPlayActor:
             "dropped_sequences": dropped,
             "nonfinite": dict(nonfinite),
         }
+
+    def _maybe_log_rate(self) -> None:
+        """Every RATE_LOG_S (checked after each collect call), one line: env steps per second
+        since the last line, and what the actor acts with."""
+        if self._rate_mark is None:
+            return
+        now = time.monotonic()
+        then, steps, episodes = self._rate_mark
+        if now - then < RATE_LOG_S:
+            return
+        self._rate_mark = (now, self.env_steps, self.episodes)
+        print(
+            f"{RATE_PREFIX}actor {self.index}: {(self.env_steps - steps) / (now - then):.0f} env "
+            f"steps/s over {now - then:.1f} s ({self.env_steps - steps:,} env steps, "
+            f"{self.episodes - episodes} episodes; {self.env_steps:,} in all), weights of "
+            f"learner step {self.version}",
+            flush=True,
+        )
 
     def _record_metrics(
         self,

@@ -1,6 +1,6 @@
 """Ray metrics at the edge: the one module that knows about `ray.util.metrics`.
 
-The plain classes (actor, replay shard, learner) hold a `Recorder` and call
+The plain classes (actor, replay shard, learner) and the driver's trainer hold a `Recorder` and call
 `self.metrics.inc("env_steps", n)`, `.set(...)` or `.observe(...)`. Inside a Ray
 process the calls go to Ray Counters, Gauges and Histograms named
 `muesli_<component>_<name>` and tagged `component` and `index`; Ray exports them on
@@ -68,6 +68,7 @@ SPECS: dict[tuple[str, str], tuple[str, str, list | None, tuple[str, ...]]] = {
     ("replay", "evictions"): ("counter", "Stored sequences overwritten (FIFO)", None, ()),
     ("replay", "samples"): ("counter", "Sequences served to the learner", None, ()),
     ("replay", "size"): ("gauge", "Sequences stored", None, ()),
+    ("replay", "fill"): ("gauge", "Sequences stored over the shard's capacity (0 to 1)", None, ()),
     ("learner", "steps"): (
         "counter",
         "Learner updates run (skipped non-finite ones included)",
@@ -94,12 +95,20 @@ SPECS: dict[tuple[str, str], tuple[str, str, list | None, tuple[str, ...]]] = {
         (),
     ),
     ("learner", "publishes"): ("counter", "Weight publications", None, ()),
+    # A gauge, not a counter: Ray counters refuse 0, and a fault count of 0 is the news.
+    ("driver", "faults"): (
+        "gauge",
+        "Faults so far in the run, by kind (summary.json's faults)",
+        None,
+        ("kind",),
+    ),
 }
 
 _ray_metrics: dict[str, object] = {}  # one Ray metric object per name and process
 
 
-def _in_ray() -> bool:
+def in_ray() -> bool:
+    """Whether this process is connected to Ray (a Ray worker, or a driver after ray.init)."""
     ray = sys.modules.get("ray")  # not imported -> certainly not a Ray process
     return ray is not None and ray.is_initialized()
 
@@ -128,7 +137,7 @@ class Recorder:
                 f"no {kind} {name!r} for component {self.component!r} in common/ray_metrics.SPECS"
             )
         if self._live is None:
-            self._live = _in_ray()
+            self._live = in_ray()
         if self._live and (value > 0 or kind != "counter"):  # Ray counters refuse 0
             record = getattr(_metric(self.component, name, spec), _METHOD[kind])
             record(value, tags={**self.tags, **tags})

@@ -90,6 +90,9 @@ class InProcess:
     def describe(self, nodes: dict) -> str:
         return ""
 
+    def install_dashboard(self) -> str:
+        return ""  # no Ray, no Grafana folder
+
     def rounds(self, components, chunk_steps: int, supervisor, stop) -> SerialRounds:
         return SerialRounds(components, chunk_steps, stop)
 

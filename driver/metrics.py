@@ -29,6 +29,12 @@ def keep_metrics_until(path: Path, env_steps: int) -> None:
     write_atomic(path, "".join(kept).encode())
 
 
+def _number(value: float | None, spec: str) -> str:
+    """value in `spec`, or a dash as wide while there is none yet (no update, no evaluation)."""
+    width = len(format(0.0, spec))
+    return format(value, spec) if value is not None else "-".rjust(width)
+
+
 class RunLogger:
     def __init__(
         self,
@@ -60,6 +66,8 @@ class RunLogger:
         self.recent_returns = deque(maxlen=100)
         self.curve = []  # (env_steps, seconds, training return)
         self.evals = []  # (env_steps, seconds, eval mean)
+        # ("eval" or "screen", mean) of the newest greedy evaluation, full or screen (progress line)
+        self.last_greedy = None
         self.latest: dict[str, float] = {}
 
     def restore(self, env_steps: int, episodes: int, seconds: float) -> None:
@@ -109,6 +117,14 @@ class RunLogger:
             self.evals.append(
                 (self.env_steps if env_steps is None else env_steps, self.elapsed(), mean)
             )
+            self.last_greedy = ("eval", mean)
+
+    def screening(self, returns, env_steps: int) -> None:
+        """Log a screen (the cheap greedy look of --eval-screen-episodes that comes first) of the
+        weights as of `env_steps`; not a point of the learning curve's evaluations."""
+        mean = float(sum(returns) / len(returns))
+        self.scalars({"eval/screen_return": mean}, env_steps)
+        self.last_greedy = ("screen", mean)
 
     def recent_return(self) -> float:
         return (
@@ -124,13 +140,14 @@ class RunLogger:
             return
         self._last_print = now
         m = self.latest
-        eval_text = f"{self.evals[-1][2]:7.1f}" if self.evals else "      -"
+        kind, mean = self.last_greedy or ("eval", None)
         line = (
             f"[{now:7.1f}s] env {self.env_steps:>9,} ({self.env_steps / max(now, 1e-9):6.0f}/s) "
-            f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} | eval {eval_text} "
+            f"| ep {self.episodes:>6,} | return {self.recent_return():7.1f} "
+            f"| {kind:<6} {_number(mean, '7.1f')} "
             f"| learner {int(m.get('learner/steps', 0)):>7,} lag {m.get('learner/policy_lag', 0.0):5.1f} "
             f"({m.get('learner/policy_lag_env_steps', 0.0):6,.0f} env) "
-            f"| loss {m.get('loss/total', float('nan')):7.3f}{note}"
+            f"| loss {_number(m.get('loss/total'), '7.3f')}{note}"
         )
         if self.tty and not force:
             self.stream.write("\r" + line)

@@ -10,6 +10,7 @@ learner a call of waits.LEARNER_CALL_STEPS updates, so neither waits for the dri
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -19,12 +20,12 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from actors.actor import SelfPlayActor
+from actors.actor import RATE_PREFIX, SelfPlayActor
 from common import envs as envs_lib
 from common import waits
 from common.config import Config, ConfigError
 from common.vector_env import EnvFailure
-from driver import placement
+from driver import grafana, placement
 from learner.learner import Learner
 from replay.ray_client import RayReplayClient
 from replay.shard import ReplayShard
@@ -63,6 +64,7 @@ def start_ray(cfg: Config) -> None:
             ) from None
     else:
         port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
+        ask_for_token_auth()
         # address="local": a new local Ray even where `ray start` left one running on this machine
         ray.init(
             address="local",
@@ -71,6 +73,42 @@ def start_ray(cfg: Config) -> None:
             log_to_driver=True,
             **port,
         )
+    keep_rate_lines_off_console()
+
+
+def ask_for_token_auth() -> None:
+    """Token authentication for a new local Ray, as Ray 2.60 turns it on by default, but asked
+    for, so Ray does not warn on the console that it turned it on (README: the dashboard asks
+    for the token, `ray get-auth-token` prints it). What Ray does when it turns it on itself:
+    the mode in the environment (for this process's children) and Ray's cached config refreshed.
+    RAY_AUTH_MODE set by the user wins; where Ray's internals differ from 2.60's, Ray warns."""
+    initialize = getattr(getattr(ray._raylet, "Config", None), "initialize", None)
+    if "RAY_AUTH_MODE" in os.environ or initialize is None:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    initialize("")
+
+
+def keep_rate_lines_off_console() -> None:
+    """The actors' rate lines (actors/actor.py, RATE_PREFIX) stay in their own logs (the
+    dashboard's Actors -> Log view) and off this console, where the progress line has the
+    run's rate: each of Ray's handlers of the actors' forwarded output gets their batches
+    without those lines. Where Ray's internals differ from 2.60's, the lines show here too."""
+    dispatcher = getattr(ray._private.worker, "global_worker_stdstream_dispatcher", None)
+    handlers, lock = getattr(dispatcher, "handlers", None), getattr(dispatcher, "_lock", None)
+    if not isinstance(handlers, list) or lock is None:
+        return
+
+    def without_rate_lines(handler):
+        def handle(batch):
+            lines = [line for line in batch.get("lines", ()) if not line.startswith(RATE_PREFIX)]
+            if lines:
+                handler({**batch, "lines": lines})
+
+        return handle
+
+    with lock:
+        dispatcher.handlers = [(name, without_rate_lines(h)) for name, h in handlers]
 
 
 def shutdown_ray() -> None:
@@ -200,6 +238,16 @@ class RayRounds:
         return [("learner", ray.get(self.learner_call))] if done else []
 
 
+# Ray's core worker logs an error the first time an actor that may restart is given an actor
+# handle (ray#53727: creation arguments held by reference may be gone when it restarts). Each
+# self-play actor is given the replay shards' and the weight store's handles, which the driver
+# holds until the run ends, so a restarted actor finds them; this line says so on the console.
+RESTART_ERROR_NOTE = (
+    "note: the core_worker error above (ray#53727) is about the replay and weight-store handles "
+    "each actor is given; the driver holds them all run, so a restarted actor finds them"
+)
+
+
 class OnRay:
     """Where components run: Ray actors placed by `cluster_plan`. Same methods as
     driver/in_process.InProcess."""
@@ -208,11 +256,17 @@ class OnRay:
         self.plan = cluster_plan(cfg)
         self.num_actors = self.plan.num_actors
         self.classes = remote_classes(cfg, self.plan)
+        # the first actor's creation prints Ray's error line, once per process
+        self.restart_note_due = cfg.max_restarts != 0
         # Ray is up and the plan made (summary.json timeline)
         self.ready_at = time.time()
 
     def new(self, cls, *args):
-        return self.classes[cls].remote(*args)
+        handle = self.classes[cls].remote(*args)
+        if cls is SelfPlayActor and self.restart_note_due:
+            self.restart_note_due = False
+            print(RESTART_ERROR_NOTE, flush=True)
+        return handle
 
     def call(self, handle, method: str, *args):
         return ray.get(getattr(handle, method).remote(*args))
@@ -253,6 +307,18 @@ class OnRay:
 
     def describe(self, nodes: dict) -> str:
         return format_placement(self.plan, nodes)
+
+    def install_dashboard(self) -> str:
+        """Put the Grafana dashboard where the Grafana of this machine's Ray head looks
+        (driver/grafana.py); the line that says where, or "" off the head or without its
+        dashboard. Called once the components are up: the head writes its folder at start."""
+        node = getattr(ray._private.worker, "_global_node", None)
+        written = node is not None and grafana.install(node.get_session_dir_path())
+        return (
+            f"grafana: dashboard muesli-ray in {written.parent} (docs/dashboard.md)"
+            if written
+            else ""
+        )
 
     def rounds(self, components, chunk_steps: int, supervisor, stop=None) -> RayRounds:
         """stop: not needed here, as a round waits at most waits.ROUND_WAIT_S and a learner call is short."""

@@ -25,6 +25,7 @@ from common import envs as envs_lib
 from common import files
 from common.config import Config, ConfigError, to_dict
 from common.networks import build_network
+from common.ray_metrics import Recorder
 from common.sequence import NONFINITE_FIELDS
 from common.vector_env import EnvFailure
 from driver import preflight
@@ -35,6 +36,16 @@ from driver.timeline import Timeline
 from driver.wiring import Components
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
+
+# summary.json's fault counts; each is a Ray gauge from the start (0 is news too: Grafana's Faults)
+FAULT_KINDS = (
+    "actor_failures",
+    "chunks_lost",
+    "actors_replaced",
+    "env_errors",
+    "replay_failed_calls",
+    "replay_sequences_lost",
+)
 
 
 def claim_run_dir(run_dir: Path) -> bool:
@@ -160,6 +171,7 @@ class Trainer:
         self.faults = collections.Counter()
         self.supervisor = ActorSupervisor(cfg.actor_chunk_steps, self.faults, self.log.scalars)
         self.bad_data = BadDataWatch(self.faults)
+        self.metrics = Recorder("driver")  # a no-op unless this process runs on Ray
 
     # -- building and resuming -------------------------------------------------------------
     def build(self) -> Components:
@@ -298,7 +310,7 @@ class Trainer:
         """Log an evaluation of the weights as of env_steps (`ended`: the wall time it ended); the
         first that reaches the bar solves the run, and its network is the one exported."""
         if screen is not None:
-            self.log.scalars({"eval/screen_return": float(screen.mean())}, env_steps)
+            self.log.screening(screen, env_steps)
         if full is None:
             return
         self.log.evaluation(full, env_steps=env_steps)
@@ -383,12 +395,13 @@ class Trainer:
         for role, _, at in answers:
             self.timeline.mark(f"{role}_up", at)
         self.nodes = c.node_map(answers)
-        line = self.where.describe(self.nodes)
-        if line:
-            print(line, flush=True)
+        for line in (self.where.describe(self.nodes), self.where.install_dashboard()):
+            if line:
+                print(line, flush=True)
         reason = ""
         while not reason:
             self.take(rounds.reports())
+            self.record_faults()
             self.log.progress(note=self.bad_data.progress_note())
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -399,6 +412,23 @@ class Trainer:
     def take(self, reports) -> None:
         for kind, report in reports:
             (self.on_actor if kind == "actor" else self.on_learner)(report)
+
+    def fault_counts(self) -> dict:
+        """The run's faults: the supervisor's counts, env errors, and replay's from the learner's
+        last report."""
+        return dict(
+            # the counters every run reports, 0 where nothing happened
+            {name: self.faults[name] for name in ALWAYS_REPORTED},
+            **self.faults,
+            replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
+            replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
+            replay_payloads_rejected=int(self.log.latest.get("replay/rejected", 0)),
+        )
+
+    def record_faults(self) -> None:
+        """Every fault count as the driver's Ray gauge, those still 0 included."""
+        for kind, count in {**dict.fromkeys(FAULT_KINDS, 0), **self.fault_counts()}.items():
+            self.metrics.set("faults", count, kind=kind)
 
     # -- the end --------------------------------------------------------------------------
     def finish(self, reason: str) -> dict:
@@ -471,14 +501,7 @@ class Trainer:
             "episodes": self.log.episodes,
             "learner_steps": int(self.log.latest.get("learner/steps", 0)),
             "run_dir": str(self.run_dir),
-            "faults": dict(
-                # the counters every run reports, 0 where nothing happened
-                {name: self.faults[name] for name in ALWAYS_REPORTED},
-                **self.faults,
-                replay_failed_calls=int(self.log.latest.get("replay/failed_calls", 0)),
-                replay_sequences_lost=int(self.log.latest.get("replay/lost_sequences", 0)),
-                replay_payloads_rejected=int(self.log.latest.get("replay/rejected", 0)),
-            ),
+            "faults": self.fault_counts(),
             "resumed_from": self.resumed_from,
         }
 

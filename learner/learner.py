@@ -210,7 +210,9 @@ class Learner:
                 )
 
     def __repr__(self) -> str:
-        return f"Learner(step={self.steps})"
+        """Ray's dashboard shows an actor's repr as it was when the constructor returned, never
+        again, so it names only what stays true (the step is in the metrics and the progress line)."""
+        return f"Learner({self.device})"
 
     # -- weights ------------------------------------------------------------------------
     def acting_network(self) -> torch.nn.Module:

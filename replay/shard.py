@@ -73,6 +73,7 @@ class ReplayShard:
         self.metrics.inc("rejected", rejected)
         self.metrics.inc("evictions", self.counters["evictions"] - evictions)
         self.metrics.set("size", self.size)
+        self.metrics.set("fill", self.size / self.capacity)
         return {"accepted": accepted, "rejected": rejected, "room": self.room()}
 
     def room(self) -> float:

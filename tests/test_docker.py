@@ -8,7 +8,7 @@
   and ray-cluster.yaml against Ray's own cluster schema, then every file's key fields are
   checked: images, ports 6379/8265, metrics port, non-root user, token authentication,
   and the trainer's `launch.py --address`;
-- README's "Scale out" section gives the commands of each path and the head's ports.
+- docs/cluster.md (Scale out) gives the commands of each path and the head's ports.
 """
 
 import json
@@ -273,13 +273,39 @@ def test_prometheus_and_grafana_read_what_the_ray_head_writes():
 
     grafana = services["grafana"]
     assert f"{head_tmp[0]}:/tmp/ray:ro" in grafana["volumes"]
-    assert (
-        grafana["environment"]["GF_PATHS_PROVISIONING"]
-        == "/tmp/ray/session_latest/metrics/grafana/provisioning"
-    )
     assert "3000:3000" in grafana["ports"]
     for name in ("prometheus", "grafana"):
         assert ":" in services[name]["image"] and not services[name]["image"].endswith(":latest")
+
+
+def test_grafana_provisions_prometheus_rays_dashboards_and_muesli_rays():
+    """Grafana's provisioning is docker/grafana/provisioning: Prometheus above as its data
+    source, Ray's dashboards from the folder the head writes them to in the shared volume, and
+    the project's dashboard from docker/grafana/dashboards (the file launch.py also puts into a
+    local head's Grafana folder: driver/grafana.py)."""
+    services = load("compose.yaml")["services"]
+    grafana = services["grafana"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
+    provisioning = grafana["environment"]["GF_PATHS_PROVISIONING"]
+    assert mounts["./grafana/provisioning"] == provisioning
+    assert all(v.endswith(":ro") for v in grafana["volumes"])
+
+    def provisioned(kind: str) -> list:
+        (file,) = (DOCKER / "grafana" / "provisioning" / kind).iterdir()
+        return yaml.safe_load(file.read_text())
+
+    (source,) = provisioned("datasources")["datasources"]
+    assert (source["type"], source["url"], source["isDefault"]) == (
+        "prometheus",
+        "http://prometheus:9090",
+        True,
+    )
+    paths = {p["folder"]: p["options"]["path"] for p in provisioned("dashboards")["providers"]}
+    ray_dashboards = services["ray-head"]["environment"]["RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"]
+    assert paths == {"Ray": ray_dashboards, "muesli-ray": mounts["./grafana/dashboards"]}
+    assert ray_dashboards.startswith("/tmp/ray/")  # in the volume Grafana mounts from the head
+    # the one dashboard, which tests/test_observability.py checks against a real Prometheus
+    assert [p.name for p in (DOCKER / "grafana" / "dashboards").iterdir()] == ["muesli-ray.json"]
 
 
 # -- ray up -----------------------------------------------------------------------------
@@ -366,11 +392,9 @@ def test_kuberay_raycluster_uses_the_images_as_non_root_with_token_auth():
 # -- README -------------------------------------------------------------------------------
 
 
-def test_readme_scale_out_section_has_each_path_and_the_head_ports():
-    text = readme()
-    assert "## Scale out" in text
-    section = text[text.index("## Scale out") :]
-    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+def test_the_scale_out_page_has_each_path_and_the_head_ports():
+    section = (ROOT / "docs" / "cluster.md").read_text()
+    assert "docs/cluster.md" in readme()  # the README points at it
     for command in [
         "ray start --head --port=6379",
         "ray start --address=HEAD_IP:6379",

@@ -785,3 +785,11 @@ def test_params_mode_scales_exactly_the_dynamics_gradients(scale):
     for name, base in grads[1.0].items():
         want = base * scale if name in dynamics else base
         torch.testing.assert_close(grads[scale][name], want, rtol=0, atol=0, msg=name)
+
+
+def test_repr_names_only_what_stays_true():
+    """Ray's dashboard keeps the repr an actor had when its constructor returned."""
+    learner, _ = make_learner()
+    assert repr(learner) == "Learner(cpu)"
+    learner.update(make_batch())
+    assert learner.steps == 1 and repr(learner) == "Learner(cpu)"
