@@ -40,12 +40,28 @@ def format_summary(s: dict) -> str:
     )
 
 
+SIGNALLED = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
+
+
+def cut_short(trainer, exc: Exception) -> int:
+    """The run was finishing after SIGTERM or SIGHUP when a component failed: a signal sent to
+    every process of the group or cgroup (systemd's default, `kill -- -PGID`) stops Ray's workers
+    too. The summary names the signal and the newest checkpoint; the exit code is the signal's."""
+    _, message = trainer.failure(exc)
+    summary = trainer.fail(trainer.stop_request, f"the finish was cut short: {message}")
+    print(
+        f"launch.py: {trainer.stop_request}: the run's components were stopped too ({message}); "
+        f"resume from {summary['checkpoint'] or 'the start (no checkpoint yet)'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 128 + SIGNALLED[trainer.stop_request]
+
+
 def exit_code(summary: dict) -> int:
     """0 for a run that ended on its own or by Ctrl-C; 128 + N for one that signal N stopped
     (the shell's convention), so a scheduler that sent SIGTERM sees the run did not finish."""
-    return {"sigterm": 128 + signal.SIGTERM, "sighup": 128 + signal.SIGHUP}.get(
-        summary["stop_reason"], 0
-    )
+    return 128 + SIGNALLED[summary["stop_reason"]] if summary["stop_reason"] in SIGNALLED else 0
 
 
 def error_line(exc: Exception) -> int:
@@ -104,6 +120,8 @@ def main(argv=None) -> int:
     except Exception as exc:
         if files.full_cause(exc):
             return disk_full(trainer, exc)
+        if trainer.stop_request in SIGNALLED:
+            return cut_short(trainer, exc)
         traceback.print_exc()
         _, message = trainer.failure(exc)
         trainer.fail("error", message)

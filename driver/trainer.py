@@ -37,16 +37,6 @@ from driver.wiring import Components
 from learner import checkpoint, export
 from transport.weights import load_numpy_state
 
-# summary.json's fault counts; each is a Ray gauge from the start (0 is news too: Grafana's Faults)
-FAULT_KINDS = (
-    "actor_failures",
-    "chunks_lost",
-    "actors_replaced",
-    "env_errors",
-    "replay_failed_calls",
-    "replay_sequences_lost",
-)
-
 
 def claim_run_dir(run_dir: Path) -> bool:
     """Create run_dir (it may exist empty: preflight allows that) and claim it by creating
@@ -108,6 +98,16 @@ ALWAYS_REPORTED = (
     "env_stalls",
     "dropped_sequences",
     *(f"nonfinite_{kind}" for kind in NONFINITE_FIELDS.values()),
+)
+# summary.json's fault counts; each is a Ray gauge from the start (0 is news too: Grafana's Faults)
+FAULT_KINDS = (
+    "actor_failures",
+    "chunks_lost",
+    "actors_replaced",
+    *ALWAYS_REPORTED,
+    "replay_failed_calls",
+    "replay_sequences_lost",
+    "replay_payloads_rejected",
 )
 
 

@@ -822,9 +822,7 @@ def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
 def test_sigterm_to_a_local_ray_runs_driver_finishes_it(tmp_path):
     """Kubernetes, Docker and `ray job stop` send SIGTERM to the driver: the run's handler, not the
     one ray.init installs (sys.exit(15), which wrote nothing), ends the run, and no process of its
-    session outlives it. (A SIGTERM to every process of the group, systemd's default, can reach
-    the learner's process before the final checkpoint: then the run fails with exit 1; seen once
-    in CI's 2-core runs, not handled yet.)"""
+    session outlives it."""
     proc = start_run(
         tmp_path,
         "--num-cpus",
@@ -850,6 +848,35 @@ def test_sigterm_to_a_local_ray_runs_driver_finishes_it(tmp_path):
     assert session == [], (
         f"processes of the run's session are still alive 15 s after it ended: {session}"
     )
+
+
+def test_sigterm_to_every_process_of_a_ray_run_ends_it_with_143_and_a_summary(tmp_path):
+    """systemd (KillMode=control-group) and `kill -- -PGID` send SIGTERM to Ray's processes as
+    well as to the driver: the learner may be gone before the final checkpoint. The run still
+    ends with exit 143, no traceback, and a summary.json that names the signal and either the
+    final checkpoint or what cut the finish short, with the newest checkpoint to resume from."""
+    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300",
+                     "--eval-episodes", "5", "--checkpoint-every-s", "2")  # fmt: skip
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
+        wait_for(
+            lambda: checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints"),
+            proc, 60, "a checkpoint",
+        )  # fmt: skip
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "sigterm"
+    if "error" in summary:  # the components went first: the newest checkpoint is named
+        assert summary["error"].startswith("the finish was cut short: "), summary["error"]
+        assert summary["checkpoint"] and Path(summary["checkpoint"]).is_file()
+        assert "launch.py: sigterm: the run's components were stopped too" in err
+    else:
+        check_finished_files(tmp_path / "run", summary)
 
 
 def test_without_address_a_new_local_ray_starts_even_where_a_cluster_runs(
