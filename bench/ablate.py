@@ -143,6 +143,20 @@ def run_flags(args) -> list:
     return [*args.extra, *budget]
 
 
+def previous_rows(out, resume: bool, variants: dict, seeds, settings: dict) -> list:
+    """The rows a run of a bench script starts from: none, or with --resume those of --out
+    (resumed_rows). An --out that exists must be continued (--resume) or left alone."""
+    if resume and not out:
+        raise ConfigError("--resume continues the --out file: give --out")
+    if out and out.exists():
+        if not resume:
+            raise ConfigError(
+                f"--out {out} exists: add --resume to continue it, or choose another file"
+            )
+        return resumed_rows(out, variants, seeds, settings)
+    return []
+
+
 def resumed_rows(path: Path, variants: dict, seeds, settings: dict) -> list:
     """The finished rows of an earlier --out file (a run that failed is dropped, to run again).
     The file must be of the same experiment: each of its variants asked for now with the same
@@ -152,7 +166,8 @@ def resumed_rows(path: Path, variants: dict, seeds, settings: dict) -> list:
         old_variants, old_rows = old["variants"], old["rows"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
-            f"--resume: {path} cannot be read as an ablate.py result ({type(exc).__name__}: {exc})"
+            f"--resume: {path} cannot be read as a result of this script "
+            f"({type(exc).__name__}: {exc})"
         ) from None
     for name, flags in old_variants.items():
         if name not in variants:
@@ -176,12 +191,14 @@ def resumed_rows(path: Path, variants: dict, seeds, settings: dict) -> list:
     return [r for r in old_rows if "error" not in r]
 
 
-def greedy_curve(metrics_path: Path) -> list:
-    """[[env_steps, greedy eval mean], ...] from a run's metrics.jsonl, in the order logged."""
+def greedy_curve(metrics_path: Path, x: str = "env_steps") -> list:
+    """[[x, greedy eval mean], ...] from a run's metrics.jsonl, in the order logged; x is
+    env_steps (those the evaluated weights had seen) or time_s (the run's clock as the
+    evaluation was logged)."""
     if not metrics_path.exists():
         return []
     lines = (json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip())
-    return [[m["env_steps"], m["eval/greedy_return"]] for m in lines if "eval/greedy_return" in m]
+    return [[m[x], m["eval/greedy_return"]] for m in lines if "eval/greedy_return" in m]
 
 
 def with_curve(row: dict, run_root: Path) -> dict:
@@ -361,15 +378,7 @@ def main(argv=None) -> int:
             "max_seconds": args.max_seconds,
             "max_env_steps": args.max_env_steps,
         }
-        rows = []
-        if args.resume and not args.out:
-            raise ConfigError("--resume continues the --out file: give --out")
-        if args.out and args.out.exists():
-            if not args.resume:
-                raise ConfigError(
-                    f"--out {args.out} exists: add --resume to continue it, or choose another file"
-                )
-            rows = resumed_rows(args.out, variants, args.seeds, settings)
+        rows = previous_rows(args.out, args.resume, variants, args.seeds, settings)
     except UsageError as exc:
         print(f"ablate.py: error: {exc}", file=sys.stderr)
         return 2

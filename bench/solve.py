@@ -53,7 +53,8 @@ def run_dir(run_root: Path, name: str, seed: int) -> Path:
 
 
 def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Path) -> list:
-    """`python launch.py FLAGS` (or a peer's runner) for one seed, writing to run_dir(run_root, name, seed)."""
+    """`python launch.py FLAGS` (or a peer's runner with FLAGS) for one seed, writing to
+    run_dir(run_root, name, seed)."""
     common = [
         "--seed",
         str(seed),
@@ -65,7 +66,7 @@ def launch_command(name: str, seed: int, flags, max_seconds: float, run_root: Pa
         run_dir(run_root, name, seed).name,
     ]
     if name in PEERS:
-        return [sys.executable, "-W", "ignore", "-m", PEERS[name][0], *common]
+        return [sys.executable, "-W", "ignore", "-m", PEERS[name][0], *flags, *common]
     return [sys.executable, "-W", "ignore", str(ROOT / "launch.py"), *flags, *common]
 
 

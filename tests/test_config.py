@@ -120,7 +120,8 @@ def test_defaults_and_every_preset_are_valid():
         (["--dynamics-grad", "both"], "--dynamics-grad='both' is invalid: allowed: hidden, params"),
         (
             ["--preset", "atari"],
-            "--preset='atari' is invalid: allowed: cartpole, seed, lunarlander, minatar-breakout, atari-pong",
+            "--preset='atari' is invalid: allowed: cartpole, seed, lunarlander, minatar-breakout, "
+            "minatar-space-invaders, minatar-asterix, atari-pong",
         ),
         # combinations and syntax
         (

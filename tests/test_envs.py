@@ -36,6 +36,8 @@ from transport.weights import WeightClient, WeightPublisher
 PRESET_ENVS = {
     "lunarlander": (("Box2D", "pygame"), "box2d pygame-ce", (8,), "float32", 4, "mlp"),
     "minatar-breakout": (("minatar",), "minatar", (10, 10, 4), "uint8", 3, "minatar"),
+    "minatar-space-invaders": (("minatar",), "minatar", (10, 10, 6), "uint8", 4, "minatar"),
+    "minatar-asterix": (("minatar",), "minatar", (10, 10, 4), "uint8", 5, "minatar"),
     "atari-pong": (
         ("ale_py", "cv2"),
         "ale-py opencv-python-headless",
@@ -232,6 +234,11 @@ def test_torso_override():
 
 
 # -- presets -----------------------------------------------------------------------------------
+
+
+def test_every_preset_with_an_env_of_its_own_is_tested_here():
+    """A new preset must get a PRESET_ENVS row, so that the tests below build and step it."""
+    assert set(PRESET_ENVS) == {name for name, fields in PRESETS.items() if "env" in fields}
 
 
 @pytest.mark.parametrize("preset", list(PRESET_ENVS))
