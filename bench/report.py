@@ -151,6 +151,29 @@ def results_page() -> str:
             "",
             *update_table(d),
         ]
+    for path, d in load("minatar-*.json"):
+        out += [
+            "",
+            f"## MinAtar, {d['frames']:,} frames ({d['date']}, {path.name})",
+            "",
+            f"`{d['command']}` on {machine(d)}. Greedy return at the budget, {d['eval_episodes']} "
+            "episodes on env seeds the runs never trained on:",
+            "",
+            "| game | config | seeds | greedy at budget, median (min-max) | frames/s | process wall |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for game, configs in d["summary"].items():
+            for config, m in configs.items():
+                g = m["greedy_at_budget"]
+                out.append(
+                    f"| {game} | {config} | {m['runs']} | {g['median']:.1f} ({g['min']:.1f}-{g['max']:.1f}) | "
+                    f"{m['frames_per_s']:,.0f} | {m['process_wall_s']:.1f} s |"
+                )
+        if (SOURCES / path.with_suffix(".png").name).is_file():
+            out += [
+                "",
+                f"![greedy return against frames and wall time](results/{path.with_suffix('.png').name})",
+            ]
     for path, d in load("single-runs.json"):
         out += [
             "",
