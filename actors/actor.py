@@ -113,16 +113,21 @@ class SequenceCutter:
 class SelfPlayActor:
     """Plain class: build it directly (tests, --in-process) or wrap it with ray.remote."""
 
-    def __init__(self, cfg: Config, index: int, replay: ReplayWriter, weights: WeightSource):
+    def __init__(
+        self,
+        cfg: Config,
+        index: int,
+        spec: SequenceSpec,
+        replay: ReplayWriter,
+        weights: WeightSource,
+    ):
+        """spec: the run's sequences (built once by the wiring from the env's description)."""
         torch.set_num_threads(cfg.torch_threads)
         self.cfg, self.index, self.replay, self.weights = cfg, index, replay, weights
-        info = envs_lib.describe(cfg.env)
-        self.net = build_network(cfg.network_spec(info)).eval()
+        self.net = build_network(cfg.network_spec(spec)).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.spec = SequenceSpec(
-            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
-        )
+        self.spec = spec
         self.envs = VectorEnv(cfg.env, cfg.envs_per_actor, owner=f"actor {index}")
         self.env_seed = envs_lib.derive_seed(cfg.seed, "actor", index)
         self.rng = np.random.default_rng(self.env_seed)

@@ -186,7 +186,7 @@ def actor_in_process(
         ),
         ("in-process, sequences discarded", ReplayClient([KeepingShard(keep=4096)], spec)),
     ):
-        actor = SelfPlayActor(cfg, 0, replay, WeightClient(store))
+        actor = SelfPlayActor(cfg, 0, spec, replay, WeightClient(store))
         actor.collect(chunk)  # warm-up
         infer = []
 
@@ -377,7 +377,7 @@ def learner_rate(
         cfg, device=device, batch_size=batch_size or cfg.batch_size, compile=compile
     )
     batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
-    learner = Learner(cfg, batches, WeightPublisher(WeightStore()))
+    learner = Learner(cfg, spec, batches, WeightPublisher(WeightStore()))
     t = time.perf_counter()
     # warm-up (allocations, CUDA context, torch.compile)
     learner.train(3)

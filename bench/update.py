@@ -28,6 +28,21 @@ from common.cli import script_parser
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def new_learner(learner_cls, cfg, publisher):
+    """A checkout's Learner without replay: given the sequence spec where its constructor takes
+    one (since the wiring builds it once), else as before."""
+    import inspect
+
+    if "spec" not in inspect.signature(learner_cls).parameters:
+        return learner_cls(cfg, None, publisher)
+    from common.envs import describe
+    from common.sequence import SequenceSpec
+
+    return learner_cls(
+        cfg, SequenceSpec.for_env(cfg.sequence_length, describe(cfg.env)), None, publisher
+    )
+
+
 def worker(code: str, preset: str, mode: str, updates: int) -> dict:
     """Runs in a child process with `code` first on PYTHONPATH (checkout_env): times that
     checkout's learner."""
@@ -65,7 +80,7 @@ def worker(code: str, preset: str, mode: str, updates: int) -> dict:
         def publish(self, version, network):
             pass
 
-    learner = Learner(cfg, None, NoPublisher())
+    learner = new_learner(Learner, cfg, NoPublisher())
     if mode == "compiled":
         deadline = time.monotonic() + 60
         while learner.cached_loss is not None and time.monotonic() < deadline:
@@ -167,7 +182,7 @@ def build(code: str, preset: str) -> None:
     cfg = validate(
         Config(**{**PRESETS[preset], "compile": "off", "device": "cpu", "torch_threads": 1})
     )
-    folder = Learner(cfg, None, NoPublisher()).compiled_folder()
+    folder = new_learner(Learner, cfg, NoPublisher()).compiled_folder()
     if not (folder / "loss.bin").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         compiled.build(

@@ -32,6 +32,12 @@ class SequenceSpec:
     obs_dtype: str  # 'float32' or 'uint8'
     num_actions: int
 
+    @classmethod
+    def for_env(cls, length: int, info) -> "SequenceSpec":
+        """The spec of sequences of `length` steps of an env described by common.envs.EnvInfo;
+        it also serves Config.network_spec (obs_shape, obs_dtype, num_actions)."""
+        return cls(length, tuple(info.obs_shape), info.obs_dtype, info.num_actions)
+
     def fields(self, leading=()) -> dict[str, tuple]:
         T, A = self.length, self.num_actions
         lead = tuple(leading)

@@ -79,7 +79,7 @@ def check_device(cfg: Config) -> None:
 def replay_bytes(cfg: Config, info: EnvInfo) -> int:
     """Bytes the replay shards allocate: replay_capacity sequences of the layout in
     common/sequence.py (obs [T+1, *O] plus per-step action, reward, behaviour, flags, version)."""
-    spec = SequenceSpec(cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions)
+    spec = SequenceSpec.for_env(cfg.sequence_length, info)
     per_sequence = sum(
         np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in spec.fields().values()
     )

@@ -72,9 +72,7 @@ class Components:
     def __init__(self, cfg: Config, info: EnvInfo, where: Placement):
         """cfg: with num_actors resolved (`placed`); where: InProcess or OnRay."""
         self.cfg, self.where = cfg, where
-        self.spec = SequenceSpec(
-            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
-        )
+        self.spec = SequenceSpec.for_env(cfg.sequence_length, info)
         self.store = where.new(WeightStore)
         capacities = split(cfg.replay_capacity, cfg.num_replay_shards)
         limit = shard_rate_limit(cfg)
@@ -95,7 +93,7 @@ class Components:
         batches = BatchStream(
             w.replay_client(self.shards, self.spec), self.cfg.batch_size, self.cfg.replay_fraction
         )
-        self.learner = w.new(Learner, self.cfg, batches, w.weight_publisher(self.store))
+        self.learner = w.new(Learner, self.cfg, self.spec, batches, w.weight_publisher(self.store))
         if checkpoint_data:
             self.run_state = self.call(self.learner, "load_checkpoint_bytes", checkpoint_data)
         self.actors = [self.new_actor(i) for i in range(self.cfg.num_actors)]
@@ -107,6 +105,7 @@ class Components:
             SelfPlayActor,
             self.cfg,
             index,
+            self.spec,
             w.replay_client(self.shards, self.spec),
             w.weight_client(self.store),
         )

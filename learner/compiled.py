@@ -238,7 +238,9 @@ def build(config: dict, staging: Path, folder: Path) -> None:
     import torch
 
     from common.config import Config
+    from common.envs import describe
     from common.losses import muesli_loss_tensors
+    from common.sequence import SequenceSpec
     from learner.batch import to_time_major
     from learner.learner import Learner
 
@@ -246,7 +248,9 @@ def build(config: dict, staging: Path, folder: Path) -> None:
         def publish(self, version, network):
             pass
 
-    learner = Learner(Config(**{**config, "compile": "off"}), None, _NoPublisher())
+    cfg = Config(**{**config, "compile": "off"})
+    spec = SequenceSpec.for_env(cfg.sequence_length, describe(cfg.env))
+    learner = Learner(cfg, spec, None, _NoPublisher())
     args = learner.loss_args(
         to_time_major(
             synthetic_arrays(learner.sequence_spec, learner.cfg.batch_size), learner.device

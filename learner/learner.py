@@ -113,7 +113,8 @@ def acting_network_name(cfg: Config) -> str:
 
 
 class Learner:
-    def __init__(self, cfg: Config, batches: Batches, publisher: WeightSink):
+    def __init__(self, cfg: Config, spec: SequenceSpec, batches: Batches, publisher: WeightSink):
+        """spec: the run's sequences (built once by the wiring from the env's description)."""
         self.cfg, self.batches, self.publisher = cfg, batches, publisher
         self.device = resolve_device(cfg.device)
         self.bf16 = use_bf16(cfg.precision, self.device)
@@ -122,8 +123,7 @@ class Learner:
         seed = envs_lib.derive_seed(cfg.seed, "learner")
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
-        info = envs_lib.describe(cfg.env)
-        self.online = build_network(cfg.network_spec(info), self.device)
+        self.online = build_network(cfg.network_spec(spec), self.device)
         self.target = copy.deepcopy(self.online)
         for p in self.target.parameters():
             p.requires_grad_(False)
@@ -137,9 +137,7 @@ class Learner:
             fused=True,
         )
         self.loss_state = init_loss_state(self.device)
-        self.sequence_spec = SequenceSpec(
-            cfg.sequence_length, info.obs_shape, info.obs_dtype, info.num_actions
-        )
+        self.sequence_spec = spec
         self.compiled = cfg.compile == "on" or (
             cfg.compile == "auto" and self.device.type == "cuda"
         )

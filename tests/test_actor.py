@@ -70,7 +70,7 @@ def build(
     publisher.publish(version, net)
     shard = RecordingShard(spec, cfg.replay_capacity, rate_limit=rate_limit)
     actor = SelfPlayActor(
-        cfg, index, ReplayClient([shard], spec, flush_every=flush_every), WeightClient(store)
+        cfg, index, spec, ReplayClient([shard], spec, flush_every=flush_every), WeightClient(store)
     )
     return actor, shard, spec, publisher, net
 

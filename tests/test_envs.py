@@ -280,8 +280,10 @@ def build(cfg: Config):
     shard = RecordingShard(spec, cfg.replay_capacity)
     torch.manual_seed(0)
     batches = BatchStream(ReplayClient([shard], spec), cfg.batch_size, cfg.replay_fraction)
-    learner = Learner(cfg, batches, WeightPublisher(store))
-    actor = SelfPlayActor(cfg, 0, ReplayClient([shard], spec, flush_every=1), WeightClient(store))
+    learner = Learner(cfg, spec, batches, WeightPublisher(store))
+    actor = SelfPlayActor(
+        cfg, 0, spec, ReplayClient([shard], spec, flush_every=1), WeightClient(store)
+    )
     return info, spec, shard, learner, actor
 
 

@@ -58,9 +58,8 @@ def make_learner(cfg=None, seed=0, rate_limit=None):
     cfg = cfg or small_config(seed=seed)
     store = WeightStore()
     client = ReplayClient([ReplayShard(SPEC, cfg.replay_capacity, rate_limit=rate_limit)], SPEC)
-    return Learner(
-        cfg, BatchStream(client, cfg.batch_size, cfg.replay_fraction), WeightPublisher(store)
-    ), store
+    batches = BatchStream(client, cfg.batch_size, cfg.replay_fraction)
+    return Learner(cfg, SPEC, batches, WeightPublisher(store)), store
 
 
 def make_batch(seed=0, terminal_at=3):
