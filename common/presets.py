@@ -5,28 +5,22 @@ measurements, the paper's and the seed's settings it follows) is written down in
 Envs beyond CartPole need extra packages: pip install -r requirements-envs.txt.
 """
 
+# What every preset beyond CartPole shares: every start state unrolled (as they were measured),
+# two hidden layers, gamma 0.99, learning from 64 stored sequences on.
+BEYOND_CARTPOLE = dict(starts_per_sequence=0, depth=2, discount=0.99, min_replay=64)
+
+# What the image presets share: sequences of 20 steps every 10, three quarters of each batch from
+# replay (the paper's share), Adam 3e-4.
+IMAGES = dict(
+    BEYOND_CARTPOLE, sequence_length=20, sequence_stride=10, replay_fraction=0.75,
+    learning_rate=3e-4,
+)  # fmt: skip
+
 # The MinAtar presets' shared settings (minatar-breakout's, measured on Breakout first).
 MINATAR = dict(
-    torso="minatar",
-    starts_per_sequence=0,
-    width=128,
-    depth=2,
-    hidden_size=128,
-    support_size=30,
-    discount=0.99,
-    sequence_length=20,
-    sequence_stride=10,
-    batch_size=64,
-    replay_capacity=10_000,
-    replay_fraction=0.75,
-    min_replay=64,
-    learning_rate=3e-4,
-    replay_ratio=12.8,
-    envs_per_actor=16,
-    eval_episodes=30,
-    eval_screen_episodes=10,
-    eval_every_env_steps=20_000,
-    max_env_steps=5_000_000,
+    IMAGES, torso="minatar", width=128, hidden_size=128, support_size=30, batch_size=64,
+    replay_capacity=10_000, replay_ratio=12.8, envs_per_actor=16, eval_episodes=30,
+    eval_screen_episodes=10, eval_every_env_steps=20_000, max_env_steps=5_000_000,
     max_seconds=1800.0,
 )  # fmt: skip
 
@@ -77,20 +71,17 @@ PRESETS = {
     ),  # fmt: skip
     # LunarLander-v3 (Box2D): solved at a greedy 100-episode mean >= 200.
     "lunarlander": dict(
+        BEYOND_CARTPOLE,
         env="LunarLander-v3",
         solve_return=200.0,
-        starts_per_sequence=0,
         width=128,
-        depth=2,
         hidden_size=64,
         support_size=30,
-        discount=0.99,
         sequence_length=10,
         sequence_stride=5,
         batch_size=64,
         replay_capacity=20_000,
         replay_fraction=0.5,
-        min_replay=64,
         learning_rate=5e-4,
         replay_ratio=6.4,
         envs_per_actor=16,
@@ -101,29 +92,22 @@ PRESETS = {
     ),  # fmt: skip
     # MinAtar (package minatar): 10x10xC grids, no reward threshold; one setting for every game
     # (docs/presets.md), the game's env id added.
-    "minatar-breakout": dict(env="MinAtar/Breakout-v1", **MINATAR),
-    "minatar-space-invaders": dict(env="MinAtar/SpaceInvaders-v1", **MINATAR),
-    "minatar-asterix": dict(env="MinAtar/Asterix-v1", **MINATAR),
+    "minatar-breakout": dict(MINATAR, env="MinAtar/Breakout-v1"),
+    "minatar-space-invaders": dict(MINATAR, env="MinAtar/SpaceInvaders-v1"),
+    "minatar-asterix": dict(MINATAR, env="MinAtar/Asterix-v1"),
     # Atari Pong (ALE/Pong-v5) with the paper's env settings: stop at a greedy mean of +18.
     "atari-pong": dict(
+        IMAGES,
         env="ALE/Pong-v5",
         torso="atari",
-        starts_per_sequence=0,
         width=256,
-        depth=2,
         hidden_size=256,
         support_size=10,
-        discount=0.99,
-        sequence_length=20,
-        sequence_stride=10,
         batch_size=32,
         replay_capacity=3000,
-        replay_fraction=0.75,
-        min_replay=64,
-        learning_rate=3e-4,
-        replay_ratio=3.2,
         envs_per_actor=8,
         weight_pull_every=256,
+        replay_ratio=3.2,
         solve_return=18.0,
         eval_episodes=20,
         eval_screen_episodes=5,

@@ -794,17 +794,20 @@ def test_a_run_killed_before_its_first_checkpoint_interval_can_be_resumed(tmp_pa
     assert summary["resumed_from"] and summary["learner_steps"] > stored["steps"]
 
 
+# a local Ray on 2 CPUs without the dashboard, 5 evaluation episodes, 5 minutes at most
+SHORT_RAY_RUN = (
+    "--num-cpus",
+    "2",
+    "--no-dashboard",
+    "--max-seconds",
+    "300",
+    "--eval-episodes",
+    "5",
+)
+
+
 def test_first_ctrl_c_finishes_a_local_ray_run_and_shuts_ray_down(tmp_path):
-    proc = start_run(
-        tmp_path,
-        "--num-cpus",
-        "2",
-        "--no-dashboard",
-        "--max-seconds",
-        "300",
-        "--eval-episodes",
-        "5",
-    )
+    proc = start_run(tmp_path, *SHORT_RAY_RUN)
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
         ctrl_c(proc)
@@ -823,16 +826,7 @@ def test_sigterm_to_a_local_ray_runs_driver_finishes_it(tmp_path):
     """Kubernetes, Docker and `ray job stop` send SIGTERM to the driver: the run's handler, not the
     one ray.init installs (sys.exit(15), which wrote nothing), ends the run, and no process of its
     session outlives it."""
-    proc = start_run(
-        tmp_path,
-        "--num-cpus",
-        "2",
-        "--no-dashboard",
-        "--max-seconds",
-        "300",
-        "--eval-episodes",
-        "5",
-    )
+    proc = start_run(tmp_path, *SHORT_RAY_RUN)
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
         proc.send_signal(signal.SIGTERM)
@@ -855,8 +849,7 @@ def test_sigterm_to_every_process_of_a_ray_run_ends_it_with_143_and_a_summary(tm
     well as to the driver: the learner may be gone before the final checkpoint. The run still
     ends with exit 143, no traceback, and a summary.json that names the signal and either the
     final checkpoint or what cut the finish short, with the newest checkpoint to resume from."""
-    proc = start_run(tmp_path, "--num-cpus", "2", "--no-dashboard", "--max-seconds", "300",
-                     "--eval-episodes", "5", "--checkpoint-every-s", "2")  # fmt: skip
+    proc = start_run(tmp_path, *SHORT_RAY_RUN, "--checkpoint-every-s", "2")
     try:
         wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
         wait_for(
