@@ -16,9 +16,11 @@ IMAGES = dict(
     learning_rate=3e-4,
 )  # fmt: skip
 
-# The MinAtar presets' shared settings (minatar-breakout's, measured on Breakout first).
+# The MinAtar presets' shared settings (minatar-breakout's, measured on Breakout first); the
+# model unrolled from 3 start states per sequence, as CartPole's default: 1M frames in 22 minutes
+# on 2 cores (docs/presets.md).
 MINATAR = dict(
-    IMAGES, torso="minatar", width=128, hidden_size=128, support_size=30, batch_size=64,
+    IMAGES, starts_per_sequence=3, torso="minatar", width=128, hidden_size=128, support_size=30, batch_size=64,
     replay_capacity=10_000, replay_ratio=12.8, envs_per_actor=16, eval_episodes=30,
     eval_screen_episodes=10, eval_every_env_steps=20_000, max_env_steps=5_000_000,
     max_seconds=1800.0,
