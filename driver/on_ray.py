@@ -10,6 +10,7 @@ learner a call of waits.LEARNER_CALL_STEPS updates, so neither waits for the dri
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import os
 import time
 from pathlib import Path
@@ -56,7 +57,12 @@ def start_ray(cfg: Config) -> None:
     """Start a local Ray, or join the cluster at --address."""
     if cfg.address:
         try:
-            ray.init(address=cfg.address, log_to_driver=True, runtime_env=cluster_runtime_env(cfg))
+            context = ray.init(
+                address=cfg.address,
+                log_to_driver=True,
+                runtime_env=cluster_runtime_env(cfg),
+                logging_level=logging.WARNING,
+            )
         except ConnectionError as exc:
             raise ConfigError(
                 f"--address={cfg.address!r} is invalid: {' '.join(str(exc).split())[:300]}; "
@@ -66,13 +72,18 @@ def start_ray(cfg: Config) -> None:
         port = {"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}
         ask_for_token_auth()
         # address="local": a new local Ray even where `ray start` left one running on this machine
-        ray.init(
+        context = ray.init(
             address="local",
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.dashboard,
             log_to_driver=True,
+            logging_level=logging.WARNING,
             **port,
         )
+    # Ray's own start-up line (INFO, on stderr) is off: stderr keeps warnings and errors only
+    where = "joined the Ray cluster at " + cfg.address if cfg.address else "started a local Ray"
+    url = getattr(context, "dashboard_url", None)
+    print(f"ray: {where}" + (f", dashboard at http://{url}" if url else ""), flush=True)
     keep_rate_lines_off_console()
 
 

@@ -60,7 +60,7 @@ EXPECTED = {
     ],
 }
 SAMPLE = re.compile(r"^(ray_muesli_\w+)\{(.*)\}\s+(\S+)$")
-DASHBOARD_URL = re.compile(r"View the dashboard at \S*?(http://[\w.:-]+)")
+DASHBOARD_URL = re.compile(r"^ray: started a local Ray, dashboard at (http://[\w.:-]+)$", re.M)
 
 
 def free_port() -> int:
@@ -118,14 +118,14 @@ class Watcher(threading.Thread):
     is non-zero, reads actor 0's log through the dashboard (what its Actors -> Log view shows)
     until a rate line is in it, and with Chromium loads the dashboard's actors page once."""
 
-    def __init__(self, port: int, run_dir, stderr: Console):
+    def __init__(self, port: int, run_dir, stdout: Console):
         super().__init__(daemon=True)
-        self.url, self.run_dir, self.stderr = f"http://127.0.0.1:{port}/metrics", run_dir, stderr
+        self.url, self.run_dir, self.stdout = f"http://127.0.0.1:{port}/metrics", run_dir, stdout
         self.stop, self.text, self.dom, self.actor_log = threading.Event(), "", None, ""
         self.token = ray_auth_token()
 
     def dashboard(self) -> str | None:
-        found = DASHBOARD_URL.search(self.stderr.text())
+        found = DASHBOARD_URL.search(self.stdout.text())
         return found and found.group(1)
 
     def run(self):
@@ -218,7 +218,7 @@ def ray_run(tmp_path_factory):
             argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         stdout, stderr = Console(proc.stdout), Console(proc.stderr)
-        watcher = Watcher(port, run_dir, stderr)
+        watcher = Watcher(port, run_dir, stdout)
         watcher.start()
         rc = proc.wait(timeout=RUN_SECONDS + 150)
         ended = time.time()
@@ -463,6 +463,9 @@ def test_console_has_the_progress_line_and_no_unexplained_error_or_token_warning
     from driver.on_ray import RESTART_ERROR_NOTE
 
     console = ray_run.stdout + ray_run.stderr
+    # Ray's INFO start-up line is off stderr; the dashboard's address is on stdout instead
+    assert not [line for line in ray_run.stderr if "Started a local Ray instance" in line]
+    assert [line for line in ray_run.stdout if DASHBOARD_URL.match(line)], ray_run.stdout[:5]
     errors = [line for line in console if re.search(r" E \d+ \d+\]|\bERROR\b", line)]
     assert len(errors) == 1 and "ray-project/ray/issues/53727" in errors[0], errors
     assert RESTART_ERROR_NOTE in ray_run.stdout
