@@ -28,7 +28,7 @@ import torch
 from actors.evaluation import Episodes, num_eval_envs, play
 from actors.video import EpisodeVideo, missing_video_packages
 from common import envs as envs_lib
-from common.cli import OneLineParser, UsageError, first_paragraph
+from common.cli import OneLineParser, UsageError, exit_usage, first_paragraph
 from common.config import Config, ConfigError, saved_config
 from common.networks import build_network
 from learner import checkpoint
@@ -267,8 +267,7 @@ def main(argv=None) -> int:
     try:
         result = watch(build_parser().parse_args(argv))
     except UsageError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_usage("evaluate.py", exc)
     print(format_table(result))
     return 0
 

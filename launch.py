@@ -20,10 +20,11 @@ import sys
 import traceback
 
 from common import files
+from common.cli import exit_usage
 from common.config import parse_config
 from common.vector_env import EnvFailure
 from driver.bad_data import BadData
-from driver.stopping import StopAtOnce, stop_on_signals
+from driver.stopping import STOP_REASONS, StopAtOnce, stop_on_signals
 from driver.trainer import Trainer, train
 from learner import compiled
 from muesli_ray import BAD_INPUT, shutdown_ray, start
@@ -40,7 +41,8 @@ def format_summary(s: dict) -> str:
     )
 
 
-SIGNALLED = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
+# stop reasons of the signals other than Ctrl-C -> the signal (its exit code is 128 + N)
+SIGNALLED = {reason: signum for signum, reason in STOP_REASONS.items() if signum != signal.SIGINT}
 
 
 def cut_short(trainer, exc: Exception) -> int:
@@ -62,11 +64,6 @@ def exit_code(summary: dict) -> int:
     """0 for a run that ended on its own or by Ctrl-C; 128 + N for one that signal N stopped
     (the shell's convention), so a scheduler that sent SIGTERM sees the run did not finish."""
     return 128 + SIGNALLED[summary["stop_reason"]] if summary["stop_reason"] in SIGNALLED else 0
-
-
-def error_line(exc: Exception) -> int:
-    print(f"launch.py: error: {exc}", file=sys.stderr, flush=True)
-    return 2
 
 
 def disk_full(trainer: Trainer, exc: Exception) -> int:
@@ -91,7 +88,7 @@ def main(argv=None) -> int:
     try:
         trainer = start(parse_config(argv))
     except BAD_INPUT as exc:
-        return error_line(exc)
+        return exit_usage("launch.py", exc)
     cfg, info, run_dir = trainer.cfg, trainer.info, trainer.run_dir
     try:
         with stop_on_signals(trainer):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actors.sampling import sample_categorical
 from common import envs as envs_lib
 from common.config import Config, ConfigError, for_this_machine, validate, with_preset
 from common.vector_env import EnvFailure
@@ -71,7 +72,9 @@ def shutdown_ray() -> None:
 def start(cfg: Config) -> Trainer:
     """Check cfg and its env, place the components (in this process, a local Ray or the cluster
     at cfg.address) and claim the run directory; raises one of BAD_INPUT, with Ray shut down."""
-    cfg = validate(for_this_machine(cfg))
+    cfg = validate(
+        for_this_machine(cfg)
+    )  # again: a Config may have been changed since it was built
     info = envs_lib.describe(cfg.env)
     cfg.network_spec(info)  # a torso that cannot take these observations stops here
     resume = preflight.check(cfg, info)
@@ -123,8 +126,9 @@ class Policy:
         logits = self.logits(obs[None] if one else obs)
         if self.greedy:
             actions = logits.argmax(-1)
-        else:  # a categorical draw per row: Gumbel-max
-            actions = (logits + self.rng.gumbel(size=logits.shape)).argmax(-1)
+        else:  # a draw per row from softmax(logits), as the actors draw
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            actions = sample_categorical(probs / probs.sum(-1, keepdims=True), self.rng)
         return int(actions[0]) if one else actions
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.cli import OneLineParser, UsageError
+from common.cli import OneLineParser, UsageError, exit_usage
 from common.config import Config, ConfigError, parse_config
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -424,8 +424,7 @@ def main(argv=None) -> int:
         for params in grid_points(space):
             parse_config(trial_argv(args.flags, params) + ["--in-process"])
     except UsageError as exc:
-        print(f"sweep.py: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_usage("sweep.py", exc)
     try:
         import pandas  # noqa: F401 (a ray[tune] dependency; Tune's import fails without it)
         from ray import tune

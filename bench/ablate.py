@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.solve import PEERS, machine, run_dir
 from bench.variants import median_steps_to_solve, parse_variant, run_pairs
-from common.cli import OneLineParser, UsageError, first_paragraph
+from common.cli import OneLineParser, UsageError, exit_usage, first_paragraph
 from common.config import ConfigError, parse_config
 from learner.checkpoint import write_atomic
 
@@ -380,8 +380,7 @@ def main(argv=None) -> int:
         }
         rows = previous_rows(args.out, args.resume, variants, args.seeds, settings)
     except UsageError as exc:
-        print(f"ablate.py: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_usage("ablate.py", exc)
     done = {(r["config"], r["seed"]) for r in rows}
     todo = [(name, seed) for seed in args.seeds for name in variants if (name, seed) not in done]
     print(f"{len(todo)} runs to do, {len(done)} done already", flush=True)

@@ -6,8 +6,8 @@ made it.
   python -m bench.report --check    # exit 1, naming the file, if either is not what the JSON gives
 
 Sources: solve-*.json (bench/solve.py --out), update-*.json (bench/update.py --out),
-single-runs.json (single launch.py runs, from their summary.json), quickstart-*.json (the
-quick-start command's output). Lab notes on how the figures came about: docs/results-notes.md.
+single-runs.json (single launch.py runs, from their summary.json), minatar-*.json
+(bench/minatar.py --out), quickstart-*.json (the quick-start command's output). Lab notes on how the figures came about: docs/results-notes.md.
 """
 
 import json
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from common.cli import script_parser
+from common.files import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "docs" / "results"
@@ -275,9 +276,7 @@ def main(argv=None) -> int:
             )
         return 1 if stale else 0
     for path, text in pages.items():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text.encode())
         print(f"report.py: wrote {path.relative_to(ROOT)}")
     return 0
 

@@ -1,8 +1,8 @@
 """Command lines of the project's scripts: one-line errors (exit 2) and no guessed flags.
 
-Every CLI (launch.py, evaluate.py, sweep.py, bench/) builds its parser with `parser()`: a bad
-value or an unknown flag raises UsageError with one line, which the script prints as
-`<script>: error: <line>` and exits with code 2; flag prefixes are not accepted (`--lr 1` would
+Every CLI (launch.py, evaluate.py, sweep.py, bench/) builds its parser as a OneLineParser
+(bench scripts through `script_parser`): a bad value or an unknown flag raises UsageError with
+one line, which the script prints with `exit_usage` as `<script>: error: <line>`, exit code 2; flag prefixes are not accepted (`--lr 1` would
 otherwise be `--lr-decay-steps 1`) and an unknown flag names the closest known one.
 """
 

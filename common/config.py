@@ -557,7 +557,7 @@ def parse_config(argv=None) -> Config:
         cfg = Config(**{**saved_config(given["resume"]), **given})
     else:
         cfg = with_preset(given.pop("preset", "cartpole"), **given)
-    return validate(for_this_machine(cfg))
+    return for_this_machine(cfg)  # validated as it was built (Config.__post_init__)
 
 
 def with_preset(preset: str, **fields) -> Config:

@@ -294,12 +294,13 @@ class Learner:
         start = time.perf_counter()
         deadline = start + wait_s
         sums, counts, count, batch_wait, lags = {}, {}, 0, 0.0, []
-        totals = self.batches.refresh_totals()
+        self.batches.refresh_totals()
         while count < max_steps:
             t = time.perf_counter()
             arrays = self.batches.next(deadline)
-            batch_wait += time.perf_counter() - t
-            self.metrics.observe("batch_wait_s", time.perf_counter() - t)
+            waited = time.perf_counter() - t
+            batch_wait += waited
+            self.metrics.observe("batch_wait_s", waited)
             if arrays is None:
                 break
             valid = arrays["mask"]
