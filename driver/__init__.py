@@ -10,5 +10,5 @@ and stop (launch.py is its command line).
 - driver/trainer.py: `Trainer`, the one training loop, evaluation, checkpoints, summary.json.
 - driver/preflight.py: checks run before anything starts; driver/placement.py: the plan of
   which component goes where; driver/metrics.py: the run logger; driver/timeline.py: start-up
-  and exit milestones.
+  and exit milestones; driver/reaper.py: a local Ray's processes end with a killed driver.
 """

@@ -26,7 +26,7 @@ from common import envs as envs_lib
 from common import waits
 from common.config import Config, ConfigError
 from common.vector_env import EnvFailure
-from driver import grafana, placement
+from driver import grafana, placement, reaper
 from learner.learner import Learner
 from replay.ray_client import RayReplayClient
 from replay.shard import ReplayShard
@@ -34,6 +34,8 @@ from transport.ray_weights import RayWeightClient, RayWeightPublisher
 from transport.weight_store import WeightStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# the local Ray's watcher (driver/reaper.py), as Ray itself is one per process
+_reaper = None
 
 
 def cluster_runtime_env(cfg: Config) -> dict:
@@ -80,6 +82,8 @@ def start_ray(cfg: Config) -> None:
             logging_level=logging.WARNING,
             **port,
         )
+        global _reaper
+        _reaper = reaper.watch(reaper.local_ray_processes())
     # Ray's own start-up line (INFO, on stderr) is off: stderr keeps warnings and errors only
     where = "joined the Ray cluster at " + cfg.address if cfg.address else "started a local Ray"
     url = getattr(context, "dashboard_url", None)
@@ -133,6 +137,9 @@ def shutdown_ray() -> None:
             with contextlib.suppress(AttributeError, OSError):
                 info.process.kill()
     ray.shutdown()
+    global _reaper
+    reaper.release(_reaper)
+    _reaper = None
 
 
 def remote_classes(cfg: Config, plan: placement.Placement) -> dict:

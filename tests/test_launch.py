@@ -833,14 +833,33 @@ def test_sigterm_to_a_local_ray_runs_driver_finishes_it(tmp_path):
         check_interrupted_run(tmp_path, proc, 90, "sigterm", 143)
     finally:
         proc.kill()
-    deadline, session = time.monotonic() + 15, ["?"]  # Ray's processes end just after the driver
+    assert_session_ends(proc, 15)
+
+
+def test_a_sigkilled_drivers_local_ray_ends_with_it(tmp_path):
+    """SIGKILL (or the OOM killer) of the driver alone: every process of its local Ray is gone
+    within seconds (driver/reaper.py). Before, Ray's dashboard and runtime-env agents lived on for
+    1-2 minutes, reporting the raylet's death to a GCS that was already gone."""
+    proc = start_run(tmp_path, *SHORT_RAY_RUN)
+    try:
+        wait_for(lambda: learner_has_trained(tmp_path / "run"), proc, 120, "learner steps")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert_session_ends(proc, 15)
+
+
+def assert_session_ends(proc: subprocess.Popen, timeout_s: float) -> None:
+    """No process of the ended run's session (start_run) is alive `timeout_s` after it ended."""
+    deadline, session = time.monotonic() + timeout_s, ["?"]
     while session and time.monotonic() < deadline:
         session = subprocess.run(
             ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
         time.sleep(0.5)
     assert session == [], (
-        f"processes of the run's session are still alive 15 s after it ended: {session}"
+        f"processes of the run's session are still alive {timeout_s} s after it ended: {session}"
     )
 
 
