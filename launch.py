@@ -23,6 +23,7 @@ from common import files
 from common.cli import exit_usage
 from common.config import parse_config
 from common.vector_env import EnvFailure
+from driver import run_lock
 from driver.bad_data import BadData
 from driver.stopping import STOP_REASONS, StopAtOnce, stop_on_signals
 from driver.trainer import Trainer, train
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         shutdown_ray()
+        run_lock.release(run_dir)
     print(format_summary(summary))
     building = compiled.build_after_run(cfg, info)
     if building:

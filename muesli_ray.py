@@ -22,7 +22,7 @@ from actors.sampling import sample_categorical
 from common import envs as envs_lib
 from common.config import Config, ConfigError, for_this_machine, validate, with_preset
 from common.vector_env import EnvFailure
-from driver import placement, preflight
+from driver import placement, preflight, run_lock
 from driver.stopping import stop_on_signals
 from driver.trainer import Trainer, make_run_dir
 from driver.trainer import train as run_to_end
@@ -103,6 +103,7 @@ def train(cfg: Config) -> dict:
         raise
     finally:
         shutdown_ray()
+        run_lock.release(trainer.run_dir)
 
 
 class Policy:

@@ -28,7 +28,7 @@ from common.networks import build_network
 from common.ray_metrics import Recorder
 from common.sequence import NONFINITE_FIELDS
 from common.vector_env import EnvFailure
-from driver import preflight
+from driver import preflight, run_lock
 from driver.bad_data import BadData, BadDataWatch
 from driver.metrics import RunLogger
 from driver.supervision import ActorSupervisor
@@ -77,12 +77,19 @@ def make_run_dir(cfg: Config) -> Path:
                 "at the same time; allowed: a new name"
             )
     try:
+        run_lock.hold(run_dir)  # released when the run ends (run_lock.release)
         files.reserve(run_dir)  # the room summary.json will need (common/files.py)
         files.write_atomic(
             run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
         )
+    except run_lock.RunInUse as exc:  # resumed twice at once: the other got there first
+        raise ConfigError(
+            f"--resume={cfg.resume!r} is invalid: {exc}; allowed: --resume once that run has ended"
+        ) from None
     except OSError as exc:
+        run_lock.release(run_dir)
         if not cfg.resume:  # a new folder left behind would block its name
+            (run_dir / run_lock.LOCK_NAME).unlink(missing_ok=True)
             files.release(run_dir)
             (run_dir / "checkpoints").rmdir()
             run_dir.rmdir()

@@ -15,6 +15,10 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   Step number `stall_at` of an instance's life sleeps `stall_s` seconds first.
 - HugeObsCartPole-v0: CartPole with float64 observations (obs + 10) * 1e39: every value is beyond
   float32's range (3.4e38).
+- CountingEnv variants registered under their own ids, so that every process of a Ray run
+  (bench/faults.py) builds the same one: NanOneIn1000-v0 (the observation at step 500 of each
+  1,000-step episode is NaN), WrongShapeEvery100-v0 (the one at step 50 of each 100-step
+  episode has shape (2,)), StallOnce-v0 (step 300 of each instance's life sleeps 12 s).
 - ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
 - ResetFailsOffDriver-v0: CartPole-v1 whose reset raises RuntimeError in every process but
   the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
@@ -148,6 +152,15 @@ class SlowResetCartPole(CartPoleEnv):
         time.sleep(0.003)
         return super().reset(seed=seed, options=options)
 
+
+PROBE_VARIANTS = {
+    "NanOneIn1000-v0": dict(episode_steps=1000, nan_obs_at=500),
+    "WrongShapeEvery100-v0": dict(episode_steps=100, wrong_shape_at=50),
+    "StallOnce-v0": dict(episode_steps=100, stall_at=300, stall_s=12.0),
+}
+for env_id, kwargs in PROBE_VARIANTS.items():
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=CountingEnv, kwargs=kwargs)
 
 for env_id, entry_point, limit in (
     (FLAKY_ID, FlakyCartPole, 500),

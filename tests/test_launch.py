@@ -794,6 +794,31 @@ def test_a_run_killed_before_its_first_checkpoint_interval_can_be_resumed(tmp_pa
     assert summary["resumed_from"] and summary["learner_steps"] > stored["steps"]
 
 
+def test_resuming_or_reusing_the_folder_of_a_running_run_is_refused(tmp_path, capsys):
+    """Two runs never write into one folder: --resume of a live run's folder and its --run-name
+    are each one line naming the run's pid, exit 2, with the folder left as it was."""
+    proc = start_run(tmp_path, "--in-process", "--max-seconds", "300")
+    run_dir = tmp_path / "run"
+    try:
+        wait_for(
+            lambda: checkpoint.list_checkpoints(run_dir / "checkpoints"), proc, 90, "a checkpoint"
+        )
+        config = (run_dir / "config.json").read_bytes()
+        assert launch.main(["--resume", str(run_dir)]) == 2
+        again = ["--in-process", "--run-root", str(tmp_path), "--run-name", "run"]
+        assert launch.main(again) == 2
+        assert (run_dir / "config.json").read_bytes() == config
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+    in_use = f"{run_dir} is in use by the run of pid {proc.pid}, still running"
+    assert capsys.readouterr().err.splitlines() == [
+        f"launch.py: error: --resume={str(run_dir)!r} is invalid: {in_use}; allowed: --resume "
+        "once that run has ended (Ctrl-C finishes it)",
+        f"launch.py: error: --run-name='run' is invalid: {in_use}; allowed: a new name",
+    ]
+
+
 # a local Ray on 2 CPUs without the dashboard, 5 evaluation episodes, 5 minutes at most
 SHORT_RAY_RUN = (
     "--num-cpus",
