@@ -3,7 +3,9 @@
 Every env of the evaluation vector runs a fixed quota of episodes, so short episodes
 are not over-counted; the episodes counted are the first `quota[j]` of each env j.
 Sub-env j is reset with seed `seed + j`. An episode whose env raised (common/vector_env.py)
-is not counted: the rebuilt env plays another in its place.
+is not counted: the rebuilt env plays another in its place, up to MAX_CUT_PER_EPISODE cut
+episodes per episode asked for; past that the env cannot end an episode without an error, and the
+evaluation (which would have played on forever) raises EnvFailure.
 """
 
 from collections.abc import Callable
@@ -14,9 +16,10 @@ import torch
 
 from actors.sampling import sample_categorical
 from common.split import split
-from common.vector_env import VectorEnv
+from common.vector_env import EnvFailure, VectorEnv
 
 MAX_EVAL_ENVS = 50
+MAX_CUT_PER_EPISODE = 10
 
 
 class Episodes(NamedTuple):
@@ -55,6 +58,7 @@ def play(
         running = np.zeros(num_envs)
         steps = np.zeros(num_envs, dtype=np.int64)
         finished = [[] for _ in range(num_envs)]  # (return, length) per env
+        cut = 0  # episodes an env error cut off
         while any(len(done) < q for done, q in zip(finished, quota)):
             logits = logits_fn(torch.as_tensor(obs))
             if greedy:
@@ -65,6 +69,13 @@ def play(
             running += reward
             steps += 1
             running[lost], steps[lost] = 0.0, 0
+            cut += int(lost.sum())
+            if cut > MAX_CUT_PER_EPISODE * episodes:
+                done = sum(map(len, finished))
+                raise EnvFailure(
+                    f"evaluation: --env={env_id!r} raised in {cut} episodes while only {done} "
+                    f"of {episodes} ended without an error; an evaluation needs episodes that end"
+                )
             for j in np.flatnonzero(terminated | truncated):
                 if len(finished[j]) < quota[j]:
                     finished[j].append((running[j], int(steps[j])))

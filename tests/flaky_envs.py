@@ -11,14 +11,16 @@ registers them, so `--env tests.flaky_envs:FlakyCartPole-v0` loads them in any p
   step number `fail_at_step` of an instance's life (counted over its episodes, from 1)
   raises, and so does reset number `fail_at_reset` (the first reset is number 1). With
   `nan_obs_at` (`nan_reward_at`) the observation reached at step t = nan_obs_at of every
-  episode (the reward of the step that reaches it) is NaN; `wrong_shape_at` gives it shape (2,).
+  episode (the reward of the step that reaches it) is NaN; `wrong_shape_at` gives it shape (2,),
+  and so does `wrong_shape_once_at` to the observation of that step of the instance's life.
   Step number `stall_at` of an instance's life sleeps `stall_s` seconds first.
 - HugeObsCartPole-v0: CartPole with float64 observations (obs + 10) * 1e39: every value is beyond
   float32's range (3.4e38).
 - CountingEnv variants registered under their own ids, so that every process of a Ray run
   (bench/faults.py) builds the same one: NanOneIn1000-v0 (the observation at step 500 of each
-  1,000-step episode is NaN), WrongShapeEvery100-v0 (the one at step 50 of each 100-step
-  episode has shape (2,)), StallOnce-v0 (step 300 of each instance's life sleeps 12 s).
+  1,000-step episode is NaN), WrongShapeOnce-v0 (the observation of step 150 of each instance's
+  life has shape (2,)), WrongShapeEvery100-v0 (so has the one at step 50 of each 100-step
+  episode), StallOnce-v0 (step 300 of each instance's life sleeps 12 s).
 - ResetFails-v0: CartPole-v1 whose reset always raises RuntimeError.
 - ResetFailsOffDriver-v0: CartPole-v1 whose reset raises RuntimeError in every process but
   the one whose pid is in $FLAKY_ENVS_DRIVER_PID: launch.py's start-up check passes in the
@@ -73,6 +75,7 @@ class CountingEnv(gym.Env):
         nan_obs_at: int = 0,
         nan_reward_at: int = 0,
         wrong_shape_at: int = 0,
+        wrong_shape_once_at: int = 0,
         stall_at: int = 0,
         stall_s: float = 0.0,
     ):
@@ -82,7 +85,7 @@ class CountingEnv(gym.Env):
             fail_at_reset,
         )
         self.nan_obs_at, self.nan_reward_at = nan_obs_at, nan_reward_at
-        self.wrong_shape_at = wrong_shape_at
+        self.wrong_shape_at, self.wrong_shape_once_at = wrong_shape_at, wrong_shape_once_at
         self.stall_at, self.stall_s = stall_at, stall_s
         self.instance = next(_instances)
         made[COUNTING_ID] += 1
@@ -111,7 +114,7 @@ class CountingEnv(gym.Env):
             obs[0] = np.nan
         if self.t == self.nan_reward_at:
             reward = float("nan")
-        if self.t == self.wrong_shape_at:
+        if self.t == self.wrong_shape_at or self.life_steps == self.wrong_shape_once_at:
             obs = obs[:2]
         return obs, reward, self.t >= self.episode_steps, False, {}
 
@@ -155,6 +158,7 @@ class SlowResetCartPole(CartPoleEnv):
 
 PROBE_VARIANTS = {
     "NanOneIn1000-v0": dict(episode_steps=1000, nan_obs_at=500),
+    "WrongShapeOnce-v0": dict(episode_steps=100, wrong_shape_once_at=150),
     "WrongShapeEvery100-v0": dict(episode_steps=100, wrong_shape_at=50),
     "StallOnce-v0": dict(episode_steps=100, stall_at=300, stall_s=12.0),
 }

@@ -191,6 +191,23 @@ def test_evaluation_counts_only_episodes_that_ended_without_an_error():
     assert returns.tolist() == [8.0] * 100
 
 
+def test_an_evaluation_whose_episodes_never_end_without_an_error_raises_env_failure():
+    """Every episode's 4th observation has the wrong shape: no episode can be counted, and the
+    evaluation played on forever (the run hung in its first evaluation). 3 envs cut 3 episodes a
+    step; past 10 per episode asked for (30) it stops, at 33."""
+    from actors.evaluation import evaluate
+    from common.networks import build_network
+
+    env_id = counting_env(episode_steps=EPISODE, wrong_shape_at=4)
+    net = build_network(small_config(env=env_id).network_spec(envs_lib.describe(env_id))).eval()
+    with pytest.raises(EnvFailure) as failed:
+        evaluate(net, env_id, episodes=3, seed=0)
+    assert str(failed.value) == (
+        f"evaluation: --env={env_id!r} raised in 33 episodes while only 0 of 3 ended without an "
+        "error; an evaluation needs episodes that end"
+    )
+
+
 # -- the actor ---------------------------------------------------------------------------------
 
 
