@@ -3,7 +3,7 @@ on a local Ray unless the probe says in-process), and how it ended: the exit cod
 stderr, whether one was a traceback, summary.json's stop_reason, temp files left in the run
 folder, and the run's processes still alive 10 s after its end.
 
-    python -m bench.faults [--only NAME ...] [--out FILE]
+    python -m bench.faults [--only NAME ...] [--out FILE]   (FILE keeps the probes not rerun)
 
 A probe passes when it ends with exit 2 before anything is written, or with a summary.json naming
 the reason, in at most 3 stderr lines, without a traceback, leaving no temp file and no process.
@@ -33,6 +33,7 @@ RAY_RUN = ("--num-cpus", "2", "--no-dashboard", "--solve-return", "1e9", "--eval
            "--sampled-eval-episodes", "1", "--run-name", "run")  # fmt: skip
 IN_PROCESS_RUN = ("--in-process", *RAY_RUN[3:])
 FLAKY = "tests.flaky_envs:"
+RUN_DIR = object()  # in a probe's flags: the folder of the run named `run`
 
 
 def launch(root: Path, *flags, during=None, timeout_s: float = 300, script="launch.py") -> dict:
@@ -57,8 +58,11 @@ def launch(root: Path, *flags, during=None, timeout_s: float = 300, script="laun
 def outcome(proc: subprocess.Popen, err: str, run_dir: Path) -> dict:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    time.sleep(10)
-    alive = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+    deadline, alive = time.monotonic() + 10, ["?"]
+    while alive and time.monotonic() < deadline:
+        alive = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+        alive = alive.stdout.split()
+        time.sleep(0.2)
     lines = err.splitlines()
     return {
         "exit": proc.returncode,
@@ -69,7 +73,7 @@ def outcome(proc: subprocess.Popen, err: str, run_dir: Path) -> dict:
         "faults": {k: v for k, v in summary.get("faults", {}).items() if v},
         "temp_files": sorted(str(p) for p in run_dir.rglob(f"*{files.TMP_SUFFIX}"))
         if run_dir.exists() else [],
-        "processes_after_10s": alive.stdout.split(),
+        "processes_after_10s": alive,
     }  # fmt: skip
 
 
@@ -106,15 +110,20 @@ def taken_port(root: Path) -> dict:
         return launch(root, *RAY_RUN, "--metrics-export-port", held.getsockname()[1])
 
 
-def same_run_name(root: Path) -> dict:
-    """A second run of the name a running one holds; the first is then ended with SIGTERM."""
+def beside_a_running_run(*second_flags, ready=lambda run_dir: (run_dir / "config.json").exists()):
+    """A second run with second_flags once a first Ray run named `run` is `ready`; the first is
+    then ended with SIGTERM, and how it ended is added."""
+    return lambda root: _beside(root, second_flags, ready)
+
+
+def _beside(root: Path, second_flags, ready) -> dict:
     first = subprocess.Popen(
         [sys.executable, "launch.py", "--run-root", str(root), *RAY_RUN, "--max-seconds", "120"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: (root / "run" / "config.json").exists(), first, 120)
-        second = launch(root, *RAY_RUN, "--max-seconds", "60")
+        wait_for(lambda: ready(root / "run"), first, 120)
+        second = launch(root, *(root / "run" if f is RUN_DIR else f for f in second_flags))
         first.send_signal(signal.SIGTERM)
         second["first_run_exit"] = first.wait(timeout=120)
         second["first_run_stop_reason"] = json.loads((root / "run" / "summary.json").read_text())[
@@ -191,7 +200,11 @@ PROBES = {
                                             "--max-seconds", 20), {0: "time budget spent"}),
     "preset-of-another-env": ("--preset atari-pong --env CartPole-v1 --torso mlp",
                               preset_of_another_env, {0: "env step budget spent"}),
-    "same-run-name": ("a second Ray run of a running one's --run-name", same_run_name, {2: None}),
+    "same-run-name": ("a second Ray run of a running one's --run-name",
+                      beside_a_running_run(*RAY_RUN, "--max-seconds", 60), {2: None}),
+    "resume-a-running-run": ("--resume of a running Ray run's folder, once it has a checkpoint",
+                             beside_a_running_run("--resume", RUN_DIR, ready=lambda run_dir: any(
+                                 (run_dir / "checkpoints").glob("ckpt-*.pt"))), {2: None}),
     "sigterm": ("SIGTERM to the driver of a Ray run",
                 lambda root: launch(root, *RAY_RUN, during=signal_once_trained(signal.SIGTERM)),
                 {143: "sigterm"}),
@@ -255,9 +268,10 @@ def main(argv=None) -> int:
                 print(f"    {line[:200]}")
         else:
             print(f"{name:30} not run: {result['not_run']}")
-        results[name] = {"what": what, **result}
-    if args.out:
-        payload = {"date": time.strftime("%Y-%m-%d"), "probes": results}
+        results[name] = {"what": what, "date": time.strftime("%Y-%m-%d %H:%M"), **result}
+    if args.out:  # probes run before (--only another set) are kept
+        before = json.loads(args.out.read_text())["probes"] if args.out.exists() else {}
+        payload = {"probes": {**before, **results}}
         files.write_atomic(args.out, json.dumps(payload, indent=1).encode())
     return 0 if all(r.get("passed", True) for r in results.values()) else 1
 
