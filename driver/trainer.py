@@ -77,8 +77,8 @@ def make_run_dir(cfg: Config) -> Path:
                 "at the same time; allowed: a new name"
             )
     try:
-        run_lock.hold(run_dir)  # released when the run ends (run_lock.release)
         files.reserve(run_dir)  # the room summary.json will need (common/files.py)
+        run_lock.hold(run_dir)  # released when the run ends (run_lock.release)
         files.write_atomic(
             run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
         )

@@ -262,8 +262,10 @@ def test_a_run_name_taken_while_this_run_starts_is_one_line_and_exit_2(
         "that started at the same time; allowed: a new name"
     )
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "the other run\n"
-    # the other run's files (.space-for-summary: the room it keeps for its summary.json)
+    # the other run's files (.lock: its claim while it runs; .space-for-summary: the room it
+    # keeps for its summary.json)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".lock",
         ".space-for-summary",
         "checkpoints",
         "config.json",
