@@ -40,10 +40,11 @@ def check_run_root(cfg: Config) -> None:
         or target.exists()
         and not (target.is_dir() and not any(target.iterdir()))
     ):
-        if target.is_dir() and run_lock.holder(target) is not None:
+        holder = run_lock.holder(target) if target.is_dir() else None
+        if holder is not None:
             raise ConfigError(
-                f"--run-name={cfg.run_name!r} is invalid: "
-                f"{run_lock.RunInUse(target, run_lock.holder(target))}; allowed: a new name"
+                f"--run-name={cfg.run_name!r} is invalid: {run_lock.RunInUse(target, holder)}; "
+                "allowed: a new name"
             )
         if target.is_dir() and not checkpoint.list_checkpoints(target / "checkpoints"):
             raise ConfigError(
@@ -189,11 +190,11 @@ def check_resume(cfg: Config, info: EnvInfo) -> ResumePoint | None:
     build (a --width changed on resume is refused here, before config.json is rewritten)."""
     if not cfg.resume:
         return None
-    if run_lock.holder(cfg.resume) is not None:
-        in_use = run_lock.RunInUse(Path(cfg.resume), run_lock.holder(cfg.resume))
+    holder = run_lock.holder(cfg.resume)
+    if holder is not None:
         raise ConfigError(
-            f"--resume={cfg.resume!r} is invalid: {in_use}; allowed: --resume once that run has "
-            "ended (Ctrl-C finishes it)"
+            f"--resume={cfg.resume!r} is invalid: {run_lock.RunInUse(Path(cfg.resume), holder)}; "
+            "allowed: --resume once that run has ended (Ctrl-C finishes it)"
         )
     folder = Path(cfg.resume) / "checkpoints"
     path, data, errors = checkpoint.load_newest(folder)
