@@ -23,12 +23,11 @@ from common import files
 from common.cli import exit_usage
 from common.config import parse_config
 from common.vector_env import EnvFailure
-from driver import run_lock
 from driver.bad_data import BadData
 from driver.stopping import STOP_REASONS, StopAtOnce, stop_on_signals
 from driver.trainer import Trainer, train
 from learner import compiled
-from muesli_ray import BAD_INPUT, shutdown_ray, start
+from muesli_ray import BAD_INPUT, end, start
 
 
 def format_summary(s: dict) -> str:
@@ -130,8 +129,7 @@ def main(argv=None) -> int:
         )
         return 1
     finally:
-        shutdown_ray()
-        run_lock.release(run_dir)
+        end(trainer)
     print(format_summary(summary))
     building = compiled.build_after_run(cfg, info)
     if building:

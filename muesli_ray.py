@@ -69,6 +69,13 @@ def shutdown_ray() -> None:
         on_ray.shutdown_ray()
 
 
+def end(trainer: Trainer) -> None:
+    """The run is over: the Ray it started or joined shut down, its folder given back
+    (driver/run_lock.py) for a later --resume."""
+    shutdown_ray()
+    run_lock.release(trainer.run_dir)
+
+
 def start(cfg: Config) -> Trainer:
     """Check cfg and its env, place the components (in this process, a local Ray or the cluster
     at cfg.address) and claim the run directory; raises one of BAD_INPUT, with Ray shut down."""
@@ -102,8 +109,7 @@ def train(cfg: Config) -> dict:
         trainer.fail(f"{trainer.stop_request or 'interrupted'} twice", type(exc).__name__)
         raise
     finally:
-        shutdown_ray()
-        run_lock.release(trainer.run_dir)
+        end(trainer)
 
 
 class Policy:

@@ -83,7 +83,7 @@ def start_ray(cfg: Config) -> None:
             **port,
         )
         global _reaper
-        _reaper = reaper.watch(reaper.local_ray_processes())
+        _reaper = reaper.watch(local_ray_pids())
     # Ray's own start-up line (INFO, on stderr) is off: stderr keeps warnings and errors only
     where = "joined the Ray cluster at " + cfg.address if cfg.address else "started a local Ray"
     url = getattr(context, "dashboard_url", None)
@@ -131,15 +131,32 @@ def shutdown_ray() -> None:
     stop (SIGTERM) after the GCS is gone, the monitor tries to report its own end to the GCS,
     and Ray waits a second before it kills it. Killed first, it takes no time. Where Ray's
     internals differ from 2.60's, a plain ray.shutdown()."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is not None and node.is_head():
-        for info in getattr(node, "all_processes", {}).get("monitor", []):
-            with contextlib.suppress(AttributeError, OSError):
-                info.process.kill()
+    for info in local_ray_processes().get("monitor", []):
+        with contextlib.suppress(AttributeError, OSError):
+            info.process.kill()
     ray.shutdown()
     global _reaper
     reaper.release(_reaper)
     _reaper = None
+
+
+def local_ray_processes() -> dict:
+    """{kind: [ProcessInfo]} of the local Ray this process started (GCS, raylet, dashboard,
+    monitors); {} when it started none (a joined cluster) or where Ray's internals differ from
+    2.60's."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not node.is_head():
+        return {}
+    return getattr(node, "all_processes", {})
+
+
+def local_ray_pids() -> list[int]:
+    pids = []
+    for infos in local_ray_processes().values():
+        for info in infos:
+            with contextlib.suppress(AttributeError):
+                pids.append(info.process.pid)
+    return pids
 
 
 def remote_classes(cfg: Config, plan: placement.Placement) -> dict:

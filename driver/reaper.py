@@ -22,36 +22,22 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def local_ray_processes() -> list[psutil.Process]:
-    """The processes of the local Ray this driver started (GCS, raylet, dashboard, monitors) and
-    their descendants (the agents, the dashboard's modules); [] when this process started none or
-    where Ray's internals differ from 2.60's."""
-    import ray
-
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is None or not node.is_head():
-        return []
-    found = {}
-    for infos in getattr(node, "all_processes", {}).values():
-        for info in infos:
-            with contextlib.suppress(AttributeError, psutil.Error):
-                process = psutil.Process(info.process.pid)
-                for each in [process, *process.children(recursive=True)]:
-                    found[each.pid] = each
-    return list(found.values())
-
-
-def watch(processes: list[psutil.Process]) -> subprocess.Popen | None:
-    """Start the watcher over `processes`; None when there are none. The driver keeps the returned
-    process (its stdin is the pipe) and calls `release` when it has shut Ray down itself."""
-    named = []
-    for process in processes:
+def watch(pids: list[int]) -> subprocess.Popen | None:
+    """Start the watcher over the processes `pids` and their descendants as they are now (a
+    raylet's agents, the dashboard's modules); None when none is alive. The driver keeps the
+    returned process (its stdin is the pipe) and calls `release` when it has shut Ray down."""
+    named = {}
+    for pid in pids:
         with contextlib.suppress(psutil.Error):
-            named.append(f"{process.pid}:{process.create_time()!r}")
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                named[process.pid] = f"{process.pid}:{process.create_time()!r}"
     if not named:
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "driver.reaper", *named], cwd=PROJECT_ROOT, stdin=subprocess.PIPE
+        [sys.executable, "-m", "driver.reaper", *named.values()],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.PIPE,
     )
 
 

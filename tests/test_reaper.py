@@ -15,7 +15,7 @@ def sleeper() -> subprocess.Popen:
 def test_the_watcher_kills_its_processes_when_the_pipe_closes_and_not_before():
     a, b = sleeper(), sleeper()
     try:
-        watcher = reaper.watch([psutil.Process(a.pid), psutil.Process(b.pid)])
+        watcher = reaper.watch([a.pid, b.pid])
         time.sleep(0.5)
         assert watcher.poll() is None and a.poll() is None and b.poll() is None
         reaper.release(watcher)
