@@ -30,3 +30,9 @@ ROUND_LEARNER_S = 10.0
 ACTOR_PIPELINE = 2
 # A round on Ray waits this long for a first report.
 ROUND_WAIT_S = 0.5
+
+# -- placement on a running cluster (driver/on_ray.py) ----------------------------------------
+# A job that just ended hands its actors' CPUs back to Ray a moment later; a plan short of CPUs
+# looks again this often, up to this long, before it refuses the run.
+FREE_CPUS_POLL_S = 0.25
+FREE_CPUS_WAIT_S = 15.0

@@ -182,10 +182,7 @@ def cluster_plan(cfg: Config) -> placement.Placement:
     (sweep.py), for the bundles of its placement group after its own first one."""
     group = ray.util.get_current_placement_group()
     if group is None:
-        total, free = ray.cluster_resources(), ray.available_resources()
-        plan = placement.plan(
-            cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0)
-        )
+        plan = plan_when_free(cfg, lambda: (ray.cluster_resources(), ray.available_resources()))
         # The store prefers the driver's node (soft: it restarts elsewhere if that node leaves).
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         return dataclasses.replace(plan, store={**plan.store, "scheduling_strategy": here})
@@ -194,6 +191,23 @@ def cluster_plan(cfg: Config) -> placement.Placement:
     return placement.inside(
         placement.plan(cfg, cpus, cpus, gpus), PlacementGroupSchedulingStrategy(group)
     )
+
+
+def plan_when_free(cfg: Config, resources, wait_s=waits.FREE_CPUS_WAIT_S, sleep=time.sleep):
+    """placement.plan for `resources()` (Ray's (total, available) dicts). A plan short of CPUs
+    while some are in use is tried again for up to `wait_s`: a job that just ended on this
+    cluster (the last run of a script, a sweep's trial) frees its actors' CPUs a moment later."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        total, free = resources()
+        try:
+            return placement.plan(
+                cfg, total.get("CPU", 1.0), free.get("CPU", 0.0), free.get("GPU", 0.0)
+            )
+        except placement.PlacementError:
+            if free.get("CPU", 0.0) >= total.get("CPU", 1.0) or time.monotonic() >= deadline:
+                raise
+        sleep(waits.FREE_CPUS_POLL_S)
 
 
 def format_placement(plan: placement.Placement, nodes: dict) -> str:

@@ -604,3 +604,38 @@ def test_an_even_split_that_would_strand_an_actor_is_not_chosen():
     assert fits_everywhere([2, 2], plan)
     stranded = dataclasses.replace(plan, actor=dict(plan.actor, num_cpus=0.75))
     assert not fits_everywhere([2, 2], stranded)
+
+
+def test_a_plan_waits_for_the_cpus_a_job_that_just_ended_hands_back():
+    """Back-to-back runs on one cluster: Ray frees the last job's actors a moment after it
+    ends, so the next plan sees 0 of 2 CPUs free at first; it looks again and fits."""
+    from types import SimpleNamespace
+
+    from driver import on_ray
+
+    free_cpus = iter([0.0, 1.0, 2.0])
+    naps = []
+    plan = on_ray.plan_when_free(
+        SimpleNamespace(num_actors=1, device="auto"),
+        lambda: ({"CPU": 2.0}, {"CPU": next(free_cpus)}),
+        sleep=naps.append,
+    )
+    assert plan.num_actors == 1 and plan.actor["num_cpus"] == 1.0
+    assert naps == [on_ray.waits.FREE_CPUS_POLL_S] * 2
+
+
+def test_a_plan_that_cannot_fit_is_refused_at_once_or_after_the_wait():
+    """An idle cluster too small is refused without waiting; a busy one after wait_s."""
+    from types import SimpleNamespace
+
+    from driver import on_ray, placement
+
+    cfg = SimpleNamespace(num_actors=11, device="auto")
+    naps = []
+    with pytest.raises(placement.PlacementError, match="--num-actors=11 is invalid"):
+        on_ray.plan_when_free(cfg, lambda: ({"CPU": 2.0}, {"CPU": 2.0}), sleep=naps.append)
+    assert naps == []
+    started = time.monotonic()
+    with pytest.raises(placement.PlacementError, match="at most 0 actors"):
+        on_ray.plan_when_free(cfg, lambda: ({"CPU": 2.0}, {"CPU": 1.0}), wait_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.5
