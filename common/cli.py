@@ -43,8 +43,13 @@ def unknown_argument_message(arg: str, known) -> str:
     if not flag.startswith("-"):
         return f"unrecognized argument: {arg!r}"
     options = [o for o in known if o.startswith("--")]
+    words = lambda option: set(option.lstrip("-").split("-"))  # noqa: E731
+    ratio = lambda option: difflib.SequenceMatcher(None, flag, option).ratio()  # noqa: E731
+    # fewest unshared words first, then spelling: --actors is --num-actors, not --torso
+    by_words = sorted(options, key=lambda o: (len(words(o) ^ words(flag)), -ratio(o)))
     initials = [o for o in options if "".join(w[0] for w in o[2:].split("-")) == flag.lstrip("-")]
-    close = initials[:1] or difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
+    close = initials[:1] or [o for o in by_words[:1] if words(flag) <= words(o)]
+    close = close or difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
     close = close or sorted(o for o in options if o.startswith(flag))[:1]
     close = close or [o for o in options if flag.lstrip("-") in o]
     hint = f" (did you mean {close[0]}?)" if close else ""

@@ -433,6 +433,11 @@ def test_flag_prefixes_are_refused_and_unknown_flags_get_a_suggestion():
         parse_config(["--lerning-rate=0.1"])
     with pytest.raises(ConfigError, match=r"^unrecognized argument: --zzz$"):
         parse_config(["--zzz"])
+    # a flag's words inside a longer flag's beat a close spelling (--torso is 0.77 alike)
+    with pytest.raises(
+        ConfigError, match=r"^unrecognized argument: --actors \(did you mean --num-actors\?\)$"
+    ):
+        parse_config(["--actors", "2"])
 
 
 def test_a_preset_s_env_bound_fields_stay_with_its_env():
