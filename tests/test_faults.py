@@ -153,11 +153,11 @@ class Injector(threading.Thread):
             ray.kill(c.actors[0], no_restart=False)
             self.done.append(("actor", self.trainer.learner_steps))
             self.actor_killed_at = time.monotonic()
-            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
+            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 40)
             self.shard_instance = ray.get(c.shards[0].stats.remote())["started"]
             ray.kill(c.shards[0], no_restart=False)
             self.done.append(("shard", self.trainer.learner_steps))
-            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 60)
+            wait_for_learner_steps(self.trainer, self.trainer.learner_steps + 40)
             victim = next(
                 node
                 for node in self.cluster.list_all_nodes()[1:]
@@ -165,8 +165,10 @@ class Injector(threading.Thread):
                 and not self.trainer.nodes[node.node_id]["learner"]
                 and node.node_id != driver_node
             )
-            self.cluster.remove_node(victim)
+            # the step the node goes at: remove_node kills its processes first, then waits for
+            # the cluster to see it gone (seconds under load, while the learner goes on)
             self.done.append(("node", self.trainer.learner_steps))
+            self.cluster.remove_node(victim)
         except Exception as exc:  # reported by the test
             self.error = exc
 
@@ -235,7 +237,8 @@ def test_training_survives_a_dead_actor_a_dead_shard_and_a_lost_node(tmp_path, c
     assert injector.error is None, injector.error
     assert [what for what, _ in injector.done] == ["actor", "shard", "node"], injector.done
     assert summary["solved"], summary  # the same bar as the fault-free run
-    # solved after the last fault: by weights of its learner step or later (seen in CI: both 300)
+    # solved after the last fault: by weights of its learner step or later (seen in CI: 300 and 300;
+    # 300 and 302 under load when the step was read after remove_node returned)
     assert summary["solved_at"]["version"] >= injector.done[-1][1]
     # The killed actor came back (a new process: its own env-step count starts again) and the driver
     # gave it work again: chunks of actor 0 after the kill, counted from a fresh start.
