@@ -185,6 +185,15 @@ class ResumePoint:
         return int(self.run_state.get("env_steps", 0))
 
 
+def resume_in_use(cfg: Config, why: run_lock.RunInUse) -> ConfigError:
+    """The one line for --resume of a folder a live run holds: here, or in make_run_dir when two
+    resumes of one folder start at once."""
+    return ConfigError(
+        f"--resume={cfg.resume!r} is invalid: {why}; allowed: --resume once that run has ended "
+        "(Ctrl-C finishes it)"
+    )
+
+
 def check_resume(cfg: Config, info: EnvInfo) -> ResumePoint | None:
     """For --resume: the newest readable checkpoint, which must fit the network these flags
     build (a --width changed on resume is refused here, before config.json is rewritten)."""
@@ -192,10 +201,7 @@ def check_resume(cfg: Config, info: EnvInfo) -> ResumePoint | None:
         return None
     holder = run_lock.holder(cfg.resume)
     if holder is not None:
-        raise ConfigError(
-            f"--resume={cfg.resume!r} is invalid: {run_lock.RunInUse(Path(cfg.resume), holder)}; "
-            "allowed: --resume once that run has ended (Ctrl-C finishes it)"
-        )
+        raise resume_in_use(cfg, run_lock.RunInUse(Path(cfg.resume), holder))
     folder = Path(cfg.resume) / "checkpoints"
     path, data, errors = checkpoint.load_newest(folder)
     if data is None:

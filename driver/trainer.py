@@ -83,9 +83,7 @@ def make_run_dir(cfg: Config) -> Path:
             run_dir / "config.json", (json.dumps(to_dict(cfg), indent=2) + "\n").encode()
         )
     except run_lock.RunInUse as exc:  # resumed twice at once: the other got there first
-        raise ConfigError(
-            f"--resume={cfg.resume!r} is invalid: {exc}; allowed: --resume once that run has ended"
-        ) from None
+        raise preflight.resume_in_use(cfg, exc) from None
     except OSError as exc:
         run_lock.release(run_dir)
         if not cfg.resume:  # a new folder left behind would block its name
